@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Installs everything the demo and the tests need on a fresh Debian machine (run as root).
+# Idempotent: a second run only checks what is already there.
+set -euo pipefail
+
+need_apt=()
+for pkg_cmd in fuse3:fusermount3 dcmtk:dcmdump; do
+  command -v "${pkg_cmd#*:}" >/dev/null 2>&1 || need_apt+=("${pkg_cmd%%:*}")
+done
+if [ "${SMPFS_BENCH:-0}" = 1 ]; then
+  for pkg_cmd in gocryptfs:gocryptfs fio:fio; do
+    command -v "${pkg_cmd#*:}" >/dev/null 2>&1 || need_apt+=("${pkg_cmd%%:*}")
+  done
+fi
+if [ ${#need_apt[@]} -gt 0 ]; then
+  echo "==> apt-get install ${need_apt[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null
+fi
+
+if ! python3 -c 'import pydicom' >/dev/null 2>&1; then
+  echo "==> pip install pydicom"
+  python3 -m pip install -q --disable-pip-version-check 'pydicom>=2.4'
+fi

@@ -1,0 +1,276 @@
+//! Workstation identities (X25519 secret keys) and recipients (their public keys).
+//!
+//! Text forms, both Bech32 with a checksum so a mistyped key is caught:
+//! - recipient: `smpfs1…` (lower case), safe to share, put on the command line of `seal`;
+//! - identity file: comment lines starting with `#`, then one `SMPFS-SECRET-KEY-1…` line.
+//!
+//! An identity file must not be readable by group or others; loading refuses it otherwise.
+
+use std::fmt;
+use std::fs;
+use std::io::Write;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+use bech32::{Bech32, Hrp};
+use x25519_dalek::{PublicKey, StaticSecret};
+use zeroize::Zeroizing;
+
+const RECIPIENT_HRP: &str = "smpfs";
+const IDENTITY_HRP: &str = "smpfs-secret-key-";
+
+/// Errors from creating, parsing or loading keys.
+#[derive(Debug, thiserror::Error)]
+pub enum KeyError {
+    #[error("not a valid smpfs recipient (expected `smpfs1…`): {0}")]
+    BadRecipient(String),
+    #[error("{path}: not a valid smpfs identity file (expected one SMPFS-SECRET-KEY-1… line)")]
+    BadIdentity { path: PathBuf },
+    #[error(
+        "{path}: identity file is accessible by group or others (mode {mode:o}); \
+         run `chmod 600 {path}`"
+    )]
+    InsecurePermissions { path: PathBuf, mode: u32 },
+    #[error("{path}: already exists; refusing to overwrite an identity")]
+    AlreadyExists { path: PathBuf },
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// A public key that files can be sealed to.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct Recipient(PublicKey);
+
+impl Recipient {
+    /// The raw X25519 public key.
+    pub fn public_key(&self) -> &PublicKey {
+        &self.0
+    }
+
+    /// The 32 raw bytes of the public key.
+    pub fn to_bytes(&self) -> [u8; 32] {
+        self.0.to_bytes()
+    }
+}
+
+impl From<[u8; 32]> for Recipient {
+    fn from(bytes: [u8; 32]) -> Self {
+        Recipient(PublicKey::from(bytes))
+    }
+}
+
+impl fmt::Display for Recipient {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let hrp = Hrp::parse(RECIPIENT_HRP).expect("valid HRP");
+        let text = bech32::encode::<Bech32>(hrp, self.0.as_bytes()).expect("32 bytes encode");
+        f.write_str(&text)
+    }
+}
+
+impl fmt::Debug for Recipient {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Recipient({self})")
+    }
+}
+
+impl FromStr for Recipient {
+    type Err = KeyError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let bad = || KeyError::BadRecipient(s.to_owned());
+        let (hrp, data) = bech32::decode(s.trim()).map_err(|_| bad())?;
+        if hrp.to_lowercase() != RECIPIENT_HRP {
+            return Err(bad());
+        }
+        let bytes: [u8; 32] = data.try_into().map_err(|_| bad())?;
+        Ok(Recipient::from(bytes))
+    }
+}
+
+/// A workstation's secret key. Zeroized when dropped; never printed by `Debug`.
+pub struct Identity {
+    secret: StaticSecret,
+}
+
+impl Identity {
+    /// A new random identity from the operating system's CSPRNG.
+    pub fn generate() -> Self {
+        let mut bytes = Zeroizing::new([0u8; 32]);
+        getrandom::getrandom(bytes.as_mut()).expect("OS random number generator");
+        Identity {
+            secret: StaticSecret::from(*bytes),
+        }
+    }
+
+    /// The recipient that files must be sealed to for this identity to open them.
+    pub fn recipient(&self) -> Recipient {
+        Recipient(PublicKey::from(&self.secret))
+    }
+
+    /// The X25519 secret, for the format's key agreement only.
+    pub(crate) fn secret(&self) -> &StaticSecret {
+        &self.secret
+    }
+
+    /// The identity file's text: comments with the recipient, then the secret line.
+    fn to_file_text(&self) -> Zeroizing<String> {
+        let hrp = Hrp::parse(IDENTITY_HRP).expect("valid HRP");
+        let secret_bytes = Zeroizing::new(self.secret.to_bytes());
+        let encoded = Zeroizing::new(
+            bech32::encode_upper::<Bech32>(hrp, secret_bytes.as_ref()).expect("32 bytes encode"),
+        );
+        Zeroizing::new(format!(
+            "# smpfs identity (X25519 secret key). Keep it private: mode 0600.\n\
+             # recipient: {}\n{}\n",
+            self.recipient(),
+            encoded.as_str()
+        ))
+    }
+
+    /// Parses the text of an identity file (`path` is only used in errors).
+    pub fn from_file_text(text: &str, path: &Path) -> Result<Self, KeyError> {
+        let bad = || KeyError::BadIdentity {
+            path: path.to_owned(),
+        };
+        let mut lines = text
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty() && !l.starts_with('#'));
+        let line = lines.next().ok_or_else(bad)?;
+        if lines.next().is_some() {
+            return Err(bad());
+        }
+        let (hrp, data) = bech32::decode(line).map_err(|_| bad())?;
+        let data = Zeroizing::new(data);
+        if hrp.to_lowercase() != IDENTITY_HRP {
+            return Err(bad());
+        }
+        let bytes: Zeroizing<[u8; 32]> =
+            Zeroizing::new(data.as_slice().try_into().map_err(|_| bad())?);
+        Ok(Identity {
+            secret: StaticSecret::from(*bytes),
+        })
+    }
+
+    /// Loads an identity file, refusing one that group or others can access.
+    pub fn load(path: &Path) -> Result<Self, KeyError> {
+        let io = |source| KeyError::Io {
+            path: path.to_owned(),
+            source,
+        };
+        let mode = fs::metadata(path).map_err(io)?.permissions().mode();
+        if mode & 0o077 != 0 {
+            return Err(KeyError::InsecurePermissions {
+                path: path.to_owned(),
+                mode: mode & 0o7777,
+            });
+        }
+        let text = Zeroizing::new(fs::read_to_string(path).map_err(io)?);
+        Self::from_file_text(&text, path)
+    }
+
+    /// Writes this identity to a new file with mode 0600; never overwrites.
+    pub fn save_new(&self, path: &Path) -> Result<(), KeyError> {
+        let mut file = fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(path)
+            .map_err(|source| match source.kind() {
+                std::io::ErrorKind::AlreadyExists => KeyError::AlreadyExists {
+                    path: path.to_owned(),
+                },
+                _ => KeyError::Io {
+                    path: path.to_owned(),
+                    source,
+                },
+            })?;
+        let text = self.to_file_text();
+        file.write_all(text.as_bytes())
+            .and_then(|()| file.sync_all())
+            .map_err(|source| KeyError::Io {
+                path: path.to_owned(),
+                source,
+            })
+    }
+}
+
+impl From<[u8; 32]> for Identity {
+    fn from(bytes: [u8; 32]) -> Self {
+        Identity {
+            secret: StaticSecret::from(bytes),
+        }
+    }
+}
+
+impl fmt::Debug for Identity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Identity(recipient {})", self.recipient())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn recipient_text_round_trips_and_rejects_typos() {
+        let id = Identity::generate();
+        let text = id.recipient().to_string();
+        assert!(text.starts_with("smpfs1"));
+        assert_eq!(text.parse::<Recipient>().unwrap(), id.recipient());
+        let mut typo = text.clone().into_bytes();
+        let last = typo.len() - 1;
+        typo[last] = if typo[last] == b'q' { b'p' } else { b'q' };
+        assert!(String::from_utf8(typo).unwrap().parse::<Recipient>().is_err());
+        assert!("age1xyz".parse::<Recipient>().is_err());
+    }
+
+    #[test]
+    fn identity_file_round_trips_with_mode_0600() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("id");
+        let id = Identity::generate();
+        id.save_new(&path).unwrap();
+        let mode = fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        let loaded = Identity::load(&path).unwrap();
+        assert_eq!(loaded.recipient(), id.recipient());
+        assert!(matches!(
+            id.save_new(&path),
+            Err(KeyError::AlreadyExists { .. })
+        ));
+    }
+
+    #[test]
+    fn identity_readable_by_others_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("id");
+        Identity::generate().save_new(&path).unwrap();
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o644)).unwrap();
+        let err = Identity::load(&path).unwrap_err();
+        assert!(matches!(err, KeyError::InsecurePermissions { mode: 0o644, .. }));
+        assert!(err.to_string().contains("chmod 600"));
+    }
+
+    #[test]
+    fn malformed_identity_files_are_rejected() {
+        let p = Path::new("x");
+        for text in [
+            "",
+            "# only a comment\n",
+            "SMPFS-SECRET-KEY-1QQQQ\n",
+            "smpfs1qqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqq\n",
+        ] {
+            assert!(Identity::from_file_text(text, p).is_err(), "{text:?}");
+        }
+        let id = Identity::generate();
+        let twice = format!("{}{}", *id.to_file_text(), *id.to_file_text());
+        assert!(Identity::from_file_text(&twice, p).is_err());
+    }
+}

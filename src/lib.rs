@@ -1,0 +1,8 @@
+//! smpfs: a read-only FUSE filesystem over a bucket of client-side sealed files.
+//!
+//! The modules, in the order the data flows (arrows point one way):
+//! `keys` → `format` → `backend` → `cache` → `vault` → `fs`; `seal` writes through
+//! `format` and `backend`; `harden` runs first in every process that touches keys.
+
+pub mod keys;
+pub mod format;
