@@ -4,5 +4,7 @@
 //! `keys` → `format` → `backend` → `cache` → `vault` → `fs`; `seal` writes through
 //! `format` and `backend`; `harden` runs first in every process that touches keys.
 
-pub mod keys;
+pub mod backend;
+pub mod cache;
 pub mod format;
+pub mod keys;

@@ -113,7 +113,8 @@ impl Layout {
 
     /// Exact size the object must have; anything else is truncation or extension.
     pub fn object_len(&self) -> u64 {
-        self.checked_object_len().expect("validated when the layout was made")
+        self.checked_object_len()
+            .expect("validated when the layout was made")
     }
 
     fn checked_object_len(&self) -> Option<u64> {
@@ -147,9 +148,7 @@ pub fn header_len(prefix: &[u8]) -> Result<usize, FormatError> {
         if prefix.len() < MAGIC.len() || &prefix[..MAGIC.len()] != MAGIC {
             return Err(FormatError::BadMagic);
         }
-        return Err(FormatError::Truncated {
-            needed: PREFIX_LEN,
-        });
+        return Err(FormatError::Truncated { needed: PREFIX_LEN });
     }
     if &prefix[..6] != MAGIC {
         return Err(FormatError::BadMagic);
@@ -223,7 +222,9 @@ impl Header {
         mac.update(&self.authenticated);
         mac.verify_slice(&self.mac)
             .map_err(|_| FormatError::HeaderTampered)?;
-        let (ct, tag) = self.encrypted_path.split_at(self.encrypted_path.len() - TAG_LEN);
+        let (ct, tag) = self
+            .encrypted_path
+            .split_at(self.encrypted_path.len() - TAG_LEN);
         let mut path = ct.to_vec();
         Aes256GcmSiv::new(keys.path.as_ref().into())
             .decrypt_in_place_detached(
@@ -265,7 +266,8 @@ impl FileKeys {
         let hk = Hkdf::<Sha256>::new(Some(file_id), file_key);
         let expand = |label: &[u8]| {
             let mut out = Zeroizing::new([0u8; 32]);
-            hk.expand(label, out.as_mut()).expect("32 bytes is a valid length");
+            hk.expand(label, out.as_mut())
+                .expect("32 bytes is a valid length");
             out
         };
         FileKeys {
@@ -276,7 +278,11 @@ impl FileKeys {
     }
 }
 
-fn stanza_wrap_key(shared: &[u8; 32], ephemeral: &PublicKey, recipient: &PublicKey) -> Zeroizing<[u8; 32]> {
+fn stanza_wrap_key(
+    shared: &[u8; 32],
+    ephemeral: &PublicKey,
+    recipient: &PublicKey,
+) -> Zeroizing<[u8; 32]> {
     let mut salt = [0u8; 64];
     salt[..32].copy_from_slice(ephemeral.as_bytes());
     salt[32..].copy_from_slice(recipient.as_bytes());
@@ -297,7 +303,11 @@ fn unwrap_stanza(
     if !shared.was_contributory() {
         return None;
     }
-    let wrap_key = stanza_wrap_key(shared.as_bytes(), &ephemeral, identity.recipient().public_key());
+    let wrap_key = stanza_wrap_key(
+        shared.as_bytes(),
+        &ephemeral,
+        identity.recipient().public_key(),
+    );
     let mut file_key = Zeroizing::new([0u8; 32]);
     file_key.copy_from_slice(&stanza[32..64]);
     Aes256GcmSiv::new(wrap_key.as_ref().into())
@@ -357,13 +367,19 @@ pub fn seal_header(
         return Err(FormatError::InvalidArgument("need 1 to 64 recipients"));
     }
     if randomness.ephemeral.len() != recipients.len() {
-        return Err(FormatError::InvalidArgument("one ephemeral key per recipient"));
+        return Err(FormatError::InvalidArgument(
+            "one ephemeral key per recipient",
+        ));
     }
     if logical_path.is_empty() || logical_path.len() > MAX_PATH_LEN {
-        return Err(FormatError::InvalidArgument("logical path must be 1 to 4096 bytes"));
+        return Err(FormatError::InvalidArgument(
+            "logical path must be 1 to 4096 bytes",
+        ));
     }
     if !CHUNK_LOG2_RANGE.contains(&chunk_log2) {
-        return Err(FormatError::InvalidArgument("chunk size must be 4 KiB to 64 KiB"));
+        return Err(FormatError::InvalidArgument(
+            "chunk size must be 4 KiB to 64 KiB",
+        ));
     }
     let file_id = randomness.file_id;
     let keys = FileKeys::derive(&randomness.file_key, &file_id);
@@ -391,7 +407,9 @@ pub fn seal_header(
         let eph_public = PublicKey::from(&eph_secret);
         let shared = eph_secret.diffie_hellman(recipient.public_key());
         if !shared.was_contributory() {
-            return Err(FormatError::InvalidArgument("recipient is a low-order point"));
+            return Err(FormatError::InvalidArgument(
+                "recipient is a low-order point",
+            ));
         }
         let wrap_key = stanza_wrap_key(shared.as_bytes(), &eph_public, recipient.public_key());
         let mut wrapped = *randomness.file_key;
@@ -456,7 +474,11 @@ impl ChunkCipher {
         let (data, tag_out) = buf.split_at_mut(buf.len() - TAG_LEN);
         let tag = self
             .cipher
-            .encrypt_in_place_detached(Nonce::from_slice(&Self::nonce(index, last)), &self.aad, data)
+            .encrypt_in_place_detached(
+                Nonce::from_slice(&Self::nonce(index, last)),
+                &self.aad,
+                data,
+            )
             .expect("chunk encrypts");
         tag_out.copy_from_slice(&tag);
     }

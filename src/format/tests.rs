@@ -9,15 +9,23 @@ fn seal_all(
     chunk_log2: u8,
     randomness: &SealRandomness,
 ) -> Vec<u8> {
-    let (mut out, opened) =
-        seal_header(recipients, path, plaintext.len() as u64, chunk_log2, randomness).unwrap();
+    let (mut out, opened) = seal_header(
+        recipients,
+        path,
+        plaintext.len() as u64,
+        chunk_log2,
+        randomness,
+    )
+    .unwrap();
     let layout = opened.layout;
     for index in 0..layout.chunk_count() {
         let start = (index as usize) << chunk_log2;
         let len = layout.chunk_plain_len(index);
         let mut buf = plaintext[start..start + len].to_vec();
         buf.resize(len + TAG_LEN, 0);
-        opened.chunks.seal_chunk(index, layout.is_last(index), &mut buf);
+        opened
+            .chunks
+            .seal_chunk(index, layout.is_last(index), &mut buf);
         out.extend_from_slice(&buf);
     }
     assert_eq!(out.len() as u64, layout.object_len());
@@ -35,7 +43,9 @@ fn open_all(identity: &Identity, object: &[u8]) -> Result<(String, Vec<u8>), For
     for index in 0..layout.chunk_count() {
         let start = layout.chunk_offset(index) as usize;
         let mut buf = object[start..start + layout.chunk_plain_len(index) + TAG_LEN].to_vec();
-        opened.chunks.open_chunk(index, layout.is_last(index), &mut buf)?;
+        opened
+            .chunks
+            .open_chunk(index, layout.is_last(index), &mut buf)?;
         plaintext.extend_from_slice(&buf[..buf.len() - TAG_LEN]);
     }
     Ok((opened.logical_path, plaintext))
@@ -52,7 +62,13 @@ fn round_trip_at_every_chunk_size_and_boundary() {
         let cs = 1usize << log2;
         for len in [0, 1, cs - 1, cs, cs + 1, 3 * cs] {
             let data = pattern(len);
-            let sealed = seal_all(&[id.recipient()], "a/b.dcm", &data, log2, &SealRandomness::generate(1));
+            let sealed = seal_all(
+                &[id.recipient()],
+                "a/b.dcm",
+                &data,
+                log2,
+                &SealRandomness::generate(1),
+            );
             let (path, plain) = open_all(&id, &sealed).unwrap();
             assert_eq!(path, "a/b.dcm");
             assert_eq!(plain, data, "log2 {log2} len {len}");
@@ -79,11 +95,20 @@ fn several_recipients_each_open_and_others_cannot() {
 fn every_single_byte_change_is_detected() {
     let id = Identity::generate();
     let data = pattern(4096 + 100);
-    let sealed = seal_all(&[id.recipient()], "p/q", &data, 12, &SealRandomness::generate(1));
+    let sealed = seal_all(
+        &[id.recipient()],
+        "p/q",
+        &data,
+        12,
+        &SealRandomness::generate(1),
+    );
     for i in 0..sealed.len() {
         let mut bad = sealed.clone();
         bad[i] ^= 0x01;
-        assert!(open_all(&id, &bad).is_err(), "flip at byte {i} went unnoticed");
+        assert!(
+            open_all(&id, &bad).is_err(),
+            "flip at byte {i} went unnoticed"
+        );
     }
 }
 
@@ -92,7 +117,13 @@ fn truncation_extension_reordering_and_swaps_fail() {
     let id = Identity::generate();
     let data = pattern(3 * 4096);
     let seal = |path: &str, data: &[u8]| {
-        seal_all(&[id.recipient()], path, data, 12, &SealRandomness::generate(1))
+        seal_all(
+            &[id.recipient()],
+            path,
+            data,
+            12,
+            &SealRandomness::generate(1),
+        )
     };
     let sealed = seal("f", &data);
     let opened = Header::parse(&sealed).unwrap().open(&id).unwrap();
@@ -134,8 +165,17 @@ fn truncation_extension_reordering_and_swaps_fail() {
 #[test]
 fn malformed_headers_give_clear_errors() {
     let id = Identity::generate();
-    let sealed = seal_all(&[id.recipient()], "f", b"x", 12, &SealRandomness::generate(1));
-    assert_eq!(Header::parse(b"PK\x03\x04 zip").unwrap_err(), FormatError::BadMagic);
+    let sealed = seal_all(
+        &[id.recipient()],
+        "f",
+        b"x",
+        12,
+        &SealRandomness::generate(1),
+    );
+    assert_eq!(
+        Header::parse(b"PK\x03\x04 zip").unwrap_err(),
+        FormatError::BadMagic
+    );
     assert_eq!(Header::parse(b"").unwrap_err(), FormatError::BadMagic);
     assert!(matches!(
         Header::parse(&sealed[..20]).unwrap_err(),
@@ -147,13 +187,22 @@ fn malformed_headers_give_clear_errors() {
     ));
     let mut v2 = sealed.clone();
     v2[6] = 2;
-    assert_eq!(Header::parse(&v2).unwrap_err(), FormatError::UnsupportedVersion(2));
+    assert_eq!(
+        Header::parse(&v2).unwrap_err(),
+        FormatError::UnsupportedVersion(2)
+    );
     let mut big_chunk = sealed.clone();
     big_chunk[7] = 40;
-    assert!(matches!(Header::parse(&big_chunk).unwrap_err(), FormatError::Malformed(_)));
+    assert!(matches!(
+        Header::parse(&big_chunk).unwrap_err(),
+        FormatError::Malformed(_)
+    ));
     let mut no_recipients = sealed.clone();
     no_recipients[32..34].copy_from_slice(&0u16.to_le_bytes());
-    assert!(matches!(Header::parse(&no_recipients).unwrap_err(), FormatError::Malformed(_)));
+    assert!(matches!(
+        Header::parse(&no_recipients).unwrap_err(),
+        FormatError::Malformed(_)
+    ));
     let mut huge_len = sealed.clone();
     huge_len[24..32].copy_from_slice(&u64::MAX.to_le_bytes());
     assert!(Header::parse(&huge_len).is_err());
@@ -162,7 +211,13 @@ fn malformed_headers_give_clear_errors() {
 #[test]
 fn all_zero_ephemeral_key_is_rejected() {
     let id = Identity::generate();
-    let mut sealed = seal_all(&[id.recipient()], "f", b"x", 12, &SealRandomness::generate(1));
+    let mut sealed = seal_all(
+        &[id.recipient()],
+        "f",
+        b"x",
+        12,
+        &SealRandomness::generate(1),
+    );
     sealed[PREFIX_LEN..PREFIX_LEN + 32].fill(0);
     assert_eq!(
         open_all(&id, &sealed).unwrap_err(),
@@ -225,7 +280,13 @@ fn vector_cases() -> Vec<(&'static str, u8, usize, &'static str, usize)> {
         ("v1-empty.smpfs", 12, 0, "empty.txt", 1),
         ("v1-one-chunk.smpfs", 12, 100, "study/CT/1.dcm", 1),
         ("v1-three-chunks.smpfs", 12, 2 * 4096 + 5, "a/b/c.bin", 1),
-        ("v1-two-recipients.smpfs", 16, 70_000, "MR/series 2/img.dcm", 2),
+        (
+            "v1-two-recipients.smpfs",
+            16,
+            70_000,
+            "MR/series 2/img.dcm",
+            2,
+        ),
     ]
 }
 
@@ -250,13 +311,22 @@ fn committed_test_vectors_decode_and_reencode_bit_for_bit() {
         let recipients: Vec<Recipient> = (1..=n_recipients as u8)
             .map(|n| vector_identity(n).recipient())
             .collect();
-        let sealed = seal_all(&recipients, path, &pattern(len), log2, &vector_randomness(case, n_recipients));
+        let sealed = seal_all(
+            &recipients,
+            path,
+            &pattern(len),
+            log2,
+            &vector_randomness(case, n_recipients),
+        );
         let file = dir.join(name);
         if std::env::var_os("SMPFS_WRITE_VECTORS").is_some() {
             std::fs::write(&file, &sealed).unwrap();
         }
         let stored = std::fs::read(&file).unwrap_or_else(|e| panic!("{}: {e}", file.display()));
-        assert_eq!(stored, sealed, "{name}: encoder drifted from the committed vector");
+        assert_eq!(
+            stored, sealed,
+            "{name}: encoder drifted from the committed vector"
+        );
         for n in 1..=n_recipients as u8 {
             let (got_path, plain) = open_all(&vector_identity(n), &stored).unwrap();
             assert_eq!(got_path, path);

@@ -227,7 +227,10 @@ mod tests {
         let mut typo = text.clone().into_bytes();
         let last = typo.len() - 1;
         typo[last] = if typo[last] == b'q' { b'p' } else { b'q' };
-        assert!(String::from_utf8(typo).unwrap().parse::<Recipient>().is_err());
+        assert!(String::from_utf8(typo)
+            .unwrap()
+            .parse::<Recipient>()
+            .is_err());
         assert!("age1xyz".parse::<Recipient>().is_err());
     }
 
@@ -254,7 +257,10 @@ mod tests {
         Identity::generate().save_new(&path).unwrap();
         fs::set_permissions(&path, fs::Permissions::from_mode(0o644)).unwrap();
         let err = Identity::load(&path).unwrap_err();
-        assert!(matches!(err, KeyError::InsecurePermissions { mode: 0o644, .. }));
+        assert!(matches!(
+            err,
+            KeyError::InsecurePermissions { mode: 0o644, .. }
+        ));
         assert!(err.to_string().contains("chmod 600"));
     }
 

@@ -1,0 +1,313 @@
+//! A bucket that is a directory on a local (or network) filesystem.
+//!
+//! Reads open objects with `openat2(RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS)` relative to the
+//! root, so no key and no symlink planted in the bucket can reach outside it. New objects are
+//! written to a hidden partial file beside their final name and renamed into place on
+//! commit, so an interrupted seal never leaves a half-written object under a real name.
+
+use std::fs::{self, File};
+use std::io::{self, Write};
+use std::os::fd::OwnedFd;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+
+use nix::fcntl::{openat2, renameat2, OFlag, OpenHow, RenameFlags, ResolveFlag, AT_FDCWD};
+use nix::sys::stat::Mode;
+
+use super::{validate_key, Backend, BackendError, ObjectInfo, ObjectWriter};
+
+/// Prefix of the hidden files that hold objects still being written.
+pub const PARTIAL_PREFIX: &str = ".smpfs-partial.";
+
+/// A directory used as a bucket.
+pub struct LocalBackend {
+    root: PathBuf,
+    root_fd: OwnedFd,
+}
+
+fn io_err(context: impl Into<String>) -> impl FnOnce(io::Error) -> BackendError {
+    let context = context.into();
+    move |source| BackendError::Io { context, source }
+}
+
+impl LocalBackend {
+    /// Opens `root`, which must be an existing directory.
+    pub fn open(root: &Path) -> Result<Self, BackendError> {
+        let root_fd = nix::fcntl::open(
+            root,
+            OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(|e| io_err(format!("bucket directory {}", root.display()))(e.into()))?;
+        Ok(LocalBackend {
+            root: root.to_owned(),
+            root_fd,
+        })
+    }
+
+    fn open_beneath(&self, key: &str, flags: OFlag, mode: Mode) -> Result<File, BackendError> {
+        validate_key(key)?;
+        let how = OpenHow::new()
+            .flags(flags | OFlag::O_CLOEXEC)
+            .mode(mode)
+            .resolve(ResolveFlag::RESOLVE_BENEATH | ResolveFlag::RESOLVE_NO_SYMLINKS);
+        match openat2(&self.root_fd, key, how) {
+            Ok(fd) => Ok(File::from(fd)),
+            Err(nix::errno::Errno::ENOENT) => Err(BackendError::NotFound {
+                key: key.to_owned(),
+            }),
+            Err(e) => Err(io_err(format!("open {key:?}"))(e.into())),
+        }
+    }
+}
+
+impl Backend for LocalBackend {
+    fn list(&self) -> Result<Vec<ObjectInfo>, BackendError> {
+        let mut objects = Vec::new();
+        for entry in walkdir::WalkDir::new(&self.root)
+            .follow_links(false)
+            .min_depth(1)
+        {
+            let entry = entry.map_err(|e| {
+                let context = format!("listing {}", self.root.display());
+                io_err(context)(e.into())
+            })?;
+            let file_type = entry.file_type();
+            if file_type.is_dir() {
+                continue;
+            }
+            let relative = entry.path().strip_prefix(&self.root).expect("below root");
+            let Some(key) = relative.to_str() else {
+                tracing::warn!(path = ?relative, "skipping object whose name is not UTF-8");
+                continue;
+            };
+            if entry
+                .file_name()
+                .to_string_lossy()
+                .starts_with(PARTIAL_PREFIX)
+            {
+                continue;
+            }
+            if !file_type.is_file() {
+                tracing::warn!(
+                    key,
+                    "skipping bucket entry that is not a regular file (symlink or special)"
+                );
+                continue;
+            }
+            let size = entry
+                .metadata()
+                .map_err(|e| io_err(format!("stat {key:?}"))(e.into()))?
+                .len();
+            objects.push(ObjectInfo {
+                key: key.to_owned(),
+                size,
+            });
+        }
+        Ok(objects)
+    }
+
+    fn read_range(
+        &self,
+        key: &str,
+        offset: u64,
+        bufs: &mut [&mut [u8]],
+    ) -> Result<(), BackendError> {
+        let file = self.open_beneath(key, OFlag::O_RDONLY, Mode::empty())?;
+        let mut position = offset;
+        for buf in bufs.iter_mut() {
+            file.read_exact_at(buf, position)
+                .map_err(|e| match e.kind() {
+                    io::ErrorKind::UnexpectedEof => BackendError::ShortRead {
+                        key: key.to_owned(),
+                        end: position + buf.len() as u64,
+                    },
+                    _ => io_err(format!("read {key:?} at {position}"))(e),
+                })?;
+            position += buf.len() as u64;
+        }
+        Ok(())
+    }
+
+    fn create(&self, key: &str, overwrite: bool) -> Result<Box<dyn ObjectWriter>, BackendError> {
+        validate_key(key)?;
+        let final_path = self.root.join(key);
+        let parent = final_path.parent().expect("key has a parent below root");
+        fs::create_dir_all(parent)
+            .map_err(io_err(format!("create directory {}", parent.display())))?;
+        if !overwrite && final_path.exists() {
+            return Err(BackendError::AlreadyExists {
+                key: key.to_owned(),
+            });
+        }
+        let mut random = [0u8; 8];
+        getrandom::getrandom(&mut random).expect("OS random number generator");
+        let partial_name: String = random.iter().map(|b| format!("{b:02x}")).collect();
+        let partial_path = parent.join(format!("{PARTIAL_PREFIX}{partial_name}"));
+        let file = fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&partial_path)
+            .map_err(io_err(format!("create {}", partial_path.display())))?;
+        Ok(Box::new(LocalWriter {
+            file: Some(file),
+            partial_path,
+            final_path,
+            key: key.to_owned(),
+            overwrite,
+        }))
+    }
+
+    fn describe(&self) -> String {
+        format!("local directory {}", self.root.display())
+    }
+}
+
+struct LocalWriter {
+    file: Option<File>,
+    partial_path: PathBuf,
+    final_path: PathBuf,
+    key: String,
+    overwrite: bool,
+}
+
+impl Write for LocalWriter {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.file.as_mut().expect("open until commit").write(buf)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.file.as_mut().expect("open until commit").flush()
+    }
+}
+
+impl ObjectWriter for LocalWriter {
+    fn commit(mut self: Box<Self>) -> Result<(), BackendError> {
+        let file = self.file.take().expect("commit once");
+        file.sync_all()
+            .map_err(io_err(format!("fsync {}", self.partial_path.display())))?;
+        drop(file);
+        let flags = if self.overwrite {
+            RenameFlags::empty()
+        } else {
+            RenameFlags::RENAME_NOREPLACE
+        };
+        match renameat2(
+            AT_FDCWD,
+            &self.partial_path,
+            AT_FDCWD,
+            &self.final_path,
+            flags,
+        ) {
+            Ok(()) => {}
+            Err(nix::errno::Errno::EEXIST) => {
+                return Err(BackendError::AlreadyExists {
+                    key: self.key.clone(),
+                })
+            }
+            Err(e) => {
+                return Err(io_err(format!("rename into {}", self.final_path.display()))(e.into()))
+            }
+        }
+        let parent = self.final_path.parent().expect("has parent");
+        File::open(parent)
+            .and_then(|dir| dir.sync_all())
+            .map_err(io_err(format!("fsync {}", parent.display())))
+    }
+}
+
+impl Drop for LocalWriter {
+    fn drop(&mut self) {
+        if self.file.is_some() || self.partial_path.exists() {
+            let _ = fs::remove_file(&self.partial_path);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::symlink;
+
+    fn bucket() -> (tempfile::TempDir, LocalBackend) {
+        let dir = tempfile::tempdir().unwrap();
+        let backend = LocalBackend::open(dir.path()).unwrap();
+        (dir, backend)
+    }
+
+    fn put(backend: &LocalBackend, key: &str, data: &[u8]) {
+        let mut w = backend.create(key, false).unwrap();
+        w.write_all(data).unwrap();
+        w.commit().unwrap();
+    }
+
+    #[test]
+    fn write_list_and_read_ranges() {
+        let (_dir, b) = bucket();
+        put(&b, "a/b/c.bin", b"0123456789");
+        put(&b, "top", b"x");
+        let mut listed = b.list().unwrap();
+        listed.sort_by(|x, y| x.key.cmp(&y.key));
+        assert_eq!(
+            listed,
+            vec![
+                ObjectInfo {
+                    key: "a/b/c.bin".into(),
+                    size: 10
+                },
+                ObjectInfo {
+                    key: "top".into(),
+                    size: 1
+                },
+            ]
+        );
+        let (mut x, mut y) = ([0u8; 3], [0u8; 4]);
+        b.read_range("a/b/c.bin", 2, &mut [&mut x, &mut y]).unwrap();
+        assert_eq!((&x, &y), (b"234", b"5678"));
+        assert!(matches!(
+            b.read_range("a/b/c.bin", 8, &mut [&mut x]),
+            Err(BackendError::ShortRead { .. })
+        ));
+        assert!(matches!(
+            b.read_range("nope", 0, &mut [&mut x]),
+            Err(BackendError::NotFound { .. })
+        ));
+    }
+
+    #[test]
+    fn uncommitted_writes_leave_nothing_and_existing_objects_are_kept() {
+        let (dir, b) = bucket();
+        {
+            let mut w = b.create("half", false).unwrap();
+            w.write_all(b"partial").unwrap();
+        }
+        assert!(b.list().unwrap().is_empty());
+        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 0);
+        put(&b, "keep", b"original");
+        assert!(matches!(
+            b.create("keep", false),
+            Err(BackendError::AlreadyExists { .. })
+        ));
+        let mut w = b.create("keep", true).unwrap();
+        w.write_all(b"new").unwrap();
+        w.commit().unwrap();
+        assert_eq!(fs::read(dir.path().join("keep")).unwrap(), b"new");
+    }
+
+    #[test]
+    fn symlinks_cannot_escape_the_bucket() {
+        let (dir, b) = bucket();
+        let outside = tempfile::tempdir().unwrap();
+        fs::write(outside.path().join("secret"), b"outside").unwrap();
+        symlink(outside.path().join("secret"), dir.path().join("link")).unwrap();
+        symlink(outside.path(), dir.path().join("dirlink")).unwrap();
+        assert!(b.list().unwrap().is_empty(), "symlinks are not listed");
+        let mut buf = [0u8; 3];
+        assert!(b.read_range("link", 0, &mut [&mut buf]).is_err());
+        assert!(b.read_range("dirlink/secret", 0, &mut [&mut buf]).is_err());
+        assert!(matches!(
+            b.read_range("../x", 0, &mut [&mut buf]),
+            Err(BackendError::BadKey { .. })
+        ));
+    }
+}

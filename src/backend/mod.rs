@@ -1,0 +1,131 @@
+//! Where sealed objects live. A [`Backend`] lists objects, reads byte ranges of them and
+//! stores new ones; it never sees a key or a plaintext byte. `local` is a directory on
+//! disk; S3 and Google Drive implement the same trait.
+
+pub mod local;
+
+use std::io::Write;
+
+pub use local::LocalBackend;
+
+/// Errors from a backend, by what the caller can do about them.
+#[derive(Debug, thiserror::Error)]
+pub enum BackendError {
+    #[error("object {key:?} not found")]
+    NotFound { key: String },
+    #[error("object {key:?} already exists")]
+    AlreadyExists { key: String },
+    #[error("object key {key:?} is not allowed: {reason}")]
+    BadKey { key: String, reason: &'static str },
+    #[error("object {key:?} ends before byte {end}")]
+    ShortRead { key: String, end: u64 },
+    #[error("{context}: {source}")]
+    Io {
+        context: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// One object as listed: its key relative to the backend's root and its size in bytes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObjectInfo {
+    /// `/`-separated key relative to the root; may be hostile, see [`validate_key`].
+    pub key: String,
+    /// Size of the sealed object in bytes.
+    pub size: u64,
+}
+
+/// A store of sealed objects. Implementations must be safe to call from many threads.
+pub trait Backend: Send + Sync {
+    /// Every object below the root, in no particular order. Entries that cannot be
+    /// represented (for example non-UTF-8 names) are skipped with a warning.
+    fn list(&self) -> Result<Vec<ObjectInfo>, BackendError>;
+
+    /// Fills `bufs`, in order, with the object's bytes starting at `offset`. Fails with
+    /// [`BackendError::ShortRead`] if the object ends first.
+    fn read_range(
+        &self,
+        key: &str,
+        offset: u64,
+        bufs: &mut [&mut [u8]],
+    ) -> Result<(), BackendError>;
+
+    /// Starts writing a new object. Nothing is visible under `key` until
+    /// [`ObjectWriter::commit`]; dropping the writer without committing leaves no trace.
+    fn create(&self, key: &str, overwrite: bool) -> Result<Box<dyn ObjectWriter>, BackendError>;
+
+    /// A short description for logs, such as the root directory.
+    fn describe(&self) -> String;
+}
+
+/// A new object being written; see [`Backend::create`].
+pub trait ObjectWriter: Write + Send {
+    /// Makes the object durable and visible under its key.
+    fn commit(self: Box<Self>) -> Result<(), BackendError>;
+}
+
+/// Longest object key accepted, in bytes.
+pub const MAX_KEY_LEN: usize = 4096;
+/// Longest single path component accepted, in bytes (the Linux NAME_MAX).
+pub const MAX_COMPONENT_LEN: usize = 255;
+
+/// Checks that an object key is a safe relative path: non-empty `/`-separated components,
+/// none empty, `.` or `..`, none longer than 255 bytes, no NUL, at most 4096 bytes.
+pub fn validate_key(key: &str) -> Result<(), BackendError> {
+    let bad = |reason| {
+        Err(BackendError::BadKey {
+            key: key.chars().take(200).collect(),
+            reason,
+        })
+    };
+    if key.is_empty() {
+        return bad("empty");
+    }
+    if key.len() > MAX_KEY_LEN {
+        return bad("longer than 4096 bytes");
+    }
+    if key.contains('\0') {
+        return bad("contains NUL");
+    }
+    if key.starts_with('/') {
+        return bad("absolute");
+    }
+    for component in key.split('/') {
+        match component {
+            "" => return bad("empty path component"),
+            "." | ".." => return bad("`.` or `..` component"),
+            c if c.len() > MAX_COMPONENT_LEN => return bad("component longer than 255 bytes"),
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hostile_keys_are_rejected() {
+        let long_component = "a".repeat(256);
+        let long_key = vec!["a"; 2100].join("/");
+        for key in [
+            "",
+            "/etc/passwd",
+            "../x",
+            "a/../../x",
+            "a/./b",
+            "a//b",
+            "a/",
+            "a\0b",
+            long_component.as_str(),
+            long_key.as_str(),
+        ] {
+            assert!(validate_key(key).is_err(), "{key:?} accepted");
+        }
+        for key in ["a", "study 1/CT/1.dcm", "..a/b..", &"a".repeat(255)] {
+            validate_key(key).unwrap();
+        }
+    }
+}
