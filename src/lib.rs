@@ -8,3 +8,5 @@ pub mod backend;
 pub mod cache;
 pub mod format;
 pub mod keys;
+pub mod seal;
+pub mod vault;

@@ -1,0 +1,200 @@
+//! Sealing files and trees into a bucket: plan which files go where, then stream each one
+//! through the format into a backend object, chunk by chunk, in locked memory.
+
+use std::fs::File;
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use crate::backend::{validate_key, Backend, BackendError};
+use crate::cache::{CacheError, LockedRegion};
+use crate::format::{self, SealRandomness, TAG_LEN};
+use crate::keys::Recipient;
+
+/// Errors in sealing.
+#[derive(Debug, thiserror::Error)]
+pub enum SealError {
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path}: cannot be sealed under this name: {source}")]
+    BadName {
+        path: PathBuf,
+        #[source]
+        source: BackendError,
+    },
+    #[error("{first} and {second} would both be sealed as {logical_path:?}")]
+    Duplicate {
+        first: PathBuf,
+        second: PathBuf,
+        logical_path: String,
+    },
+    #[error("{path}: changed size while being sealed; nothing was written")]
+    ChangedWhileSealing { path: PathBuf },
+    #[error("{path}: {source}")]
+    Format {
+        path: PathBuf,
+        #[source]
+        source: format::FormatError,
+    },
+    #[error(transparent)]
+    Backend(#[from] BackendError),
+    #[error(transparent)]
+    Memory(#[from] CacheError),
+}
+
+/// One file to seal: where it is and the logical path it is sealed as (also its key).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SealJob {
+    /// The plaintext file.
+    pub source: PathBuf,
+    /// Path relative to the seal root; the object key in the bucket.
+    pub logical_path: String,
+    /// Plaintext size when planned.
+    pub size: u64,
+}
+
+/// What the sealer does with each file.
+#[derive(Debug, Clone)]
+pub struct SealOptions {
+    /// Who can open the sealed files.
+    pub recipients: Vec<Recipient>,
+    /// log2 of the chunk size.
+    pub chunk_log2: u8,
+    /// Replace objects that already exist instead of failing on them.
+    pub overwrite: bool,
+}
+
+/// Lists the files under `sources`. A file is sealed as its name; a directory's files as
+/// their paths relative to that directory. Symlinks and special files are skipped with a
+/// warning; names that are not valid object keys and duplicate logical paths are errors.
+pub fn plan(sources: &[PathBuf]) -> Result<Vec<SealJob>, SealError> {
+    let mut jobs: Vec<SealJob> = Vec::new();
+    for source in sources {
+        let io = |e: std::io::Error| SealError::Io {
+            path: source.clone(),
+            source: e,
+        };
+        let meta = std::fs::symlink_metadata(source).map_err(io)?;
+        let base = if meta.is_dir() {
+            source.clone()
+        } else {
+            source.parent().map(Path::to_path_buf).unwrap_or_default()
+        };
+        for entry in walkdir::WalkDir::new(source)
+            .follow_links(false)
+            .sort_by_file_name()
+        {
+            let entry = entry.map_err(|e| io(e.into()))?;
+            let path = entry.path();
+            if entry.file_type().is_dir() {
+                continue;
+            }
+            if !entry.file_type().is_file() {
+                tracing::warn!(path = %path.display(), "skipping: not a regular file (symlink or special)");
+                continue;
+            }
+            let relative = path.strip_prefix(&base).expect("below base");
+            let bad_name = |e| SealError::BadName {
+                path: path.to_owned(),
+                source: e,
+            };
+            let logical_path = relative
+                .to_str()
+                .ok_or_else(|| {
+                    bad_name(BackendError::BadKey {
+                        key: relative.to_string_lossy().into_owned(),
+                        reason: "not UTF-8",
+                    })
+                })?
+                .to_owned();
+            validate_key(&logical_path).map_err(bad_name)?;
+            let size = entry.metadata().map_err(|e| io(e.into()))?.len();
+            jobs.push(SealJob {
+                source: path.to_owned(),
+                logical_path,
+                size,
+            });
+        }
+    }
+    jobs.sort_by(|a, b| a.logical_path.cmp(&b.logical_path));
+    for pair in jobs.windows(2) {
+        if pair[0].logical_path == pair[1].logical_path {
+            return Err(SealError::Duplicate {
+                first: pair[0].source.clone(),
+                second: pair[1].source.clone(),
+                logical_path: pair[0].logical_path.clone(),
+            });
+        }
+    }
+    Ok(jobs)
+}
+
+/// Seals one file into `backend` under its logical path, calling `progress(bytes)` as
+/// plaintext is consumed. The plaintext passes only through a locked buffer. The object
+/// appears only once complete; on any error nothing is left behind.
+pub fn seal_file(
+    backend: &Arc<dyn Backend>,
+    job: &SealJob,
+    options: &SealOptions,
+    progress: &dyn Fn(u64),
+) -> Result<(), SealError> {
+    let io = |e| SealError::Io {
+        path: job.source.clone(),
+        source: e,
+    };
+    let mut input = File::open(&job.source).map_err(io)?;
+    let size = input.metadata().map_err(io)?.len();
+    let randomness = SealRandomness::generate(options.recipients.len());
+    let (header, opened) = format::seal_header(
+        &options.recipients,
+        &job.logical_path,
+        size,
+        options.chunk_log2,
+        &randomness,
+    )
+    .map_err(|source| SealError::Format {
+        path: job.source.clone(),
+        source,
+    })?;
+    let layout = opened.layout;
+    let mut output = backend.create(&job.logical_path, options.overwrite)?;
+    let write_err = |e| {
+        SealError::Backend(BackendError::Io {
+            context: format!("write {:?}", job.logical_path),
+            source: e,
+        })
+    };
+    output.write_all(&header).map_err(write_err)?;
+
+    let region = Arc::new(LockedRegion::new(layout.chunk_size() + TAG_LEN)?);
+    let mut buf = LockedRegion::carve(&region, layout.chunk_size() + TAG_LEN, 1, 0, 0)
+        .pop()
+        .expect("one buffer");
+    for index in 0..layout.chunk_count() {
+        let len = layout.chunk_plain_len(index);
+        input
+            .read_exact(&mut buf[..len])
+            .map_err(|e| match e.kind() {
+                std::io::ErrorKind::UnexpectedEof => SealError::ChangedWhileSealing {
+                    path: job.source.clone(),
+                },
+                _ => io(e),
+            })?;
+        opened
+            .chunks
+            .seal_chunk(index, layout.is_last(index), &mut buf[..len + TAG_LEN]);
+        output.write_all(&buf[..len + TAG_LEN]).map_err(write_err)?;
+        progress(len as u64);
+    }
+    if input.read(&mut [0u8; 1]).map_err(io)? != 0 {
+        return Err(SealError::ChangedWhileSealing {
+            path: job.source.clone(),
+        });
+    }
+    output.commit()?;
+    Ok(())
+}

@@ -1,0 +1,369 @@
+//! A mounted view of a bucket: the object tree as inodes, opened sealed files, and reads
+//! through the locked chunk cache with sequential read-ahead. All the filesystem's logic
+//! lives here, testable without FUSE; `fs` only translates requests and errors.
+//!
+//! Visibility rule: a directory's files are *resolved* the first time the directory is
+//! listed or looked up in. Resolving reads and authenticates each header with our identity
+//! and checks the object's size and path. Objects that are not sealed, not sealed to this
+//! identity, malformed, truncated, extended or moved are hidden, with one warning each.
+
+mod object;
+mod tree;
+mod workers;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use parking_lot::{Mutex, RwLock};
+
+pub use object::SealedObject;
+pub use tree::{Ino, ROOT_INO};
+
+use crate::backend::{Backend, BackendError};
+use crate::cache::{CacheError, ChunkCache};
+use crate::format::{FormatError, TAG_LEN};
+use crate::keys::Identity;
+use tree::Tree;
+use workers::Workers;
+
+/// Errors of the mounted view; `fs` maps each to one errno.
+#[derive(Debug, thiserror::Error)]
+pub enum VaultError {
+    #[error("no such file or directory")]
+    NotFound,
+    #[error("not a directory")]
+    NotADirectory,
+    #[error("is a directory")]
+    IsADirectory,
+    #[error("unknown file handle")]
+    BadHandle,
+    #[error("keys were purged; the mount is locked")]
+    Purged,
+    #[error("{key}: {source}")]
+    Format {
+        key: String,
+        #[source]
+        source: FormatError,
+    },
+    #[error("{key}: sealed as {sealed_as:?}, which the object key does not end with (moved or swapped object)")]
+    PathMismatch { key: String, sealed_as: String },
+    #[error(
+        "{key}: object is {actual} bytes but its header says {expected} (truncated or extended)"
+    )]
+    SizeMismatch {
+        key: String,
+        expected: u64,
+        actual: u64,
+    },
+    #[error(transparent)]
+    Backend(#[from] BackendError),
+    #[error(transparent)]
+    Cache(#[from] CacheError),
+}
+
+/// Threads that read and check headers when a directory is first resolved.
+const RESOLVE_THREADS: usize = 8;
+
+/// Settings of one mount's view.
+#[derive(Debug, Clone)]
+pub struct VaultConfig {
+    /// Bytes of locked memory for decrypted chunks.
+    pub cache_size: usize,
+    /// Locked reply buffers (one per concurrent read request).
+    pub reply_buffers: usize,
+    /// Largest read request, in bytes.
+    pub max_read: usize,
+    /// Largest sequential read-ahead window, in bytes.
+    pub max_readahead: u64,
+}
+
+impl Default for VaultConfig {
+    fn default() -> Self {
+        VaultConfig {
+            cache_size: 256 << 20,
+            reply_buffers: 8,
+            max_read: 1 << 20,
+            max_readahead: 8 << 20,
+        }
+    }
+}
+
+/// What `stat` shows for an inode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Attr {
+    /// The inode number.
+    pub ino: Ino,
+    /// Directory or regular file.
+    pub is_dir: bool,
+    /// Plaintext size (authenticated) for files; 0 for directories.
+    pub size: u64,
+}
+
+/// One entry of a directory listing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DirEntry {
+    /// The entry's inode.
+    pub ino: Ino,
+    /// The entry's name.
+    pub name: String,
+    /// Whether it is a directory.
+    pub is_dir: bool,
+}
+
+struct Handle {
+    object: Arc<SealedObject>,
+    readahead: Mutex<Readahead>,
+}
+
+/// Sequential-read detection for one open handle.
+#[derive(Default)]
+struct Readahead {
+    /// Where the next read starts if the reader is sequential.
+    next_offset: u64,
+    /// Current window in bytes; 0 when the reader is not sequential.
+    window: u64,
+    /// End of what has already been asked for, in chunks.
+    prefetched_until: u64,
+}
+
+/// The mounted view.
+pub struct Vault {
+    backend: Arc<dyn Backend>,
+    identity: RwLock<Option<Identity>>,
+    cache: ChunkCache,
+    tree: RwLock<Tree>,
+    handles: Mutex<HashMap<u64, Arc<Handle>>>,
+    next_handle: AtomicU64,
+    readahead_workers: Workers,
+    config: VaultConfig,
+}
+
+impl Vault {
+    /// Lists the bucket, builds the tree and locks the cache arena.
+    pub fn new(
+        backend: Arc<dyn Backend>,
+        identity: Identity,
+        config: VaultConfig,
+    ) -> Result<Self, VaultError> {
+        let slot_len = (1 << crate::format::CHUNK_LOG2_RANGE.end()) + TAG_LEN;
+        let cache = ChunkCache::new(
+            config.cache_size,
+            slot_len,
+            config.reply_buffers,
+            config.max_read,
+        )?;
+        let objects = backend.list()?;
+        let tree = Tree::build(objects);
+        Ok(Vault {
+            backend,
+            identity: RwLock::new(Some(identity)),
+            cache,
+            tree: RwLock::new(tree),
+            handles: Mutex::new(HashMap::new()),
+            next_handle: AtomicU64::new(1),
+            readahead_workers: Workers::new(2, "smpfs-readahead"),
+            config,
+        })
+    }
+
+    /// The backend's description, for logs.
+    pub fn describe(&self) -> String {
+        self.backend.describe()
+    }
+
+    /// The locked cache (for stats and its size).
+    pub fn cache(&self) -> &ChunkCache {
+        &self.cache
+    }
+
+    /// Attributes of `ino`.
+    pub fn getattr(&self, ino: Ino) -> Result<Attr, VaultError> {
+        self.tree.read().attr(ino).ok_or(VaultError::NotFound)
+    }
+
+    /// Looks `name` up in directory `parent`, resolving the directory first.
+    pub fn lookup(&self, parent: Ino, name: &str) -> Result<Attr, VaultError> {
+        self.resolve_dir(parent)?;
+        let tree = self.tree.read();
+        let ino = tree.child(parent, name).ok_or(VaultError::NotFound)?;
+        tree.attr(ino).ok_or(VaultError::NotFound)
+    }
+
+    /// The entries of directory `ino` (without `.` and `..`), resolving it first.
+    pub fn readdir(&self, ino: Ino) -> Result<Vec<DirEntry>, VaultError> {
+        self.resolve_dir(ino)?;
+        self.tree.read().entries(ino)
+    }
+
+    /// The parent of directory `ino` (the root is its own parent).
+    pub fn parent(&self, ino: Ino) -> Result<Ino, VaultError> {
+        self.tree.read().parent(ino).ok_or(VaultError::NotFound)
+    }
+
+    /// Opens file `ino` for reading; returns a handle for [`Vault::read`].
+    pub fn open(&self, ino: Ino) -> Result<u64, VaultError> {
+        if self.identity.read().is_none() {
+            return Err(VaultError::Purged);
+        }
+        let object = self.tree.read().object(ino)?;
+        let fh = self.next_handle.fetch_add(1, Ordering::Relaxed);
+        let handle = Arc::new(Handle {
+            object,
+            readahead: Mutex::new(Readahead::default()),
+        });
+        self.handles.lock().insert(fh, handle);
+        Ok(fh)
+    }
+
+    /// Forgets a handle.
+    pub fn release(&self, fh: u64) {
+        self.handles.lock().remove(&fh);
+    }
+
+    /// Reads up to `len` plaintext bytes at `offset` through handle `fh` into `out`
+    /// (which must hold `len` bytes); returns how many were read (fewer only at EOF).
+    /// Every byte returned was authenticated.
+    pub fn read(
+        self: &Arc<Self>,
+        fh: u64,
+        offset: u64,
+        out: &mut [u8],
+    ) -> Result<usize, VaultError> {
+        if self.identity.read().is_none() {
+            return Err(VaultError::Purged);
+        }
+        let handle = self
+            .handles
+            .lock()
+            .get(&fh)
+            .cloned()
+            .ok_or(VaultError::BadHandle)?;
+        let object = &handle.object;
+        let layout = *object.layout();
+        if offset >= layout.plaintext_len || out.is_empty() {
+            return Ok(0);
+        }
+        let end = (offset + out.len() as u64).min(layout.plaintext_len);
+        let first = layout.chunk_of(offset);
+        let last = layout.chunk_of(end - 1);
+        let chunk_size = layout.chunk_size() as u64;
+        self.cache
+            .with_chunks(object.as_ref(), first..last + 1, |index, plain| {
+                let chunk_start = index * chunk_size;
+                let from = offset.max(chunk_start);
+                let to = end.min(chunk_start + plain.len() as u64);
+                out[(from - offset) as usize..(to - offset) as usize].copy_from_slice(
+                    &plain[(from - chunk_start) as usize..(to - chunk_start) as usize],
+                );
+            })?;
+        self.read_ahead(&handle, offset, end);
+        Ok((end - offset) as usize)
+    }
+
+    /// Grows the window while reads stay sequential and prefetches it in the background.
+    fn read_ahead(self: &Arc<Self>, handle: &Arc<Handle>, offset: u64, end: u64) {
+        let layout = *handle.object.layout();
+        let prefetch = {
+            let mut ra = handle.readahead.lock();
+            if offset == ra.next_offset {
+                let limit = self
+                    .config
+                    .max_readahead
+                    .min(self.config.cache_size as u64 / 4);
+                ra.window = (ra.window * 2).clamp(1 << 20, limit.max(1 << 20));
+            } else {
+                ra.window = 0;
+                ra.prefetched_until = 0;
+            }
+            ra.next_offset = end;
+            let want_until = layout.chunk_of(
+                (end + ra.window)
+                    .min(layout.plaintext_len)
+                    .saturating_sub(1),
+            ) + 1;
+            let from = ra
+                .prefetched_until
+                .max(layout.chunk_of(end.min(layout.plaintext_len - 1)) + 1);
+            if ra.window == 0 || end >= layout.plaintext_len || from >= want_until {
+                None
+            } else {
+                ra.prefetched_until = want_until;
+                Some(from..want_until)
+            }
+        };
+        if let Some(chunks) = prefetch {
+            let vault = Arc::clone(self);
+            let handle = Arc::clone(handle);
+            self.readahead_workers.spawn(move || {
+                // Errors surface on the real read of these chunks; nothing to report here.
+                let _ = vault
+                    .cache
+                    .with_chunks(handle.object.as_ref(), chunks, |_, _| {});
+            });
+        }
+    }
+
+    /// Resolves directory `ino`'s files if not done yet (see the module docs).
+    fn resolve_dir(&self, ino: Ino) -> Result<(), VaultError> {
+        let pending = self.tree.read().unresolved_files(ino)?;
+        if pending.is_empty() {
+            return Ok(());
+        }
+        let identity = self.identity.read();
+        let identity = identity.as_ref().ok_or(VaultError::Purged)?;
+        // Header reads are I/O-bound: a few threads, each taking the next pending file.
+        let threads = RESOLVE_THREADS.min(pending.len());
+        let next = Mutex::new(pending.into_iter());
+        let results = Mutex::new(Vec::new());
+        std::thread::scope(|scope| {
+            for _ in 0..threads {
+                scope.spawn(|| loop {
+                    let Some((file_ino, key, size)) = next.lock().next() else {
+                        return;
+                    };
+                    let opened = self.open_object(&key, size, identity, file_ino);
+                    results.lock().push((file_ino, opened));
+                });
+            }
+        });
+        let mut tree = self.tree.write();
+        for (file_ino, result) in results.into_inner() {
+            match result {
+                Ok(object) => tree.set_object(file_ino, Arc::new(object)),
+                Err(e) => {
+                    tracing::warn!("hiding object: {e}");
+                    tree.hide(file_ino);
+                }
+            }
+        }
+        tree.mark_resolved(ino);
+        Ok(())
+    }
+
+    /// Opens a header and authenticates the last chunk, so `st_size` is authenticated.
+    fn open_object(
+        &self,
+        key: &str,
+        size: u64,
+        identity: &Identity,
+        ino: Ino,
+    ) -> Result<SealedObject, VaultError> {
+        let object = SealedObject::open(Arc::clone(&self.backend), key, size, identity, ino)?;
+        let last = object.layout().chunk_count() - 1;
+        self.cache.with_chunks(&object, last..last + 1, |_, _| {})?;
+        Ok(object)
+    }
+
+    /// Zeroizes the cache and drops the identity; later opens and reads fail with
+    /// [`VaultError::Purged`]. Returns the bytes zeroized.
+    pub fn purge(&self) -> usize {
+        self.identity.write().take();
+        self.handles.lock().clear();
+        self.tree.write().drop_objects();
+        self.cache.purge()
+    }
+}
+
+#[cfg(test)]
+mod tests;

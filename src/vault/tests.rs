@@ -1,0 +1,308 @@
+use super::*;
+use crate::backend::LocalBackend;
+use crate::format::DEFAULT_CHUNK_LOG2;
+use crate::seal::{seal_file, SealJob, SealOptions};
+
+struct Fixture {
+    bucket: tempfile::TempDir,
+    plain: tempfile::TempDir,
+    identity_bytes: [u8; 32],
+}
+
+fn pattern(len: usize, seed: u8) -> Vec<u8> {
+    (0..len)
+        .map(|i| (i * 13 + seed as usize * 101 + i / 251) as u8)
+        .collect()
+}
+
+impl Fixture {
+    fn new() -> Self {
+        Fixture {
+            bucket: tempfile::tempdir().unwrap(),
+            plain: tempfile::tempdir().unwrap(),
+            identity_bytes: [7; 32],
+        }
+    }
+
+    fn identity(&self) -> Identity {
+        Identity::from(self.identity_bytes)
+    }
+
+    fn backend(&self) -> Arc<dyn Backend> {
+        Arc::new(LocalBackend::open(self.bucket.path()).unwrap())
+    }
+
+    /// Seals `data` as `key` to `identity` with chunk size 2^`log2`.
+    fn seal_as(&self, key: &str, data: &[u8], identity: &Identity, log2: u8) {
+        let source = self.plain.path().join(key.replace('/', "_"));
+        std::fs::write(&source, data).unwrap();
+        let job = SealJob {
+            source,
+            logical_path: key.to_owned(),
+            size: data.len() as u64,
+        };
+        let options = SealOptions {
+            recipients: vec![identity.recipient()],
+            chunk_log2: log2,
+            overwrite: true,
+        };
+        seal_file(&self.backend(), &job, &options, &|_| {}).unwrap();
+    }
+
+    fn seal(&self, key: &str, data: &[u8]) {
+        self.seal_as(key, data, &self.identity(), DEFAULT_CHUNK_LOG2);
+    }
+
+    fn vault(&self) -> Arc<Vault> {
+        let config = VaultConfig {
+            cache_size: 16 << 20,
+            ..VaultConfig::default()
+        };
+        Arc::new(Vault::new(self.backend(), self.identity(), config).unwrap())
+    }
+
+    fn object_path(&self, key: &str) -> std::path::PathBuf {
+        self.bucket.path().join(key)
+    }
+}
+
+fn resolve(vault: &Vault, path: &str) -> Result<Attr, VaultError> {
+    let mut attr = vault.getattr(ROOT_INO)?;
+    for name in path.split('/') {
+        attr = vault.lookup(attr.ino, name)?;
+    }
+    Ok(attr)
+}
+
+fn read_all(vault: &Arc<Vault>, path: &str) -> Result<Vec<u8>, VaultError> {
+    let attr = resolve(vault, path)?;
+    let fh = vault.open(attr.ino)?;
+    let mut out = vec![0u8; attr.size as usize + 10];
+    let mut done = 0;
+    loop {
+        let end = (done + 100_000).min(out.len());
+        let n = vault.read(fh, done as u64, &mut out[done..end])?;
+        if n == 0 {
+            break;
+        }
+        done += n;
+    }
+    vault.release(fh);
+    out.truncate(done);
+    Ok(out)
+}
+
+#[test]
+fn tree_and_reads_match_the_plaintext() {
+    let f = Fixture::new();
+    let big = pattern(1_000_003, 1);
+    f.seal("study/CT/1.dcm", &big);
+    f.seal("study/CT/2.dcm", b"small");
+    f.seal("empty", b"");
+    f.seal_as("study/MR/4k.bin", &pattern(50_000, 2), &f.identity(), 12);
+    let v = f.vault();
+    let names = |ino| {
+        v.readdir(ino)
+            .unwrap()
+            .into_iter()
+            .map(|e| e.name)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(names(ROOT_INO), ["empty", "study"]);
+    let ct = resolve(&v, "study/CT").unwrap();
+    assert!(ct.is_dir);
+    assert_eq!(names(ct.ino), ["1.dcm", "2.dcm"]);
+    assert_eq!(
+        resolve(&v, "study/CT/1.dcm").unwrap().size,
+        big.len() as u64
+    );
+    assert_eq!(read_all(&v, "study/CT/1.dcm").unwrap(), big);
+    assert_eq!(read_all(&v, "study/CT/2.dcm").unwrap(), b"small");
+    assert_eq!(read_all(&v, "empty").unwrap(), b"");
+    assert_eq!(read_all(&v, "study/MR/4k.bin").unwrap(), pattern(50_000, 2));
+
+    let fh = v.open(resolve(&v, "study/CT/1.dcm").unwrap().ino).unwrap();
+    for (offset, len) in [
+        (0, 1),
+        (65_535, 2),
+        (65_536, 65_536),
+        (999_990, 100),
+        (5, 300_000),
+    ] {
+        let mut out = vec![0u8; len];
+        let n = v.read(fh, offset, &mut out).unwrap();
+        let end = (offset as usize + len).min(big.len());
+        assert_eq!(
+            &out[..n],
+            &big[offset as usize..end],
+            "read at {offset}+{len}"
+        );
+    }
+    assert_eq!(v.read(fh, big.len() as u64 + 5, &mut [0u8; 10]).unwrap(), 0);
+    assert!(matches!(
+        v.lookup(ROOT_INO, "missing"),
+        Err(VaultError::NotFound)
+    ));
+    assert!(matches!(v.open(ct.ino), Err(VaultError::IsADirectory)));
+}
+
+#[test]
+fn objects_we_cannot_open_are_hidden() {
+    let f = Fixture::new();
+    f.seal("mine", b"ok");
+    f.seal_as(
+        "theirs",
+        b"not for us",
+        &Identity::from([9; 32]),
+        DEFAULT_CHUNK_LOG2,
+    );
+    std::fs::write(f.object_path("plain.txt"), b"never sealed").unwrap();
+    std::fs::write(f.object_path("tiny"), b"SM").unwrap();
+    let v = f.vault();
+    let names: Vec<String> = v
+        .readdir(ROOT_INO)
+        .unwrap()
+        .into_iter()
+        .map(|e| e.name)
+        .collect();
+    assert_eq!(names, ["mine"]);
+    assert!(matches!(
+        v.lookup(ROOT_INO, "theirs"),
+        Err(VaultError::NotFound)
+    ));
+}
+
+#[test]
+fn truncated_extended_moved_and_swapped_objects_are_hidden() {
+    let f = Fixture::new();
+    let data = pattern(200_000, 3);
+    for name in ["a", "b", "trunc", "ext", "orig"] {
+        f.seal(name, &data);
+    }
+    let path = |k: &str| f.object_path(k);
+    let bytes = std::fs::read(path("trunc")).unwrap();
+    std::fs::write(path("trunc"), &bytes[..bytes.len() - 100]).unwrap();
+    let mut ext = std::fs::read(path("ext")).unwrap();
+    ext.extend_from_slice(&[0u8; 80]);
+    std::fs::write(path("ext"), ext).unwrap();
+    std::fs::copy(path("orig"), path("copy-elsewhere")).unwrap();
+    let (a, b) = (
+        std::fs::read(path("a")).unwrap(),
+        std::fs::read(path("b")).unwrap(),
+    );
+    std::fs::write(path("a"), b).unwrap();
+    std::fs::write(path("b"), a).unwrap();
+    let v = f.vault();
+    let names: Vec<String> = v
+        .readdir(ROOT_INO)
+        .unwrap()
+        .into_iter()
+        .map(|e| e.name)
+        .collect();
+    assert_eq!(names, ["orig"]);
+}
+
+#[test]
+fn a_tampered_chunk_fails_its_reads_only() {
+    let f = Fixture::new();
+    let data = pattern(400_000, 4);
+    f.seal("scan", &data);
+    let mut bytes = std::fs::read(f.object_path("scan")).unwrap();
+    let header_len = bytes.len() - 400_000 - 7 * TAG_LEN;
+    bytes[header_len + 2 * (65_536 + TAG_LEN) + 10] ^= 0x80; // inside chunk 2
+    std::fs::write(f.object_path("scan"), bytes).unwrap();
+    let v = f.vault();
+    let fh = v.open(resolve(&v, "scan").unwrap().ino).unwrap();
+    let mut out = vec![0u8; 65_536];
+    assert_eq!(v.read(fh, 0, &mut out).unwrap(), 65_536);
+    assert_eq!(out, data[..65_536]);
+    let mut out = vec![0u8; 4096];
+    let err = v.read(fh, 2 * 65_536 + 100, &mut out).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            VaultError::Format {
+                source: FormatError::ChunkTampered { index: 2 },
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert!(
+        out.iter().all(|b| *b == 0),
+        "no byte of a failed read is released"
+    );
+    assert!(
+        v.read(fh, 65_536, &mut vec![0u8; 200_000]).is_err(),
+        "a read spanning it fails too"
+    );
+    let mut out = vec![0u8; 1000];
+    v.read(fh, 3 * 65_536, &mut out).unwrap();
+    assert_eq!(out, data[3 * 65_536..3 * 65_536 + 1000]);
+}
+
+#[test]
+fn sequential_reads_prefetch_ahead() {
+    let f = Fixture::new();
+    let data = pattern(8 << 20, 5);
+    f.seal("big", &data);
+    let v = f.vault();
+    let fh = v.open(resolve(&v, "big").unwrap().ino).unwrap();
+    let mut out = vec![0u8; 128 << 10];
+    for i in 0..4u64 {
+        v.read(fh, i * (128 << 10), &mut out).unwrap();
+    }
+    // Reads covered 8 chunks; read-ahead asked for more in the background.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while v.cache().stats().loads.load(Ordering::Relaxed) < 24 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no read-ahead happened"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    assert_eq!(read_all(&v, "big").unwrap(), data);
+}
+
+#[test]
+fn purge_drops_keys_and_fails_later_reads() {
+    let f = Fixture::new();
+    f.seal("x", &pattern(100_000, 6));
+    let v = f.vault();
+    let fh = v.open(resolve(&v, "x").unwrap().ino).unwrap();
+    v.read(fh, 0, &mut [0u8; 10]).unwrap();
+    assert!(v.purge() >= (16 << 20) - (1 << 20));
+    assert!(matches!(
+        v.read(fh, 0, &mut [0u8; 10]),
+        Err(VaultError::Purged)
+    ));
+    assert!(matches!(v.open(2), Err(VaultError::Purged)));
+}
+
+#[test]
+fn hostile_and_clashing_keys_are_skipped_when_building_the_tree() {
+    let listing = [
+        "ok/file",
+        "../escape",
+        "/abs",
+        "a//b",
+        "ok",
+        "ok/file/deeper",
+        "n\0ul",
+    ]
+    .iter()
+    .map(|k| crate::backend::ObjectInfo {
+        key: k.to_string(),
+        size: 0,
+    })
+    .collect();
+    let tree = tree::Tree::build(listing);
+    let root = tree.child(ROOT_INO, "ok").expect("directory kept");
+    let file = tree
+        .child(root, "file")
+        .expect("directory `ok/file` wins over the object");
+    assert!(tree.child(file, "deeper").is_some());
+    assert!(tree.child(ROOT_INO, "..").is_none());
+    assert!(tree.child(ROOT_INO, "a").is_none());
+    assert_eq!(tree.unresolved_files(ROOT_INO).unwrap().len(), 0);
+}

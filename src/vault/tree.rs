@@ -1,0 +1,256 @@
+//! The directory tree built from a bucket listing: inode numbers, names, parents.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use super::{Attr, DirEntry, SealedObject, VaultError};
+use crate::backend::{validate_key, ObjectInfo};
+
+/// An inode number; the root is [`ROOT_INO`].
+pub type Ino = u64;
+/// The root directory's inode number (FUSE's convention).
+pub const ROOT_INO: Ino = 1;
+
+/// What an inode is.
+enum NodeKind {
+    /// A directory; `resolved` once its files' headers were checked.
+    Dir {
+        children: BTreeMap<String, Ino>,
+        resolved: bool,
+    },
+    /// A sealed object; `object` is set once its header was opened.
+    File {
+        key: String,
+        size: u64,
+        object: Option<Arc<SealedObject>>,
+    },
+}
+
+struct Node {
+    parent: Ino,
+    kind: NodeKind,
+}
+
+/// Inodes indexed by number (`nodes[ino - 1]`); hidden files stay as tombstones.
+pub struct Tree {
+    nodes: Vec<Node>,
+}
+
+impl Tree {
+    /// Builds the tree; keys that are hostile or clash with a directory are skipped with a
+    /// warning.
+    pub fn build(objects: Vec<ObjectInfo>) -> Tree {
+        let mut tree = Tree {
+            nodes: vec![Node {
+                parent: ROOT_INO,
+                kind: NodeKind::Dir {
+                    children: BTreeMap::new(),
+                    resolved: false,
+                },
+            }],
+        };
+        let mut objects = objects;
+        // Directories first where a name is both (`a` and `a/b`): the longer keys win.
+        objects.sort_by(|a, b| b.key.matches('/').count().cmp(&a.key.matches('/').count()));
+        for object in objects {
+            if let Err(e) = validate_key(&object.key) {
+                tracing::warn!("hiding object: {e}");
+                continue;
+            }
+            if let Err(reason) = tree.insert(&object) {
+                tracing::warn!(key = object.key.as_str(), "hiding object: {reason}");
+            }
+        }
+        tree
+    }
+
+    fn insert(&mut self, object: &ObjectInfo) -> Result<(), &'static str> {
+        let mut components: Vec<&str> = object.key.split('/').collect();
+        let file_name = components.pop().expect("validated key is non-empty");
+        let mut dir = ROOT_INO;
+        for component in components {
+            dir = match self.child(dir, component) {
+                Some(ino)
+                    if matches!(self.node(ino).map(|n| &n.kind), Some(NodeKind::Dir { .. })) =>
+                {
+                    ino
+                }
+                Some(_) => return Err("a path component is also an object"),
+                None => self.add(
+                    dir,
+                    component,
+                    NodeKind::Dir {
+                        children: BTreeMap::new(),
+                        resolved: false,
+                    },
+                ),
+            };
+        }
+        if self.child(dir, file_name).is_some() {
+            return Err("name is also a directory");
+        }
+        self.add(
+            dir,
+            file_name,
+            NodeKind::File {
+                key: object.key.clone(),
+                size: object.size,
+                object: None,
+            },
+        );
+        Ok(())
+    }
+
+    fn add(&mut self, parent: Ino, name: &str, kind: NodeKind) -> Ino {
+        self.nodes.push(Node { parent, kind });
+        let ino = self.nodes.len() as Ino;
+        if let Some(Node {
+            kind: NodeKind::Dir { children, .. },
+            ..
+        }) = self.node_mut(parent)
+        {
+            children.insert(name.to_owned(), ino);
+        }
+        ino
+    }
+
+    fn node(&self, ino: Ino) -> Option<&Node> {
+        self.nodes.get((ino as usize).checked_sub(1)?)
+    }
+
+    fn node_mut(&mut self, ino: Ino) -> Option<&mut Node> {
+        self.nodes.get_mut((ino as usize).checked_sub(1)?)
+    }
+
+    fn children(&self, ino: Ino) -> Result<&BTreeMap<String, Ino>, VaultError> {
+        match &self.node(ino).ok_or(VaultError::NotFound)?.kind {
+            NodeKind::Dir { children, .. } => Ok(children),
+            NodeKind::File { .. } => Err(VaultError::NotADirectory),
+        }
+    }
+
+    /// The inode of `name` in directory `dir`.
+    pub fn child(&self, dir: Ino, name: &str) -> Option<Ino> {
+        self.children(dir).ok()?.get(name).copied()
+    }
+
+    /// The parent of `ino`.
+    pub fn parent(&self, ino: Ino) -> Option<Ino> {
+        self.node(ino).map(|n| n.parent)
+    }
+
+    /// Attributes of a directory or of a resolved file.
+    pub fn attr(&self, ino: Ino) -> Option<Attr> {
+        match &self.node(ino)?.kind {
+            NodeKind::Dir { .. } => Some(Attr {
+                ino,
+                is_dir: true,
+                size: 0,
+            }),
+            NodeKind::File {
+                object: Some(object),
+                ..
+            } => Some(Attr {
+                ino,
+                is_dir: false,
+                size: object.layout().plaintext_len,
+            }),
+            NodeKind::File { object: None, .. } => None,
+        }
+    }
+
+    /// The visible entries of directory `ino`: subdirectories and resolved files.
+    pub fn entries(&self, ino: Ino) -> Result<Vec<DirEntry>, VaultError> {
+        Ok(self
+            .children(ino)?
+            .iter()
+            .filter_map(|(name, &child)| {
+                self.attr(child).map(|attr| DirEntry {
+                    ino: child,
+                    name: name.clone(),
+                    is_dir: attr.is_dir,
+                })
+            })
+            .collect())
+    }
+
+    /// Files of directory `ino` whose headers were not checked yet: (ino, key, size).
+    pub fn unresolved_files(&self, ino: Ino) -> Result<Vec<(Ino, String, u64)>, VaultError> {
+        let children = self.children(ino)?;
+        if let Some(Node {
+            kind: NodeKind::Dir { resolved: true, .. },
+            ..
+        }) = self.node(ino)
+        {
+            return Ok(Vec::new());
+        }
+        Ok(children
+            .values()
+            .filter_map(|&child| match &self.node(child)?.kind {
+                NodeKind::File {
+                    key,
+                    size,
+                    object: None,
+                } => Some((child, key.clone(), *size)),
+                _ => None,
+            })
+            .collect())
+    }
+
+    /// The opened object of file `ino`.
+    pub fn object(&self, ino: Ino) -> Result<Arc<SealedObject>, VaultError> {
+        match &self.node(ino).ok_or(VaultError::NotFound)?.kind {
+            NodeKind::File {
+                object: Some(object),
+                ..
+            } => Ok(Arc::clone(object)),
+            NodeKind::File { object: None, .. } => Err(VaultError::NotFound),
+            NodeKind::Dir { .. } => Err(VaultError::IsADirectory),
+        }
+    }
+
+    /// Records the opened object of file `ino`.
+    pub fn set_object(&mut self, ino: Ino, opened: Arc<SealedObject>) {
+        if let Some(Node {
+            kind: NodeKind::File { object, .. },
+            ..
+        }) = self.node_mut(ino)
+        {
+            object.get_or_insert(opened);
+        }
+    }
+
+    /// Removes file `ino` from its directory (it stays a tombstone in the table).
+    pub fn hide(&mut self, ino: Ino) {
+        let Some(parent) = self.parent(ino) else {
+            return;
+        };
+        if let Some(Node {
+            kind: NodeKind::Dir { children, .. },
+            ..
+        }) = self.node_mut(parent)
+        {
+            children.retain(|_, child| *child != ino);
+        }
+    }
+
+    /// Marks directory `ino` as resolved.
+    pub fn mark_resolved(&mut self, ino: Ino) {
+        if let Some(Node {
+            kind: NodeKind::Dir { resolved, .. },
+            ..
+        }) = self.node_mut(ino)
+        {
+            *resolved = true;
+        }
+    }
+
+    /// Drops every opened object (and with it every file key), as at purge.
+    pub fn drop_objects(&mut self) {
+        for node in &mut self.nodes {
+            if let NodeKind::File { object, .. } = &mut node.kind {
+                object.take();
+            }
+        }
+    }
+}
