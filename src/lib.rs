@@ -2,11 +2,15 @@
 //!
 //! The modules, in the order the data flows (arrows point one way):
 //! `keys` → `format` → `backend` → `cache` → `vault` → `fs`; `seal` writes through
-//! `format` and `backend`; `harden` runs first in every process that touches keys.
+//! `format` and `backend`; `harden` runs first in every process that touches keys;
+//! `options` parses mount options.
 
 pub mod backend;
 pub mod cache;
 pub mod format;
+pub mod fs;
+pub mod harden;
 pub mod keys;
+pub mod options;
 pub mod seal;
 pub mod vault;

@@ -1,1 +1,7 @@
-fn main() {}
+//! The `smpfs` command line.
+
+mod cli;
+
+fn main() -> std::process::ExitCode {
+    cli::main()
+}

@@ -1,0 +1,241 @@
+//! Commands: keygen, seal, cat, mount. Errors are reported with `anyhow` context here and
+//! nowhere else.
+
+mod daemon;
+mod mount;
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use anyhow::{bail, Context, Result};
+use clap::{Parser, Subcommand};
+use rayon::prelude::*;
+
+use smpfs::backend::{Backend, LocalBackend};
+use smpfs::cache::{ChunkSource, LockedRegion};
+use smpfs::format::{CHUNK_LOG2_RANGE, TAG_LEN};
+use smpfs::keys::{Identity, Recipient};
+use smpfs::seal::{plan, seal_file, SealOptions};
+use smpfs::vault::SealedObject;
+
+#[derive(Parser)]
+#[command(
+    name = "smpfs",
+    version,
+    about = "Mount buckets of sealed (client-side encrypted) files read-only"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Create a workstation identity (X25519 secret key, mode 0600) and print its recipient.
+    Keygen {
+        /// Where to write the identity; an existing file is never overwritten.
+        #[arg(long, short)]
+        out: PathBuf,
+    },
+    /// Seal files and directory trees into a bucket directory, keeping relative paths.
+    Seal {
+        /// Files or directories to seal. A directory's files keep their paths below it.
+        #[arg(required = true)]
+        sources: Vec<PathBuf>,
+        /// Recipient (`smpfs1…`) that may open the files; repeat for several.
+        #[arg(long = "to", required = true)]
+        recipients: Vec<String>,
+        /// Bucket directory to write to (created if missing).
+        #[arg(long)]
+        out: PathBuf,
+        /// Plaintext bytes per chunk: a power of two from 4K to 64K.
+        #[arg(long, default_value = "64K")]
+        chunk_size: String,
+        /// Replace objects that already exist (otherwise they are reported and kept).
+        #[arg(long)]
+        overwrite: bool,
+    },
+    /// Decrypt one sealed file to standard output.
+    Cat {
+        /// The sealed object on disk.
+        file: PathBuf,
+        /// Identity file to open it with.
+        #[arg(long, short)]
+        identity: PathBuf,
+    },
+    /// Mount a bucket read-only; returns once the mount is live (unless -f).
+    Mount(mount::MountArgs),
+}
+
+/// Runs the command line and turns errors into a message and exit status 1.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    if let Err(e) = smpfs::harden::harden_process() {
+        eprintln!("smpfs: {e}");
+        return ExitCode::FAILURE;
+    }
+    let result = match cli.command {
+        Command::Keygen { out } => keygen(&out),
+        Command::Seal {
+            sources,
+            recipients,
+            out,
+            chunk_size,
+            overwrite,
+        } => seal(&sources, &recipients, &out, &chunk_size, overwrite),
+        Command::Cat { file, identity } => cat(&file, &identity),
+        Command::Mount(args) => mount::mount(args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("smpfs: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_stderr_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("SMPFS_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,fuser=error"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+fn keygen(out: &std::path::Path) -> Result<()> {
+    let identity = Identity::generate();
+    identity.save_new(out)?;
+    eprintln!("wrote identity to {} (keep it private)", out.display());
+    println!("{}", identity.recipient());
+    Ok(())
+}
+
+fn parse_chunk_size(text: &str) -> Result<u8> {
+    let bytes = smpfs::options::parse_size(text)?;
+    let log2 = bytes.trailing_zeros() as u8;
+    if !bytes.is_power_of_two() || !CHUNK_LOG2_RANGE.contains(&log2) {
+        bail!("chunk size {text} must be a power of two from 4K to 64K");
+    }
+    Ok(log2)
+}
+
+fn seal(
+    sources: &[PathBuf],
+    recipients: &[String],
+    out: &std::path::Path,
+    chunk_size: &str,
+    overwrite: bool,
+) -> Result<()> {
+    init_stderr_logging();
+    let recipients = recipients
+        .iter()
+        .map(|r| r.parse::<Recipient>())
+        .collect::<Result<Vec<_>, _>>()?;
+    let chunk_log2 = parse_chunk_size(chunk_size)?;
+    std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+    let out_real = out.canonicalize()?;
+    for source in sources {
+        let real = source
+            .canonicalize()
+            .with_context(|| format!("{}", source.display()))?;
+        if out_real.starts_with(&real) {
+            bail!(
+                "output {} is inside source {}",
+                out.display(),
+                source.display()
+            );
+        }
+    }
+    let jobs = plan(sources)?;
+    let total: u64 = jobs.iter().map(|j| j.size).sum();
+    let backend: Arc<dyn Backend> = Arc::new(LocalBackend::open(out)?);
+    let options = SealOptions {
+        recipients,
+        chunk_log2,
+        overwrite,
+    };
+    let bar = indicatif::ProgressBar::with_draw_target(
+        Some(total),
+        indicatif::ProgressDrawTarget::stderr(),
+    );
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{bar:40} {bytes}/{total_bytes} {binary_bytes_per_sec} eta {eta}",
+        )
+        .expect("valid template"),
+    );
+    let started = std::time::Instant::now();
+    let sealed_bytes = AtomicU64::new(0);
+    let failures: Vec<String> = jobs
+        .par_iter()
+        .filter_map(
+            |job| match seal_file(&backend, job, &options, &|n| bar.inc(n)) {
+                Ok(()) => {
+                    sealed_bytes.fetch_add(job.size, Ordering::Relaxed);
+                    None
+                }
+                Err(e) => Some(format!("{}: {e}", job.source.display())),
+            },
+        )
+        .collect();
+    bar.finish_and_clear();
+    for failure in &failures {
+        eprintln!("smpfs: not sealed: {failure}");
+    }
+    let secs = started.elapsed().as_secs_f64();
+    let bytes = sealed_bytes.load(Ordering::Relaxed);
+    eprintln!(
+        "sealed {} of {} files ({:.1} MiB) into {} in {:.2}s ({:.0} MiB/s)",
+        jobs.len() - failures.len(),
+        jobs.len(),
+        bytes as f64 / (1 << 20) as f64,
+        out.display(),
+        secs,
+        bytes as f64 / (1 << 20) as f64 / secs.max(1e-9)
+    );
+    if !failures.is_empty() {
+        bail!("{} files were not sealed", failures.len());
+    }
+    Ok(())
+}
+
+/// Decrypts one sealed object to stdout through a locked buffer. The last chunk is
+/// authenticated first, so a truncated file fails before any output.
+fn cat(file: &std::path::Path, identity_path: &std::path::Path) -> Result<()> {
+    init_stderr_logging();
+    let identity = Identity::load(identity_path)?;
+    let real = file
+        .canonicalize()
+        .with_context(|| format!("{}", file.display()))?;
+    let key = real
+        .to_str()
+        .context("path is not UTF-8")?
+        .trim_start_matches('/')
+        .to_owned();
+    let size = std::fs::metadata(&real)?.len();
+    let backend: Arc<dyn Backend> = Arc::new(LocalBackend::open(std::path::Path::new("/"))?);
+    let object = SealedObject::open(backend, &key, size, &identity, 0)?;
+    drop(identity);
+    let layout = *object.layout();
+    let slot = layout.chunk_size() + TAG_LEN;
+    let region = Arc::new(LockedRegion::new(slot)?);
+    let mut buf = LockedRegion::carve(&region, slot, 1, 0, 0)
+        .pop()
+        .expect("one buffer");
+    let count = layout.chunk_count();
+    let mut stdout = std::io::stdout().lock();
+    // Authenticate the last chunk first: a truncated or extended file fails before output.
+    object.load(count - 1, &mut [&mut buf[..object.sealed_len(count - 1)]])?;
+    for index in 0..count {
+        let sealed = &mut buf[..object.sealed_len(index)];
+        object.load(index, &mut [&mut *sealed])?;
+        stdout.write_all(&sealed[..object.plain_len(index)])?;
+    }
+    stdout.flush()?;
+    Ok(())
+}

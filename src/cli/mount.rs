@@ -1,0 +1,178 @@
+//! `smpfs mount`: load the identity, lock the cache, mount, and unmount cleanly (with the
+//! purge) on umount, SIGINT, SIGTERM or SIGHUP.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::{bail, Context, Result};
+use fuser::{Config, MountOption, Session, SessionACL};
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+
+use super::daemon::{daemonize, Readiness};
+use smpfs::backend::{Backend, LocalBackend};
+use smpfs::fs::{FsOptions, SmpFs};
+use smpfs::keys::Identity;
+use smpfs::options::MountOptions;
+use smpfs::vault::{Vault, VaultConfig};
+
+/// FUSE request threads (and locked reply buffers, one each).
+const FUSE_THREADS: usize = 8;
+/// Largest read request: 1 MiB (the kernel's max_pages limit of 256 pages).
+const MAX_READ: usize = 1 << 20;
+
+#[derive(clap::Args)]
+pub struct MountArgs {
+    /// The bucket: a local directory (or file://PATH).
+    source: String,
+    /// Where to mount it (an existing directory).
+    mountpoint: PathBuf,
+    /// Identity file that opens the sealed files.
+    #[arg(long, short)]
+    identity: PathBuf,
+    /// Stay in the foreground and log to stderr.
+    #[arg(short, long)]
+    foreground: bool,
+    /// Mount options, comma-separated: cache_size=SIZE, kernel_cache, allow_other, ro.
+    #[arg(short = 'o', value_name = "OPTIONS")]
+    options: Vec<String>,
+    /// Log file for a background mount [default: ~/.local/state/smpfs/smpfs.log].
+    #[arg(long)]
+    log_file: Option<PathBuf>,
+}
+
+fn local_source(source: &str) -> Result<PathBuf> {
+    if let Some((scheme, _)) = source.split_once("://") {
+        if scheme != "file" {
+            bail!("source scheme {scheme}:// is not supported yet (only local directories)");
+        }
+    }
+    let path = PathBuf::from(source.strip_prefix("file://").unwrap_or(source));
+    if !path.is_dir() {
+        bail!("bucket {} is not a directory", path.display());
+    }
+    Ok(path.canonicalize()?)
+}
+
+fn default_log_file() -> PathBuf {
+    let state = std::env::var_os("XDG_STATE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/state")))
+        .unwrap_or_else(|| PathBuf::from("/tmp"));
+    state.join("smpfs").join("smpfs.log")
+}
+
+fn init_file_logging(path: &Path) -> Result<()> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .with_context(|| format!("opening log file {}", path.display()))?;
+    let filter = tracing_subscriber::EnvFilter::try_from_env("SMPFS_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,fuser=error"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(false)
+        .with_writer(std::sync::Mutex::new(file))
+        .try_init();
+    Ok(())
+}
+
+/// Checks everything that can be checked before forking, then mounts.
+pub fn mount(args: MountArgs) -> Result<()> {
+    let options = MountOptions::parse(&args.options)?;
+    let bucket = local_source(&args.source)?;
+    if !args.mountpoint.is_dir() {
+        bail!(
+            "mountpoint {} is not a directory",
+            args.mountpoint.display()
+        );
+    }
+    let mountpoint = args.mountpoint.canonicalize()?;
+    let identity = Identity::load(&args.identity)?;
+    let mut readiness = if args.foreground {
+        super::init_stderr_logging();
+        Readiness::foreground()
+    } else {
+        init_file_logging(&args.log_file.clone().unwrap_or_else(default_log_file))?;
+        daemonize()?
+    };
+    let result = serve(&mountpoint, &options, &bucket, identity, &mut readiness);
+    if let Err(e) = &result {
+        tracing::error!("mount failed: {e:#}");
+        readiness.failed(&format!("{e:#}"));
+    }
+    result
+}
+
+fn serve(
+    mountpoint: &Path,
+    options: &MountOptions,
+    bucket: &Path,
+    identity: Identity,
+    readiness: &mut Readiness,
+) -> Result<()> {
+    let backend: Arc<dyn Backend> = Arc::new(LocalBackend::open(bucket)?);
+    let config = VaultConfig {
+        cache_size: options.cache_size as usize,
+        reply_buffers: FUSE_THREADS,
+        max_read: MAX_READ,
+        ..VaultConfig::default()
+    };
+    let vault = Arc::new(Vault::new(backend, identity, config)?);
+    tracing::info!(
+        locked_bytes = vault.cache().locked_bytes(),
+        "cache locked for {}",
+        vault.describe()
+    );
+    let fs = SmpFs::new(
+        Arc::clone(&vault),
+        FsOptions {
+            kernel_cache: options.kernel_cache,
+            uid: nix::unistd::getuid().as_raw(),
+            gid: nix::unistd::getgid().as_raw(),
+            max_read: MAX_READ as u32,
+        },
+    );
+    let mut fuse_config = Config::default();
+    fuse_config.mount_options = vec![
+        MountOption::RO,
+        MountOption::NoDev,
+        MountOption::NoSuid,
+        MountOption::FSName(bucket.display().to_string()),
+        MountOption::CUSTOM("subtype=smpfs".into()),
+        MountOption::CUSTOM(format!("max_read={MAX_READ}")),
+        MountOption::DefaultPermissions,
+    ];
+    fuse_config.acl = if options.allow_other {
+        SessionACL::All
+    } else {
+        SessionACL::Owner
+    };
+    fuse_config.n_threads = Some(FUSE_THREADS);
+    fuse_config.clone_fd = true;
+    let mut session = Session::new(fs, mountpoint, &fuse_config)
+        .with_context(|| format!("mounting on {}", mountpoint.display()))?;
+    let mut unmounter = session.unmount_callable();
+    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP])?;
+    std::thread::Builder::new()
+        .name("smpfs-signals".into())
+        .spawn(move || {
+            if let Some(signal) = signals.forever().next() {
+                tracing::info!(signal, "signal received: unmounting");
+                if let Err(e) = unmounter.unmount() {
+                    tracing::error!("unmount failed: {e}");
+                }
+            }
+        })?;
+    tracing::info!(mountpoint = %mountpoint.display(), "mount is live");
+    readiness.ready();
+    session.run().context("serving FUSE requests")?;
+    // destroy() purged already after an orderly unmount; purge again in case the kernel
+    // connection was lost without it.
+    vault.purge();
+    tracing::info!("exited cleanly");
+    Ok(())
+}

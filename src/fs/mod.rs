@@ -1,0 +1,270 @@
+//! The fuser adapter: turns FUSE requests into [`Vault`] calls and vault errors into errno
+//! values, logging each failure once. No filesystem logic lives here.
+
+use std::ffi::OsStr;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use fuser::{
+    Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo,
+    KernelConfig, LockOwner, OpenAccMode, OpenFlags, ReplyAttr, ReplyData, ReplyDirectory,
+    ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyXattr, Request,
+};
+
+use crate::vault::{Attr, Vault, VaultError};
+
+/// How long the kernel may cache names and attributes (the tree is fixed per mount).
+const TTL: Duration = Duration::from_secs(60);
+
+/// Mount-wide settings the adapter applies to every reply.
+#[derive(Debug, Clone)]
+pub struct FsOptions {
+    /// Let the kernel page cache keep plaintext (`-o kernel_cache`); off by default.
+    pub kernel_cache: bool,
+    /// Owner shown for every inode.
+    pub uid: u32,
+    /// Group shown for every inode.
+    pub gid: u32,
+    /// Largest read the kernel may send, in bytes.
+    pub max_read: u32,
+}
+
+/// The filesystem handed to fuser.
+pub struct SmpFs {
+    vault: Arc<Vault>,
+    options: FsOptions,
+    mounted_at: SystemTime,
+}
+
+impl SmpFs {
+    /// Wraps a vault for mounting.
+    pub fn new(vault: Arc<Vault>, options: FsOptions) -> Self {
+        SmpFs {
+            vault,
+            options,
+            mounted_at: SystemTime::now(),
+        }
+    }
+
+    fn file_attr(&self, attr: Attr) -> FileAttr {
+        let (kind, perm, nlink) = if attr.is_dir {
+            (FileType::Directory, 0o555, 2)
+        } else {
+            (FileType::RegularFile, 0o444, 1)
+        };
+        FileAttr {
+            ino: INodeNo(attr.ino),
+            size: attr.size,
+            blocks: attr.size.div_ceil(512),
+            atime: self.mounted_at,
+            mtime: self.mounted_at,
+            ctime: self.mounted_at,
+            crtime: self.mounted_at,
+            kind,
+            perm,
+            nlink,
+            uid: self.options.uid,
+            gid: self.options.gid,
+            rdev: 0,
+            blksize: 1 << 16,
+            flags: 0,
+        }
+    }
+}
+
+/// The one place vault errors become errno values.
+fn errno(error: &VaultError) -> Errno {
+    use crate::format::FormatError;
+    match error {
+        VaultError::NotFound => Errno::ENOENT,
+        VaultError::NotADirectory => Errno::ENOTDIR,
+        VaultError::IsADirectory => Errno::EISDIR,
+        VaultError::BadHandle => Errno::EBADF,
+        VaultError::Purged => Errno::EACCES,
+        VaultError::Format {
+            source: FormatError::NoMatchingRecipient,
+            ..
+        } => Errno::EACCES,
+        VaultError::Format { .. }
+        | VaultError::PathMismatch { .. }
+        | VaultError::SizeMismatch { .. }
+        | VaultError::Backend(_)
+        | VaultError::Cache(_) => Errno::EIO,
+    }
+}
+
+/// Logs a failed request once, at a level that fits, and returns its errno.
+fn fail(op: &str, req: &Request, error: &VaultError) -> Errno {
+    let code = errno(error);
+    match error {
+        VaultError::NotFound => tracing::debug!(op, "{error}"),
+        _ => tracing::error!(op, pid = req.pid(), uid = req.uid(), errno = ?code, "{error}"),
+    }
+    code
+}
+
+impl Filesystem for SmpFs {
+    fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> std::io::Result<()> {
+        if let Err(nearest) = config.set_max_readahead(self.options.max_read) {
+            let _ = config.set_max_readahead(nearest);
+        }
+        // max_pages (the largest request) follows max_write; the mount is read-only.
+        if let Err(nearest) = config.set_max_write(self.options.max_read) {
+            let _ = config.set_max_write(nearest);
+        }
+        tracing::info!("mounted {}", self.vault.describe());
+        Ok(())
+    }
+
+    fn destroy(&mut self) {
+        let bytes = self.vault.purge();
+        tracing::info!(
+            bytes_zeroized = bytes,
+            "unmounted; cache zeroized and keys dropped"
+        );
+    }
+
+    fn lookup(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
+        let Some(name) = name.to_str() else {
+            return reply.error(Errno::ENOENT);
+        };
+        match self.vault.lookup(parent.0, name) {
+            Ok(attr) => reply.entry(&TTL, &self.file_attr(attr), Generation(0)),
+            Err(e) => reply.error(fail("lookup", req, &e)),
+        }
+    }
+
+    fn getattr(&self, req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
+        match self.vault.getattr(ino.0) {
+            Ok(attr) => reply.attr(&TTL, &self.file_attr(attr)),
+            Err(e) => reply.error(fail("getattr", req, &e)),
+        }
+    }
+
+    fn open(&self, req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+        if flags.acc_mode() != OpenAccMode::O_RDONLY {
+            return reply.error(Errno::EROFS);
+        }
+        match self.vault.open(ino.0) {
+            Ok(fh) => {
+                let open_flags = if self.options.kernel_cache {
+                    FopenFlags::FOPEN_KEEP_CACHE
+                } else {
+                    FopenFlags::FOPEN_DIRECT_IO
+                };
+                reply.opened(FileHandle(fh), open_flags)
+            }
+            Err(e) => reply.error(fail("open", req, &e)),
+        }
+    }
+
+    fn read(
+        &self,
+        req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        size: u32,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        reply: ReplyData,
+    ) {
+        let cache = self.vault.cache();
+        let mut buf = cache.reply_buffer();
+        let len = (size as usize).min(cache.reply_len());
+        match self.vault.read(fh.0, offset, buf.prefix_mut(len)) {
+            Ok(n) => reply.data(&buf[..n]),
+            Err(e) => reply.error(fail("read", req, &e)),
+        }
+    }
+
+    fn release(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        _flush: bool,
+        reply: ReplyEmpty,
+    ) {
+        self.vault.release(fh.0);
+        reply.ok();
+    }
+
+    fn readdir(
+        &self,
+        req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        offset: u64,
+        mut reply: ReplyDirectory,
+    ) {
+        let entries = match self.vault.readdir(ino.0) {
+            Ok(entries) => entries,
+            Err(e) => return reply.error(fail("readdir", req, &e)),
+        };
+        let parent = self.vault.parent(ino.0).unwrap_or(ino.0);
+        let dots = [
+            (ino.0, FileType::Directory, "."),
+            (parent, FileType::Directory, ".."),
+        ];
+        let all = dots.into_iter().chain(entries.iter().map(|e| {
+            let kind = if e.is_dir {
+                FileType::Directory
+            } else {
+                FileType::RegularFile
+            };
+            (e.ino, kind, e.name.as_str())
+        }));
+        for (i, (child, kind, name)) in all.enumerate().skip(offset as usize) {
+            if reply.add(INodeNo(child), i as u64 + 1, kind, name) {
+                break;
+            }
+        }
+        reply.ok();
+    }
+
+    fn flush(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _lock_owner: LockOwner,
+        reply: ReplyEmpty,
+    ) {
+        reply.ok();
+    }
+
+    fn getxattr(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _name: &OsStr,
+        _size: u32,
+        reply: ReplyXattr,
+    ) {
+        reply.error(Errno::ENODATA);
+    }
+
+    fn listxattr(&self, _req: &Request, _ino: INodeNo, size: u32, reply: ReplyXattr) {
+        if size == 0 {
+            reply.size(0);
+        } else {
+            reply.data(&[]);
+        }
+    }
+
+    fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
+        reply.statfs(
+            0,
+            0,
+            0,
+            0,
+            0,
+            1 << 16,
+            crate::backend::MAX_COMPONENT_LEN as u32,
+            1 << 16,
+        );
+    }
+}

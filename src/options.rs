@@ -1,0 +1,131 @@
+//! Parsing of `-o` mount options and human-readable sizes. smpfs's own options are taken
+//! out here; the kernel would reject them.
+
+use std::fmt;
+
+/// Errors in mount options or sizes.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum OptionError {
+    #[error("unknown mount option {0:?}")]
+    Unknown(String),
+    #[error("mount option {option:?}: {reason}")]
+    BadValue { option: String, reason: String },
+    #[error("invalid size {0:?} (examples: 65536, 64K, 256M, 1G)")]
+    BadSize(String),
+}
+
+/// Parses `65536`, `64K`, `64KiB`, `256M`, `1G` (binary multiples) into bytes.
+pub fn parse_size(text: &str) -> Result<u64, OptionError> {
+    let bad = || OptionError::BadSize(text.to_owned());
+    let t = text.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (digits, unit) = t.split_at(split);
+    let number: u64 = digits.parse().map_err(|_| bad())?;
+    let shift = match unit
+        .to_ascii_uppercase()
+        .trim_end_matches("IB")
+        .trim_end_matches('B')
+    {
+        "" => 0,
+        "K" => 10,
+        "M" => 20,
+        "G" => 30,
+        "T" => 40,
+        _ => return Err(bad()),
+    };
+    number.checked_mul(1 << shift).ok_or_else(bad)
+}
+
+/// smpfs's mount options.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MountOptions {
+    /// Bytes of locked memory for decrypted chunks (`cache_size=`, default 256M).
+    pub cache_size: u64,
+    /// Let the kernel page cache keep plaintext (`kernel_cache`); faster re-reads, but
+    /// plaintext then sits in unlocked kernel pages until evicted.
+    pub kernel_cache: bool,
+    /// Let other users access the mount (`allow_other`), with `default_permissions`.
+    pub allow_other: bool,
+}
+
+impl Default for MountOptions {
+    fn default() -> Self {
+        MountOptions {
+            cache_size: 256 << 20,
+            kernel_cache: false,
+            allow_other: false,
+        }
+    }
+}
+
+impl MountOptions {
+    /// Parses a list of `-o` arguments, each comma-separated `name` or `name=value`.
+    pub fn parse<S: AsRef<str>>(args: &[S]) -> Result<Self, OptionError> {
+        let mut options = MountOptions::default();
+        for item in args.iter().flat_map(|a| a.as_ref().split(',')) {
+            let item = item.trim();
+            let (name, value) = match item.split_once('=') {
+                Some((n, v)) => (n, Some(v)),
+                None => (item, None),
+            };
+            let bad = |reason: &dyn fmt::Display| OptionError::BadValue {
+                option: item.to_owned(),
+                reason: reason.to_string(),
+            };
+            match (name, value) {
+                ("", None) | ("ro", None) => {}
+                ("rw", None) => return Err(bad(&"smpfs mounts are read-only")),
+                ("cache_size", Some(v)) => {
+                    options.cache_size = parse_size(v).map_err(|e| bad(&e))?;
+                    if options.cache_size < 16 << 20 {
+                        return Err(bad(&"must be at least 16M"));
+                    }
+                }
+                ("kernel_cache", None) => options.kernel_cache = true,
+                ("allow_other", None) => options.allow_other = true,
+                _ => return Err(OptionError::Unknown(item.to_owned())),
+            }
+        }
+        Ok(options)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("65536"), Ok(65536));
+        assert_eq!(parse_size("64K"), Ok(65536));
+        assert_eq!(parse_size("64KiB"), Ok(65536));
+        assert_eq!(parse_size("256m"), Ok(256 << 20));
+        assert_eq!(parse_size("1G"), Ok(1 << 30));
+        for bad in ["", "K", "12Q", "-1", "99999999999999999999T"] {
+            assert!(parse_size(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn mount_options() {
+        let o = MountOptions::parse(&["ro,cache_size=64M", "kernel_cache"]).unwrap();
+        assert_eq!(o.cache_size, 64 << 20);
+        assert!(o.kernel_cache && !o.allow_other);
+        assert_eq!(
+            MountOptions::parse::<&str>(&[]).unwrap(),
+            MountOptions::default()
+        );
+        assert_eq!(
+            MountOptions::parse(&["cache_size=1M,bogus"]).unwrap_err(),
+            OptionError::BadValue {
+                option: "cache_size=1M".into(),
+                reason: "must be at least 16M".into()
+            }
+        );
+        assert_eq!(
+            MountOptions::parse(&["bogus=1"]).unwrap_err(),
+            OptionError::Unknown("bogus=1".into())
+        );
+        assert!(MountOptions::parse(&["rw"]).is_err());
+    }
+}
