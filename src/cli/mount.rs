@@ -101,8 +101,9 @@ pub fn mount(args: MountArgs) -> Result<()> {
     };
     let result = serve(&mountpoint, &options, &bucket, identity, &mut readiness);
     if let Err(e) = &result {
-        tracing::error!("mount failed: {e:#}");
-        readiness.failed(&format!("{e:#}"));
+        let message = super::report(e);
+        tracing::error!("mount failed: {message}");
+        readiness.failed(&message);
     }
     result
 }

@@ -1,0 +1,185 @@
+//! Shared fixture for the real-mount tests: a plaintext tree, an identity, a sealed bucket
+//! and an `smpfs mount -f` process on a temporary mountpoint, unmounted on drop.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use smpfs::keys::Identity;
+
+/// The smpfs binary under test.
+pub fn smpfs() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_smpfs"))
+}
+
+/// Runs a command, panicking with its stderr if it fails.
+pub fn run_ok(cmd: &mut Command) -> Output {
+    let out = cmd.output().expect("spawn");
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+/// Deterministic, position-dependent bytes so misplaced data is caught.
+pub fn pattern(len: usize, seed: u8) -> Vec<u8> {
+    (0..len)
+        .map(|i| (i.wrapping_mul(31) ^ (i >> 9) ^ seed as usize * 97) as u8)
+        .collect()
+}
+
+/// A workspace: `plain/` (sources), `bucket/`, `mnt/`, and an identity file.
+pub struct Workspace {
+    pub dir: tempfile::TempDir,
+    pub identity: PathBuf,
+    pub recipient: String,
+}
+
+impl Workspace {
+    pub fn new() -> Self {
+        let dir = tempfile::Builder::new()
+            .prefix("smpfs-test-")
+            .tempdir()
+            .unwrap();
+        for sub in ["plain", "bucket", "mnt"] {
+            std::fs::create_dir(dir.path().join(sub)).unwrap();
+        }
+        let identity = dir.path().join("identity");
+        let id = Identity::generate();
+        id.save_new(&identity).unwrap();
+        Workspace {
+            recipient: id.recipient().to_string(),
+            identity,
+            dir,
+        }
+    }
+
+    pub fn plain(&self) -> PathBuf {
+        self.dir.path().join("plain")
+    }
+    pub fn bucket(&self) -> PathBuf {
+        self.dir.path().join("bucket")
+    }
+    pub fn mnt(&self) -> PathBuf {
+        self.dir.path().join("mnt")
+    }
+
+    /// Writes a plaintext file under `plain/`.
+    pub fn write_plain(&self, rel: &str, data: &[u8]) {
+        let path = self.plain().join(rel);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, data).unwrap();
+    }
+
+    /// Seals everything under `plain/` into `bucket/` with the CLI.
+    pub fn seal_all(&self) {
+        run_ok(
+            smpfs()
+                .arg("seal")
+                .arg(self.plain())
+                .args(["--to", &self.recipient])
+                .arg("--out")
+                .arg(self.bucket()),
+        );
+    }
+
+    /// Mounts `bucket/` on `mnt/` in the foreground with extra `-o` options.
+    pub fn mount(&self, options: &[&str]) -> Mount {
+        let log = self.dir.path().join("mount.log");
+        let mut cmd = smpfs();
+        cmd.arg("mount")
+            .arg(self.bucket())
+            .arg(self.mnt())
+            .arg("-i")
+            .arg(&self.identity)
+            .arg("-f")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap());
+        for o in options {
+            cmd.args(["-o", o]);
+        }
+        let child = cmd.spawn().unwrap();
+        let mount = Mount {
+            child: Some(child),
+            mnt: self.mnt(),
+            log,
+        };
+        mount.wait_until_mounted();
+        mount
+    }
+}
+
+/// Whether `path` is a mountpoint of type fuse.smpfs right now.
+pub fn is_mounted(path: &Path) -> bool {
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    let path = path.to_str().unwrap();
+    mounts.lines().any(|l| {
+        let f: Vec<&str> = l.split(' ').collect();
+        f.get(4) == Some(&path) && l.contains(" - fuse.smpfs ")
+    })
+}
+
+/// A running foreground mount; unmounted (and the daemon reaped) on drop.
+pub struct Mount {
+    child: Option<Child>,
+    pub mnt: PathBuf,
+    pub log: PathBuf,
+}
+
+impl Mount {
+    fn wait_until_mounted(&self) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !is_mounted(&self.mnt) {
+            assert!(
+                Instant::now() < deadline,
+                "not mounted; log:\n{}",
+                self.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().unwrap().id()
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Unmounts with umount(8) and returns the daemon's exit status.
+    pub fn unmount(mut self) -> std::process::ExitStatus {
+        let status = Command::new("umount").arg(&self.mnt).status().unwrap();
+        assert!(status.success(), "umount failed");
+        self.wait()
+    }
+
+    /// Waits (up to 20 s) for the daemon to exit.
+    pub fn wait(&mut self) -> std::process::ExitStatus {
+        let mut child = self.child.take().unwrap();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                return status;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                panic!("daemon did not exit; log:\n{}", self.log_text());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Mount {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = Command::new("umount").arg("-l").arg(&self.mnt).status();
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}

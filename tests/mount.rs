@@ -1,0 +1,327 @@
+//! Real FUSE mounts of sealed buckets, read with std::fs and with ordinary tools.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::os::unix::fs::FileExt;
+use std::process::Command;
+
+use common::{is_mounted, pattern, run_ok, smpfs, Workspace};
+
+fn tree(root: &std::path::Path) -> BTreeSet<String> {
+    walk(root, root)
+}
+
+fn walk(root: &std::path::Path, dir: &std::path::Path) -> BTreeSet<String> {
+    let mut names = BTreeSet::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        let rel = path
+            .strip_prefix(root)
+            .unwrap()
+            .to_str()
+            .unwrap()
+            .to_owned();
+        if path.is_dir() {
+            names.insert(format!("{rel}/"));
+            names.extend(walk(root, &path));
+        } else {
+            names.insert(rel);
+        }
+    }
+    names
+}
+
+#[test]
+fn sealed_tree_reads_back_exactly_with_std_cmp_and_sha256sum() {
+    let ws = Workspace::new();
+    let files = [
+        ("empty", 0),
+        ("one", 1),
+        ("study 1/CT/exact-chunk.dcm", 65_536),
+        ("study 1/CT/big.dcm", 3_000_001),
+        ("study 1/MR/small.dcm", 1000),
+    ];
+    for (i, (name, len)) in files.iter().enumerate() {
+        ws.write_plain(name, &pattern(*len, i as u8));
+    }
+    ws.seal_all();
+    let mount = ws.mount(&[]);
+    assert_eq!(tree(&ws.mnt()), tree(&ws.plain()));
+    for (name, len) in files {
+        let through = ws.mnt().join(name);
+        assert_eq!(
+            std::fs::metadata(&through).unwrap().len(),
+            len as u64,
+            "{name}"
+        );
+        assert_eq!(
+            std::fs::read(&through).unwrap(),
+            std::fs::read(ws.plain().join(name)).unwrap()
+        );
+        run_ok(Command::new("cmp").arg(&through).arg(ws.plain().join(name)));
+    }
+    let sums = |dir: std::path::PathBuf| {
+        let out = run_ok(
+            Command::new("sha256sum")
+                .arg("study 1/CT/big.dcm")
+                .current_dir(dir),
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    assert_eq!(sums(ws.mnt()), sums(ws.plain()));
+    assert!(mount.unmount().success());
+    assert!(!is_mounted(&ws.mnt()));
+}
+
+#[test]
+fn parallel_readers_see_the_right_bytes() {
+    let ws = Workspace::new();
+    let data = pattern(6 << 20, 9);
+    ws.write_plain("a.bin", &data);
+    ws.write_plain("b.bin", &pattern(2 << 20, 3));
+    ws.seal_all();
+    let _mount = ws.mount(&["cache_size=32M"]);
+    std::thread::scope(|s| {
+        for t in 0..8u64 {
+            let (ws, data) = (&ws, &data);
+            s.spawn(move || {
+                let file = std::fs::File::open(ws.mnt().join("a.bin")).unwrap();
+                for round in 0..30u64 {
+                    let offset = ((t * 7919 + round * 104_729) * 997) % (data.len() as u64 - 1);
+                    let len = (((t + 1) * (round + 3) * 4099) % (1 << 20)) as usize + 1;
+                    let mut buf = vec![0u8; len];
+                    let n = file.read_at(&mut buf, offset).unwrap();
+                    let end = (offset as usize + len).min(data.len());
+                    assert_eq!(&buf[..n], &data[offset as usize..end]);
+                }
+                let b = std::fs::read(ws.mnt().join("b.bin")).unwrap();
+                assert_eq!(b, pattern(2 << 20, 3));
+            });
+        }
+    });
+}
+
+#[test]
+fn tampered_chunk_is_eio_and_logged_and_broken_objects_are_hidden() {
+    let ws = Workspace::new();
+    let data = pattern(300_000, 5);
+    for name in ["tampered", "truncated", "ok"] {
+        ws.write_plain(name, &data);
+    }
+    ws.write_plain("other-identity", b"for someone else");
+    ws.seal_all();
+    // Re-seal one file to a stranger, and drop an unsealed file into the bucket.
+    let stranger = smpfs::keys::Identity::generate().recipient().to_string();
+    run_ok(
+        smpfs()
+            .args(["seal", "--overwrite", "--to", &stranger, "--out"])
+            .arg(ws.bucket())
+            .arg(ws.plain().join("other-identity")),
+    );
+    std::fs::write(
+        ws.bucket().join("notes.txt"),
+        b"plaintext that was never sealed",
+    )
+    .unwrap();
+    let object = ws.bucket().join("tampered");
+    let mut bytes = std::fs::read(&object).unwrap();
+    let chunk1 = bytes.len() - 300_000 - 5 * 16 + 65_536 + 16;
+    bytes[chunk1 + 500] ^= 1;
+    std::fs::write(&object, bytes).unwrap();
+    let truncated = ws.bucket().join("truncated");
+    let len = std::fs::metadata(&truncated).unwrap().len();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&truncated)
+        .unwrap()
+        .set_len(len - 1)
+        .unwrap();
+
+    let mount = ws.mount(&[]);
+    assert_eq!(
+        tree(&ws.mnt()),
+        BTreeSet::from(["ok".to_owned(), "tampered".to_owned()])
+    );
+    assert_eq!(std::fs::read(ws.mnt().join("ok")).unwrap(), data);
+    let file = std::fs::File::open(ws.mnt().join("tampered")).unwrap();
+    let mut first = vec![0u8; 65_536];
+    assert_eq!(file.read_at(&mut first, 0).unwrap(), 65_536);
+    assert_eq!(first, data[..65_536]);
+    let err = std::fs::read(ws.mnt().join("tampered")).unwrap_err();
+    assert_eq!(err.raw_os_error(), Some(libc::EIO), "{err}");
+    let err = std::fs::metadata(ws.mnt().join("truncated")).unwrap_err();
+    assert_eq!(err.raw_os_error(), Some(libc::ENOENT));
+    let output = Command::new("cat")
+        .arg(ws.mnt().join("tampered"))
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    assert!(
+        output.stdout.len() <= 65_536,
+        "nothing past the good chunk was released"
+    );
+    drop(file);
+    mount.unmount();
+    let log = std::fs::read_to_string(ws.dir.path().join("mount.log")).unwrap();
+    assert!(log.contains("chunk 1 failed authentication"), "log:\n{log}");
+    assert!(log.contains("not sealed to this identity"), "log:\n{log}");
+    assert!(log.contains("truncated or extended"), "log:\n{log}");
+    assert!(log.contains("bad magic"), "log:\n{log}");
+}
+
+#[test]
+fn mount_is_read_only() {
+    let ws = Workspace::new();
+    ws.write_plain("f", b"data");
+    ws.seal_all();
+    let _mount = ws.mount(&[]);
+    let err = std::fs::OpenOptions::new()
+        .write(true)
+        .open(ws.mnt().join("f"))
+        .unwrap_err();
+    assert_eq!(err.raw_os_error(), Some(libc::EROFS));
+    let err = std::fs::write(ws.mnt().join("new"), b"x").unwrap_err();
+    assert_eq!(err.raw_os_error(), Some(libc::EROFS));
+}
+
+#[test]
+fn sigterm_unmounts_cleanly_and_purges() {
+    let ws = Workspace::new();
+    ws.write_plain("f", &pattern(100_000, 1));
+    ws.seal_all();
+    let mut mount = ws.mount(&[]);
+    assert_eq!(
+        std::fs::read(ws.mnt().join("f")).unwrap(),
+        pattern(100_000, 1)
+    );
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(mount.pid() as i32),
+        nix::sys::signal::SIGTERM,
+    )
+    .unwrap();
+    assert!(mount.wait().success());
+    assert!(!is_mounted(&ws.mnt()));
+    let log = mount.log_text();
+    assert!(
+        log.contains("cache zeroized and keys dropped"),
+        "log:\n{log}"
+    );
+}
+
+#[test]
+fn background_mount_returns_once_live_and_reports_failures() {
+    let ws = Workspace::new();
+    ws.write_plain("f", b"hello");
+    ws.seal_all();
+    let log = ws.dir.path().join("daemon.log");
+    let mount = |extra: &[&str]| {
+        smpfs()
+            .arg("mount")
+            .arg(ws.bucket())
+            .arg(ws.mnt())
+            .arg("-i")
+            .arg(&ws.identity)
+            .arg("--log-file")
+            .arg(&log)
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    let out = mount(&["-o", "bogus"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("unknown mount option \"bogus\""));
+    // Without CAP_IPC_LOCK and with a 1 MiB RLIMIT_MEMLOCK, locking the cache must fail.
+    let out = Command::new("setpriv")
+        .args([
+            "--bounding-set=-ipc_lock",
+            "prlimit",
+            "--memlock=1048576:1048576",
+        ])
+        .arg(env!("CARGO_BIN_EXE_smpfs"))
+        .arg("mount")
+        .arg(ws.bucket())
+        .arg(ws.mnt())
+        .arg("-i")
+        .arg(&ws.identity)
+        .arg("--log-file")
+        .arg(&log)
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "locking the cache must fail");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("cannot lock"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!is_mounted(&ws.mnt()), "nothing half-mounted");
+
+    let out = mount(&[]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Live as soon as the command returned: no polling.
+    assert!(is_mounted(&ws.mnt()));
+    assert_eq!(std::fs::read(ws.mnt().join("f")).unwrap(), b"hello");
+    run_ok(Command::new("umount").arg(ws.mnt()));
+}
+
+#[test]
+fn bad_identity_is_a_clear_error_and_nothing_is_mounted() {
+    let ws = Workspace::new();
+    ws.write_plain("f", b"x");
+    ws.seal_all();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&ws.identity, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let out = smpfs()
+        .arg("mount")
+        .arg(ws.bucket())
+        .arg(ws.mnt())
+        .arg("-i")
+        .arg(&ws.identity)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("chmod 600"));
+    assert!(!is_mounted(&ws.mnt()));
+}
+
+#[test]
+fn cat_decrypts_one_file_and_refuses_tampering() {
+    let ws = Workspace::new();
+    let data = pattern(200_000, 2);
+    ws.write_plain("dir/x.bin", &data);
+    ws.seal_all();
+    let object = ws.bucket().join("dir/x.bin");
+    let out = run_ok(smpfs().arg("cat").arg(&object).arg("-i").arg(&ws.identity));
+    assert_eq!(out.stdout, data);
+    // A copy under another name is a moved object: refused.
+    std::fs::copy(&object, ws.bucket().join("moved.bin")).unwrap();
+    let out = smpfs()
+        .arg("cat")
+        .arg(ws.bucket().join("moved.bin"))
+        .arg("-i")
+        .arg(&ws.identity)
+        .output()
+        .unwrap();
+    assert!(!out.status.success() && out.stdout.is_empty());
+    // Truncation is caught before any byte is written.
+    let len = std::fs::metadata(&object).unwrap().len();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&object)
+        .unwrap()
+        .set_len(len - 16)
+        .unwrap();
+    let out = smpfs()
+        .arg("cat")
+        .arg(&object)
+        .arg("-i")
+        .arg(&ws.identity)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(out.stdout.is_empty());
+}
