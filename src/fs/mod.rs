@@ -98,7 +98,13 @@ fn fail(op: &str, req: &Request, error: &VaultError) -> Errno {
     let code = errno(error);
     match error {
         VaultError::NotFound => tracing::debug!(op, "{error}"),
-        _ => tracing::error!(op, pid = req.pid(), uid = req.uid(), errno = ?code, "{error}"),
+        _ => tracing::error!(
+            op,
+            pid = req.pid(),
+            uid = req.uid(),
+            errno = %std::io::Error::from_raw_os_error(code.code()),
+            "{error}"
+        ),
     }
     code
 }
