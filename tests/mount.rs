@@ -325,3 +325,15 @@ fn cat_decrypts_one_file_and_refuses_tampering() {
     assert!(!out.status.success());
     assert!(out.stdout.is_empty());
 }
+
+#[test]
+fn kernel_cache_option_reads_the_same_bytes() {
+    let ws = Workspace::new();
+    let data = pattern(1_500_000, 4);
+    ws.write_plain("f", &data);
+    ws.seal_all();
+    let _mount = ws.mount(&["kernel_cache,cache_size=32M"]);
+    for _ in 0..2 {
+        assert_eq!(std::fs::read(ws.mnt().join("f")).unwrap(), data);
+    }
+}

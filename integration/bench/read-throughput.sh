@@ -162,6 +162,10 @@ L_GOCRYPTFS="gocryptfs first read"
 L_KC1="smpfs -o kernel_cache, first read"
 L_KC2="smpfs -o kernel_cache, second read"
 
+LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
+if python3 -c "import sys; sys.exit(0 if float('${LOAD_BEFORE%% *}') > 0.5 else 1)"; then
+  log "warning: load average is $LOAD_BEFORE; other work on this machine will skew the numbers"
+fi
 for rep in $(seq "$REPS"); do
   log "repetition $rep/$REPS"
   measure "$L_TMPFS" dd_read "$WORK/plain/$FILE"
@@ -180,6 +184,7 @@ for rep in $(seq "$REPS"); do
   fi
 done
 
+LOAD_AFTER=$(cut -d' ' -f1-3 /proc/loadavg)
 VERIFIED="skipped (VERIFY=0)"
 if [ "$VERIFY" = 1 ]; then
   log "verifying mount contents against the plaintext (untimed)"
@@ -230,6 +235,7 @@ report() {
   echo "- smpfs mount options: ${SMPFS_OPTS:-defaults (cache_size=256M)}; chunk size 64 KiB; \`dd bs=1M\`"
   echo "- correctness: $VERIFIED"
   echo "- CPU: $CPU; cores: $(nproc); memory: $(free -g | awk '/^Mem:/ {print $2}') GiB"
+  echo "- load average (1/5/15 min) before: $LOAD_BEFORE; after: $LOAD_AFTER"
   echo "- kernel: $(uname -r); gocryptfs: $(gocryptfs -version 2>/dev/null | head -n 1)"
   echo "- date: $(date -u '+%Y-%m-%d %H:%M UTC'); smpfs: $(git rev-parse --short HEAD 2>/dev/null || echo unknown)$(git diff --quiet HEAD -- src 2>/dev/null || echo ' (+ uncommitted changes in src/)')"
 }

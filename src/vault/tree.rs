@@ -51,7 +51,7 @@ impl Tree {
         };
         let mut objects = objects;
         // Directories first where a name is both (`a` and `a/b`): the longer keys win.
-        objects.sort_by(|a, b| b.key.matches('/').count().cmp(&a.key.matches('/').count()));
+        objects.sort_by_key(|o| std::cmp::Reverse(o.key.matches('/').count()));
         for object in objects {
             if let Err(e) = validate_key(&object.key) {
                 tracing::warn!("hiding object: {e}");

@@ -27,7 +27,7 @@ pub fn run_ok(cmd: &mut Command) -> Output {
 /// Deterministic, position-dependent bytes so misplaced data is caught.
 pub fn pattern(len: usize, seed: u8) -> Vec<u8> {
     (0..len)
-        .map(|i| (i.wrapping_mul(31) ^ (i >> 9) ^ seed as usize * 97) as u8)
+        .map(|i| (i.wrapping_mul(31) ^ (i >> 9) ^ (seed as usize * 97)) as u8)
         .collect()
 }
 
