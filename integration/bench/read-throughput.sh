@@ -163,8 +163,18 @@ L_KC1="smpfs -o kernel_cache, first read"
 L_KC2="smpfs -o kernel_cache, second read"
 
 LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
-if python3 -c "import sys; sys.exit(0 if float('${LOAD_BEFORE%% *}') > 0.5 else 1)"; then
-  log "warning: load average is $LOAD_BEFORE; other work on this machine will skew the numbers"
+# Busy share of all CPUs over one second, measured now (after setup): other work skews results.
+BUSY_BEFORE=$(python3 - <<'PY'
+import time
+def sample():
+    f = [int(x) for x in open('/proc/stat').readline().split()[1:]]
+    return sum(f), f[3] + f[4]
+t0, i0 = sample(); time.sleep(1); t1, i1 = sample()
+print(f"{100 * (1 - (i1 - i0) / max(t1 - t0, 1)):.0f}")
+PY
+)
+if [ "$BUSY_BEFORE" -gt 10 ]; then
+  log "warning: CPUs are ${BUSY_BEFORE}% busy before measuring; other work on this machine will skew the numbers"
 fi
 for rep in $(seq "$REPS"); do
   log "repetition $rep/$REPS"
@@ -235,7 +245,7 @@ report() {
   echo "- smpfs mount options: ${SMPFS_OPTS:-defaults (cache_size=256M)}; chunk size 64 KiB; \`dd bs=1M\`"
   echo "- correctness: $VERIFIED"
   echo "- CPU: $CPU; cores: $(nproc); memory: $(free -g | awk '/^Mem:/ {print $2}') GiB"
-  echo "- load average (1/5/15 min) before: $LOAD_BEFORE; after: $LOAD_AFTER"
+  echo "- CPU busy just before measuring: ${BUSY_BEFORE}%; load average (1/5/15 min) before: $LOAD_BEFORE, after: $LOAD_AFTER"
   echo "- kernel: $(uname -r); gocryptfs: $(gocryptfs -version 2>/dev/null | head -n 1)"
   echo "- date: $(date -u '+%Y-%m-%d %H:%M UTC'); smpfs: $(git rev-parse --short HEAD 2>/dev/null || echo unknown)$(git diff --quiet HEAD -- src 2>/dev/null || echo ' (+ uncommitted changes in src/)')"
 }
