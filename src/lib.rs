@@ -5,6 +5,7 @@
 //! `format` and `backend`; `harden` runs first in every process that touches keys;
 //! `options` parses mount options.
 
+pub mod audit;
 pub mod backend;
 pub mod cache;
 pub mod format;

@@ -2,6 +2,9 @@
 //! out here; the kernel would reject them.
 
 use std::fmt;
+use std::path::PathBuf;
+
+use crate::audit::SyncPolicy;
 
 /// Errors in mount options or sizes.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -46,6 +49,24 @@ pub struct MountOptions {
     pub kernel_cache: bool,
     /// Let other users access the mount (`allow_other`), with `default_permissions`.
     pub allow_other: bool,
+    /// Where to write the audit log (`audit=PATH`, `audit=off`); default beside the identity.
+    pub audit: AuditTarget,
+    /// When the audit log is flushed to stable storage (`audit_sync=always|MS`).
+    pub audit_sync: SyncPolicy,
+    /// File that receives audit checkpoints (`audit_anchor=PATH`).
+    pub audit_anchor: Option<PathBuf>,
+}
+
+/// Where a mount's audit records go.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum AuditTarget {
+    /// `audit.log` in the identity file's directory.
+    #[default]
+    BesideIdentity,
+    /// An explicit path.
+    Path(PathBuf),
+    /// No audit log: for benchmarks only; the mount logs a warning.
+    Off,
 }
 
 impl Default for MountOptions {
@@ -54,6 +75,9 @@ impl Default for MountOptions {
             cache_size: 256 << 20,
             kernel_cache: false,
             allow_other: false,
+            audit: AuditTarget::default(),
+            audit_sync: SyncPolicy::default(),
+            audit_anchor: None,
         }
     }
 }
@@ -83,6 +107,16 @@ impl MountOptions {
                 }
                 ("kernel_cache", None) => options.kernel_cache = true,
                 ("allow_other", None) => options.allow_other = true,
+                ("audit", Some("off")) => options.audit = AuditTarget::Off,
+                ("audit", Some(path)) if !path.is_empty() => {
+                    options.audit = AuditTarget::Path(path.into())
+                }
+                ("audit_sync", Some(v)) => {
+                    options.audit_sync = v.parse().map_err(|e| bad(&e))?;
+                }
+                ("audit_anchor", Some(path)) if !path.is_empty() => {
+                    options.audit_anchor = Some(path.into())
+                }
                 _ => return Err(OptionError::Unknown(item.to_owned())),
             }
         }
@@ -127,5 +161,17 @@ mod tests {
             OptionError::Unknown("bogus=1".into())
         );
         assert!(MountOptions::parse(&["rw"]).is_err());
+        let o = MountOptions::parse(&[
+            "audit=/var/log/a.log,audit_sync=always,audit_anchor=/mnt/anchor",
+        ])
+        .unwrap();
+        assert_eq!(o.audit, AuditTarget::Path("/var/log/a.log".into()));
+        assert_eq!(o.audit_sync, SyncPolicy::Always);
+        assert_eq!(o.audit_anchor, Some("/mnt/anchor".into()));
+        assert_eq!(
+            MountOptions::parse(&["audit=off"]).unwrap().audit,
+            AuditTarget::Off
+        );
+        assert!(MountOptions::parse(&["audit_sync=soon"]).is_err());
     }
 }

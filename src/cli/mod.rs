@@ -1,6 +1,7 @@
 //! Commands: keygen, seal, cat, mount. Errors are reported with `anyhow` context here and
 //! nowhere else.
 
+mod audit;
 mod daemon;
 mod mount;
 
@@ -68,6 +69,11 @@ enum Command {
     },
     /// Mount a bucket read-only; returns once the mount is live (unless -f).
     Mount(mount::MountArgs),
+    /// Audit logs: set one up for an auditor, verify it offline, show or export it.
+    Audit {
+        #[command(subcommand)]
+        command: audit::AuditCommand,
+    },
 }
 
 /// Runs the command line and turns errors into a message and exit status 1.
@@ -88,6 +94,7 @@ pub fn main() -> ExitCode {
         } => seal(&sources, &recipients, &out, &chunk_size, overwrite),
         Command::Cat { file, identity } => cat(&file, &identity),
         Command::Mount(args) => mount::mount(args),
+        Command::Audit { command } => audit::run(command),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -9,10 +9,11 @@ use fuser::{Config, MountOption, Session, SessionACL};
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 
 use super::daemon::{daemonize, Readiness};
+use smpfs::audit::AuditLog;
 use smpfs::backend::{Backend, LocalBackend};
 use smpfs::fs::{FsOptions, SmpFs};
 use smpfs::keys::Identity;
-use smpfs::options::MountOptions;
+use smpfs::options::{AuditTarget, MountOptions};
 use smpfs::vault::{Vault, VaultConfig};
 
 /// FUSE request threads (and locked reply buffers, one each).
@@ -32,7 +33,8 @@ pub struct MountArgs {
     /// Stay in the foreground and log to stderr.
     #[arg(short, long)]
     foreground: bool,
-    /// Mount options, comma-separated: cache_size=SIZE, kernel_cache, allow_other, ro.
+    /// Mount options, comma-separated: cache_size=SIZE, kernel_cache, allow_other, ro,
+    /// audit=PATH|off, audit_sync=always|MS, audit_anchor=PATH.
     #[arg(short = 'o', value_name = "OPTIONS")]
     options: Vec<String>,
     /// Log file for a background mount [default: ~/.local/state/smpfs/smpfs.log].
@@ -92,6 +94,11 @@ pub fn mount(args: MountArgs) -> Result<()> {
     }
     let mountpoint = args.mountpoint.canonicalize()?;
     let identity = Identity::load(&args.identity)?;
+    let audit_path = match &options.audit {
+        AuditTarget::Off => None,
+        AuditTarget::Path(path) => Some(path.clone()),
+        AuditTarget::BesideIdentity => Some(args.identity.with_file_name("audit.log")),
+    };
     let mut readiness = if args.foreground {
         super::init_stderr_logging();
         Readiness::foreground()
@@ -99,7 +106,14 @@ pub fn mount(args: MountArgs) -> Result<()> {
         init_file_logging(&args.log_file.clone().unwrap_or_else(default_log_file))?;
         daemonize()?
     };
-    let result = serve(&mountpoint, &options, &bucket, identity, &mut readiness);
+    let result = serve(
+        &mountpoint,
+        &options,
+        &bucket,
+        audit_path.as_deref(),
+        identity,
+        &mut readiness,
+    );
     if let Err(e) = &result {
         let message = super::report(e);
         tracing::error!("mount failed: {message}");
@@ -112,17 +126,41 @@ fn serve(
     mountpoint: &Path,
     options: &MountOptions,
     bucket: &Path,
+    audit_path: Option<&Path>,
     identity: Identity,
     readiness: &mut Readiness,
 ) -> Result<()> {
     let backend: Arc<dyn Backend> = Arc::new(LocalBackend::open(bucket)?);
+    let audit = match audit_path {
+        Some(path) => {
+            let detail = serde_json::json!({
+                "source": bucket.display().to_string(),
+                "mountpoint": mountpoint.display().to_string(),
+                "workstation": identity.recipient().to_string(),
+            });
+            let log = AuditLog::open_segment(
+                path,
+                &identity.recipient(),
+                options.audit_sync,
+                options.audit_anchor.as_deref(),
+                detail,
+            )
+            .with_context(|| format!("opening audit log {}", path.display()))?;
+            tracing::info!(log = %path.display(), "auditing every open and read");
+            Some(Arc::new(log))
+        }
+        None => {
+            tracing::warn!("audit=off: reads through this mount are NOT audited (benchmarks only)");
+            None
+        }
+    };
     let config = VaultConfig {
         cache_size: options.cache_size as usize,
         reply_buffers: FUSE_THREADS,
         max_read: MAX_READ,
         ..VaultConfig::default()
     };
-    let vault = Arc::new(Vault::new(backend, identity, config)?);
+    let vault = Arc::new(Vault::new(backend, identity, config, audit)?);
     tracing::info!(
         locked_bytes = vault.cache().locked_bytes(),
         "cache locked for {}",
@@ -171,9 +209,9 @@ fn serve(
     tracing::info!(mountpoint = %mountpoint.display(), "mount is live");
     readiness.ready();
     session.run().context("serving FUSE requests")?;
-    // destroy() purged already after an orderly unmount; purge again in case the kernel
-    // connection was lost without it.
-    vault.purge();
+    // destroy() purged and sealed already after an orderly unmount; do it here in case the
+    // kernel connection was lost without it (both are idempotent).
+    vault.unmount();
     tracing::info!("exited cleanly");
     Ok(())
 }

@@ -12,13 +12,12 @@
 //! index and a last-chunk flag and its AAD carries the file id and the logical path, so
 //! reordering, truncation, extension and swapping chunks, files or names fail authentication.
 
-use aes_gcm_siv::aead::{AeadInPlace, KeyInit};
-use aes_gcm_siv::{Aes256GcmSiv, Nonce, Tag};
+use aws_lc_rs::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_256_GCM_SIV};
 use hkdf::Hkdf;
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 use x25519_dalek::{PublicKey, StaticSecret};
-use zeroize::Zeroizing;
+use zeroize::{Zeroize, Zeroizing};
 
 use crate::keys::{Identity, Recipient};
 
@@ -222,18 +221,11 @@ impl Header {
         mac.update(&self.authenticated);
         mac.verify_slice(&self.mac)
             .map_err(|_| FormatError::HeaderTampered)?;
-        let (ct, tag) = self
-            .encrypted_path
-            .split_at(self.encrypted_path.len() - TAG_LEN);
-        let mut path = ct.to_vec();
-        Aes256GcmSiv::new(keys.path.as_ref().into())
-            .decrypt_in_place_detached(
-                Nonce::from_slice(&ZERO_NONCE),
-                &self.file_id,
-                &mut path,
-                Tag::from_slice(tag),
-            )
-            .map_err(|_| FormatError::HeaderTampered)?;
+        let mut path = self.encrypted_path.clone();
+        Siv::new(&keys.path)
+            .open(ZERO_NONCE, &self.file_id, &mut path)
+            .map_err(|()| FormatError::HeaderTampered)?;
+        path.truncate(path.len() - TAG_LEN);
         let logical_path =
             String::from_utf8(path).map_err(|_| FormatError::Malformed("path is not UTF-8"))?;
         Ok(OpenedFile {
@@ -308,16 +300,13 @@ fn unwrap_stanza(
         &ephemeral,
         identity.recipient().public_key(),
     );
-    let mut file_key = Zeroizing::new([0u8; 32]);
-    file_key.copy_from_slice(&stanza[32..64]);
-    Aes256GcmSiv::new(wrap_key.as_ref().into())
-        .decrypt_in_place_detached(
-            Nonce::from_slice(&ZERO_NONCE),
-            file_id,
-            file_key.as_mut(),
-            Tag::from_slice(&stanza[64..]),
-        )
+    let mut wrapped = Zeroizing::new([0u8; 32 + TAG_LEN]);
+    wrapped.copy_from_slice(&stanza[32..]);
+    Siv::new(&wrap_key)
+        .open(ZERO_NONCE, file_id, wrapped.as_mut())
         .ok()?;
+    let mut file_key = Zeroizing::new([0u8; 32]);
+    file_key.copy_from_slice(&wrapped[..32]);
     Some(file_key)
 }
 
@@ -412,18 +401,14 @@ pub fn seal_header(
             ));
         }
         let wrap_key = stanza_wrap_key(shared.as_bytes(), &eph_public, recipient.public_key());
-        let mut wrapped = *randomness.file_key;
-        let tag = Aes256GcmSiv::new(wrap_key.as_ref().into())
-            .encrypt_in_place_detached(Nonce::from_slice(&ZERO_NONCE), &file_id, &mut wrapped)
-            .expect("32-byte message encrypts");
+        let mut wrapped = Zeroizing::new(*randomness.file_key);
+        let tag = Siv::new(&wrap_key).seal(ZERO_NONCE, &file_id, wrapped.as_mut());
         out.extend_from_slice(eph_public.as_bytes());
-        out.extend_from_slice(&wrapped);
+        out.extend_from_slice(wrapped.as_ref());
         out.extend_from_slice(&tag);
     }
     let mut path = logical_path.as_bytes().to_vec();
-    let tag = Aes256GcmSiv::new(keys.path.as_ref().into())
-        .encrypt_in_place_detached(Nonce::from_slice(&ZERO_NONCE), &file_id, &mut path)
-        .expect("path encrypts");
+    let tag = Siv::new(&keys.path).seal(ZERO_NONCE, &file_id, &mut path);
     out.extend_from_slice(&path);
     out.extend_from_slice(&tag);
     let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(keys.header_mac.as_ref())
@@ -442,10 +427,42 @@ pub fn seal_header(
     ))
 }
 
-/// Seals and opens the chunks of one file. Holds the expanded payload key; the AES key
-/// schedule is zeroized on drop (crate feature `aes/zeroize`).
+/// AES-256-GCM-SIV (RFC 8452), through AWS-LC's AES-NI/CLMUL assembly, about 2.5x the
+/// throughput of the portable RustCrypto code on the machines measured (PERFORMANCE.md).
+struct Siv(LessSafeKey);
+
+impl Siv {
+    fn new(key: &[u8; 32]) -> Self {
+        let key = UnboundKey::new(&AES_256_GCM_SIV, key).expect("32-byte key");
+        Siv(LessSafeKey::new(key))
+    }
+
+    /// Encrypts `data` in place and returns the tag.
+    fn seal(&self, nonce: [u8; 12], aad: &[u8], data: &mut [u8]) -> [u8; TAG_LEN] {
+        let tag = self
+            .0
+            .seal_in_place_separate_tag(Nonce::assume_unique_for_key(nonce), Aad::from(aad), data)
+            .expect("AES-GCM-SIV seals any message this format allows");
+        tag.as_ref().try_into().expect("16-byte tag")
+    }
+
+    /// Authenticates and decrypts `sealed` (ciphertext ‖ tag) in place. On failure every
+    /// byte of `sealed` is zeroed, so no unauthenticated plaintext can escape.
+    fn open(&self, nonce: [u8; 12], aad: &[u8], sealed: &mut [u8]) -> Result<(), ()> {
+        let result = self
+            .0
+            .open_in_place(Nonce::assume_unique_for_key(nonce), Aad::from(aad), sealed)
+            .map(|_| ());
+        if result.is_err() {
+            sealed.zeroize();
+        }
+        result.map_err(|_| ())
+    }
+}
+
+/// Seals and opens the chunks of one file with the file's payload key.
 pub struct ChunkCipher {
-    cipher: Aes256GcmSiv,
+    cipher: Siv,
     /// file id ‖ logical path: the AAD of every chunk.
     aad: Vec<u8>,
 }
@@ -456,7 +473,7 @@ impl ChunkCipher {
         aad.extend_from_slice(&file_id);
         aad.extend_from_slice(logical_path.as_bytes());
         ChunkCipher {
-            cipher: Aes256GcmSiv::new(payload_key.into()),
+            cipher: Siv::new(payload_key),
             aad,
         }
     }
@@ -472,32 +489,19 @@ impl ChunkCipher {
     /// [`TAG_LEN`] bytes.
     pub fn seal_chunk(&self, index: u64, last: bool, buf: &mut [u8]) {
         let (data, tag_out) = buf.split_at_mut(buf.len() - TAG_LEN);
-        let tag = self
-            .cipher
-            .encrypt_in_place_detached(
-                Nonce::from_slice(&Self::nonce(index, last)),
-                &self.aad,
-                data,
-            )
-            .expect("chunk encrypts");
+        let tag = self.cipher.seal(Self::nonce(index, last), &self.aad, data);
         tag_out.copy_from_slice(&tag);
     }
 
     /// Authenticates and decrypts `buf` (ciphertext ‖ tag) in place; on success the
-    /// plaintext is `buf[..buf.len() - TAG_LEN]`. On failure `buf` holds no plaintext.
+    /// plaintext is `buf[..buf.len() - TAG_LEN]`. On failure `buf` is zeroed.
     pub fn open_chunk(&self, index: u64, last: bool, buf: &mut [u8]) -> Result<(), FormatError> {
         if buf.len() < TAG_LEN {
             return Err(FormatError::ChunkTampered { index });
         }
-        let (data, tag) = buf.split_at_mut(buf.len() - TAG_LEN);
         self.cipher
-            .decrypt_in_place_detached(
-                Nonce::from_slice(&Self::nonce(index, last)),
-                &self.aad,
-                data,
-                Tag::from_slice(tag),
-            )
-            .map_err(|_| FormatError::ChunkTampered { index })
+            .open(Self::nonce(index, last), &self.aad, buf)
+            .map_err(|()| FormatError::ChunkTampered { index })
     }
 }
 

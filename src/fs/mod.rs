@@ -11,7 +11,7 @@ use fuser::{
     ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyXattr, Request,
 };
 
-use crate::vault::{Attr, Vault, VaultError};
+use crate::vault::{Attr, Caller, Vault, VaultError};
 
 /// How long the kernel may cache names and attributes (the tree is fixed per mount).
 const TTL: Duration = Duration::from_secs(60);
@@ -89,7 +89,16 @@ fn errno(error: &VaultError) -> Errno {
         | VaultError::PathMismatch { .. }
         | VaultError::SizeMismatch { .. }
         | VaultError::Backend(_)
-        | VaultError::Cache(_) => Errno::EIO,
+        | VaultError::Cache(_)
+        | VaultError::Audit(_) => Errno::EIO,
+    }
+}
+
+fn caller(req: &Request) -> Caller {
+    Caller {
+        uid: req.uid(),
+        gid: req.gid(),
+        pid: req.pid(),
     }
 }
 
@@ -151,7 +160,7 @@ impl Filesystem for SmpFs {
         if flags.acc_mode() != OpenAccMode::O_RDONLY {
             return reply.error(Errno::EROFS);
         }
-        match self.vault.open(ino.0) {
+        match self.vault.open(ino.0, caller(req)) {
             Ok(fh) => {
                 let open_flags = if self.options.kernel_cache {
                     FopenFlags::FOPEN_KEEP_CACHE
@@ -178,7 +187,10 @@ impl Filesystem for SmpFs {
         let cache = self.vault.cache();
         let mut buf = cache.reply_buffer();
         let len = (size as usize).min(cache.reply_len());
-        match self.vault.read(fh.0, offset, buf.prefix_mut(len)) {
+        match self
+            .vault
+            .read(fh.0, offset, buf.prefix_mut(len), caller(req))
+        {
             Ok(n) => reply.data(&buf[..n]),
             Err(e) => reply.error(fail("read", req, &e)),
         }
@@ -186,7 +198,7 @@ impl Filesystem for SmpFs {
 
     fn release(
         &self,
-        _req: &Request,
+        req: &Request,
         _ino: INodeNo,
         fh: FileHandle,
         _flags: OpenFlags,
@@ -194,7 +206,7 @@ impl Filesystem for SmpFs {
         _flush: bool,
         reply: ReplyEmpty,
     ) {
-        self.vault.release(fh.0);
+        self.vault.release(fh.0, caller(req));
         reply.ok();
     }
 

@@ -20,6 +20,7 @@ use parking_lot::{Mutex, RwLock};
 pub use object::SealedObject;
 pub use tree::{Ino, ROOT_INO};
 
+use crate::audit::{Actor, AuditError, AuditLog, Event, EventKind};
 use crate::backend::{Backend, BackendError};
 use crate::cache::{CacheError, ChunkCache};
 use crate::format::{FormatError, TAG_LEN};
@@ -60,6 +61,8 @@ pub enum VaultError {
     Backend(#[from] BackendError),
     #[error(transparent)]
     Cache(#[from] CacheError),
+    #[error("audit log cannot be written, so no data is served: {0}")]
+    Audit(#[from] AuditError),
 }
 
 /// Threads that read and check headers when a directory is first resolved.
@@ -111,9 +114,33 @@ pub struct DirEntry {
     pub is_dir: bool,
 }
 
+/// Who makes a request, as the kernel reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Caller {
+    /// User id of the calling process.
+    pub uid: u32,
+    /// Group id of the calling process.
+    pub gid: u32,
+    /// Thread id of the caller.
+    pub pid: u32,
+}
+
 struct Handle {
     object: Arc<SealedObject>,
     readahead: Mutex<Readahead>,
+    /// The last caller's audit identity, reused while the same thread keeps reading.
+    actor: Mutex<Actor>,
+    bytes_read: AtomicU64,
+}
+
+impl Handle {
+    fn actor(&self, caller: Caller) -> Actor {
+        let mut actor = self.actor.lock();
+        if (actor.uid, actor.gid, actor.pid) != (caller.uid, caller.gid, caller.pid) {
+            *actor = Actor::from_request(caller.uid, caller.gid, caller.pid);
+        }
+        actor.clone()
+    }
 }
 
 /// Sequential-read detection for one open handle.
@@ -136,15 +163,19 @@ pub struct Vault {
     handles: Mutex<HashMap<u64, Arc<Handle>>>,
     next_handle: AtomicU64,
     readahead_workers: Workers,
+    audit: Option<Arc<AuditLog>>,
     config: VaultConfig,
 }
 
 impl Vault {
-    /// Lists the bucket, builds the tree and locks the cache arena.
+    /// Lists the bucket, builds the tree and locks the cache arena. With `audit`, every
+    /// open, read and release is recorded before it is answered; `None` (benchmarks only)
+    /// records nothing.
     pub fn new(
         backend: Arc<dyn Backend>,
         identity: Identity,
         config: VaultConfig,
+        audit: Option<Arc<AuditLog>>,
     ) -> Result<Self, VaultError> {
         let slot_len = (1 << crate::format::CHUNK_LOG2_RANGE.end()) + TAG_LEN;
         let cache = ChunkCache::new(
@@ -163,6 +194,7 @@ impl Vault {
             handles: Mutex::new(HashMap::new()),
             next_handle: AtomicU64::new(1),
             readahead_workers: Workers::new(2, "smpfs-readahead"),
+            audit,
             config,
         })
     }
@@ -201,36 +233,83 @@ impl Vault {
         self.tree.read().parent(ino).ok_or(VaultError::NotFound)
     }
 
-    /// Opens file `ino` for reading; returns a handle for [`Vault::read`].
-    pub fn open(&self, ino: Ino) -> Result<u64, VaultError> {
+    /// Opens file `ino` for reading; returns a handle for [`Vault::read`]. The open is
+    /// audited (or the refusal, as `denied`) before it is answered.
+    pub fn open(&self, ino: Ino, caller: Caller) -> Result<u64, VaultError> {
+        let actor = Actor::from_request(caller.uid, caller.gid, caller.pid);
         if self.identity.read().is_none() {
+            let path = self.tree.read().key(ino).unwrap_or_default();
+            self.record(
+                Event::new(EventKind::Denied)
+                    .actor(&actor)
+                    .path(&path)
+                    .result("EACCES: keys were purged"),
+            )?;
             return Err(VaultError::Purged);
         }
         let object = self.tree.read().object(ino)?;
+        self.record(
+            Event::new(EventKind::Open)
+                .actor(&actor)
+                .path(object.key())
+                .file_id(object.file_id())
+                .result("ok"),
+        )?;
         let fh = self.next_handle.fetch_add(1, Ordering::Relaxed);
         let handle = Arc::new(Handle {
             object,
             readahead: Mutex::new(Readahead::default()),
+            actor: Mutex::new(actor),
+            bytes_read: AtomicU64::new(0),
         });
         self.handles.lock().insert(fh, handle);
         Ok(fh)
     }
 
-    /// Forgets a handle.
-    pub fn release(&self, fh: u64) {
-        self.handles.lock().remove(&fh);
+    /// Forgets a handle, recording how many bytes were read through it.
+    pub fn release(&self, fh: u64, caller: Caller) {
+        let Some(handle) = self.handles.lock().remove(&fh) else {
+            return;
+        };
+        let event = Event::new(EventKind::Release)
+            .actor(&handle.actor(caller))
+            .path(handle.object.key())
+            .file_id(handle.object.file_id())
+            .result("ok")
+            .detail(serde_json::json!({ "bytes_read": handle.bytes_read.load(Ordering::Relaxed) }));
+        if let Err(e) = self.record(event) {
+            tracing::error!("release not audited: {e}");
+        }
+    }
+
+    fn record(&self, event: Event) -> Result<(), VaultError> {
+        match &self.audit {
+            Some(log) => Ok(log.record(event)?),
+            None => Ok(()),
+        }
     }
 
     /// Reads up to `len` plaintext bytes at `offset` through handle `fh` into `out`
     /// (which must hold `len` bytes); returns how many were read (fewer only at EOF).
     /// Every byte returned was authenticated.
+    ///
+    /// The read is audited (with its outcome) before any byte is handed back; if the
+    /// record cannot be written the read fails.
     pub fn read(
         self: &Arc<Self>,
         fh: u64,
         offset: u64,
         out: &mut [u8],
+        caller: Caller,
     ) -> Result<usize, VaultError> {
         if self.identity.read().is_none() {
+            let actor = Actor::from_request(caller.uid, caller.gid, caller.pid);
+            self.record(
+                Event::new(EventKind::Denied)
+                    .actor(&actor)
+                    .range(offset, out.len() as u64)
+                    .result("EACCES: keys were purged"),
+            )?;
             return Err(VaultError::Purged);
         }
         let handle = self
@@ -239,6 +318,51 @@ impl Vault {
             .get(&fh)
             .cloned()
             .ok_or(VaultError::BadHandle)?;
+        let requested = out.len() as u64;
+        let result = self.read_handle(&handle, offset, out);
+        let object = &handle.object;
+        let actor = handle.actor(caller);
+        let event = |kind| {
+            Event::new(kind)
+                .actor(&actor)
+                .path(object.key())
+                .file_id(object.file_id())
+                .range(offset, requested)
+        };
+        match &result {
+            Ok(n) => {
+                self.record(
+                    event(EventKind::Read)
+                        .result("ok")
+                        .detail(serde_json::json!({ "bytes": n })),
+                )?;
+                handle.bytes_read.fetch_add(*n as u64, Ordering::Relaxed);
+            }
+            Err(e @ VaultError::Format { .. }) => {
+                if let Err(audit) =
+                    self.record(event(EventKind::IntegrityFailure).result(format!("EIO: {e}")))
+                {
+                    tracing::error!("integrity failure not audited: {audit}");
+                }
+            }
+            Err(e) => {
+                if let Err(audit) = self.record(event(EventKind::Read).result(e.to_string())) {
+                    tracing::error!("failed read not audited: {audit}");
+                }
+            }
+        }
+        result
+    }
+
+    fn read_handle(
+        self: &Arc<Self>,
+        handle: &Arc<Handle>,
+        offset: u64,
+        out: &mut [u8],
+    ) -> Result<usize, VaultError> {
+        if self.identity.read().is_none() {
+            return Err(VaultError::Purged);
+        }
         let object = &handle.object;
         let layout = *object.layout();
         if offset >= layout.plaintext_len || out.is_empty() {
@@ -257,7 +381,7 @@ impl Vault {
                     &plain[(from - chunk_start) as usize..(to - chunk_start) as usize],
                 );
             })?;
-        self.read_ahead(&handle, offset, end);
+        self.read_ahead(handle, offset, end);
         Ok((end - offset) as usize)
     }
 
@@ -355,13 +479,40 @@ impl Vault {
         Ok(object)
     }
 
-    /// Zeroizes the cache and drops the identity; later opens and reads fail with
-    /// [`VaultError::Purged`]. Returns the bytes zeroized.
+    /// Zeroizes the cache and drops the identity and every file key; later opens and reads
+    /// fail with [`VaultError::Purged`]. Audited as `purge`. Returns the bytes zeroized.
     pub fn purge(&self) -> usize {
+        let started = std::time::Instant::now();
         self.identity.write().take();
-        self.handles.lock().clear();
-        self.tree.write().drop_objects();
-        self.cache.purge()
+        let open_files = {
+            let mut handles = self.handles.lock();
+            let n = handles.len();
+            handles.clear();
+            n
+        };
+        let files = self.tree.write().drop_objects();
+        let bytes = self.cache.purge();
+        let detail = serde_json::json!({
+            "bytes_zeroized": bytes,
+            "file_keys_dropped": files,
+            "open_handles": open_files,
+            "duration_us": started.elapsed().as_micros() as u64,
+        });
+        if let Err(e) = self.record(Event::new(EventKind::Purge).result("ok").detail(detail)) {
+            tracing::error!("purge not audited: {e}");
+        }
+        bytes
+    }
+
+    /// Purges and seals the audit segment: the orderly end of a mount.
+    pub fn unmount(&self) -> usize {
+        let bytes = self.purge();
+        if let Some(log) = &self.audit {
+            if let Err(e) = log.seal(serde_json::json!({ "clean": true })) {
+                tracing::error!("audit segment not sealed: {e}");
+            }
+        }
+        bytes
     }
 }
 

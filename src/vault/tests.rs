@@ -3,6 +3,12 @@ use crate::backend::LocalBackend;
 use crate::format::DEFAULT_CHUNK_LOG2;
 use crate::seal::{seal_file, SealJob, SealOptions};
 
+const ME: Caller = Caller {
+    uid: 0,
+    gid: 0,
+    pid: 1,
+};
+
 struct Fixture {
     bucket: tempfile::TempDir,
     plain: tempfile::TempDir,
@@ -58,7 +64,7 @@ impl Fixture {
             cache_size: 16 << 20,
             ..VaultConfig::default()
         };
-        Arc::new(Vault::new(self.backend(), self.identity(), config).unwrap())
+        Arc::new(Vault::new(self.backend(), self.identity(), config, None).unwrap())
     }
 
     fn object_path(&self, key: &str) -> std::path::PathBuf {
@@ -76,18 +82,18 @@ fn resolve(vault: &Vault, path: &str) -> Result<Attr, VaultError> {
 
 fn read_all(vault: &Arc<Vault>, path: &str) -> Result<Vec<u8>, VaultError> {
     let attr = resolve(vault, path)?;
-    let fh = vault.open(attr.ino)?;
+    let fh = vault.open(attr.ino, ME)?;
     let mut out = vec![0u8; attr.size as usize + 10];
     let mut done = 0;
     loop {
         let end = (done + 100_000).min(out.len());
-        let n = vault.read(fh, done as u64, &mut out[done..end])?;
+        let n = vault.read(fh, done as u64, &mut out[done..end], ME)?;
         if n == 0 {
             break;
         }
         done += n;
     }
-    vault.release(fh);
+    vault.release(fh, ME);
     out.truncate(done);
     Ok(out)
 }
@@ -121,7 +127,9 @@ fn tree_and_reads_match_the_plaintext() {
     assert_eq!(read_all(&v, "empty").unwrap(), b"");
     assert_eq!(read_all(&v, "study/MR/4k.bin").unwrap(), pattern(50_000, 2));
 
-    let fh = v.open(resolve(&v, "study/CT/1.dcm").unwrap().ino).unwrap();
+    let fh = v
+        .open(resolve(&v, "study/CT/1.dcm").unwrap().ino, ME)
+        .unwrap();
     for (offset, len) in [
         (0, 1),
         (65_535, 2),
@@ -130,7 +138,7 @@ fn tree_and_reads_match_the_plaintext() {
         (5, 300_000),
     ] {
         let mut out = vec![0u8; len];
-        let n = v.read(fh, offset, &mut out).unwrap();
+        let n = v.read(fh, offset, &mut out, ME).unwrap();
         let end = (offset as usize + len).min(big.len());
         assert_eq!(
             &out[..n],
@@ -138,12 +146,16 @@ fn tree_and_reads_match_the_plaintext() {
             "read at {offset}+{len}"
         );
     }
-    assert_eq!(v.read(fh, big.len() as u64 + 5, &mut [0u8; 10]).unwrap(), 0);
+    assert_eq!(
+        v.read(fh, big.len() as u64 + 5, &mut [0u8; 10], ME)
+            .unwrap(),
+        0
+    );
     assert!(matches!(
         v.lookup(ROOT_INO, "missing"),
         Err(VaultError::NotFound)
     ));
-    assert!(matches!(v.open(ct.ino), Err(VaultError::IsADirectory)));
+    assert!(matches!(v.open(ct.ino, ME), Err(VaultError::IsADirectory)));
 }
 
 #[test]
@@ -212,12 +224,12 @@ fn a_tampered_chunk_fails_its_reads_only() {
     bytes[header_len + 2 * (65_536 + TAG_LEN) + 10] ^= 0x80; // inside chunk 2
     std::fs::write(f.object_path("scan"), bytes).unwrap();
     let v = f.vault();
-    let fh = v.open(resolve(&v, "scan").unwrap().ino).unwrap();
+    let fh = v.open(resolve(&v, "scan").unwrap().ino, ME).unwrap();
     let mut out = vec![0u8; 65_536];
-    assert_eq!(v.read(fh, 0, &mut out).unwrap(), 65_536);
+    assert_eq!(v.read(fh, 0, &mut out, ME).unwrap(), 65_536);
     assert_eq!(out, data[..65_536]);
     let mut out = vec![0u8; 4096];
-    let err = v.read(fh, 2 * 65_536 + 100, &mut out).unwrap_err();
+    let err = v.read(fh, 2 * 65_536 + 100, &mut out, ME).unwrap_err();
     assert!(
         matches!(
             err,
@@ -233,11 +245,11 @@ fn a_tampered_chunk_fails_its_reads_only() {
         "no byte of a failed read is released"
     );
     assert!(
-        v.read(fh, 65_536, &mut vec![0u8; 200_000]).is_err(),
+        v.read(fh, 65_536, &mut vec![0u8; 200_000], ME).is_err(),
         "a read spanning it fails too"
     );
     let mut out = vec![0u8; 1000];
-    v.read(fh, 3 * 65_536, &mut out).unwrap();
+    v.read(fh, 3 * 65_536, &mut out, ME).unwrap();
     assert_eq!(out, data[3 * 65_536..3 * 65_536 + 1000]);
 }
 
@@ -247,10 +259,10 @@ fn sequential_reads_prefetch_ahead() {
     let data = pattern(8 << 20, 5);
     f.seal("big", &data);
     let v = f.vault();
-    let fh = v.open(resolve(&v, "big").unwrap().ino).unwrap();
+    let fh = v.open(resolve(&v, "big").unwrap().ino, ME).unwrap();
     let mut out = vec![0u8; 128 << 10];
     for i in 0..4u64 {
-        v.read(fh, i * (128 << 10), &mut out).unwrap();
+        v.read(fh, i * (128 << 10), &mut out, ME).unwrap();
     }
     // Reads covered 8 chunks; read-ahead asked for more in the background.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
@@ -269,14 +281,14 @@ fn purge_drops_keys_and_fails_later_reads() {
     let f = Fixture::new();
     f.seal("x", &pattern(100_000, 6));
     let v = f.vault();
-    let fh = v.open(resolve(&v, "x").unwrap().ino).unwrap();
-    v.read(fh, 0, &mut [0u8; 10]).unwrap();
+    let fh = v.open(resolve(&v, "x").unwrap().ino, ME).unwrap();
+    v.read(fh, 0, &mut [0u8; 10], ME).unwrap();
     assert!(v.purge() >= (16 << 20) - (1 << 20));
     assert!(matches!(
-        v.read(fh, 0, &mut [0u8; 10]),
+        v.read(fh, 0, &mut [0u8; 10], ME),
         Err(VaultError::Purged)
     ));
-    assert!(matches!(v.open(2), Err(VaultError::Purged)));
+    assert!(matches!(v.open(2, ME), Err(VaultError::Purged)));
 }
 
 #[test]

@@ -245,12 +245,23 @@ impl Tree {
         }
     }
 
-    /// Drops every opened object (and with it every file key), as at purge.
-    pub fn drop_objects(&mut self) {
+    /// Drops every opened object (and with it every file key), as at purge; returns how
+    /// many were dropped.
+    pub fn drop_objects(&mut self) -> usize {
+        let mut dropped = 0;
         for node in &mut self.nodes {
             if let NodeKind::File { object, .. } = &mut node.kind {
-                object.take();
+                dropped += usize::from(object.take().is_some());
             }
+        }
+        dropped
+    }
+
+    /// The object key of file `ino`, if it is one.
+    pub fn key(&self, ino: Ino) -> Option<String> {
+        match &self.node(ino)?.kind {
+            NodeKind::File { key, .. } => Some(key.clone()),
+            NodeKind::Dir { .. } => None,
         }
     }
 }

@@ -1,0 +1,373 @@
+//! One record on disk, the forward-secure key chain that tags it, and the sealing of a
+//! segment's first key to the auditor.
+//!
+//! A line is the record serialized without its tag (`S`, a JSON object ending in `}`),
+//! with `,"tag":"<64 hex>"` spliced in before the final `}`, then `\n`. The tag is computed
+//! over `S`, so the verifier recomputes it from the raw line bytes and any changed byte
+//! shows.
+
+use serde::{Deserialize, Serialize};
+use zeroize::Zeroizing;
+
+use super::{AuditError, EventKind};
+use crate::format::{self, FormatError, SealRandomness, TAG_LEN};
+use crate::keys::{Identity, Recipient};
+
+/// `prev` of the very first record of a log.
+pub(crate) const ZERO_TAG: &str =
+    "0000000000000000000000000000000000000000000000000000000000000000";
+/// BLAKE3 `derive_key` context for a record's MAC key.
+const MAC_CONTEXT: &str = "smpfs audit v1 record mac";
+/// BLAKE3 `derive_key` context for the next chain key.
+const EVOLVE_CONTEXT: &str = "smpfs audit v1 key evolution";
+/// What stands between the tagless record and the tag's hex digits.
+const TAG_OPEN: &[u8] = b",\"tag\":\"";
+/// Bytes of `,"tag":"<64 hex>"}` at the end of every line (before `\n`).
+const TAG_SUFFIX_LEN: usize = TAG_OPEN.len() + 64 + 2;
+/// Chunk size (log2) of the one-chunk sealed object that carries `K_0`.
+const KEY_CHUNK_LOG2: u8 = 12;
+
+/// Every field of a record in line order. `tag` is never serialized: it is spliced in by
+/// [`Record::to_line`]. Absent optional fields are omitted.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Record {
+    pub seq: u64,
+    pub time: String,
+    pub log_id: String,
+    pub segment: u32,
+    pub event: EventKind,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uid: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gid: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pid: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub process: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub offset: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub length: Option<u64>,
+    pub result: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<serde_json::Value>,
+    pub prev: String,
+    #[serde(skip_serializing)]
+    pub tag: String,
+}
+
+impl Record {
+    /// The line to append (ending in `\n`) and its tag; advances `chain` by one key.
+    pub fn to_line(&self, chain: &mut Chain) -> (Vec<u8>, String) {
+        let mut line = serde_json::to_vec(self).expect("a record always serializes");
+        let tag = hex::encode(chain.tag(&line));
+        line.pop();
+        line.extend_from_slice(TAG_OPEN);
+        line.extend_from_slice(tag.as_bytes());
+        line.extend_from_slice(b"\"}\n");
+        (line, tag)
+    }
+}
+
+/// Splits a line (without its `\n`) into the parsed record and the bytes its tag covers.
+/// `None` if the line lacks the exact tag suffix or is not a valid record.
+pub(crate) fn parse_line(line: &[u8]) -> Option<(Record, Vec<u8>)> {
+    let cut = line.len().checked_sub(TAG_SUFFIX_LEN)?;
+    let suffix = &line[cut..];
+    let digits = &suffix[TAG_OPEN.len()..TAG_OPEN.len() + 64];
+    if !suffix.starts_with(TAG_OPEN)
+        || !suffix.ends_with(b"\"}")
+        || !digits
+            .iter()
+            .all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+    {
+        return None;
+    }
+    let record: Record = serde_json::from_slice(line).ok()?;
+    if record.tag.as_bytes() != digits {
+        return None;
+    }
+    let mut covered = line[..cut].to_vec();
+    covered.push(b'}');
+    Some((record, covered))
+}
+
+/// The `seq` and `log_id` of a line that may not verify, for diagnosing where it belongs.
+#[derive(Deserialize)]
+pub(crate) struct Position {
+    pub seq: u64,
+    pub log_id: String,
+}
+
+impl Position {
+    /// Reads the position fields of any JSON line; `None` if it has none.
+    pub fn of(line: &[u8]) -> Option<Position> {
+        serde_json::from_slice(line).ok()
+    }
+}
+
+/// The forward-secure key chain of one segment: holds only the current key `K_i`.
+#[derive(Clone)]
+pub(crate) struct Chain {
+    key: Zeroizing<[u8; 32]>,
+}
+
+impl Chain {
+    /// A chain at `K_0`.
+    pub fn new(k0: &[u8; 32]) -> Chain {
+        Chain {
+            key: Zeroizing::new(*k0),
+        }
+    }
+
+    /// The tag of the current record, `keyed_hash(mk_i, message)`; then moves to `K_{i+1}`
+    /// and overwrites `K_i`.
+    pub fn tag(&mut self, message: &[u8]) -> [u8; 32] {
+        let tag = self.compute(message);
+        self.advance();
+        *tag.as_bytes()
+    }
+
+    /// Whether `tag` (hex) is the current record's tag of `message`, in constant time;
+    /// does not advance.
+    pub fn verifies(&self, message: &[u8], tag: &str) -> bool {
+        let mut expected = [0u8; 32];
+        hex::decode_to_slice(tag, &mut expected).is_ok()
+            && self.compute(message) == blake3::Hash::from(expected)
+    }
+
+    /// Moves to `K_{i+1} = derive_key(EVOLVE_CONTEXT, K_i)`, overwriting `K_i` in place.
+    pub fn advance(&mut self) {
+        let next = Zeroizing::new(blake3::derive_key(EVOLVE_CONTEXT, self.key.as_ref()));
+        self.key.copy_from_slice(next.as_ref());
+    }
+
+    fn compute(&self, message: &[u8]) -> blake3::Hash {
+        let mac_key = Zeroizing::new(blake3::derive_key(MAC_CONTEXT, self.key.as_ref()));
+        blake3::keyed_hash(&mac_key, message)
+    }
+
+    /// The current key, for tests of the evolution.
+    #[cfg(test)]
+    pub fn key(&self) -> [u8; 32] {
+        *self.key
+    }
+}
+
+/// Fresh random bytes from the operating system.
+pub(crate) fn random<const N: usize>() -> Zeroizing<[u8; N]> {
+    let mut bytes = Zeroizing::new([0u8; N]);
+    getrandom::getrandom(bytes.as_mut()).expect("OS random number generator");
+    bytes
+}
+
+/// The logical path that binds a sealed `K_0` to its log and segment.
+pub(crate) fn key_path(log_id: &str, segment: u32) -> String {
+    format!("audit/{log_id}/{segment}")
+}
+
+/// Seals `k0` to `auditor` as a one-chunk sealed object (the sealed-file format, v1) under
+/// the logical path [`key_path`]`(log_id, segment)`.
+pub(crate) fn wrap_key(
+    k0: &[u8; 32],
+    auditor: &Recipient,
+    log_id: &str,
+    segment: u32,
+) -> Result<Vec<u8>, FormatError> {
+    let (mut object, opened) = format::seal_header(
+        std::slice::from_ref(auditor),
+        &key_path(log_id, segment),
+        k0.len() as u64,
+        KEY_CHUNK_LOG2,
+        &SealRandomness::generate(1),
+    )?;
+    let mut chunk = Zeroizing::new(vec![0u8; k0.len() + TAG_LEN]);
+    chunk[..k0.len()].copy_from_slice(k0);
+    opened.chunks.seal_chunk(0, true, &mut chunk);
+    object.extend_from_slice(&chunk);
+    Ok(object)
+}
+
+/// Opens a `K_0` sealed by [`wrap_key`]; returns it with the authenticated logical path,
+/// which the caller must compare with [`key_path`]. `None` if it is not sealed to
+/// `identity`, malformed, or fails authentication.
+pub(crate) fn unwrap_key(
+    object: &[u8],
+    identity: &Identity,
+) -> Option<(Zeroizing<[u8; 32]>, String)> {
+    let opened = format::Header::parse(object).ok()?.open(identity).ok()?;
+    let layout = opened.layout;
+    if layout.plaintext_len != 32 || layout.object_len() != object.len() as u64 {
+        return None;
+    }
+    let mut chunk = Zeroizing::new(object[layout.header_len as usize..].to_vec());
+    opened.chunks.open_chunk(0, true, &mut chunk).ok()?;
+    let mut k0 = Zeroizing::new([0u8; 32]);
+    k0.copy_from_slice(&chunk[..32]);
+    Some((k0, opened.logical_path))
+}
+
+/// Maps an I/O error on `path` into an [`AuditError`].
+pub(crate) fn io_error(path: &std::path::Path) -> impl Fn(std::io::Error) -> AuditError + '_ {
+    move |source| AuditError::Io {
+        path: path.to_owned(),
+        source,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample(seq: u64) -> Record {
+        Record {
+            seq,
+            time: "2025-01-02T03:04:05.123456789Z".to_owned(),
+            log_id: "00112233445566778899aabbccddeeff".to_owned(),
+            segment: 1,
+            event: EventKind::Read,
+            uid: Some(1000),
+            gid: Some(1000),
+            pid: Some(42),
+            process: Some("python3".to_owned()),
+            path: Some("CT/1.dcm".to_owned()),
+            file_id: Some("0f".repeat(16)),
+            offset: Some(0),
+            length: Some(131072),
+            result: "ok".to_owned(),
+            detail: None,
+            prev: ZERO_TAG.to_owned(),
+            tag: String::new(),
+        }
+    }
+
+    #[test]
+    fn line_has_fixed_field_order_and_round_trips() {
+        let mut chain = Chain::new(&[7; 32]);
+        let (line, tag) = sample(5).to_line(&mut chain);
+        let text = std::str::from_utf8(&line).unwrap();
+        let expected_prefix = "{\"seq\":5,\"time\":\"2025-01-02T03:04:05.123456789Z\",\
+             \"log_id\":\"00112233445566778899aabbccddeeff\",\"segment\":1,\"event\":\"read\",\
+             \"uid\":1000,\"gid\":1000,\"pid\":42,\"process\":\"python3\",\"path\":\"CT/1.dcm\",";
+        assert!(text.starts_with(expected_prefix), "{text}");
+        assert!(text.ends_with(&format!(
+            "\"length\":131072,\"result\":\"ok\",\"prev\":\"{ZERO_TAG}\",\"tag\":\"{tag}\"}}\n"
+        )));
+        let (parsed, covered) = parse_line(&line[..line.len() - 1]).unwrap();
+        assert_eq!(parsed.tag, tag);
+        assert_eq!(parsed.seq, 5);
+        assert!(Chain::new(&[7; 32]).verifies(&covered, &tag));
+        assert!(!chain.verifies(&covered, &tag), "the chain moved on");
+        let mut bare = sample(6);
+        bare.uid = None;
+        bare.path = None;
+        let (line, _) = bare.to_line(&mut chain);
+        let text = std::str::from_utf8(&line).unwrap();
+        assert!(!text.contains("\"uid\"") && !text.contains("\"path\""));
+    }
+
+    /// The test vector of `docs/AUDIT.md`.
+    #[test]
+    fn test_vector_matches_the_documentation() {
+        let record = Record {
+            seq: 0,
+            time: "2025-01-01T00:00:00.000000000Z".to_owned(),
+            log_id: "00112233445566778899aabbccddeeff".to_owned(),
+            segment: 0,
+            event: EventKind::Open,
+            uid: None,
+            gid: None,
+            pid: None,
+            process: None,
+            path: None,
+            file_id: None,
+            offset: None,
+            length: None,
+            result: "ok".to_owned(),
+            detail: None,
+            prev: ZERO_TAG.to_owned(),
+            tag: String::new(),
+        };
+        let mut chain = Chain::new(&[0x42; 32]);
+        assert_eq!(
+            hex::encode(blake3::derive_key(MAC_CONTEXT, &[0x42; 32])),
+            "c7f675f4aecf5802924463def14f2e60fc12189e2448193f83fbd7132f5be81f"
+        );
+        let (line, tag) = record.to_line(&mut chain);
+        let tag_hex = "9047716476b559d410ca411bf670d3bab96151691e01c99648cb2df10b5b70b8";
+        assert_eq!(tag, tag_hex);
+        let expected = format!(
+            "{{\"seq\":0,\"time\":\"2025-01-01T00:00:00.000000000Z\",\
+             \"log_id\":\"00112233445566778899aabbccddeeff\",\"segment\":0,\"event\":\"open\",\
+             \"result\":\"ok\",\"prev\":\"{ZERO_TAG}\",\"tag\":\"{tag_hex}\"}}\n"
+        );
+        assert_eq!(String::from_utf8(line).unwrap(), expected);
+        assert_eq!(
+            hex::encode(chain.key()),
+            "761ca8038a40aef9ec689e4d082df4199fcb6d9fbd4e127cdfe7a0754eba8bb3"
+        );
+    }
+
+    #[test]
+    fn parse_rejects_lines_without_an_exact_tag_suffix() {
+        let mut chain = Chain::new(&[1; 32]);
+        let (line, _) = sample(0).to_line(&mut chain);
+        let line = &line[..line.len() - 1];
+        assert!(parse_line(line).is_some());
+        assert!(parse_line(&line[..line.len() - 1]).is_none());
+        let mut spaced = line.to_vec();
+        spaced.push(b' ');
+        assert!(parse_line(&spaced).is_none());
+        let upper = String::from_utf8(line.to_vec()).unwrap().to_uppercase();
+        assert!(parse_line(upper.as_bytes()).is_none());
+        assert!(parse_line(b"{}").is_none());
+    }
+
+    #[test]
+    fn key_evolution_erases_every_earlier_key() {
+        const N: usize = 64;
+        let k0 = random::<32>();
+        let mut chain = Chain::new(&k0);
+        let mut earlier = vec![*k0];
+        for i in 0..N {
+            chain.tag(format!("record {i}").as_bytes());
+            let next = blake3::derive_key(EVOLVE_CONTEXT, earlier.last().unwrap());
+            earlier.push(next);
+        }
+        let k_n = earlier.pop().unwrap();
+        assert_eq!(chain.key(), k_n, "state is exactly K_N");
+        assert!(earlier.iter().all(|k| *k != k_n));
+        // Going forward from K_N never meets an earlier key.
+        let mut forward = chain.clone();
+        for _ in 0..N {
+            forward.advance();
+            assert!(earlier.iter().all(|k| *k != forward.key()));
+        }
+        // Nor does K_N give an earlier record's MAC key.
+        let first_mac = Chain::new(&k0).compute(b"x");
+        assert_ne!(chain.compute(b"x"), first_mac);
+    }
+
+    #[test]
+    fn k0_round_trips_and_is_bound_to_log_and_segment() {
+        let auditor = Identity::generate();
+        let k0 = random::<32>();
+        let sealed = wrap_key(&k0, &auditor.recipient(), "ab", 3).unwrap();
+        let (opened, path) = unwrap_key(&sealed, &auditor).unwrap();
+        assert_eq!(*opened, *k0);
+        assert_eq!(path, key_path("ab", 3));
+        assert!(unwrap_key(&sealed, &Identity::generate()).is_none());
+        let mut damaged = sealed.clone();
+        *damaged.last_mut().unwrap() ^= 1;
+        assert!(unwrap_key(&damaged, &auditor).is_none());
+        assert!(unwrap_key(&sealed[..sealed.len() - 1], &auditor).is_none());
+        let mut extended = sealed.clone();
+        extended.push(0);
+        assert!(unwrap_key(&extended, &auditor).is_none());
+    }
+}

@@ -1,0 +1,319 @@
+//! `smpfs audit {init, verify, show, export}`: set up a log for an auditor, verify it
+//! offline, and read it as a table, JSON lines or CSV.
+//!
+//! `show` and `export` only read; they do not verify (say so, and point to `verify`).
+//! Text from the log is printed with control characters escaped, so a crafted path or
+//! process name cannot drive the auditor's terminal.
+
+use std::fs::File;
+use std::io::{BufRead, BufReader, BufWriter, Write};
+use std::path::{Path, PathBuf};
+use std::time::SystemTime;
+
+use anyhow::{anyhow, Context, Result};
+use serde_json::Value;
+
+use smpfs::audit::{verify, AuditLog};
+use smpfs::keys::{Identity, Recipient};
+
+/// Columns of `show`'s table: (heading, record field, right-aligned).
+const COLUMNS: [(&str, &str, bool); 10] = [
+    ("TIME", "time", false),
+    ("SEQ", "seq", true),
+    ("EVENT", "event", false),
+    ("UID", "uid", true),
+    ("PID", "pid", true),
+    ("PROCESS", "process", false),
+    ("PATH", "path", false),
+    ("OFFSET", "offset", true),
+    ("LENGTH", "length", true),
+    ("RESULT", "result", false),
+];
+
+/// Columns of `export --csv`: every record field, in line order.
+const CSV_FIELDS: [&str; 17] = [
+    "seq", "time", "log_id", "segment", "event", "uid", "gid", "pid", "process", "path", "file_id",
+    "offset", "length", "result", "detail", "prev", "tag",
+];
+
+#[derive(clap::Subcommand)]
+pub enum AuditCommand {
+    /// Create a new audit log whose segment keys are sealed to an auditor's recipient.
+    Init {
+        /// The auditor's recipient (`smpfs1…`, from `smpfs keygen` on the auditor's machine).
+        #[arg(long)]
+        auditor: String,
+        /// Where to create the log (must not exist).
+        #[arg(long)]
+        log: PathBuf,
+    },
+    /// Verify a log offline with the auditor's identity; exit status 1 if it does not.
+    Verify {
+        /// The audit log.
+        log: PathBuf,
+        /// The auditor's identity file.
+        #[arg(long, short)]
+        identity: PathBuf,
+        /// The anchor file with the log's checkpoints (catches deletion of the newest records).
+        #[arg(long)]
+        anchor: Option<PathBuf>,
+    },
+    /// Print records as a table (or raw JSON lines); does not verify.
+    Show {
+        /// The audit log.
+        log: PathBuf,
+        /// Only records whose path contains this text.
+        #[arg(long)]
+        path: Option<String>,
+        /// Only records of this user id.
+        #[arg(long)]
+        uid: Option<u32>,
+        /// Only records at or after this time (RFC 3339, e.g. 2025-01-31T08:00:00Z).
+        #[arg(long)]
+        since: Option<String>,
+        /// Only records before this time (RFC 3339).
+        #[arg(long)]
+        until: Option<String>,
+        /// Print the matching lines as they are in the log (JSON lines).
+        #[arg(long)]
+        json: bool,
+    },
+    /// Write every record as CSV with a header to standard output; does not verify.
+    Export {
+        /// The audit log.
+        log: PathBuf,
+        /// CSV (the only format).
+        #[arg(long, required = true)]
+        csv: bool,
+    },
+}
+
+/// Runs an audit command. `verify` prints the report and fails unless the log verifies.
+pub fn run(command: AuditCommand) -> Result<()> {
+    let result = match command {
+        AuditCommand::Init { auditor, log } => init(&auditor, &log),
+        AuditCommand::Verify {
+            log,
+            identity,
+            anchor,
+        } => verify_log(&log, &identity, anchor.as_deref()),
+        AuditCommand::Show {
+            log,
+            path,
+            uid,
+            since,
+            until,
+            json,
+        } => {
+            let filter = Filter {
+                path,
+                uid,
+                since: since.as_deref().map(parse_time).transpose()?,
+                until: until.as_deref().map(parse_time).transpose()?,
+            };
+            show(&log, &filter, json)
+        }
+        AuditCommand::Export { log, csv: _ } => export_csv(&log),
+    };
+    match result {
+        Err(e) if is_broken_pipe(&e) => Ok(()),
+        other => other,
+    }
+}
+
+fn is_broken_pipe(error: &anyhow::Error) -> bool {
+    error.chain().any(|cause| {
+        cause
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe)
+            || cause
+                .downcast_ref::<csv::Error>()
+                .is_some_and(|e| matches!(e.kind(), csv::ErrorKind::Io(io) if io.kind() == std::io::ErrorKind::BrokenPipe))
+    })
+}
+
+fn init(auditor: &str, log: &Path) -> Result<()> {
+    let auditor: Recipient = auditor.parse()?;
+    AuditLog::init(log, &auditor)?;
+    eprintln!(
+        "created audit log {} for auditor {auditor}; only that auditor's identity can verify it",
+        log.display()
+    );
+    Ok(())
+}
+
+fn verify_log(log: &Path, identity: &Path, anchor: Option<&Path>) -> Result<()> {
+    let identity = Identity::load(identity)?;
+    let report = verify(log, &identity, anchor)
+        .with_context(|| format!("audit log {} does NOT verify", log.display()))?;
+    println!("{report}");
+    Ok(())
+}
+
+fn parse_time(text: &str) -> Result<SystemTime> {
+    humantime::parse_rfc3339_weak(text).map_err(|e| {
+        anyhow!("invalid time {text:?} (expected RFC 3339, e.g. 2025-01-31T08:00:00Z): {e}")
+    })
+}
+
+/// Which records `show` prints.
+struct Filter {
+    path: Option<String>,
+    uid: Option<u32>,
+    since: Option<SystemTime>,
+    until: Option<SystemTime>,
+}
+
+impl Filter {
+    fn matches(&self, record: &Value) -> bool {
+        if let Some(part) = &self.path {
+            if !record["path"]
+                .as_str()
+                .is_some_and(|p| p.contains(part.as_str()))
+            {
+                return false;
+            }
+        }
+        if let Some(uid) = self.uid {
+            if record["uid"].as_u64() != Some(u64::from(uid)) {
+                return false;
+            }
+        }
+        if self.since.is_none() && self.until.is_none() {
+            return true;
+        }
+        let Some(time) = record["time"]
+            .as_str()
+            .and_then(|t| humantime::parse_rfc3339_weak(t).ok())
+        else {
+            return false;
+        };
+        self.since.is_none_or(|since| time >= since) && self.until.is_none_or(|until| time < until)
+    }
+}
+
+/// Calls `each` with every complete line of the log that is a JSON object, and its parse.
+/// Lines that do not parse and an incomplete last line are skipped with a note.
+fn for_each_record(log: &Path, mut each: impl FnMut(&[u8], &Value) -> Result<()>) -> Result<()> {
+    let file = File::open(log).with_context(|| format!("opening {}", log.display()))?;
+    let mut reader = BufReader::new(file);
+    let mut line = Vec::new();
+    for number in 1.. {
+        line.clear();
+        if reader
+            .read_until(b'\n', &mut line)
+            .with_context(|| format!("reading {}", log.display()))?
+            == 0
+        {
+            break;
+        }
+        if line.pop() != Some(b'\n') {
+            eprintln!("smpfs: line {number} is incomplete (torn tail); skipped");
+            break;
+        }
+        match serde_json::from_slice::<Value>(&line) {
+            Ok(record) if record.is_object() => each(&line, &record)?,
+            _ => eprintln!("smpfs: line {number} is not a record; skipped"),
+        }
+    }
+    Ok(())
+}
+
+/// A field as table or CSV text: strings as they are, numbers and JSON as JSON, absent
+/// as empty.
+fn cell(record: &Value, field: &str) -> String {
+    match &record[field] {
+        Value::Null => String::new(),
+        Value::String(text) => text.clone(),
+        other => other.to_string(),
+    }
+}
+
+/// Escapes control characters so log text cannot drive a terminal.
+fn printable(text: &str) -> String {
+    text.chars()
+        .flat_map(|c| {
+            let escaped: Vec<char> = if c.is_control() {
+                c.escape_default().collect()
+            } else {
+                vec![c]
+            };
+            escaped
+        })
+        .collect()
+}
+
+fn show(log: &Path, filter: &Filter, json: bool) -> Result<()> {
+    eprintln!("note: `show` does not verify the log; use `smpfs audit verify` for that");
+    let mut out = BufWriter::new(std::io::stdout().lock());
+    if json {
+        for_each_record(log, |line, record| {
+            if filter.matches(record) {
+                out.write_all(line)?;
+                out.write_all(b"\n")?;
+            }
+            Ok(())
+        })?;
+        out.flush()?;
+        return Ok(());
+    }
+    let row = |record: &Value| {
+        COLUMNS.map(|(_, field, _)| {
+            let text = printable(&cell(record, field));
+            if text.is_empty() {
+                "-".to_owned()
+            } else {
+                text
+            }
+        })
+    };
+    // Two passes: the widths first, so a large log needs no memory for rows.
+    let mut widths = COLUMNS.map(|(heading, _, _)| heading.chars().count());
+    let mut count = 0u64;
+    for_each_record(log, |_, record| {
+        if filter.matches(record) {
+            count += 1;
+            for (width, text) in widths.iter_mut().zip(row(record)) {
+                *width = (*width).max(text.chars().count());
+            }
+        }
+        Ok(())
+    })?;
+    let mut print = |cells: [String; 10]| -> std::io::Result<()> {
+        let mut text = String::new();
+        for (i, (cell, (_, _, right))) in cells.iter().zip(COLUMNS).enumerate() {
+            let width = widths[i];
+            let padded = if right {
+                format!("{cell:>width$}")
+            } else {
+                format!("{cell:<width$}")
+            };
+            if i > 0 {
+                text.push_str("  ");
+            }
+            text.push_str(&padded);
+        }
+        writeln!(out, "{}", text.trim_end())
+    };
+    print(COLUMNS.map(|(heading, _, _)| heading.to_owned()))?;
+    for_each_record(log, |_, record| {
+        if filter.matches(record) {
+            print(row(record))?;
+        }
+        Ok(())
+    })?;
+    out.flush()?;
+    eprintln!("{count} records");
+    Ok(())
+}
+
+fn export_csv(log: &Path) -> Result<()> {
+    let mut writer = csv::Writer::from_writer(std::io::stdout().lock());
+    writer.write_record(CSV_FIELDS)?;
+    for_each_record(log, |_, record| {
+        writer.write_record(CSV_FIELDS.map(|field| cell(record, field)))?;
+        Ok(())
+    })?;
+    writer.flush()?;
+    Ok(())
+}
