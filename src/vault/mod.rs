@@ -271,8 +271,15 @@ impl Vault {
         let Some(handle) = self.handles.lock().remove(&fh) else {
             return;
         };
+        // The kernel sends release without a process (pid 0) once the last descriptor is
+        // closed; the record then names the last process that read through the handle.
+        let actor = if caller.pid == 0 {
+            handle.actor.lock().clone()
+        } else {
+            handle.actor(caller)
+        };
         let event = Event::new(EventKind::Release)
-            .actor(&handle.actor(caller))
+            .actor(&actor)
             .path(handle.object.key())
             .file_id(handle.object.file_id())
             .result("ok")

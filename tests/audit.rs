@@ -1,0 +1,264 @@
+//! The audit log through real mounts: who read what, verification by the auditor, fail
+//! closed when the log cannot be written, and crashes.
+
+mod common;
+
+use std::os::unix::fs::FileExt;
+use std::process::Command;
+
+use common::{pattern, run_ok, smpfs, Workspace};
+use serde_json::Value;
+
+fn records(log: &std::path::Path) -> Vec<Value> {
+    std::fs::read_to_string(log)
+        .unwrap()
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect()
+}
+
+fn verify(log: &std::path::Path, identity: &std::path::Path) -> std::process::Output {
+    smpfs()
+        .args(["audit", "verify"])
+        .arg(log)
+        .arg("--identity")
+        .arg(identity)
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn reads_by_cat_python_and_dd_are_recorded_and_the_auditor_verifies() {
+    let ws = Workspace::new();
+    ws.write_plain("study/CT/1.dcm", &pattern(300_000, 1));
+    ws.seal_all();
+    let auditor = ws.dir.path().join("auditor.id");
+    let auditor_recipient =
+        String::from_utf8(run_ok(smpfs().arg("keygen").arg("--out").arg(&auditor)).stdout).unwrap();
+    let log = ws.dir.path().join("audit.log");
+    run_ok(
+        smpfs()
+            .args([
+                "audit",
+                "init",
+                "--auditor",
+                auditor_recipient.trim(),
+                "--log",
+            ])
+            .arg(&log),
+    );
+
+    let mount = ws.mount(&[]);
+    let file = ws.mnt().join("study/CT/1.dcm");
+    run_ok(
+        Command::new("cat")
+            .arg(&file)
+            .stdout(std::process::Stdio::null()),
+    );
+    run_ok(
+        Command::new("python3")
+            .arg("-c")
+            .arg(format!("open({:?}, 'rb').read()", file)),
+    );
+    run_ok(
+        Command::new("dd")
+            .arg(format!("if={}", file.display()))
+            .args(["of=/dev/null", "bs=4k", "count=3"]),
+    );
+    assert!(mount.unmount().success());
+
+    let all = records(&log);
+    let events = |event: &str, process: &str| {
+        all.iter()
+            .filter(|r| r["event"] == event && r["process"] == process)
+            .cloned()
+            .collect::<Vec<_>>()
+    };
+    for process in ["cat", "python3", "dd"] {
+        let reads = events("read", process);
+        assert!(!reads.is_empty(), "no read records for {process}");
+        for r in &reads {
+            assert_eq!(r["path"], "study/CT/1.dcm");
+            assert_eq!(r["uid"], 0);
+            assert_eq!(r["result"], "ok");
+            assert!(r["pid"].as_u64().unwrap() > 0);
+        }
+        assert_eq!(events("open", process).len(), 1, "{process} opened once");
+        assert_eq!(
+            events("release", process).len(),
+            1,
+            "{process} released once"
+        );
+    }
+    // dd read exactly three 4 KiB blocks: three read requests with those offsets.
+    let dd: Vec<u64> = events("read", "dd")
+        .iter()
+        .map(|r| r["offset"].as_u64().unwrap())
+        .collect();
+    assert_eq!(dd, [0, 4096, 8192]);
+    let kinds: Vec<&str> = all.iter().map(|r| r["event"].as_str().unwrap()).collect();
+    assert!(kinds.contains(&"mount") && kinds.contains(&"purge"));
+    assert_eq!(kinds.last(), Some(&"unmount"), "the segment is sealed");
+
+    let out = verify(&log, &auditor);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = verify(&log, &ws.identity);
+    assert!(
+        !out.status.success(),
+        "the workstation key is not the auditor"
+    );
+
+    let out = run_ok(
+        smpfs()
+            .args(["audit", "show", "--path", "CT/1.dcm"])
+            .arg(&log),
+    );
+    let table = String::from_utf8(out.stdout).unwrap();
+    assert!(table.contains("python3") && table.contains("dd"), "{table}");
+    let out = run_ok(smpfs().args(["audit", "export", "--csv"]).arg(&log));
+    assert!(String::from_utf8(out.stdout).unwrap().lines().count() > all.len() / 2);
+}
+
+#[test]
+fn integrity_failures_are_recorded() {
+    let ws = Workspace::new();
+    ws.write_plain("f", &pattern(200_000, 2));
+    ws.seal_all();
+    let object = ws.bucket().join("f");
+    let mut bytes = std::fs::read(&object).unwrap();
+    let n = bytes.len();
+    bytes[n - 100_000] ^= 4;
+    std::fs::write(&object, bytes).unwrap();
+    let mount = ws.mount(&[]);
+    assert!(std::fs::read(ws.mnt().join("f")).is_err());
+    mount.unmount();
+    let all = records(&ws.dir.path().join("audit.log"));
+    let failure = all
+        .iter()
+        .find(|r| r["event"] == "integrity_failure")
+        .expect("recorded");
+    assert!(failure["result"]
+        .as_str()
+        .unwrap()
+        .contains("failed authentication"));
+    assert!(verify(&ws.dir.path().join("audit.log"), &ws.identity)
+        .status
+        .success());
+}
+
+#[test]
+fn reads_fail_closed_when_the_log_cannot_be_written() {
+    let ws = Workspace::new();
+    let data = pattern(1 << 20, 3);
+    ws.write_plain("f", &data);
+    ws.seal_all();
+    // The log lives on a tiny tmpfs that we then fill up.
+    let logdir = ws.dir.path().join("logfs");
+    std::fs::create_dir(&logdir).unwrap();
+    run_ok(
+        Command::new("mount")
+            .args(["-t", "tmpfs", "-o", "size=256k", "smpfs-test-log"])
+            .arg(&logdir),
+    );
+    struct Unmount(std::path::PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+        }
+    }
+    let _guard = Unmount(logdir.clone());
+    let log = logdir.join("audit.log");
+    let mount = ws.mount(&[&format!("audit={}", log.display())]);
+
+    let file = std::fs::File::open(ws.mnt().join("f")).unwrap();
+    let mut served = 0u64;
+    let mut buf = vec![0u8; 4096];
+    for i in 0..20u64 {
+        assert_eq!(file.read_at(&mut buf, i * 4096).unwrap(), 4096);
+        served += 1;
+    }
+    let filler = logdir.join("filler");
+    let _ = Command::new("dd")
+        .arg("if=/dev/zero")
+        .arg(format!("of={}", filler.display()))
+        .arg("bs=4k")
+        .status();
+    let mut failed = 0;
+    for i in 20..60u64 {
+        match file.read_at(&mut buf, i * 4096) {
+            Ok(n) => {
+                assert_eq!(n, 4096);
+                assert_eq!(buf, data[(i * 4096) as usize..(i * 4096 + 4096) as usize]);
+                served += 1;
+            }
+            Err(e) => {
+                assert_eq!(e.raw_os_error(), Some(libc::EIO), "{e}");
+                failed += 1;
+            }
+        }
+    }
+    assert!(failed > 0, "reads went on after the log filled up");
+    drop(file);
+    drop(mount);
+    // Only this test reads through this mount, so every successful read record is ours.
+    let recorded = records(&log)
+        .iter()
+        .filter(|r| r["event"] == "read" && r["result"] == "ok" && r["path"] == "f")
+        .count() as u64;
+    assert!(
+        recorded >= served,
+        "{served} reads returned data but only {recorded} were recorded"
+    );
+}
+
+#[test]
+fn a_killed_daemon_leaves_an_unsealed_segment_and_a_torn_line_is_named() {
+    let ws = Workspace::new();
+    ws.write_plain("f", &pattern(100_000, 4));
+    ws.seal_all();
+    let log = ws.dir.path().join("audit.log");
+    let mut mount = ws.mount(&[]);
+    std::fs::read(ws.mnt().join("f")).unwrap();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(mount.pid() as i32),
+        nix::sys::signal::SIGKILL,
+    )
+    .unwrap();
+    mount.wait();
+    let _ = Command::new("umount").arg("-l").arg(ws.mnt()).status();
+    let out = verify(&log, &ws.identity);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("is not sealed"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // A write cut short by the kill: the last line loses its end.
+    let text = std::fs::read(&log).unwrap();
+    std::fs::write(&log, &text[..text.len() - 30]).unwrap();
+    let out = verify(&log, &ws.identity);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("torn"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // The next mount cuts the torn line and says so in its first record.
+    let mount = ws.mount(&[]);
+    mount.unmount();
+    let all = records(&log);
+    let recovered = all.iter().rev().find(|r| r["event"] == "mount").unwrap();
+    assert!(
+        recovered["detail"]["recovered_torn_bytes"]
+            .as_u64()
+            .unwrap()
+            > 0,
+        "{recovered}"
+    );
+}
