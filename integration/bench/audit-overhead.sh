@@ -12,9 +12,7 @@ AUDIT_SYNC=${AUDIT_SYNC:-100}
 log() { echo "==> $*" >&2; }
 
 [ "$(id -u)" = 0 ] || { echo "run as root" >&2; exit 1; }
-for pkg_cmd in fio:fio fuse3:fusermount3; do
-  command -v "${pkg_cmd#*:}" >/dev/null || { apt-get update -qq; apt-get install -y -qq "${pkg_cmd%%:*}" >/dev/null; }
-done
+SMPFS_BENCH=1 bash integration/install-deps.sh >&2
 cargo build --release --bin smpfs >&2
 SMPFS=$PWD/target/release/smpfs
 
@@ -42,37 +40,40 @@ seq_gbps() {
   t0=$(date +%s.%N); dd if="$MNT/data.bin" of=/dev/null bs=1M status=none; t1=$(date +%s.%N)
   python3 -c "print(f'{($SIZE_MIB << 20) / ($t1 - $t0) / 1e9:.3f}')"
 }
-rand_iops() {
+rand_iops() {  # jobs
   fio --name=rand --filename="$MNT/data.bin" --rw=randread --bs=4k --ioengine=psync \
-    --numjobs=2 --group_reporting --time_based --runtime="$RUNTIME" --output-format=json 2>/dev/null \
+    --numjobs="$1" --group_reporting --time_based --runtime="$RUNTIME" --output-format=json 2>/dev/null \
     | python3 -c 'import json,sys; print(round(json.load(sys.stdin)["jobs"][0]["read"]["iops"]))'
 }
 
-declare -A SEQ IOPS
+declare -A SEQ IOPS1 IOPS2
 for rep in $(seq "$REPS"); do
   for mode in off on; do
     target=off; [ "$mode" = on ] && target=$WORK/audit.log
     mount_with "$target"; s=$(seq_gbps)
-    mount_with "$target"; i=$(rand_iops)
+    mount_with "$target"; i1=$(rand_iops 1)
+    mount_with "$target"; i2=$(rand_iops 2)
     records=$( [ "$mode" = on ] && wc -l < "$WORK/audit.log" || echo 0)
-    log "rep $rep audit=$mode: sequential $s GB/s, random 4K $i IOPS ($records audit records)"
-    SEQ[$mode]="${SEQ[$mode]:-} $s"; IOPS[$mode]="${IOPS[$mode]:-} $i"
+    log "rep $rep audit=$mode: sequential $s GB/s, random 4K $i1 IOPS (1 job), $i2 IOPS (2 jobs; $records audit records)"
+    SEQ[$mode]="${SEQ[$mode]:-} $s"; IOPS1[$mode]="${IOPS1[$mode]:-} $i1"; IOPS2[$mode]="${IOPS2[$mode]:-} $i2"
   done
 done
 umount "$MNT"
 
-python3 - "${SEQ[off]}" "${SEQ[on]}" "${IOPS[off]}" "${IOPS[on]}" "$SIZE_MIB" "$AUDIT_SYNC" <<'PY'
+python3 - "${SEQ[off]}" "${SEQ[on]}" "${IOPS1[off]}" "${IOPS1[on]}" "${IOPS2[off]}" "${IOPS2[on]}" "$SIZE_MIB" "$AUDIT_SYNC" <<'PY'
 import statistics, sys
-seq_off, seq_on, iops_off, iops_on = (list(map(float, a.split())) for a in sys.argv[1:5])
-size, sync = sys.argv[5], sys.argv[6]
+seq_off, seq_on, iops1_off, iops1_on, iops2_off, iops2_on = (list(map(float, a.split())) for a in sys.argv[1:7])
+size, sync = sys.argv[7], sys.argv[8]
 def row(name, off, on, unit, limit):
     m_off, m_on = statistics.median(off), statistics.median(on)
     loss = 1 - m_on / m_off
     verdict = "PASS" if loss <= limit else "MISS"
-    print(f"| {name} | {m_off:,.3f} {unit} | {m_on:,.3f} {unit} | {loss:+.1%} | ≤ {limit:.0%} | {verdict} |")
+    fmt = "{:,.3f}" if unit == "GB/s" else "{:,.0f}"
+    print(f"| {name} | {fmt.format(m_off)} {unit} | {fmt.format(m_on)} {unit} | {loss:+.1%} | ≤ {limit:.0%} | {verdict} |")
 print(f"{size} MiB sealed file on tmpfs, audit_sync={sync} ms, median of {len(seq_off)} alternating runs\n")
 print("| workload | audit off | audit on | loss | target | result |")
 print("|---|---:|---:|---:|---:|---|")
 row("1 MiB sequential first read (dd)", seq_off, seq_on, "GB/s", 0.10)
-row("4 KiB random reads, 2 jobs (fio)", iops_off, iops_on, "IOPS", 0.25)
+row("4 KiB random reads, 1 job (fio)", iops1_off, iops1_on, "IOPS", 0.25)
+row("4 KiB random reads, 2 jobs (fio)", iops2_off, iops2_on, "IOPS", 0.25)
 PY

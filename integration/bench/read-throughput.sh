@@ -37,16 +37,7 @@ die() { echo "read-throughput: $*" >&2; exit 1; }
 [[ "$REPS" =~ ^[1-9][0-9]*$ ]] || die "REPS must be a positive integer"
 
 # --- dependencies -------------------------------------------------------------------------
-need_apt=()
-for pkg_cmd in gocryptfs:gocryptfs fuse3:fusermount3; do
-  command -v "${pkg_cmd#*:}" >/dev/null 2>&1 || need_apt+=("${pkg_cmd%%:*}")
-done
-if [ ${#need_apt[@]} -gt 0 ]; then
-  log "apt-get install ${need_apt[*]}"
-  export DEBIAN_FRONTEND=noninteractive
-  apt-get update -qq
-  apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null
-fi
+SMPFS_BENCH=1 bash integration/install-deps.sh >&2
 command -v python3 >/dev/null || die "python3 is needed for the arithmetic"
 
 log "cargo build --release --bin smpfs"

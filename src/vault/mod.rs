@@ -338,11 +338,12 @@ impl Vault {
         };
         match &result {
             Ok(n) => {
-                self.record(
-                    event(EventKind::Read)
-                        .result("ok")
-                        .detail(serde_json::json!({ "bytes": n })),
-                )?;
+                // `length` is what was asked for; a short read (at EOF) also says what came back.
+                let mut record = event(EventKind::Read).result("ok");
+                if *n as u64 != requested {
+                    record = record.detail(serde_json::json!({ "bytes": n }));
+                }
+                self.record(record)?;
                 handle.bytes_read.fetch_add(*n as u64, Ordering::Relaxed);
             }
             Err(e @ VaultError::Format { .. }) => {
