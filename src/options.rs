@@ -55,6 +55,14 @@ pub struct MountOptions {
     pub audit_sync: SyncPolicy,
     /// File that receives audit checkpoints (`audit_anchor=PATH`).
     pub audit_anchor: Option<PathBuf>,
+    /// Identity file (`identity=PATH`), for mount(8) and fstab, which pass no flags.
+    pub identity: Option<PathBuf>,
+    /// Owner shown for every file (`uid=`); default the mounting user.
+    pub uid: Option<u32>,
+    /// Group shown for every file (`gid=`); default the mounting user's group.
+    pub gid: Option<u32>,
+    /// Permission bits cleared from 0444 files and 0555 directories (`umask=`, octal).
+    pub umask: u16,
 }
 
 /// Where a mount's audit records go.
@@ -78,6 +86,10 @@ impl Default for MountOptions {
             audit: AuditTarget::default(),
             audit_sync: SyncPolicy::default(),
             audit_anchor: None,
+            identity: None,
+            uid: None,
+            gid: None,
+            umask: 0o022,
         }
     }
 }
@@ -97,8 +109,22 @@ impl MountOptions {
                 reason: reason.to_string(),
             };
             match (name, value) {
-                ("", None) | ("ro", None) => {}
-                ("rw", None) => return Err(bad(&"smpfs mounts are read-only")),
+                // smpfs is always read-only; mount(8) adds `rw` when a line does not say `ro`.
+                ("", None) | ("ro" | "rw" | "defaults", None) => {}
+                // Passed on by mount(8) for its own use; they mean nothing to smpfs.
+                ("_netdev" | "nofail" | "auto" | "noauto" | "user" | "users" | "nouser", None) => {}
+                (n, _) if n.starts_with("x-") => {}
+                ("identity", Some(path)) if !path.is_empty() => {
+                    options.identity = Some(path.into())
+                }
+                ("uid", Some(v)) => options.uid = Some(v.parse().map_err(|e| bad(&e))?),
+                ("gid", Some(v)) => options.gid = Some(v.parse().map_err(|e| bad(&e))?),
+                ("umask", Some(v)) => {
+                    options.umask = u16::from_str_radix(v, 8)
+                        .ok()
+                        .filter(|m| *m <= 0o777)
+                        .ok_or_else(|| bad(&"must be octal, 000 to 777"))?;
+                }
                 ("cache_size", Some(v)) => {
                     options.cache_size = parse_size(v).map_err(|e| bad(&e))?;
                     if options.cache_size < 16 << 20 {
@@ -160,7 +186,6 @@ mod tests {
             MountOptions::parse(&["bogus=1"]).unwrap_err(),
             OptionError::Unknown("bogus=1".into())
         );
-        assert!(MountOptions::parse(&["rw"]).is_err());
         let o = MountOptions::parse(&[
             "audit=/var/log/a.log,audit_sync=always,audit_anchor=/mnt/anchor",
         ])
@@ -173,5 +198,16 @@ mod tests {
             AuditTarget::Off
         );
         assert!(MountOptions::parse(&["audit_sync=soon"]).is_err());
+        let o = MountOptions::parse(&["identity=/etc/smpfs/ws.key,uid=1000,gid=100,umask=027"])
+            .unwrap();
+        assert_eq!(o.identity, Some("/etc/smpfs/ws.key".into()));
+        assert_eq!((o.uid, o.gid, o.umask), (Some(1000), Some(100), 0o027));
+        assert!(MountOptions::parse(&["umask=999"]).is_err());
+        assert!(MountOptions::parse(&["uid=me"]).is_err());
+        // What mount(8) passes through from fstab is accepted and ignored.
+        let o =
+            MountOptions::parse(&["defaults,_netdev,nofail,auto,user,users,x-systemd.automount"])
+                .unwrap();
+        assert_eq!(o, MountOptions::default());
     }
 }

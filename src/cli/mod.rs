@@ -78,11 +78,27 @@ enum Command {
 
 /// Runs the command line and turns errors into a message and exit status 1.
 pub fn main() -> ExitCode {
-    let cli = Cli::parse();
     if let Err(e) = smpfs::harden::harden_process() {
         eprintln!("smpfs: {e}");
         return ExitCode::FAILURE;
     }
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    let invoked_as = args
+        .first()
+        .and_then(|a| std::path::Path::new(a).file_name())
+        .and_then(|n| n.to_str())
+        .unwrap_or_default()
+        .to_owned();
+    if invoked_as == "mount.smpfs" {
+        return match mount::mount_helper(args) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("mount.smpfs: {}", report(&e));
+                ExitCode::from(32) // mount(8)'s "mount failure"
+            }
+        };
+    }
+    let cli = Cli::parse_from(args);
     let result = match cli.command {
         Command::Keygen { out } => keygen(&out),
         Command::Seal {

@@ -27,14 +27,15 @@ pub struct MountArgs {
     source: String,
     /// Where to mount it (an existing directory).
     mountpoint: PathBuf,
-    /// Identity file that opens the sealed files.
+    /// Identity file that opens the sealed files (or `-o identity=PATH`).
     #[arg(long, short)]
-    identity: PathBuf,
+    identity: Option<PathBuf>,
     /// Stay in the foreground and log to stderr.
     #[arg(short, long)]
     foreground: bool,
-    /// Mount options, comma-separated: cache_size=SIZE, kernel_cache, allow_other, ro,
-    /// audit=PATH|off, audit_sync=always|MS, audit_anchor=PATH.
+    /// Mount options, comma-separated: identity=PATH, cache_size=SIZE, kernel_cache,
+    /// allow_other, uid=N, gid=N, umask=OCTAL, audit=PATH|off, audit_sync=always|MS,
+    /// audit_anchor=PATH, ro; mount(8)'s _netdev, nofail, auto, noauto, user, users, x-*.
     #[arg(short = 'o', value_name = "OPTIONS")]
     options: Vec<String>,
     /// Log file for a background mount [default: ~/.local/state/smpfs/smpfs.log].
@@ -82,6 +83,47 @@ fn init_file_logging(path: &Path) -> Result<()> {
     Ok(())
 }
 
+/// `mount.smpfs SOURCE DIR [-sfnv] [-o OPTIONS]`, as mount(8) runs a helper for
+/// `mount -t smpfs` and fstab lines: `-f` (fake) checks everything but does not mount,
+/// `-s` (sloppy), `-n` (no mtab) and `-v` are accepted. Returns once the mount is live.
+pub fn mount_helper(args: Vec<std::ffi::OsString>) -> Result<()> {
+    let mut positional = Vec::new();
+    let mut options = Vec::new();
+    let mut fake = false;
+    let mut args = args.into_iter().skip(1);
+    while let Some(arg) = args.next() {
+        let text = arg.to_str().context("arguments must be UTF-8")?.to_owned();
+        match text.as_str() {
+            "-o" => options.push(
+                args.next()
+                    .context("-o needs a value")?
+                    .into_string()
+                    .map_err(|_| anyhow::anyhow!("options must be UTF-8"))?,
+            ),
+            "-f" => fake = true,
+            "-s" | "-n" | "-v" => {}
+            t if t.starts_with("-o") => options.push(t[2..].to_owned()),
+            t if t.starts_with('-') => bail!("unknown flag {t}"),
+            _ => positional.push(text),
+        }
+    }
+    let [source, mountpoint] = <[String; 2]>::try_from(positional)
+        .map_err(|_| anyhow::anyhow!("usage: mount.smpfs SOURCE DIR [-sfnv] [-o OPTIONS]"))?;
+    let args = MountArgs {
+        source,
+        mountpoint: mountpoint.into(),
+        identity: None,
+        foreground: false,
+        options,
+        log_file: None,
+    };
+    if fake {
+        MountOptions::parse(&args.options)?;
+        return Ok(());
+    }
+    mount(args)
+}
+
 /// Checks everything that can be checked before forking, then mounts.
 pub fn mount(args: MountArgs) -> Result<()> {
     let options = MountOptions::parse(&args.options)?;
@@ -93,11 +135,16 @@ pub fn mount(args: MountArgs) -> Result<()> {
         );
     }
     let mountpoint = args.mountpoint.canonicalize()?;
-    let identity = Identity::load(&args.identity)?;
+    let identity_path = args
+        .identity
+        .clone()
+        .or_else(|| options.identity.clone())
+        .context("no identity: pass --identity PATH or -o identity=PATH")?;
+    let identity = Identity::load(&identity_path)?;
     let audit_path = match &options.audit {
         AuditTarget::Off => None,
         AuditTarget::Path(path) => Some(path.clone()),
-        AuditTarget::BesideIdentity => Some(args.identity.with_file_name("audit.log")),
+        AuditTarget::BesideIdentity => Some(identity_path.with_file_name("audit.log")),
     };
     let mut readiness = if args.foreground {
         super::init_stderr_logging();
@@ -170,8 +217,13 @@ fn serve(
         Arc::clone(&vault),
         FsOptions {
             kernel_cache: options.kernel_cache,
-            uid: nix::unistd::getuid().as_raw(),
-            gid: nix::unistd::getgid().as_raw(),
+            uid: options
+                .uid
+                .unwrap_or_else(|| nix::unistd::getuid().as_raw()),
+            gid: options
+                .gid
+                .unwrap_or_else(|| nix::unistd::getgid().as_raw()),
+            umask: options.umask,
             max_read: MAX_READ as u32,
         },
     );

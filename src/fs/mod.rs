@@ -25,6 +25,8 @@ pub struct FsOptions {
     pub uid: u32,
     /// Group shown for every inode.
     pub gid: u32,
+    /// Bits cleared from the 0444/0555 permissions.
+    pub umask: u16,
     /// Largest read the kernel may send, in bytes.
     pub max_read: u32,
 }
@@ -48,9 +50,9 @@ impl SmpFs {
 
     fn file_attr(&self, attr: Attr) -> FileAttr {
         let (kind, perm, nlink) = if attr.is_dir {
-            (FileType::Directory, 0o555, 2)
+            (FileType::Directory, 0o555 & !self.options.umask, 2)
         } else {
-            (FileType::RegularFile, 0o444, 1)
+            (FileType::RegularFile, 0o444 & !self.options.umask, 1)
         };
         FileAttr {
             ino: INodeNo(attr.ino),

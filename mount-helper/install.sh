@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Installs smpfs as a mount type: /usr/local/bin/smpfs and /sbin/mount.smpfs (a link to it;
+# the binary acts as the mount(8) helper when called by that name). Installs fuse3 if it is
+# missing. Idempotent: run it again after an update. Run as root from the repository.
+#   SMPFS_BIN=path/to/smpfs  install that binary instead of building a release one
+#   PREFIX=/usr/local        where bin/smpfs goes
+set -euo pipefail
+repo=$(cd "$(dirname "$0")/.." && pwd)
+prefix=${PREFIX:-/usr/local}
+[ "$(id -u)" = 0 ] || { echo "install.sh: run as root" >&2; exit 1; }
+
+if ! command -v fusermount3 >/dev/null; then
+  echo "==> apt-get install fuse3"
+  DEBIAN_FRONTEND=noninteractive apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends fuse3 >/dev/null
+fi
+
+bin=${SMPFS_BIN:-}
+if [ -z "$bin" ]; then
+  echo "==> cargo build --release"
+  cargo build --quiet --release --bin smpfs --manifest-path "$repo/Cargo.toml"
+  bin="$repo/target/release/smpfs"
+fi
+install -D -m 0755 "$bin" "$prefix/bin/smpfs"
+ln -sfn "$prefix/bin/smpfs" /sbin/mount.smpfs
+echo "installed $prefix/bin/smpfs and /sbin/mount.smpfs -> $prefix/bin/smpfs"
+"$prefix/bin/smpfs" --version

@@ -1,0 +1,161 @@
+//! `mount -t smpfs` and fstab through util-linux mount(8) and the `mount.smpfs` helper.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::{is_mounted, pattern, Workspace};
+
+const HELPER: &str = "/sbin/mount.smpfs";
+
+/// Points /sbin/mount.smpfs at the binary under test; puts back whatever was there.
+struct InstalledHelper {
+    backup: Option<PathBuf>,
+}
+
+impl InstalledHelper {
+    fn install() -> Self {
+        let backup = PathBuf::from(format!("{HELPER}.test-backup"));
+        let had_one = std::fs::symlink_metadata(HELPER).is_ok();
+        if had_one {
+            std::fs::rename(HELPER, &backup).unwrap();
+        }
+        std::os::unix::fs::symlink(env!("CARGO_BIN_EXE_smpfs"), HELPER).unwrap();
+        InstalledHelper {
+            backup: had_one.then_some(backup),
+        }
+    }
+}
+
+impl Drop for InstalledHelper {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(HELPER);
+        if let Some(backup) = &self.backup {
+            let _ = std::fs::rename(backup, HELPER);
+        }
+    }
+}
+
+fn wait_for_unmount_record(log: &Path) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let text = std::fs::read_to_string(log).unwrap_or_default();
+        if text
+            .lines()
+            .last()
+            .is_some_and(|l| l.contains("\"event\":\"unmount\""))
+        {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no unmount record in {}",
+            log.display()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn mount_cmd(args: &[&str]) -> std::process::Output {
+    Command::new("mount").args(args).output().unwrap()
+}
+
+#[test]
+fn mount_t_smpfs_and_fstab_lines_work_and_bad_input_mounts_nothing() {
+    let _helper = InstalledHelper::install();
+    let ws = Workspace::new();
+    let data = pattern(500_000, 7);
+    ws.write_plain("scan.dcm", &data);
+    ws.seal_all();
+    let (bucket, mnt, id) = (
+        ws.bucket().display().to_string(),
+        ws.mnt().display().to_string(),
+        ws.identity.display().to_string(),
+    );
+    let audit_log = ws.dir.path().join("audit.log");
+
+    // mount -t smpfs, read, umount: the daemon purges and seals its audit segment.
+    let out = mount_cmd(&[
+        "-t",
+        "smpfs",
+        &bucket,
+        &mnt,
+        "-o",
+        &format!("identity={id},umask=027"),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(is_mounted(&ws.mnt()), "live as soon as mount returned");
+    let findmnt = Command::new("findmnt")
+        .args(["-n", "-o", "FSTYPE,SOURCE"])
+        .arg(&mnt)
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&findmnt.stdout)
+            .split_whitespace()
+            .collect::<Vec<_>>(),
+        ["fuse.smpfs", bucket.as_str()]
+    );
+    assert_eq!(std::fs::read(ws.mnt().join("scan.dcm")).unwrap(), data);
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(ws.mnt().join("scan.dcm"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o440, "umask=027 applied");
+    assert!(Command::new("umount").arg(&mnt).status().unwrap().success());
+    wait_for_unmount_record(&audit_log);
+
+    // A real fstab line with mount(8)'s own options, through mount -a -T.
+    let fstab = ws.dir.path().join("fstab");
+    std::fs::write(
+        &fstab,
+        format!("# test fstab\n{bucket} {mnt} smpfs ro,identity={id},cache_size=64M,_netdev,nofail,x-smpfs.test=1 0 0\n"),
+    )
+    .unwrap();
+    let out = mount_cmd(&["-a", "-T", fstab.to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(std::fs::read(ws.mnt().join("scan.dcm")).unwrap(), data);
+    assert!(Command::new("umount").arg(&mnt).status().unwrap().success());
+    wait_for_unmount_record(&audit_log);
+
+    // Unknown option: non-zero exit naming it, nothing mounted.
+    let out = mount_cmd(&[
+        "-t",
+        "smpfs",
+        &bucket,
+        &mnt,
+        "-o",
+        &format!("identity={id},turbo=1"),
+    ]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("unknown mount option \"turbo=1\""));
+    assert!(!is_mounted(&ws.mnt()));
+
+    // No identity, and an identity others can read: clear errors, nothing mounted.
+    let out = mount_cmd(&["-t", "smpfs", &bucket, &mnt]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("identity=PATH"));
+    std::fs::set_permissions(&ws.identity, std::fs::Permissions::from_mode(0o640)).unwrap();
+    let out = mount_cmd(&[
+        "-t",
+        "smpfs",
+        &bucket,
+        &mnt,
+        "-o",
+        &format!("identity={id}"),
+    ]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("chmod 600"));
+    assert!(!is_mounted(&ws.mnt()));
+}
