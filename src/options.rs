@@ -63,6 +63,9 @@ pub struct MountOptions {
     pub gid: Option<u32>,
     /// Permission bits cleared from 0444 files and 0555 directories (`umask=`, octal).
     pub umask: u16,
+    /// Unmount (with the purge) after this long without requests and with no file open
+    /// (`idle_timeout=`, seconds or e.g. `15m`).
+    pub idle_timeout: Option<std::time::Duration>,
 }
 
 /// Where a mount's audit records go.
@@ -90,6 +93,7 @@ impl Default for MountOptions {
             uid: None,
             gid: None,
             umask: 0o022,
+            idle_timeout: None,
         }
     }
 }
@@ -119,6 +123,16 @@ impl MountOptions {
                 }
                 ("uid", Some(v)) => options.uid = Some(v.parse().map_err(|e| bad(&e))?),
                 ("gid", Some(v)) => options.gid = Some(v.parse().map_err(|e| bad(&e))?),
+                ("idle_timeout", Some(v)) => {
+                    let timeout = match v.parse::<u64>() {
+                        Ok(secs) => std::time::Duration::from_secs(secs),
+                        Err(_) => humantime::parse_duration(v).map_err(|e| bad(&e))?,
+                    };
+                    if timeout.is_zero() {
+                        return Err(bad(&"must be more than zero"));
+                    }
+                    options.idle_timeout = Some(timeout);
+                }
                 ("umask", Some(v)) => {
                     options.umask = u16::from_str_radix(v, 8)
                         .ok()
@@ -203,6 +217,11 @@ mod tests {
         assert_eq!(o.identity, Some("/etc/smpfs/ws.key".into()));
         assert_eq!((o.uid, o.gid, o.umask), (Some(1000), Some(100), 0o027));
         assert!(MountOptions::parse(&["umask=999"]).is_err());
+        let idle =
+            |v: &str| MountOptions::parse(&[format!("idle_timeout={v}")]).map(|o| o.idle_timeout);
+        assert_eq!(idle("90"), Ok(Some(std::time::Duration::from_secs(90))));
+        assert_eq!(idle("15m"), Ok(Some(std::time::Duration::from_secs(900))));
+        assert!(idle("0").is_err() && idle("soon").is_err());
         assert!(MountOptions::parse(&["uid=me"]).is_err());
         // What mount(8) passes through from fstab is accepted and ignored.
         let o =

@@ -185,28 +185,62 @@ fn mount_is_read_only() {
     assert_eq!(err.raw_os_error(), Some(libc::EROFS));
 }
 
-#[test]
-fn sigterm_unmounts_cleanly_and_purges() {
-    let ws = Workspace::new();
-    ws.write_plain("f", &pattern(100_000, 1));
-    ws.seal_all();
-    let mut mount = ws.mount(&[]);
+/// The last two audit records of a mount that ended cleanly: the purge, then the seal.
+fn assert_purged_and_sealed(ws: &Workspace) {
+    let log = std::fs::read_to_string(ws.dir.path().join("audit.log")).unwrap();
+    let events: Vec<String> = log
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["event"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
+        .collect();
     assert_eq!(
-        std::fs::read(ws.mnt().join("f")).unwrap(),
-        pattern(100_000, 1)
+        events[events.len() - 2..],
+        ["purge", "unmount"],
+        "{events:?}"
     );
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(mount.pid() as i32),
-        nix::sys::signal::SIGTERM,
-    )
-    .unwrap();
+}
+
+#[test]
+fn every_signal_unmounts_cleanly_with_the_purge() {
+    use nix::sys::signal::Signal;
+    for signal in [Signal::SIGTERM, Signal::SIGINT, Signal::SIGHUP] {
+        let ws = Workspace::new();
+        ws.write_plain("f", &pattern(100_000, 1));
+        ws.seal_all();
+        let mut mount = ws.mount(&[]);
+        assert_eq!(
+            std::fs::read(ws.mnt().join("f")).unwrap(),
+            pattern(100_000, 1)
+        );
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(mount.pid() as i32), signal).unwrap();
+        assert!(mount.wait().success(), "{signal}");
+        assert!(!is_mounted(&ws.mnt()));
+        let log = mount.log_text();
+        assert!(
+            log.contains("cache zeroized and keys dropped"),
+            "{signal}: log:\n{log}"
+        );
+        assert_purged_and_sealed(&ws);
+    }
+}
+
+#[test]
+fn idle_timeout_unmounts_with_the_purge_but_not_while_a_file_is_open() {
+    let ws = Workspace::new();
+    ws.write_plain("f", b"data");
+    ws.seal_all();
+    let mut mount = ws.mount(&["idle_timeout=1"]);
+    let file = std::fs::File::open(ws.mnt().join("f")).unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(2500));
+    assert!(is_mounted(&ws.mnt()), "an open file keeps the mount");
+    drop(file);
     assert!(mount.wait().success());
     assert!(!is_mounted(&ws.mnt()));
-    let log = mount.log_text();
-    assert!(
-        log.contains("cache zeroized and keys dropped"),
-        "log:\n{log}"
-    );
+    assert_purged_and_sealed(&ws);
 }
 
 #[test]

@@ -34,7 +34,7 @@ pub struct MountArgs {
     #[arg(short, long)]
     foreground: bool,
     /// Mount options, comma-separated: identity=PATH, cache_size=SIZE, kernel_cache,
-    /// allow_other, uid=N, gid=N, umask=OCTAL, audit=PATH|off, audit_sync=always|MS,
+    /// allow_other, uid=N, gid=N, umask=OCTAL, idle_timeout=SECS, audit=PATH|off, audit_sync=always|MS,
     /// audit_anchor=PATH, ro; mount(8)'s _netdev, nofail, auto, noauto, user, users, x-*.
     #[arg(short = 'o', value_name = "OPTIONS")]
     options: Vec<String>,
@@ -258,6 +258,22 @@ fn serve(
                 }
             }
         })?;
+    if let Some(timeout) = options.idle_timeout {
+        let mut unmounter = session.unmount_callable();
+        let vault = Arc::clone(&vault);
+        std::thread::Builder::new()
+            .name("smpfs-idle".into())
+            .spawn(move || loop {
+                std::thread::sleep(std::time::Duration::from_millis(250));
+                if vault.idle_for() >= timeout {
+                    tracing::info!(?timeout, "idle: unmounting");
+                    if let Err(e) = unmounter.unmount() {
+                        tracing::error!("unmount failed: {e}");
+                    }
+                    return;
+                }
+            })?;
+    }
     tracing::info!(mountpoint = %mountpoint.display(), "mount is live");
     readiness.ready();
     session.run().context("serving FUSE requests")?;

@@ -142,6 +142,7 @@ impl Filesystem for SmpFs {
     }
 
     fn lookup(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
+        self.vault.touch();
         let Some(name) = name.to_str() else {
             return reply.error(Errno::ENOENT);
         };
@@ -152,6 +153,7 @@ impl Filesystem for SmpFs {
     }
 
     fn getattr(&self, req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
+        self.vault.touch();
         match self.vault.getattr(ino.0) {
             Ok(attr) => reply.attr(&TTL, &self.file_attr(attr)),
             Err(e) => reply.error(fail("getattr", req, &e)),
@@ -159,6 +161,7 @@ impl Filesystem for SmpFs {
     }
 
     fn open(&self, req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+        self.vault.touch();
         if flags.acc_mode() != OpenAccMode::O_RDONLY {
             return reply.error(Errno::EROFS);
         }
@@ -186,6 +189,7 @@ impl Filesystem for SmpFs {
         _lock_owner: Option<LockOwner>,
         reply: ReplyData,
     ) {
+        self.vault.touch();
         let cache = self.vault.cache();
         let mut buf = cache.reply_buffer();
         let len = (size as usize).min(cache.reply_len());
@@ -220,6 +224,7 @@ impl Filesystem for SmpFs {
         offset: u64,
         mut reply: ReplyDirectory,
     ) {
+        self.vault.touch();
         let entries = match self.vault.readdir(ino.0) {
             Ok(entries) => entries,
             Err(e) => return reply.error(fail("readdir", req, &e)),

@@ -164,6 +164,9 @@ pub struct Vault {
     next_handle: AtomicU64,
     readahead_workers: Workers,
     audit: Option<Arc<AuditLog>>,
+    /// When the last request arrived, as milliseconds since `started`.
+    last_request_ms: AtomicU64,
+    started: std::time::Instant,
     config: VaultConfig,
 }
 
@@ -195,6 +198,8 @@ impl Vault {
             next_handle: AtomicU64::new(1),
             readahead_workers: Workers::new(2, "smpfs-readahead"),
             audit,
+            last_request_ms: AtomicU64::new(0),
+            started: std::time::Instant::now(),
             config,
         })
     }
@@ -207,6 +212,21 @@ impl Vault {
     /// The locked cache (for stats and its size).
     pub fn cache(&self) -> &ChunkCache {
         &self.cache
+    }
+
+    /// Notes that a request arrived (for the idle timeout).
+    pub fn touch(&self) {
+        let now = self.started.elapsed().as_millis() as u64;
+        self.last_request_ms.store(now, Ordering::Relaxed);
+    }
+
+    /// How long no request arrived while no file was open; zero while a file is open.
+    pub fn idle_for(&self) -> std::time::Duration {
+        if !self.handles.lock().is_empty() {
+            return std::time::Duration::ZERO;
+        }
+        let last = std::time::Duration::from_millis(self.last_request_ms.load(Ordering::Relaxed));
+        self.started.elapsed().saturating_sub(last)
     }
 
     /// Attributes of `ino`.
