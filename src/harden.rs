@@ -20,6 +20,16 @@ pub fn harden_process() -> Result<(), HardenError> {
     Ok(())
 }
 
+/// Overwrites the 64 KiB of stack below the caller with zeros, wiping what returned
+/// callees left there (key bytes passed by value, for example). Call it right after a
+/// function that handled secrets returns.
+#[inline(never)]
+pub fn scrub_stack() {
+    let mut scratch = [0u8; 64 << 10];
+    zeroize::Zeroize::zeroize(&mut scratch[..]);
+    std::hint::black_box(&scratch);
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

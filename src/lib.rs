@@ -8,6 +8,7 @@
 pub mod audit;
 pub mod backend;
 pub mod cache;
+pub mod control;
 pub mod format;
 pub mod fs;
 pub mod harden;

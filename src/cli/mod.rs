@@ -69,6 +69,23 @@ enum Command {
     },
     /// Mount a bucket read-only; returns once the mount is live (unless -f).
     Mount(mount::MountArgs),
+    /// Purge a mount now: zeroize its cache, drop its keys, seal its audit segment, and
+    /// detach it (works with files still open; they then fail).
+    Purge {
+        /// The mountpoint.
+        mountpoint: PathBuf,
+    },
+    /// Purge a mount's keys and cache but keep it mounted; reads fail with EACCES (and are
+    /// audited) until `smpfs unlock`.
+    Lock {
+        /// The mountpoint.
+        mountpoint: PathBuf,
+    },
+    /// Load a locked mount's identity again.
+    Unlock {
+        /// The mountpoint.
+        mountpoint: PathBuf,
+    },
     /// Audit logs: set one up for an auditor, verify it offline, show or export it.
     Audit {
         #[command(subcommand)]
@@ -111,6 +128,9 @@ pub fn main() -> ExitCode {
         Command::Cat { file, identity } => cat(&file, &identity),
         Command::Mount(args) => mount::mount(args),
         Command::Audit { command } => audit::run(command),
+        Command::Purge { mountpoint } => control(&mountpoint, smpfs::control::Command::Purge),
+        Command::Lock { mountpoint } => control(&mountpoint, smpfs::control::Command::Lock),
+        Command::Unlock { mountpoint } => control(&mountpoint, smpfs::control::Command::Unlock),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -134,6 +154,12 @@ pub fn report(error: &anyhow::Error) -> String {
         }
     }
     text
+}
+
+fn control(mountpoint: &std::path::Path, command: smpfs::control::Command) -> Result<()> {
+    let reply = smpfs::control::send(mountpoint, command)?;
+    println!("{}: {reply}", mountpoint.display());
+    Ok(())
 }
 
 fn init_stderr_logging() {

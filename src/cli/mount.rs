@@ -9,8 +9,10 @@ use fuser::{Config, MountOption, Session, SessionACL};
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 
 use super::daemon::{daemonize, Readiness};
+use nix::mount::{umount2, MntFlags};
 use smpfs::audit::AuditLog;
 use smpfs::backend::{Backend, LocalBackend};
+use smpfs::control::Command;
 use smpfs::fs::{FsOptions, SmpFs};
 use smpfs::keys::Identity;
 use smpfs::options::{AuditTarget, MountOptions};
@@ -158,7 +160,7 @@ pub fn mount(args: MountArgs) -> Result<()> {
         &options,
         &bucket,
         audit_path.as_deref(),
-        identity,
+        (identity, &identity_path),
         &mut readiness,
     );
     if let Err(e) = &result {
@@ -174,7 +176,7 @@ fn serve(
     options: &MountOptions,
     bucket: &Path,
     audit_path: Option<&Path>,
-    identity: Identity,
+    (identity, identity_path): (Identity, &Path),
     readiness: &mut Readiness,
 ) -> Result<()> {
     let backend: Arc<dyn Backend> = Arc::new(LocalBackend::open(bucket)?);
@@ -274,12 +276,61 @@ fn serve(
                 }
             })?;
     }
+    let (control, control_path) = smpfs::control::bind(mountpoint)?;
+    {
+        let vault = Arc::clone(&vault);
+        let mountpoint = mountpoint.to_owned();
+        let identity_path = identity_path.to_owned();
+        std::thread::Builder::new()
+            .name("smpfs-control".into())
+            .spawn(move || {
+                smpfs::control::serve(control, |command| {
+                    control_command(command, &vault, &mountpoint, &identity_path)
+                })
+            })?;
+    }
     tracing::info!(mountpoint = %mountpoint.display(), "mount is live");
     readiness.ready();
     session.run().context("serving FUSE requests")?;
     // destroy() purged and sealed already after an orderly unmount; do it here in case the
     // kernel connection was lost without it (both are idempotent).
     vault.unmount();
+    let _ = std::fs::remove_file(&control_path);
     tracing::info!("exited cleanly");
     Ok(())
+}
+
+/// Runs one `smpfs purge|lock|unlock` command for the daemon.
+fn control_command(
+    command: Command,
+    vault: &Vault,
+    mountpoint: &Path,
+    identity_path: &Path,
+) -> std::result::Result<String, String> {
+    match command {
+        Command::Purge => {
+            let bytes = vault.unmount();
+            tracing::info!(
+                bytes_zeroized = bytes,
+                "purge requested: keys dropped; detaching the mount"
+            );
+            umount2(mountpoint, MntFlags::MNT_DETACH)
+                .map_err(|e| format!("purged, but detaching failed: {e}"))?;
+            Ok(format!("purged ({bytes} bytes zeroized); mount detached"))
+        }
+        Command::Lock => {
+            let bytes = vault.purge();
+            tracing::info!(
+                bytes_zeroized = bytes,
+                "locked: keys dropped, reads refused until unlock"
+            );
+            Ok(format!("locked ({bytes} bytes zeroized)"))
+        }
+        Command::Unlock => {
+            let identity = Identity::load(identity_path).map_err(|e| e.to_string())?;
+            vault.unlock(identity).map_err(|e| e.to_string())?;
+            tracing::info!("unlocked");
+            Ok("unlocked".into())
+        }
+    }
 }

@@ -13,6 +13,7 @@ use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
+use bech32::primitives::decode::CheckedHrpstring;
 use bech32::{Bech32, Hrp};
 use x25519_dalek::{PublicKey, StaticSecret};
 use zeroize::Zeroizing;
@@ -92,9 +93,11 @@ impl FromStr for Recipient {
     }
 }
 
-/// A workstation's secret key. Zeroized when dropped; never printed by `Debug`.
+/// A workstation's secret key. Zeroized when dropped; never printed by `Debug`. The key
+/// lives in one heap allocation for its whole life, so moving an `Identity` around never
+/// leaves stale copies of the secret behind.
 pub struct Identity {
-    secret: StaticSecret,
+    secret: Box<StaticSecret>,
 }
 
 impl Identity {
@@ -103,13 +106,13 @@ impl Identity {
         let mut bytes = Zeroizing::new([0u8; 32]);
         getrandom::getrandom(bytes.as_mut()).expect("OS random number generator");
         Identity {
-            secret: StaticSecret::from(*bytes),
+            secret: Box::new(StaticSecret::from(*bytes)),
         }
     }
 
     /// The recipient that files must be sealed to for this identity to open them.
     pub fn recipient(&self) -> Recipient {
-        Recipient(PublicKey::from(&self.secret))
+        Recipient(PublicKey::from(&*self.secret))
     }
 
     /// The X25519 secret, for the format's key agreement only.
@@ -145,16 +148,25 @@ impl Identity {
         if lines.next().is_some() {
             return Err(bad());
         }
-        let (hrp, data) = bech32::decode(line).map_err(|_| bad())?;
-        let data = Zeroizing::new(data);
-        if hrp.to_lowercase() != IDENTITY_HRP {
+        // Decode straight into one fixed buffer: no growing Vec leaves copies on the heap.
+        let checked = CheckedHrpstring::new::<Bech32>(line).map_err(|_| bad())?;
+        if checked.hrp().to_lowercase() != IDENTITY_HRP {
             return Err(bad());
         }
-        let bytes: Zeroizing<[u8; 32]> =
-            Zeroizing::new(data.as_slice().try_into().map_err(|_| bad())?);
-        Ok(Identity {
-            secret: StaticSecret::from(*bytes),
-        })
+        let mut bytes = Zeroizing::new([0u8; 32]);
+        let mut len = 0;
+        for byte in checked.byte_iter() {
+            *bytes.get_mut(len).ok_or_else(bad)? = byte;
+            len += 1;
+        }
+        if len != 32 {
+            return Err(bad());
+        }
+        let identity = Identity {
+            secret: Box::new(StaticSecret::from(*bytes)),
+        };
+        crate::harden::scrub_stack();
+        Ok(identity)
     }
 
     /// Loads an identity file, refusing one that group or others can access.
@@ -203,7 +215,7 @@ impl Identity {
 impl From<[u8; 32]> for Identity {
     fn from(bytes: [u8; 32]) -> Self {
         Identity {
-            secret: StaticSecret::from(bytes),
+            secret: Box::new(StaticSecret::from(bytes)),
         }
     }
 }

@@ -167,6 +167,8 @@ pub struct Vault {
     /// When the last request arrived, as milliseconds since `started`.
     last_request_ms: AtomicU64,
     started: std::time::Instant,
+    /// Set once the mount ended: the audit segment is sealed and no unlock is possible.
+    sealed: std::sync::atomic::AtomicBool,
     config: VaultConfig,
 }
 
@@ -199,6 +201,7 @@ impl Vault {
             readahead_workers: Workers::new(2, "smpfs-readahead"),
             audit,
             last_request_ms: AtomicU64::new(0),
+            sealed: std::sync::atomic::AtomicBool::new(false),
             started: std::time::Instant::now(),
             config,
         })
@@ -229,9 +232,26 @@ impl Vault {
         self.started.elapsed().saturating_sub(last)
     }
 
-    /// Attributes of `ino`.
+    /// Attributes of `ino`; a file not checked since an unlock has its directory resolved
+    /// again first.
     pub fn getattr(&self, ino: Ino) -> Result<Attr, VaultError> {
+        self.resolve_parent_of(ino)?;
         self.tree.read().attr(ino).ok_or(VaultError::NotFound)
+    }
+
+    /// Resolves the directory of `ino` if `ino` is a file not checked since an unlock (the
+    /// kernel may still know its name from before).
+    fn resolve_parent_of(&self, ino: Ino) -> Result<(), VaultError> {
+        let unresolved_parent = {
+            let tree = self.tree.read();
+            tree.is_unresolved_file(ino)
+                .then(|| tree.parent(ino))
+                .flatten()
+        };
+        match unresolved_parent {
+            Some(parent) => self.resolve_dir(parent),
+            None => Ok(()),
+        }
     }
 
     /// Looks `name` up in directory `parent`, resolving the directory first.
@@ -267,6 +287,7 @@ impl Vault {
             )?;
             return Err(VaultError::Purged);
         }
+        self.resolve_parent_of(ino)?;
         let object = self.tree.read().object(ino)?;
         self.record(
             Event::new(EventKind::Open)
@@ -475,6 +496,8 @@ impl Vault {
                         return;
                     };
                     let opened = self.open_object(&key, size, identity, file_ino);
+                    // Key agreement copies key material onto this thread's stack.
+                    crate::harden::scrub_stack();
                     results.lock().push((file_ino, opened));
                 });
             }
@@ -532,8 +555,12 @@ impl Vault {
         bytes
     }
 
-    /// Purges and seals the audit segment: the orderly end of a mount.
+    /// Purges and seals the audit segment: the orderly end of a mount. A second call only
+    /// zeroizes the cache again.
     pub fn unmount(&self) -> usize {
+        if self.sealed.swap(true, Ordering::SeqCst) {
+            return self.cache.purge();
+        }
         let bytes = self.purge();
         if let Some(log) = &self.audit {
             if let Err(e) = log.seal(serde_json::json!({ "clean": true })) {
@@ -541,6 +568,20 @@ impl Vault {
             }
         }
         bytes
+    }
+
+    /// Gives a locked (purged) vault its identity back; files are checked again on access.
+    pub fn unlock(&self, identity: Identity) -> Result<(), VaultError> {
+        if self.sealed.load(Ordering::SeqCst) {
+            return Err(VaultError::Purged);
+        }
+        *self.identity.write() = Some(identity);
+        Ok(())
+    }
+
+    /// Whether the keys are currently purged (locked or unmounting).
+    pub fn is_locked(&self) -> bool {
+        self.identity.read().is_none()
     }
 }
 

@@ -245,16 +245,26 @@ impl Tree {
         }
     }
 
-    /// Drops every opened object (and with it every file key), as at purge; returns how
-    /// many were dropped.
+    /// Drops every opened object (and with it every file key), as at purge, and marks
+    /// every directory unresolved so that files are checked again after an unlock; returns
+    /// how many objects were dropped.
     pub fn drop_objects(&mut self) -> usize {
         let mut dropped = 0;
         for node in &mut self.nodes {
-            if let NodeKind::File { object, .. } = &mut node.kind {
-                dropped += usize::from(object.take().is_some());
+            match &mut node.kind {
+                NodeKind::File { object, .. } => dropped += usize::from(object.take().is_some()),
+                NodeKind::Dir { resolved, .. } => *resolved = false,
             }
         }
         dropped
+    }
+
+    /// Whether `ino` is a file whose header has not been checked (yet, or since a purge).
+    pub fn is_unresolved_file(&self, ino: Ino) -> bool {
+        matches!(
+            self.node(ino).map(|n| &n.kind),
+            Some(NodeKind::File { object: None, .. })
+        )
     }
 
     /// The object key of file `ino`, if it is one.

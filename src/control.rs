@@ -1,0 +1,171 @@
+//! The control socket of a mount: `smpfs purge|lock|unlock DIR` talk to the mount's daemon
+//! through a Unix socket named after the mountpoint, one command per connection. Only root
+//! and the user who mounted may send commands (checked with SO_PEERCRED).
+
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+
+use nix::sys::socket::{getsockopt, sockopt::PeerCredentials};
+
+/// Errors of the control channel.
+#[derive(Debug, thiserror::Error)]
+pub enum ControlError {
+    #[error("no smpfs mount is controlled at {0} (not mounted by smpfs, or by another user)")]
+    NoDaemon(PathBuf),
+    #[error("control socket {path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("the daemon refused: {0}")]
+    Refused(String),
+}
+
+/// What a client can ask of a mount's daemon.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Command {
+    /// Purge keys and cache, seal the audit segment, then detach the mount.
+    Purge,
+    /// Purge keys and cache but keep the mount; reads fail with EACCES until unlocked.
+    Lock,
+    /// Load the identity again after a lock.
+    Unlock,
+}
+
+impl Command {
+    fn word(self) -> &'static str {
+        match self {
+            Command::Purge => "purge",
+            Command::Lock => "lock",
+            Command::Unlock => "unlock",
+        }
+    }
+
+    fn from_word(word: &str) -> Option<Self> {
+        [Command::Purge, Command::Lock, Command::Unlock]
+            .into_iter()
+            .find(|c| c.word() == word)
+    }
+}
+
+/// The socket path for a (canonical) mountpoint: under /run/smpfs for root, else under
+/// `$XDG_RUNTIME_DIR/smpfs`.
+pub fn socket_path(mountpoint: &Path) -> PathBuf {
+    let dir = if nix::unistd::geteuid().is_root() {
+        PathBuf::from("/run/smpfs")
+    } else {
+        std::env::var_os("XDG_RUNTIME_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(std::env::temp_dir)
+            .join("smpfs")
+    };
+    let digest = blake3::hash(mountpoint.as_os_str().as_encoded_bytes());
+    dir.join(format!("{}.sock", &digest.to_hex()[..32]))
+}
+
+/// Binds the control socket for `mountpoint` (replacing a stale one), mode 0600.
+pub fn bind(mountpoint: &Path) -> Result<(UnixListener, PathBuf), ControlError> {
+    let path = socket_path(mountpoint);
+    let io = |source| ControlError::Io {
+        path: path.clone(),
+        source,
+    };
+    let dir = path.parent().expect("socket has a directory");
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(io)?;
+    match std::fs::remove_file(&path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(io(e)),
+        _ => {}
+    }
+    let listener = UnixListener::bind(&path).map_err(io)?;
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).map_err(io)?;
+    Ok((listener, path))
+}
+
+/// Serves commands forever: `handle` runs each one and returns the reply or an error text.
+pub fn serve(listener: UnixListener, mut handle: impl FnMut(Command) -> Result<String, String>) {
+    let owner = nix::unistd::geteuid().as_raw();
+    for stream in listener.incoming() {
+        let Ok(mut stream) = stream else { continue };
+        let allowed =
+            getsockopt(&stream, PeerCredentials).is_ok_and(|c| c.uid() == 0 || c.uid() == owner);
+        let mut line = String::new();
+        let reply = if !allowed {
+            Err("permission denied".to_owned())
+        } else if BufReader::new(&stream).read_line(&mut line).is_err() {
+            continue;
+        } else {
+            match Command::from_word(line.trim()) {
+                Some(command) => handle(command),
+                None => Err(format!("unknown command {:?}", line.trim())),
+            }
+        };
+        let text = match reply {
+            Ok(ok) => format!("ok {ok}\n"),
+            Err(e) => format!("error {e}\n"),
+        };
+        let _ = stream.write_all(text.as_bytes());
+    }
+}
+
+/// Sends `command` to the daemon of `mountpoint` and returns its reply.
+pub fn send(mountpoint: &Path, command: Command) -> Result<String, ControlError> {
+    let mountpoint = mountpoint
+        .canonicalize()
+        .map_err(|source| ControlError::Io {
+            path: mountpoint.to_owned(),
+            source,
+        })?;
+    let path = socket_path(&mountpoint);
+    let mut stream =
+        UnixStream::connect(&path).map_err(|_| ControlError::NoDaemon(mountpoint.clone()))?;
+    let io = |source| ControlError::Io {
+        path: path.clone(),
+        source,
+    };
+    stream
+        .write_all(format!("{}\n", command.word()).as_bytes())
+        .map_err(io)?;
+    let mut reply = String::new();
+    BufReader::new(&stream).read_line(&mut reply).map_err(io)?;
+    match reply.trim_end().split_once(' ') {
+        Some(("ok", text)) => Ok(text.to_owned()),
+        Some(("error", text)) => Err(ControlError::Refused(text.to_owned())),
+        _ => Err(ControlError::Refused(format!("unexpected reply {reply:?}"))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn commands_round_trip_through_the_socket() {
+        let dir = tempfile::tempdir().unwrap();
+        let mountpoint = dir.path().canonicalize().unwrap();
+        let (listener, path) = bind(&mountpoint).unwrap();
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        std::thread::spawn(move || {
+            serve(listener, |c| match c {
+                Command::Lock => Ok("locked".into()),
+                _ => Err("not now".into()),
+            })
+        });
+        assert_eq!(send(&mountpoint, Command::Lock).unwrap(), "locked");
+        assert!(
+            matches!(send(&mountpoint, Command::Purge), Err(ControlError::Refused(t)) if t == "not now")
+        );
+        let other = tempfile::tempdir().unwrap();
+        assert!(matches!(
+            send(other.path(), Command::Lock),
+            Err(ControlError::NoDaemon(_))
+        ));
+    }
+}

@@ -1,0 +1,165 @@
+//! Purge is proven, not assumed: after `smpfs lock` or `smpfs purge`, the daemon's memory
+//! holds neither the plaintext that was read nor the identity's secret key.
+
+mod common;
+
+use std::io::Read;
+use std::os::unix::fs::FileExt;
+use std::process::Command;
+
+use common::{is_mounted, run_ok, smpfs, Workspace};
+
+fn canary_file(ws: &Workspace) -> (Vec<u8>, Vec<u8>) {
+    let mut random = [0u8; 16];
+    getrandom::getrandom(&mut random).unwrap();
+    let canary: Vec<u8> = format!(
+        "CANARY-{}",
+        random
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect::<String>()
+    )
+    .into_bytes();
+    let mut data = Vec::new();
+    while data.len() < 1 << 20 {
+        data.extend_from_slice(&canary);
+        data.push(b'\n');
+    }
+    ws.write_plain("patient.txt", &data);
+    (canary, data)
+}
+
+/// The identity's 32 secret bytes, decoded from its file.
+fn secret_bytes(ws: &Workspace) -> Vec<u8> {
+    let text = std::fs::read_to_string(&ws.identity).unwrap();
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("SMPFS-SECRET-KEY-1"))
+        .unwrap();
+    bech32::decode(line).unwrap().1
+}
+
+/// How many times `needle` occurs in the readable memory of process `pid`.
+fn occurrences_in_memory(pid: u32, needle: &[u8]) -> usize {
+    let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).unwrap();
+    let mem = std::fs::File::open(format!("/proc/{pid}/mem")).unwrap();
+    let mut hits = 0;
+    for line in maps.lines() {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        if !fields[1].starts_with('r') || line.contains("[vvar") || line.contains("[vsyscall]") {
+            continue;
+        }
+        let (start, end) = fields[0].split_once('-').unwrap();
+        let (start, end) = (
+            u64::from_str_radix(start, 16).unwrap(),
+            u64::from_str_radix(end, 16).unwrap(),
+        );
+        let mut buf = vec![0u8; (end - start) as usize];
+        if mem.read_exact_at(&mut buf, start).is_err() {
+            continue;
+        }
+        hits += buf.windows(needle.len()).filter(|w| *w == needle).count();
+    }
+    hits
+}
+
+#[test]
+fn lock_leaves_no_plaintext_or_secret_key_in_the_daemon_and_unlock_restores_reads() {
+    let ws = Workspace::new();
+    let (canary, data) = canary_file(&ws);
+    ws.seal_all();
+    let secret = secret_bytes(&ws);
+    let mount = ws.mount(&["cache_size=32M"]);
+    let pid = mount.pid();
+    assert_eq!(std::fs::read(ws.mnt().join("patient.txt")).unwrap(), data);
+    assert!(
+        occurrences_in_memory(pid, &canary) > 0,
+        "control: the cache holds the plaintext"
+    );
+    assert!(
+        occurrences_in_memory(pid, &secret) > 0,
+        "control: the key is in memory while unlocked"
+    );
+
+    let out = run_ok(smpfs().arg("lock").arg(ws.mnt()));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("locked"));
+    assert_eq!(
+        occurrences_in_memory(pid, &canary),
+        0,
+        "plaintext left in the daemon after lock"
+    );
+    assert_eq!(
+        occurrences_in_memory(pid, &secret),
+        0,
+        "secret key left in the daemon after lock"
+    );
+    let err = std::fs::read(ws.mnt().join("patient.txt")).unwrap_err();
+    assert_eq!(err.raw_os_error(), Some(libc::EACCES));
+    assert!(is_mounted(&ws.mnt()), "lock keeps the mount");
+
+    run_ok(smpfs().arg("unlock").arg(ws.mnt()));
+    assert_eq!(std::fs::read(ws.mnt().join("patient.txt")).unwrap(), data);
+    assert!(mount.unmount().success());
+    let log = std::fs::read_to_string(ws.dir.path().join("audit.log")).unwrap();
+    assert!(
+        log.contains("\"event\":\"denied\""),
+        "the refused read is audited"
+    );
+}
+
+#[test]
+fn purge_with_a_file_open_wipes_first_then_detaches_and_the_daemon_exits_0() {
+    let ws = Workspace::new();
+    let (canary, data) = canary_file(&ws);
+    ws.seal_all();
+    let secret = secret_bytes(&ws);
+    let mut mount = ws.mount(&["cache_size=32M"]);
+    let pid = mount.pid();
+    let mut file = std::fs::File::open(ws.mnt().join("patient.txt")).unwrap();
+    let mut first = vec![0u8; 4096];
+    file.read_exact(&mut first).unwrap();
+    assert_eq!(first, data[..4096]);
+
+    run_ok(smpfs().arg("purge").arg(ws.mnt()));
+    assert!(
+        !is_mounted(&ws.mnt()),
+        "detached at once, even with a file open"
+    );
+    assert_eq!(
+        occurrences_in_memory(pid, &canary),
+        0,
+        "plaintext left after purge"
+    );
+    assert_eq!(
+        occurrences_in_memory(pid, &secret),
+        0,
+        "secret key left after purge"
+    );
+    assert!(
+        file.read(&mut first).is_err(),
+        "the open file no longer reads"
+    );
+    drop(file);
+    assert!(
+        mount.wait().success(),
+        "daemon exits 0 once the last file closes"
+    );
+    let log = std::fs::read_to_string(ws.dir.path().join("audit.log")).unwrap();
+    let events: Vec<&str> = log
+        .lines()
+        .filter_map(|l| l.split("\"event\":\"").nth(1)?.split('"').next())
+        .collect();
+    assert_eq!(events[events.len() - 2..], ["purge", "unmount"]);
+    let out = Command::new(env!("CARGO_BIN_EXE_smpfs"))
+        .args(["audit", "verify"])
+        .arg(ws.dir.path().join("audit.log"))
+        .arg("--identity")
+        .arg(&ws.identity)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
