@@ -57,6 +57,8 @@ pub struct MountOptions {
     pub audit_anchor: Option<PathBuf>,
     /// Identity file (`identity=PATH`), for mount(8) and fstab, which pass no flags.
     pub identity: Option<PathBuf>,
+    /// File whose first line is the identity's passphrase (`passphrase_file=PATH`).
+    pub passphrase_file: Option<PathBuf>,
     /// Owner shown for every file (`uid=`); default the mounting user.
     pub uid: Option<u32>,
     /// Group shown for every file (`gid=`); default the mounting user's group.
@@ -90,6 +92,7 @@ impl Default for MountOptions {
             audit_sync: SyncPolicy::default(),
             audit_anchor: None,
             identity: None,
+            passphrase_file: None,
             uid: None,
             gid: None,
             umask: 0o022,
@@ -120,6 +123,9 @@ impl MountOptions {
                 (n, _) if n.starts_with("x-") => {}
                 ("identity", Some(path)) if !path.is_empty() => {
                     options.identity = Some(path.into())
+                }
+                ("passphrase_file", Some(path)) if !path.is_empty() => {
+                    options.passphrase_file = Some(path.into())
                 }
                 ("uid", Some(v)) => options.uid = Some(v.parse().map_err(|e| bad(&e))?),
                 ("gid", Some(v)) => options.gid = Some(v.parse().map_err(|e| bad(&e))?),
@@ -216,6 +222,8 @@ mod tests {
             .unwrap();
         assert_eq!(o.identity, Some("/etc/smpfs/ws.key".into()));
         assert_eq!((o.uid, o.gid, o.umask), (Some(1000), Some(100), 0o027));
+        let o = MountOptions::parse(&["passphrase_file=/run/credentials/p"]).unwrap();
+        assert_eq!(o.passphrase_file, Some("/run/credentials/p".into()));
         assert!(MountOptions::parse(&["umask=999"]).is_err());
         let idle =
             |v: &str| MountOptions::parse(&[format!("idle_timeout={v}")]).map(|o| o.idle_timeout);

@@ -371,3 +371,58 @@ fn kernel_cache_option_reads_the_same_bytes() {
         assert_eq!(std::fs::read(ws.mnt().join("f")).unwrap(), data);
     }
 }
+
+#[test]
+fn passphrase_protected_identity_mounts_only_with_the_right_passphrase() {
+    let ws = Workspace::new();
+    ws.write_plain("f", b"protected");
+    let secret_id = ws.dir.path().join("protected.id");
+    let pass = ws.dir.path().join("pass");
+    std::fs::write(&pass, "a long passphrase\n").unwrap();
+    let out = run_ok(
+        smpfs()
+            .arg("keygen")
+            .arg("--out")
+            .arg(&secret_id)
+            .arg("--passphrase-file")
+            .arg(&pass),
+    );
+    let recipient = String::from_utf8(out.stdout).unwrap();
+    run_ok(
+        smpfs()
+            .arg("seal")
+            .arg(ws.plain())
+            .args(["--to", recipient.trim(), "--out"])
+            .arg(ws.bucket()),
+    );
+    let mount = |pass_file: &std::path::Path| {
+        smpfs()
+            .arg("mount")
+            .arg(ws.bucket())
+            .arg(ws.mnt())
+            .arg("-i")
+            .arg(&secret_id)
+            .arg("-o")
+            .arg(format!("passphrase_file={}", pass_file.display()))
+            .arg("--log-file")
+            .arg(ws.dir.path().join("log"))
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap()
+    };
+    let wrong = ws.dir.path().join("wrong");
+    std::fs::write(&wrong, "not the passphrase\n").unwrap();
+    let out = mount(&wrong);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("wrong passphrase"));
+    assert!(!is_mounted(&ws.mnt()), "nothing mounted");
+
+    let out = mount(&pass);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(std::fs::read(ws.mnt().join("f")).unwrap(), b"protected");
+    run_ok(Command::new("umount").arg(ws.mnt()));
+}

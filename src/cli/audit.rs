@@ -14,7 +14,7 @@ use anyhow::{anyhow, Context, Result};
 use serde_json::Value;
 
 use smpfs::audit::{verify, AuditLog};
-use smpfs::keys::{Identity, Recipient};
+use smpfs::keys::Recipient;
 
 /// Columns of `show`'s table: (heading, record field, right-aligned).
 const COLUMNS: [(&str, &str, bool); 10] = [
@@ -143,7 +143,7 @@ fn init(auditor: &str, log: &Path) -> Result<()> {
 }
 
 fn verify_log(log: &Path, identity: &Path, anchor: Option<&Path>) -> Result<()> {
-    let identity = Identity::load(identity)?;
+    let identity = super::load_identity(identity, None)?;
     let report = verify(log, &identity, anchor)
         .with_context(|| format!("audit log {} does NOT verify", log.display()))?;
     println!("{report}");

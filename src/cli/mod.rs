@@ -18,9 +18,10 @@ use rayon::prelude::*;
 use smpfs::backend::{Backend, LocalBackend};
 use smpfs::cache::{ChunkSource, LockedRegion};
 use smpfs::format::{CHUNK_LOG2_RANGE, TAG_LEN};
-use smpfs::keys::{Identity, Recipient};
+use smpfs::keys::{Identity, KeyError, Recipient};
 use smpfs::seal::{plan, seal_file, SealOptions};
 use smpfs::vault::SealedObject;
+use zeroize::Zeroizing;
 
 #[derive(Parser)]
 #[command(
@@ -40,6 +41,12 @@ enum Command {
         /// Where to write the identity; an existing file is never overwritten.
         #[arg(long, short)]
         out: PathBuf,
+        /// Seal the identity with a passphrase, asked twice on the terminal.
+        #[arg(long)]
+        passphrase: bool,
+        /// Seal the identity with the passphrase in this file (its first line).
+        #[arg(long, value_name = "FILE")]
+        passphrase_file: Option<PathBuf>,
     },
     /// Seal files and directory trees into a bucket directory, keeping relative paths.
     Seal {
@@ -117,7 +124,11 @@ pub fn main() -> ExitCode {
     }
     let cli = Cli::parse_from(args);
     let result = match cli.command {
-        Command::Keygen { out } => keygen(&out),
+        Command::Keygen {
+            out,
+            passphrase,
+            passphrase_file,
+        } => keygen(&out, passphrase, passphrase_file.as_deref()),
         Command::Seal {
             sources,
             recipients,
@@ -162,6 +173,54 @@ fn control(mountpoint: &std::path::Path, command: smpfs::control::Command) -> Re
     Ok(())
 }
 
+/// The first line of a passphrase file.
+fn read_passphrase_file(path: &std::path::Path) -> Result<Zeroizing<String>> {
+    let text = Zeroizing::new(
+        std::fs::read_to_string(path)
+            .with_context(|| format!("reading passphrase file {}", path.display()))?,
+    );
+    Ok(Zeroizing::new(
+        text.lines().next().unwrap_or_default().to_owned(),
+    ))
+}
+
+/// Where a passphrase comes from, in order: `passphrase_file`, the systemd credential
+/// `smpfs-passphrase` (`$CREDENTIALS_DIRECTORY`), then a prompt on the terminal.
+pub fn passphrase_source(
+    identity: &std::path::Path,
+    passphrase_file: Option<&std::path::Path>,
+) -> impl FnMut() -> Result<Zeroizing<String>, KeyError> {
+    let identity = identity.to_owned();
+    let file = passphrase_file
+        .map(std::path::Path::to_path_buf)
+        .or_else(|| {
+            let credential = std::path::Path::new(&std::env::var_os("CREDENTIALS_DIRECTORY")?)
+                .join("smpfs-passphrase");
+            credential.exists().then_some(credential)
+        });
+    move || match &file {
+        Some(file) => {
+            read_passphrase_file(file).map_err(|e| KeyError::NoPassphrase(format!("{e:#}")))
+        }
+        None => rpassword::prompt_password(format!("Passphrase for {}: ", identity.display()))
+            .map(Zeroizing::new)
+            .map_err(|e| {
+                KeyError::NoPassphrase(format!("no terminal to ask on ({e}); use passphrase_file="))
+            }),
+    }
+}
+
+/// Loads an identity, asking for its passphrase only if it has one.
+pub fn load_identity(
+    path: &std::path::Path,
+    passphrase_file: Option<&std::path::Path>,
+) -> Result<Identity> {
+    Ok(Identity::load_with_passphrase(
+        path,
+        &mut passphrase_source(path, passphrase_file),
+    )?)
+}
+
 fn init_stderr_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_env("SMPFS_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,fuser=error"));
@@ -171,9 +230,28 @@ fn init_stderr_logging() {
         .try_init();
 }
 
-fn keygen(out: &std::path::Path) -> Result<()> {
+fn keygen(
+    out: &std::path::Path,
+    prompt: bool,
+    passphrase_file: Option<&std::path::Path>,
+) -> Result<()> {
+    let passphrase = match (prompt, passphrase_file) {
+        (_, Some(file)) => Some(read_passphrase_file(file)?),
+        (true, None) => {
+            let first = Zeroizing::new(rpassword::prompt_password("New passphrase: ")?);
+            let again = Zeroizing::new(rpassword::prompt_password("Repeat passphrase: ")?);
+            if *first != *again {
+                bail!("the passphrases differ; nothing was written");
+            }
+            Some(first)
+        }
+        (false, None) => None,
+    };
+    if passphrase.as_ref().is_some_and(|p| p.chars().count() < 8) {
+        bail!("passphrase too short: use at least 8 characters");
+    }
     let identity = Identity::generate();
-    identity.save_new(out)?;
+    identity.save_new(out, passphrase.as_deref().map(String::as_str))?;
     eprintln!("wrote identity to {} (keep it private)", out.display());
     println!("{}", identity.recipient());
     Ok(())
@@ -272,7 +350,7 @@ fn seal(
 /// authenticated first, so a truncated file fails before any output.
 fn cat(file: &std::path::Path, identity_path: &std::path::Path) -> Result<()> {
     init_stderr_logging();
-    let identity = Identity::load(identity_path)?;
+    let identity = load_identity(identity_path, None)?;
     let real = file
         .canonicalize()
         .with_context(|| format!("{}", file.display()))?;

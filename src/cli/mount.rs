@@ -142,7 +142,7 @@ pub fn mount(args: MountArgs) -> Result<()> {
         .clone()
         .or_else(|| options.identity.clone())
         .context("no identity: pass --identity PATH or -o identity=PATH")?;
-    let identity = Identity::load(&identity_path)?;
+    let identity = super::load_identity(&identity_path, options.passphrase_file.as_deref())?;
     let audit_path = match &options.audit {
         AuditTarget::Off => None,
         AuditTarget::Path(path) => Some(path.clone()),
@@ -281,11 +281,18 @@ fn serve(
         let vault = Arc::clone(&vault);
         let mountpoint = mountpoint.to_owned();
         let identity_path = identity_path.to_owned();
+        let passphrase_file = options.passphrase_file.clone();
         std::thread::Builder::new()
             .name("smpfs-control".into())
             .spawn(move || {
                 smpfs::control::serve(control, |command| {
-                    control_command(command, &vault, &mountpoint, &identity_path)
+                    control_command(
+                        command,
+                        &vault,
+                        &mountpoint,
+                        &identity_path,
+                        &passphrase_file,
+                    )
                 })
             })?;
     }
@@ -306,6 +313,7 @@ fn control_command(
     vault: &Vault,
     mountpoint: &Path,
     identity_path: &Path,
+    passphrase_file: &Option<PathBuf>,
 ) -> std::result::Result<String, String> {
     match command {
         Command::Purge => {
@@ -327,7 +335,11 @@ fn control_command(
             Ok(format!("locked ({bytes} bytes zeroized)"))
         }
         Command::Unlock => {
-            let identity = Identity::load(identity_path).map_err(|e| e.to_string())?;
+            let identity = Identity::load_with_passphrase(
+                identity_path,
+                &mut super::passphrase_source(identity_path, passphrase_file.as_deref()),
+            )
+            .map_err(|e| e.to_string())?;
             vault.unlock(identity).map_err(|e| e.to_string())?;
             tracing::info!("unlocked");
             Ok("unlocked".into())

@@ -18,8 +18,14 @@ use bech32::{Bech32, Hrp};
 use x25519_dalek::{PublicKey, StaticSecret};
 use zeroize::Zeroizing;
 
+mod passphrase;
+
 const RECIPIENT_HRP: &str = "smpfs";
 const IDENTITY_HRP: &str = "smpfs-secret-key-";
+const ENCRYPTED_HRP: &str = "smpfs-encrypted-key-";
+
+/// Supplies a passphrase when an identity file needs one (prompt, file, credential).
+pub type PassphraseSource<'a> = &'a mut dyn FnMut() -> Result<Zeroizing<String>, KeyError>;
 
 /// Errors from creating, parsing or loading keys.
 #[derive(Debug, thiserror::Error)]
@@ -33,6 +39,12 @@ pub enum KeyError {
          run `chmod 600 {path}`"
     )]
     InsecurePermissions { path: PathBuf, mode: u32 },
+    #[error("{path}: wrong passphrase (or the identity file was altered)")]
+    WrongPassphrase { path: PathBuf },
+    #[error("{path}: identity is protected by a passphrase; give one (passphrase_file=, a systemd credential, or a terminal)")]
+    NeedsPassphrase { path: PathBuf },
+    #[error("cannot read a passphrase: {0}")]
+    NoPassphrase(String),
     #[error("{path}: already exists; refusing to overwrite an identity")]
     AlreadyExists { path: PathBuf },
     #[error("{path}: {source}")]
@@ -120,23 +132,46 @@ impl Identity {
         &self.secret
     }
 
-    /// The identity file's text: comments with the recipient, then the secret line.
-    fn to_file_text(&self) -> Zeroizing<String> {
-        let hrp = Hrp::parse(IDENTITY_HRP).expect("valid HRP");
+    /// The identity file's text: comments with the recipient, then the secret line, sealed
+    /// under `passphrase` if one is given.
+    fn to_file_text(&self, passphrase: Option<&str>) -> Zeroizing<String> {
         let secret_bytes = Zeroizing::new(self.secret.to_bytes());
+        let (hrp, payload, what) = match passphrase {
+            Some(p) => (
+                ENCRYPTED_HRP,
+                passphrase::seal(
+                    &secret_bytes,
+                    p,
+                    passphrase::DEFAULT_M_KIB,
+                    passphrase::DEFAULT_T,
+                ),
+                "X25519 secret key sealed with a passphrase: argon2id + AES-256-GCM-SIV",
+            ),
+            None => (
+                IDENTITY_HRP,
+                Zeroizing::new(secret_bytes.to_vec()),
+                "X25519 secret key",
+            ),
+        };
         let encoded = Zeroizing::new(
-            bech32::encode_upper::<Bech32>(hrp, secret_bytes.as_ref()).expect("32 bytes encode"),
+            bech32::encode_upper::<Bech32>(Hrp::parse(hrp).expect("valid HRP"), &payload)
+                .expect("short payload encodes"),
         );
         Zeroizing::new(format!(
-            "# smpfs identity (X25519 secret key). Keep it private: mode 0600.\n\
+            "# smpfs identity ({what}). Keep it private: mode 0600.\n\
              # recipient: {}\n{}\n",
             self.recipient(),
             encoded.as_str()
         ))
     }
 
-    /// Parses the text of an identity file (`path` is only used in errors).
-    pub fn from_file_text(text: &str, path: &Path) -> Result<Self, KeyError> {
+    /// Parses the text of an identity file (`path` is only used in errors); asks
+    /// `passphrase` only if the file is sealed with one.
+    pub fn from_file_text(
+        text: &str,
+        path: &Path,
+        passphrase: Option<PassphraseSource>,
+    ) -> Result<Self, KeyError> {
         let bad = || KeyError::BadIdentity {
             path: path.to_owned(),
         };
@@ -150,44 +185,64 @@ impl Identity {
         }
         // Decode straight into one fixed buffer: no growing Vec leaves copies on the heap.
         let checked = CheckedHrpstring::new::<Bech32>(line).map_err(|_| bad())?;
-        if checked.hrp().to_lowercase() != IDENTITY_HRP {
-            return Err(bad());
-        }
-        let mut bytes = Zeroizing::new([0u8; 32]);
+        let mut payload = Zeroizing::new([0u8; passphrase::PAYLOAD_LEN]);
         let mut len = 0;
         for byte in checked.byte_iter() {
-            *bytes.get_mut(len).ok_or_else(bad)? = byte;
+            *payload.get_mut(len).ok_or_else(bad)? = byte;
             len += 1;
         }
-        if len != 32 {
-            return Err(bad());
-        }
+        let hrp = checked.hrp().to_lowercase();
+        let secret = match hrp.as_str() {
+            IDENTITY_HRP if len == 32 => {
+                let mut secret = Zeroizing::new([0u8; 32]);
+                secret.copy_from_slice(&payload[..32]);
+                secret
+            }
+            ENCRYPTED_HRP if len == passphrase::PAYLOAD_LEN => {
+                let get = passphrase.ok_or_else(|| KeyError::NeedsPassphrase {
+                    path: path.to_owned(),
+                })?;
+                let phrase = get()?;
+                passphrase::open(payload.as_ref(), &phrase).map_err(|e| match e {
+                    passphrase::OpenError::WrongPassphrase => KeyError::WrongPassphrase {
+                        path: path.to_owned(),
+                    },
+                    passphrase::OpenError::Malformed => bad(),
+                })?
+            }
+            _ => return Err(bad()),
+        };
         let identity = Identity {
-            secret: Box::new(StaticSecret::from(*bytes)),
+            secret: Box::new(StaticSecret::from(*secret)),
         };
         crate::harden::scrub_stack();
         Ok(identity)
     }
 
-    /// Loads an identity file, refusing one that group or others can access.
+    /// Loads an identity file, refusing one that group or others can access. A
+    /// passphrase-protected file fails with [`KeyError::NeedsPassphrase`].
     pub fn load(path: &Path) -> Result<Self, KeyError> {
-        let io = |source| KeyError::Io {
-            path: path.to_owned(),
-            source,
-        };
-        let mode = fs::metadata(path).map_err(io)?.permissions().mode();
-        if mode & 0o077 != 0 {
-            return Err(KeyError::InsecurePermissions {
-                path: path.to_owned(),
-                mode: mode & 0o7777,
-            });
-        }
-        let text = Zeroizing::new(fs::read_to_string(path).map_err(io)?);
-        Self::from_file_text(&text, path)
+        Self::from_file_text(&read_private(path)?, path, None)
     }
 
-    /// Writes this identity to a new file with mode 0600; never overwrites.
-    pub fn save_new(&self, path: &Path) -> Result<(), KeyError> {
+    /// Loads an identity file like [`Identity::load`], asking `passphrase` if it is sealed.
+    pub fn load_with_passphrase(
+        path: &Path,
+        passphrase: PassphraseSource,
+    ) -> Result<Self, KeyError> {
+        Self::from_file_text(&read_private(path)?, path, Some(passphrase))
+    }
+
+    /// Whether the identity file at `path` is sealed with a passphrase.
+    pub fn is_passphrase_protected(path: &Path) -> Result<bool, KeyError> {
+        Ok(read_private(path)?
+            .to_uppercase()
+            .contains("SMPFS-ENCRYPTED-KEY-1"))
+    }
+
+    /// Writes this identity to a new file with mode 0600; never overwrites. With a
+    /// passphrase the secret is sealed under it (argon2id, 64 MiB, 3 passes).
+    pub fn save_new(&self, path: &Path, passphrase: Option<&str>) -> Result<(), KeyError> {
         let mut file = fs::OpenOptions::new()
             .write(true)
             .create_new(true)
@@ -202,7 +257,7 @@ impl Identity {
                     source,
                 },
             })?;
-        let text = self.to_file_text();
+        let text = self.to_file_text(passphrase);
         file.write_all(text.as_bytes())
             .and_then(|()| file.sync_all())
             .map_err(|source| KeyError::Io {
@@ -210,6 +265,22 @@ impl Identity {
                 source,
             })
     }
+}
+
+/// Reads an identity file, refusing one that group or others can access.
+fn read_private(path: &Path) -> Result<Zeroizing<String>, KeyError> {
+    let io = |source| KeyError::Io {
+        path: path.to_owned(),
+        source,
+    };
+    let mode = fs::metadata(path).map_err(io)?.permissions().mode();
+    if mode & 0o077 != 0 {
+        return Err(KeyError::InsecurePermissions {
+            path: path.to_owned(),
+            mode: mode & 0o7777,
+        });
+    }
+    Ok(Zeroizing::new(fs::read_to_string(path).map_err(io)?))
 }
 
 impl From<[u8; 32]> for Identity {
@@ -251,13 +322,13 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("id");
         let id = Identity::generate();
-        id.save_new(&path).unwrap();
+        id.save_new(&path, None).unwrap();
         let mode = fs::metadata(&path).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o600);
         let loaded = Identity::load(&path).unwrap();
         assert_eq!(loaded.recipient(), id.recipient());
         assert!(matches!(
-            id.save_new(&path),
+            id.save_new(&path, None),
             Err(KeyError::AlreadyExists { .. })
         ));
     }
@@ -266,7 +337,7 @@ mod tests {
     fn identity_readable_by_others_is_refused() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("id");
-        Identity::generate().save_new(&path).unwrap();
+        Identity::generate().save_new(&path, None).unwrap();
         fs::set_permissions(&path, fs::Permissions::from_mode(0o644)).unwrap();
         let err = Identity::load(&path).unwrap_err();
         assert!(matches!(
@@ -285,10 +356,33 @@ mod tests {
             "SMPFS-SECRET-KEY-1QQQQ\n",
             "smpfs1qqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqq\n",
         ] {
-            assert!(Identity::from_file_text(text, p).is_err(), "{text:?}");
+            assert!(Identity::from_file_text(text, p, None).is_err(), "{text:?}");
         }
         let id = Identity::generate();
-        let twice = format!("{}{}", *id.to_file_text(), *id.to_file_text());
-        assert!(Identity::from_file_text(&twice, p).is_err());
+        let twice = format!("{}{}", *id.to_file_text(None), *id.to_file_text(None));
+        assert!(Identity::from_file_text(&twice, p, None).is_err());
+    }
+
+    #[test]
+    fn passphrase_protected_identity_needs_the_right_passphrase() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("id");
+        let id = Identity::generate();
+        id.save_new(&path, Some("s3cret phrase")).unwrap();
+        assert!(Identity::is_passphrase_protected(&path).unwrap());
+        assert!(!fs::read_to_string(&path)
+            .unwrap()
+            .contains("SMPFS-SECRET-KEY"));
+        assert!(matches!(
+            Identity::load(&path),
+            Err(KeyError::NeedsPassphrase { .. })
+        ));
+        let phrase = |p: &'static str| move || Ok(Zeroizing::new(p.to_owned()));
+        let loaded = Identity::load_with_passphrase(&path, &mut phrase("s3cret phrase")).unwrap();
+        assert_eq!(loaded.recipient(), id.recipient());
+        assert!(matches!(
+            Identity::load_with_passphrase(&path, &mut phrase("wrong")),
+            Err(KeyError::WrongPassphrase { .. })
+        ));
     }
 }

@@ -49,7 +49,7 @@ impl Workspace {
         }
         let identity = dir.path().join("identity");
         let id = Identity::generate();
-        id.save_new(&identity).unwrap();
+        id.save_new(&identity, None).unwrap();
         Workspace {
             recipient: id.recipient().to_string(),
             identity,
