@@ -15,4 +15,5 @@ pub mod harden;
 pub mod keys;
 pub mod options;
 pub mod seal;
+pub mod shred;
 pub mod vault;

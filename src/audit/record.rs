@@ -5,11 +5,17 @@
 //! with `,"tag":"<64 hex>"` spliced in before the final `}`, then `\n`. The tag is computed
 //! over `S`, so the verifier recomputes it from the raw line bytes and any changed byte
 //! shows.
+//!
+//! A line is built in two steps, so that the writer does the first outside its lock: a
+//! [`Body`] serializes the fields that do not depend on the record's place in the chain
+//! (`event` to `detail`); [`Body::to_line`] puts them at a [`Place`] (`seq`, `time`,
+//! `log_id`, `segment`, `prev`) and tags the result. `S` is byte for byte what serializing
+//! the whole [`Record`] gives.
 
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
-use super::{AuditError, EventKind};
+use super::{AuditError, Event, EventKind};
 use crate::format::{self, FormatError, SealRandomness, TAG_LEN};
 use crate::keys::{Identity, Recipient};
 
@@ -26,9 +32,14 @@ const TAG_OPEN: &[u8] = b",\"tag\":\"";
 const TAG_SUFFIX_LEN: usize = TAG_OPEN.len() + 64 + 2;
 /// Chunk size (log2) of the one-chunk sealed object that carries `K_0`.
 const KEY_CHUNK_LOG2: u8 = 12;
+/// A [`Record`] with no place in the chain (zero and empty `seq`, `time`, `log_id`,
+/// `segment`, `prev`) serializes to this, its body, and [`UNPLACED_TAIL`].
+const UNPLACED_HEAD: &[u8] = b"{\"seq\":0,\"time\":\"\",\"log_id\":\"\",\"segment\":0,";
+/// See [`UNPLACED_HEAD`].
+const UNPLACED_TAIL: &[u8] = b",\"prev\":\"\"}";
 
 /// Every field of a record in line order. `tag` is never serialized: it is spliced in by
-/// [`Record::to_line`]. Absent optional fields are omitted.
+/// [`Body::to_line`]. Absent optional fields are omitted.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct Record {
@@ -61,17 +72,76 @@ pub(crate) struct Record {
     pub tag: String,
 }
 
-impl Record {
-    /// The line to append (ending in `\n`) and its tag; advances `chain` by one key.
-    pub fn to_line(&self, chain: &mut Chain) -> (Vec<u8>, String) {
-        let mut line = serde_json::to_vec(self).expect("a record always serializes");
-        let tag = hex::encode(chain.tag(&line));
+/// The fields of a record from `event` to `detail`, serialized exactly as in [`Record`]
+/// (`"event":…` to the last of them, without braces): everything that does not depend on
+/// the record's place in the chain.
+pub(crate) struct Body(Vec<u8>);
+
+impl Body {
+    /// Serializes `event`'s fields (`file_id` as hex).
+    pub fn new(event: Event) -> Body {
+        let actor = event.actor;
+        let unplaced = Record {
+            seq: 0,
+            time: String::new(),
+            log_id: String::new(),
+            segment: 0,
+            event: event.kind,
+            uid: actor.as_ref().map(|a| a.uid),
+            gid: actor.as_ref().map(|a| a.gid),
+            pid: actor.as_ref().map(|a| a.pid),
+            process: actor.map(|a| a.process),
+            path: event.path,
+            file_id: event.file_id.map(hex::encode),
+            offset: event.offset,
+            length: event.length,
+            result: event.result,
+            detail: event.detail,
+            prev: String::new(),
+            tag: String::new(),
+        };
+        let mut json = serde_json::to_vec(&unplaced).expect("a record always serializes");
+        assert!(
+            json.starts_with(UNPLACED_HEAD) && json.ends_with(UNPLACED_TAIL),
+            "the place fields of a record come first and last"
+        );
+        json.truncate(json.len() - UNPLACED_TAIL.len());
+        json.drain(..UNPLACED_HEAD.len());
+        Body(json)
+    }
+
+    /// The line of this body at `place` (ending in `\n`) and its tag; advances `chain` by
+    /// one key.
+    pub fn to_line(&self, place: &Place<'_>, chain: &mut Chain) -> (Vec<u8>, String) {
+        let mut line = Vec::with_capacity(self.0.len() + 320);
+        serde_json::to_writer(&mut line, place).expect("a place always serializes");
+        line.pop();
+        line.push(b',');
+        line.extend_from_slice(&self.0);
+        line.extend_from_slice(b",\"prev\":");
+        serde_json::to_writer(&mut line, place.prev).expect("a string always serializes");
+        line.push(b'}');
+        let mut tag = [0u8; 64];
+        hex::encode_to_slice(chain.tag(&line), &mut tag).expect("64 hex digits for 32 bytes");
         line.pop();
         line.extend_from_slice(TAG_OPEN);
-        line.extend_from_slice(tag.as_bytes());
+        line.extend_from_slice(&tag);
         line.extend_from_slice(b"\"}\n");
+        let tag = String::from_utf8(tag.to_vec()).expect("hex is ASCII");
         (line, tag)
     }
+}
+
+/// Where a record goes in the chain: the fields of [`Record`] that [`Body`] lacks.
+/// Serializes as the head of the line (`prev` goes at its end).
+#[derive(Serialize)]
+pub(crate) struct Place<'a> {
+    pub seq: u64,
+    pub time: &'a str,
+    pub log_id: &'a str,
+    pub segment: u32,
+    #[serde(skip)]
+    pub prev: &'a str,
 }
 
 /// Splits a line (without its `\n`) into the parsed record and the bytes its tag covers.
@@ -224,33 +294,39 @@ pub(crate) fn io_error(path: &std::path::Path) -> impl Fn(std::io::Error) -> Aud
 mod tests {
     use super::*;
 
-    fn sample(seq: u64) -> Record {
-        Record {
+    use crate::audit::Actor;
+
+    fn sample() -> Event {
+        let actor = Actor {
+            uid: 1000,
+            gid: 1000,
+            pid: 42,
+            process: "python3".to_owned(),
+        };
+        Event::new(EventKind::Read)
+            .actor(&actor)
+            .path("CT/1.dcm")
+            .file_id([0x0f; 16])
+            .range(0, 131072)
+    }
+
+    /// The line of `event` as record `seq` of a sample segment.
+    fn line(event: Event, seq: u64, chain: &mut Chain) -> (Vec<u8>, String) {
+        let place = Place {
             seq,
-            time: "2025-01-02T03:04:05.123456789Z".to_owned(),
-            log_id: "00112233445566778899aabbccddeeff".to_owned(),
+            time: "2025-01-02T03:04:05.123456789Z",
+            log_id: "00112233445566778899aabbccddeeff",
             segment: 1,
-            event: EventKind::Read,
-            uid: Some(1000),
-            gid: Some(1000),
-            pid: Some(42),
-            process: Some("python3".to_owned()),
-            path: Some("CT/1.dcm".to_owned()),
-            file_id: Some("0f".repeat(16)),
-            offset: Some(0),
-            length: Some(131072),
-            result: "ok".to_owned(),
-            detail: None,
-            prev: ZERO_TAG.to_owned(),
-            tag: String::new(),
-        }
+            prev: ZERO_TAG,
+        };
+        Body::new(event).to_line(&place, chain)
     }
 
     #[test]
     fn line_has_fixed_field_order_and_round_trips() {
         let mut chain = Chain::new(&[7; 32]);
-        let (line, tag) = sample(5).to_line(&mut chain);
-        let text = std::str::from_utf8(&line).unwrap();
+        let (line_5, tag) = line(sample(), 5, &mut chain);
+        let text = std::str::from_utf8(&line_5).unwrap();
         let expected_prefix = "{\"seq\":5,\"time\":\"2025-01-02T03:04:05.123456789Z\",\
              \"log_id\":\"00112233445566778899aabbccddeeff\",\"segment\":1,\"event\":\"read\",\
              \"uid\":1000,\"gid\":1000,\"pid\":42,\"process\":\"python3\",\"path\":\"CT/1.dcm\",";
@@ -258,47 +334,62 @@ mod tests {
         assert!(text.ends_with(&format!(
             "\"length\":131072,\"result\":\"ok\",\"prev\":\"{ZERO_TAG}\",\"tag\":\"{tag}\"}}\n"
         )));
-        let (parsed, covered) = parse_line(&line[..line.len() - 1]).unwrap();
+        let (parsed, covered) = parse_line(&line_5[..line_5.len() - 1]).unwrap();
         assert_eq!(parsed.tag, tag);
         assert_eq!(parsed.seq, 5);
         assert!(Chain::new(&[7; 32]).verifies(&covered, &tag));
         assert!(!chain.verifies(&covered, &tag), "the chain moved on");
-        let mut bare = sample(6);
-        bare.uid = None;
+        let mut bare = sample();
+        bare.actor = None;
         bare.path = None;
-        let (line, _) = bare.to_line(&mut chain);
-        let text = std::str::from_utf8(&line).unwrap();
+        let (line_6, _) = line(bare, 6, &mut chain);
+        let text = std::str::from_utf8(&line_6).unwrap();
         assert!(!text.contains("\"uid\"") && !text.contains("\"path\""));
+    }
+
+    /// What the tag covers is exactly the serialization of the whole record, whatever its
+    /// fields hold.
+    #[test]
+    fn body_at_a_place_serializes_as_the_whole_record() {
+        let odd = "quote \" backslash \\ newline \n control \u{1} é 漢 \u{1F600}";
+        let events = [
+            sample(),
+            Event::new(EventKind::Open),
+            sample()
+                .path(odd)
+                .result(format!("EIO: {odd}"))
+                .detail(serde_json::json!({ "bytes": 7, "why": [odd, null, 1.5] })),
+        ];
+        let mut chain = Chain::new(&[9; 32]);
+        for (seq, event) in (0..).zip(events) {
+            let expected = (
+                event.path.clone(),
+                event.result.clone(),
+                event.detail.clone(),
+            );
+            let (line, _) = line(event, seq, &mut chain);
+            let (record, covered) = parse_line(&line[..line.len() - 1]).unwrap();
+            assert_eq!(covered, serde_json::to_vec(&record).unwrap());
+            assert_eq!((record.path, record.result, record.detail), expected);
+        }
     }
 
     /// The test vector of `docs/AUDIT.md`.
     #[test]
     fn test_vector_matches_the_documentation() {
-        let record = Record {
+        let place = Place {
             seq: 0,
-            time: "2025-01-01T00:00:00.000000000Z".to_owned(),
-            log_id: "00112233445566778899aabbccddeeff".to_owned(),
+            time: "2025-01-01T00:00:00.000000000Z",
+            log_id: "00112233445566778899aabbccddeeff",
             segment: 0,
-            event: EventKind::Open,
-            uid: None,
-            gid: None,
-            pid: None,
-            process: None,
-            path: None,
-            file_id: None,
-            offset: None,
-            length: None,
-            result: "ok".to_owned(),
-            detail: None,
-            prev: ZERO_TAG.to_owned(),
-            tag: String::new(),
+            prev: ZERO_TAG,
         };
         let mut chain = Chain::new(&[0x42; 32]);
         assert_eq!(
             hex::encode(blake3::derive_key(MAC_CONTEXT, &[0x42; 32])),
             "c7f675f4aecf5802924463def14f2e60fc12189e2448193f83fbd7132f5be81f"
         );
-        let (line, tag) = record.to_line(&mut chain);
+        let (line, tag) = Body::new(Event::new(EventKind::Open)).to_line(&place, &mut chain);
         let tag_hex = "9047716476b559d410ca411bf670d3bab96151691e01c99648cb2df10b5b70b8";
         assert_eq!(tag, tag_hex);
         let expected = format!(
@@ -316,7 +407,7 @@ mod tests {
     #[test]
     fn parse_rejects_lines_without_an_exact_tag_suffix() {
         let mut chain = Chain::new(&[1; 32]);
-        let (line, _) = sample(0).to_line(&mut chain);
+        let (line, _) = line(sample(), 0, &mut chain);
         let line = &line[..line.len() - 1];
         assert!(parse_line(line).is_some());
         assert!(parse_line(&line[..line.len() - 1]).is_none());

@@ -1,18 +1,35 @@
 //! [`AuditLog`]: appends records to the log of one mount (one segment), fails closed, and
 //! syncs by policy (every record, or group commit by a background thread).
 //!
+//! Concurrent callers share their `write(2)`s (group append). A caller serializes its
+//! event ([`Body`]) before taking the state lock; under it, it only puts the record in the
+//! chain (seq, time, `prev`, tag, key evolution) and appends the line to the pending
+//! batch. If no batch is being written, it becomes the *leader*: it takes the whole
+//! pending batch, writes it with one `write(2)` without holding the state lock, marks it
+//! acknowledged and wakes the callers whose records it held. Otherwise it waits for the
+//! batch in flight (watching briefly, then asleep); when that batch ends it either finds
+//! its record acknowledged or, its record still pending, leads the next batch itself.
+//!
 //! Invariants:
-//! - one writer per log file (an exclusive `flock`), so the chain has a single head;
-//! - a record is acknowledged only after `write(2)` of its whole line succeeded (and
-//!   `fdatasync`, with [`SyncPolicy::Always`]);
-//! - after any write or sync failure the log is failed for good: every later call errors;
+//! - one writer per log file (an exclusive `flock`, held until the [`AuditLog`] is
+//!   dropped), so the chain has a single head;
+//! - lines reach the file in seq order: they join the pending batch in seq order under the
+//!   state lock, and at most one batch is in flight (`State::writing`), taken whole;
+//! - a record is acknowledged only after the `write(2)` of the batch holding its line
+//!   succeeded (and `fdatasync`, with [`SyncPolicy::Always`]), and only if the log had not
+//!   failed meanwhile;
+//! - after any write or sync failure the log is failed for good: the caller that hit it,
+//!   every caller whose record was not acknowledged yet and every later call error, and
+//!   nothing more is written;
 //! - the only key in memory is the current `K_i`; each record overwrites it with `K_{i+1}`;
-//! - an anchor checkpoint is written only after the log was synced up to it.
+//! - an anchor checkpoint is written only after the log was synced up to it, and names a
+//!   record whose line was written (the last of a batch).
 
 use std::fs::{DirBuilder, File, OpenOptions};
 use std::io::Write;
 use std::os::unix::fs::{DirBuilderExt, FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime};
@@ -23,12 +40,17 @@ use parking_lot::{Condvar, Mutex, MutexGuard};
 use serde_json::{Map, Value};
 
 use super::anchor::{Anchor, Checkpoint};
-use super::record::{io_error, parse_line, random, wrap_key, Chain, Record, ZERO_TAG};
+use super::record::{io_error, parse_line, random, wrap_key, Body, Chain, Place, Record, ZERO_TAG};
 use super::{Actor, AuditError, Event, EventKind, SyncPolicy};
 use crate::keys::Recipient;
 
 /// Longest line the writer reads back when it reopens a log.
 const MAX_LINE: u64 = 16 << 20;
+/// How long a caller waiting for a batch watches for its end before it sleeps: a few
+/// `write(2)`s to a page-cache file.
+const WATCH: Duration = Duration::from_micros(20);
+/// How long the one caller that watches alone spins before it yields between looks.
+const SPIN: Duration = Duration::from_micros(8);
 
 /// The audit log of one mount: a segment being appended. `Send + Sync`; share it by
 /// reference or `Arc`. Dropping it without [`AuditLog::seal`] leaves the segment unsealed,
@@ -46,10 +68,34 @@ struct Shared {
     state: Mutex<State>,
     /// Wakes the group-commit thread (records became unsynced, or stop).
     wake: Condvar,
+    /// Wakes the callers waiting on a batch, by the parity of its number: those whose
+    /// records it held when it completes (or fails), one of the next batch's to lead it.
+    written: [Condvar; 2],
+    /// Every record with a lower seq was written and acknowledged; every other record of
+    /// the chain is in the batch in flight or in `State::pending`, unless the log failed.
+    /// Only a leader advances it, under the state lock; a waiting caller may watch it
+    /// without the lock.
+    acknowledged: AtomicU64,
+    /// Batches completed (written or failed), counted under the state lock, so that a
+    /// waiting caller can watch for the end of the batch in flight without the lock.
+    batches: AtomicU64,
+    /// A caller watches alone, spinning (see [`Shared::watch`]); a hint, so `Relaxed`.
+    watching: AtomicBool,
+    /// Where batches go. Locked only by the leader, of which there is at most one
+    /// (`State::writing`), and never while holding `state`: it is never contended.
+    output: Mutex<Output>,
 }
 
 struct State {
     phase: Phase,
+    /// Lines chained and tagged but not yet taken by a leader, in seq order, directly
+    /// following the batch in flight (if any) or else the written records.
+    pending: Batch,
+    /// A leader is writing a batch.
+    writing: bool,
+    /// Batches taken by leaders so far: the number of the next batch, the one that will
+    /// hold the pending lines.
+    taken: u64,
     /// Records were written since the last `fdatasync` (interval policy only).
     dirty: bool,
     /// The group-commit thread must exit.
@@ -63,89 +109,101 @@ enum Phase {
 }
 
 impl State {
-    /// Runs `append` on the open segment; any error fails the log (logged once).
-    fn append<T>(
-        &mut self,
-        path: &Path,
-        append: impl FnOnce(&mut Segment) -> Result<T, AuditError>,
-    ) -> Result<T, AuditError> {
-        let segment = match &mut self.phase {
-            Phase::Open(segment) => segment,
-            Phase::Sealed => {
-                return Err(AuditError::Sealed {
-                    path: path.to_owned(),
-                })
-            }
-            Phase::Failed => {
-                return Err(AuditError::Failed {
-                    path: path.to_owned(),
-                })
-            }
-        };
-        let result = append(segment);
-        if let Err(error) = &result {
-            self.fail(path, error);
-        }
-        result
-    }
-
-    /// Fails the log for good: drops the key and the lock; logs the first failure only.
-    fn fail(&mut self, path: &Path, error: &AuditError) {
-        if !matches!(self.phase, Phase::Failed) {
-            tracing::error!(
-                path = %path.display(),
-                %error,
-                "audit log write failed; failing closed: every later audited request fails"
-            );
-            self.phase = Phase::Failed;
+    /// Puts `body` in the chain as the next record and queues its line; returns its seq.
+    fn push(&mut self, path: &Path, body: &Body) -> Result<u64, AuditError> {
+        match &mut self.phase {
+            Phase::Open(segment) => Ok(segment.push(body, &mut self.pending)),
+            Phase::Sealed => Err(AuditError::Sealed {
+                path: path.to_owned(),
+            }),
+            Phase::Failed => Err(AuditError::Failed {
+                path: path.to_owned(),
+            }),
         }
     }
 }
 
-/// The head of the chain and the open file of the current segment.
+/// The head of the chain of the current segment.
 struct Segment {
-    file: File,
-    _lock: Flock<File>,
     chain: Chain,
     log_id: String,
     segment: u32,
     next_seq: u64,
     prev: String,
-    anchor: Option<Anchor>,
 }
 
 impl Segment {
-    /// Tags and appends one record; advances the chain.
-    fn append(&mut self, event: Event, path: &Path) -> Result<(), AuditError> {
-        let actor = event.actor.as_ref();
-        let record = Record {
-            seq: self.next_seq,
-            time: now(),
-            log_id: self.log_id.clone(),
+    /// Places `body` as the next record, tags it, advances the chain and appends the line
+    /// to `batch`; returns its seq.
+    fn push(&mut self, body: &Body, batch: &mut Batch) -> u64 {
+        let seq = self.next_seq;
+        let place = Place {
+            seq,
+            time: &now(),
+            log_id: &self.log_id,
             segment: self.segment,
-            event: event.kind,
-            uid: actor.map(|a| a.uid),
-            gid: actor.map(|a| a.gid),
-            pid: actor.map(|a| a.pid),
-            process: actor.map(|a| a.process.clone()),
-            path: event.path,
-            file_id: event.file_id.map(hex::encode),
-            offset: event.offset,
-            length: event.length,
-            result: event.result,
-            detail: event.detail,
-            prev: self.prev.clone(),
-            tag: String::new(),
+            prev: &self.prev,
         };
-        let (line, tag) = record.to_line(&mut self.chain);
-        self.file.write_all(&line).map_err(io_error(path))?;
+        let (line, tag) = body.to_line(&place, &mut self.chain);
+        batch.lines.extend_from_slice(&line);
+        batch.records += 1;
+        batch.last_seq = seq;
+        batch.last_tag.clone_from(&tag);
         self.next_seq += 1;
         self.prev = tag;
-        Ok(())
+        seq
+    }
+}
+
+/// Consecutive lines of the log, written with one `write(2)`.
+#[derive(Default)]
+struct Batch {
+    lines: Vec<u8>,
+    /// Records in `lines`.
+    records: u64,
+    /// Seq and tag of the last record in `lines` (meaningless while `records` is 0).
+    last_seq: u64,
+    last_tag: String,
+    /// `fdatasync` after writing, whatever the policy (the seal).
+    sync: bool,
+    /// Checkpoint the last record to the anchor after writing, whether due or not (the seal).
+    checkpoint: bool,
+}
+
+/// The log file as the leader writes it, and the anchor.
+struct Output {
+    file: File,
+    _lock: Flock<File>,
+    anchor: Option<Anchor>,
+    log_id: String,
+    segment: u32,
+}
+
+impl Output {
+    /// Writes `batch` (one `write(2)` unless it comes up short), then `fdatasync`s if
+    /// `sync`, then checkpoints its last record if the batch asks for it or the anchor is
+    /// due (counting each of its records).
+    fn commit(&mut self, batch: &Batch, sync: bool, path: &Path) -> Result<(), AuditError> {
+        self.file.write_all(&batch.lines).map_err(io_error(path))?;
+        if sync {
+            self.file.sync_data().map_err(io_error(path))?;
+        }
+        let mut due = batch.checkpoint;
+        if let Some(anchor) = &mut self.anchor {
+            for _ in 0..batch.records {
+                due |= anchor.count();
+            }
+        }
+        if due {
+            self.checkpoint(batch, path)
+        } else {
+            Ok(())
+        }
     }
 
-    /// Syncs the log, then checkpoints the last record to the anchor (if any).
-    fn checkpoint(&mut self, path: &Path) -> Result<(), AuditError> {
+    /// Syncs the log, then checkpoints the last record of `batch` (already written) to the
+    /// anchor, if any.
+    fn checkpoint(&mut self, batch: &Batch, path: &Path) -> Result<(), AuditError> {
         let Some(anchor) = &mut self.anchor else {
             return Ok(());
         };
@@ -153,8 +211,8 @@ impl Segment {
         anchor.write(&Checkpoint {
             log_id: self.log_id.clone(),
             segment: self.segment,
-            seq: self.next_seq - 1,
-            tag: self.prev.clone(),
+            seq: batch.last_seq,
+            tag: batch.last_tag.clone(),
             time: now(),
         })
     }
@@ -314,41 +372,55 @@ impl AuditLog {
         detail.insert("wrapped_key".to_owned(), hex::encode(sealed_k0).into());
         let new_file = start.seq == 0;
         let mut segment = Segment {
-            file: locked.file,
-            _lock: locked.lock,
             chain: Chain::new(&k0),
-            log_id: start.log_id,
+            log_id: start.log_id.clone(),
             segment: start.segment,
             next_seq: start.seq,
             prev: start.prev,
-            anchor: anchor.map(Anchor::open).transpose()?,
         };
         drop(k0);
+        let mut output = Output {
+            file: locked.file,
+            _lock: locked.lock,
+            anchor: anchor.map(Anchor::open).transpose()?,
+            log_id: start.log_id,
+            segment: start.segment,
+        };
         let mount = Event::new(EventKind::Mount)
             .actor(&Actor::current())
             .detail(Value::Object(detail));
-        segment.append(mount, path)?;
-        segment.file.sync_data().map_err(io_error(path))?;
+        let mut batch = Batch::default();
+        segment.push(&Body::new(mount), &mut batch);
+        output.commit(&batch, true, path)?;
         if new_file {
             sync_parent(path)?;
         }
-        segment.checkpoint(path)?;
+        output.checkpoint(&batch, path)?;
         tracing::info!(
             path = %path.display(),
             log_id = %segment.log_id,
             segment = segment.segment,
             "audit segment started"
         );
+        let next_seq = segment.next_seq;
         let shared = Arc::new(Shared {
             path: path.to_owned(),
             policy,
-            sync_file: segment.file.try_clone().map_err(io_error(path))?,
+            sync_file: output.file.try_clone().map_err(io_error(path))?,
             state: Mutex::new(State {
                 phase: Phase::Open(Box::new(segment)),
+                pending: Batch::default(),
+                writing: false,
+                taken: 0,
                 dirty: false,
                 stop: false,
             }),
             wake: Condvar::new(),
+            written: [Condvar::new(), Condvar::new()],
+            acknowledged: AtomicU64::new(next_seq),
+            batches: AtomicU64::new(0),
+            watching: AtomicBool::new(false),
+            output: Mutex::new(output),
         });
         let syncer = match policy {
             SyncPolicy::Always => None,
@@ -367,55 +439,37 @@ impl AuditLog {
         })
     }
 
-    /// Appends one record; returns only after `write(2)` of the whole line succeeded (and
-    /// `fdatasync`, with [`SyncPolicy::Always`]). Thread-safe. After any write failure the
-    /// log is failed: this and every later call return `Err` (fail closed). `mount` and
-    /// `unmount` are refused: the log writes those itself.
+    /// Appends one record; returns only after the `write(2)` holding its whole line
+    /// succeeded (and `fdatasync`, with [`SyncPolicy::Always`]). Thread-safe; concurrent
+    /// calls share `write(2)`s. After any write failure the log is failed: this and every
+    /// later call return `Err` (fail closed). `mount` and `unmount` are refused: the log
+    /// writes those itself.
     pub fn record(&self, event: Event) -> Result<(), AuditError> {
         if matches!(event.kind, EventKind::Mount | EventKind::Unmount) {
             return Err(AuditError::ReservedEvent(event.kind));
         }
-        let path = &self.shared.path;
+        let body = Body::new(event);
         let mut state = self.shared.state.lock();
-        state.append(path, |segment| {
-            segment.append(event, path)?;
-            if segment.anchor.as_mut().is_some_and(Anchor::count) {
-                segment.checkpoint(path)
-            } else {
-                Ok(())
-            }
-        })?;
-        match self.shared.policy {
-            SyncPolicy::Always => {
-                drop(state);
-                self.shared.sync()
-            }
-            SyncPolicy::Interval(_) => {
-                if !state.dirty {
-                    state.dirty = true;
-                    self.shared.wake.notify_one();
-                }
-                Ok(())
-            }
-        }
+        let seq = state.push(&self.shared.path, &body)?;
+        self.shared.wait_written(state, seq)
     }
 
     /// Writes the sealing record (event `unmount`, with `detail`), syncs, writes the final
     /// anchor checkpoint and drops the key; later `record` calls fail with `Sealed`.
     pub fn seal(&self, detail: Value) -> Result<(), AuditError> {
         let path = &self.shared.path;
-        let mut state = self.shared.state.lock();
-        state.append(path, |segment| {
-            let unmount = Event::new(EventKind::Unmount)
+        let unmount = Body::new(
+            Event::new(EventKind::Unmount)
                 .actor(&Actor::current())
-                .detail(detail);
-            segment.append(unmount, path)?;
-            segment.file.sync_data().map_err(io_error(path))?;
-            segment.checkpoint(path)
-        })?;
+                .detail(detail),
+        );
+        let mut state = self.shared.state.lock();
+        let seq = state.push(path, &unmount)?;
+        state.pending.sync = true;
+        state.pending.checkpoint = true;
+        // Nothing may follow the seal; the records before it are still written first.
         state.phase = Phase::Sealed;
-        state.dirty = false;
-        drop(state);
+        self.shared.wait_written(state, seq)?;
         self.stop_syncer();
         tracing::info!(path = %path.display(), "audit segment sealed");
         Ok(())
@@ -436,12 +490,10 @@ impl AuditLog {
         }
     }
 
-    /// Points the open segment at another file (to inject write failures).
+    /// Points the segment at another file (to inject write failures).
     #[cfg(test)]
     pub(crate) fn replace_file(&self, file: File) {
-        if let Phase::Open(segment) = &mut self.shared.state.lock().phase {
-            segment.file = file;
-        }
+        self.shared.output.lock().file = file;
     }
 
     /// The chain's current key, if the segment is open.
@@ -472,17 +524,140 @@ impl Drop for AuditLog {
 }
 
 impl Shared {
-    /// `fdatasync`s the log outside the state lock; a failure fails the log.
-    fn sync(&self) -> Result<(), AuditError> {
-        self.sync_file.sync_data().map_err(|source| {
-            let error = AuditError::Io {
-                path: self.path.clone(),
-                source,
-            };
-            self.state.lock().fail(&self.path, &error);
-            error
-        })
+    /// Fails the log for good: drops the key and the pending lines, and wakes every waiting
+    /// caller to return `Err`; logs the first failure only.
+    fn fail(&self, state: &mut State, error: &AuditError) {
+        if !matches!(state.phase, Phase::Failed) {
+            tracing::error!(
+                path = %self.path.display(),
+                %error,
+                "audit log write failed; failing closed: every later audited request fails"
+            );
+            state.phase = Phase::Failed;
+            state.pending = Batch::default();
+        }
+        for written in &self.written {
+            written.notify_all();
+        }
     }
+
+    /// Returns once record `seq`, which this caller just queued, is acknowledged, leading
+    /// batches whenever none is in flight; `Err` if the log fails first (with the I/O error
+    /// for the leader that hit it).
+    fn wait_written<'a>(
+        &'a self,
+        mut state: MutexGuard<'a, State>,
+        seq: u64,
+    ) -> Result<(), AuditError> {
+        // The record is in the next batch taken.
+        let parity = (state.taken % 2) as usize;
+        let mut patient = true;
+        loop {
+            if self.acknowledged.load(Ordering::Acquire) > seq {
+                return Ok(());
+            }
+            if matches!(state.phase, Phase::Failed) {
+                return Err(AuditError::Failed {
+                    path: self.path.clone(),
+                });
+            }
+            if !state.writing {
+                self.lead(&mut state)?;
+            } else if patient {
+                let batches = self.batches.load(Ordering::Relaxed);
+                drop(state);
+                match self.watch(seq, batches) {
+                    Watched::Acknowledged => return Ok(()),
+                    Watched::BatchEnded => {}
+                    Watched::TimedOut => patient = false,
+                }
+                state = self.state.lock();
+            } else {
+                self.written[parity].wait(&mut state);
+            }
+        }
+    }
+
+    /// Watches, without the state lock, for record `seq` to be acknowledged or for the
+    /// batch in flight to end (`batches` changing), for at most [`WATCH`]. A batch takes
+    /// about one `write(2)`: unless its leader was preempted, watching costs less than
+    /// sleeping and being woken. One caller at a time spins, for at most [`SPIN`]; more
+    /// callers waiting hints at more threads than CPUs, so the others yield the CPU
+    /// between looks (maybe to that leader), as the spinner does after `SPIN`.
+    fn watch(&self, seq: u64, batches: u64) -> Watched {
+        let alone = !self.watching.swap(true, Ordering::Relaxed);
+        let start = Instant::now();
+        let watched = 'watch: loop {
+            for _ in 0..64 {
+                if self.acknowledged.load(Ordering::Acquire) > seq {
+                    break 'watch Watched::Acknowledged;
+                }
+                if self.batches.load(Ordering::Relaxed) != batches {
+                    break 'watch Watched::BatchEnded;
+                }
+                std::hint::spin_loop();
+            }
+            let waited = start.elapsed();
+            if waited >= WATCH {
+                break Watched::TimedOut;
+            }
+            if !alone || waited >= SPIN {
+                std::thread::yield_now();
+            }
+        };
+        if alone {
+            self.watching.store(false, Ordering::Relaxed);
+        }
+        watched
+    }
+
+    /// Takes the whole pending batch and commits it without holding the state lock; then
+    /// acknowledges it (or fails the log), wakes its callers and one caller of the next
+    /// batch, if any, to lead it. Called with no batch in flight, the log not failed, and
+    /// at least the caller's record pending.
+    fn lead(&self, state: &mut MutexGuard<'_, State>) -> Result<(), AuditError> {
+        debug_assert!(!state.writing && state.pending.records > 0);
+        let batch = std::mem::take(&mut state.pending);
+        let parity = (state.taken % 2) as usize;
+        let sync = batch.sync || self.policy == SyncPolicy::Always;
+        state.taken += 1;
+        state.writing = true;
+        let result = MutexGuard::unlocked(state, || {
+            self.output.lock().commit(&batch, sync, &self.path)
+        });
+        state.writing = false;
+        let result = result.and_then(|()| match state.phase {
+            // A sync failed while the batch was written: it is not acknowledged.
+            Phase::Failed => Err(AuditError::Failed {
+                path: self.path.clone(),
+            }),
+            Phase::Open(_) | Phase::Sealed => Ok(()),
+        });
+        match &result {
+            Ok(()) => {
+                self.acknowledged
+                    .store(batch.last_seq + 1, Ordering::Release);
+                if !sync && !state.dirty {
+                    state.dirty = true;
+                    self.wake.notify_one();
+                }
+                self.written[parity].notify_all();
+                if state.pending.records > 0 {
+                    self.written[1 - parity].notify_one();
+                }
+            }
+            Err(error) => self.fail(state, error),
+        }
+        self.batches.fetch_add(1, Ordering::Relaxed);
+        result
+    }
+}
+
+/// What [`Shared::watch`] saw.
+enum Watched {
+    Acknowledged,
+    BatchEnded,
+    TimedOut,
 }
 
 /// The group-commit thread: while records are unsynced, `fdatasync` at most once per
@@ -511,7 +686,7 @@ fn group_commit(shared: &Shared, interval: Duration) {
                 path: shared.path.clone(),
                 source,
             };
-            state.fail(&shared.path, &error);
+            shared.fail(&mut state, &error);
         }
     }
 }
@@ -656,6 +831,7 @@ fn log_auditor(file: &File, path: &Path) -> Result<Recipient, AuditError> {
 mod tests {
     use super::*;
     use crate::audit::record::unwrap_key;
+    use crate::audit::VerifyReport;
     use crate::keys::Identity;
 
     fn lines(path: &Path) -> Vec<Record> {
@@ -902,5 +1078,273 @@ mod tests {
         for (_, checkpoint) in checkpoints {
             assert_eq!(checkpoint.tag, records[checkpoint.seq as usize].tag);
         }
+    }
+
+    /// Records `each` reads from each of `threads` threads at once, then seals; checks that
+    /// the log verifies (with its anchor) and holds every read exactly once, in seq order.
+    fn record_concurrently(policy: SyncPolicy, threads: u64, each: u64) -> VerifyReport {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.log");
+        let anchor = dir.path().join("anchor");
+        let auditor = Identity::generate();
+        let log = AuditLog::open_segment(
+            &path,
+            &auditor.recipient(),
+            policy,
+            Some(&anchor),
+            Value::Null,
+        )
+        .unwrap();
+        std::thread::scope(|s| {
+            for t in 0..threads {
+                let log = &log;
+                s.spawn(move || {
+                    for i in 0..each {
+                        log.record(read_event(t * each + i)).unwrap();
+                    }
+                });
+            }
+        });
+        log.seal(Value::Null).unwrap();
+        let report = crate::audit::verify(&path, &auditor, Some(&anchor)).unwrap();
+        assert_eq!(report.records, threads * each + 2);
+        let records = lines(&path);
+        assert!(records.iter().enumerate().all(|(i, r)| r.seq == i as u64));
+        let reads: Vec<u64> = records
+            .iter()
+            .filter(|r| r.event == EventKind::Read)
+            .map(|r| r.offset.unwrap() / 4096)
+            .collect();
+        let mut sorted = reads.clone();
+        sorted.sort_unstable();
+        assert_eq!(sorted, (0..threads * each).collect::<Vec<_>>(), "each once");
+        for t in 0..threads {
+            let own = reads.iter().filter(|&&i| i / each == t);
+            assert!(own.is_sorted(), "a thread's records keep its order");
+        }
+        report
+    }
+
+    #[test]
+    fn concurrent_records_are_each_written_once_in_seq_order() {
+        let report = record_concurrently(SyncPolicy::default(), 8, 400);
+        // Start, seal, and one per 1000 records counted (checked at the end of a batch, so
+        // each covers at most 1000 + 7 records here).
+        assert!(report.checkpoints >= Some(5), "{report}");
+        record_concurrently(SyncPolicy::Always, 4, 50);
+    }
+
+    /// Bursts of concurrent records, each ending with every caller waiting: a caller
+    /// left waiting for a batch nobody leads would hang here (the watchdog fails it).
+    #[test]
+    fn every_burst_of_concurrent_records_completes() {
+        let dir = tempfile::tempdir().unwrap();
+        let me = Identity::generate().recipient();
+        let log = Arc::new(
+            AuditLog::open_segment(
+                &dir.path().join("audit.log"),
+                &me,
+                SyncPolicy::default(),
+                None,
+                Value::Null,
+            )
+            .unwrap(),
+        );
+        let (done, finished) = std::sync::mpsc::channel();
+        let bursts = {
+            let log = Arc::clone(&log);
+            std::thread::spawn(move || {
+                for burst in 0..300 {
+                    std::thread::scope(|s| {
+                        for t in 0..6 {
+                            let log = &log;
+                            s.spawn(move || {
+                                for i in 0..3 {
+                                    log.record(read_event(burst * 100 + t * 10 + i)).unwrap();
+                                }
+                            });
+                        }
+                    });
+                }
+                done.send(()).unwrap();
+            })
+        };
+        finished
+            .recv_timeout(Duration::from_secs(60))
+            .expect("every burst completes");
+        bursts.join().unwrap();
+        assert_eq!(lines(log.path()).len(), 1 + 300 * 6 * 3);
+    }
+
+    // A test stands in for a leader whose batch is in flight by setting `writing`, so that
+    // the records queued meanwhile form the next batch, then ends it with `end_batch`.
+
+    fn wait_until_pending(log: &AuditLog, records: u64) {
+        while log.shared.state.lock().pending.records < records {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+
+    fn end_batch(log: &AuditLog) {
+        log.shared.state.lock().writing = false;
+        for written in &log.shared.written {
+            written.notify_all();
+        }
+    }
+
+    /// A caller that queued its record behind a batch in flight and fell asleep is woken
+    /// to lead the next batch when that one ends.
+    #[test]
+    fn a_caller_asleep_behind_a_batch_is_woken_to_lead_the_next() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.log");
+        let me = Identity::generate().recipient();
+        let log =
+            AuditLog::open_segment(&path, &me, SyncPolicy::default(), None, Value::Null).unwrap();
+        // Holding the output keeps the first caller's batch in flight.
+        let output = log.shared.output.lock();
+        std::thread::scope(|s| {
+            let log = &log;
+            let leader = s.spawn(move || log.record(read_event(0)));
+            while !log.shared.state.lock().writing {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            let (done, next) = std::sync::mpsc::channel();
+            s.spawn(move || done.send(log.record(read_event(1))));
+            wait_until_pending(log, 1);
+            // Long past `WATCH`: the second caller sleeps.
+            std::thread::sleep(Duration::from_millis(50));
+            drop(output);
+            leader.join().unwrap().unwrap();
+            let next = next.recv_timeout(Duration::from_secs(10));
+            end_batch(log);
+            next.expect("the second caller was woken to lead its batch")
+                .unwrap();
+        });
+        assert_eq!(lines(&path).len(), 3);
+    }
+
+    #[test]
+    fn a_sync_failure_wakes_every_waiting_caller() {
+        let dir = tempfile::tempdir().unwrap();
+        let me = Identity::generate().recipient();
+        let log = AuditLog::open_segment(
+            &dir.path().join("audit.log"),
+            &me,
+            SyncPolicy::default(),
+            None,
+            Value::Null,
+        )
+        .unwrap();
+        log.shared.state.lock().writing = true;
+        std::thread::scope(|s| {
+            let log = &log;
+            let (done, results) = std::sync::mpsc::channel();
+            for i in 0..3 {
+                let done = done.clone();
+                s.spawn(move || done.send(log.record(read_event(i))));
+            }
+            wait_until_pending(log, 3);
+            let error = AuditError::Io {
+                path: log.path().to_owned(),
+                source: std::io::Error::from_raw_os_error(libc::EIO),
+            };
+            log.shared.fail(&mut log.shared.state.lock(), &error);
+            for _ in 0..3 {
+                let result = results.recv_timeout(Duration::from_secs(10));
+                if result.is_err() {
+                    end_batch(log);
+                }
+                let result = result.expect("a waiting caller was woken");
+                assert!(matches!(result, Err(AuditError::Failed { .. })));
+            }
+        });
+    }
+
+    #[test]
+    fn queued_records_and_the_seal_are_written_together_in_seq_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.log");
+        let auditor = Identity::generate();
+        let log = AuditLog::open_segment(
+            &path,
+            &auditor.recipient(),
+            SyncPolicy::default(),
+            None,
+            Value::Null,
+        )
+        .unwrap();
+        log.shared.state.lock().writing = true;
+        std::thread::scope(|s| {
+            let log = &log;
+            let reads: Vec<_> = (0..3)
+                .map(|i| s.spawn(move || log.record(read_event(i))))
+                .collect();
+            wait_until_pending(log, 3);
+            let seal = s.spawn(|| log.seal(Value::Null));
+            wait_until_pending(log, 4);
+            assert_eq!(lines(&path).len(), 1, "all four wait behind the stand-in");
+            end_batch(log);
+            for read in reads {
+                read.join().unwrap().unwrap();
+            }
+            seal.join().unwrap().unwrap();
+        });
+        assert!(matches!(
+            log.record(read_event(9)),
+            Err(AuditError::Sealed { .. })
+        ));
+        let records = lines(&path);
+        let events: Vec<EventKind> = records.iter().map(|r| r.event).collect();
+        use EventKind::{Mount, Read, Unmount};
+        assert_eq!(events, [Mount, Read, Read, Read, Unmount]);
+        assert_eq!(
+            crate::audit::verify(&path, &auditor, None).unwrap().records,
+            5
+        );
+    }
+
+    #[test]
+    fn a_failed_batch_fails_each_of_its_callers_and_every_later_call() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.log");
+        let me = Identity::generate().recipient();
+        let log =
+            AuditLog::open_segment(&path, &me, SyncPolicy::default(), None, Value::Null).unwrap();
+        log.record(read_event(0)).unwrap();
+        log.replace_file(OpenOptions::new().write(true).open("/dev/full").unwrap());
+        log.shared.state.lock().writing = true;
+        let results: Vec<_> = std::thread::scope(|s| {
+            let log = &log;
+            let callers: Vec<_> = (1..=4)
+                .map(|i| s.spawn(move || log.record(read_event(i))))
+                .collect();
+            wait_until_pending(log, 4);
+            end_batch(log);
+            callers.into_iter().map(|c| c.join().unwrap()).collect()
+        });
+        // The caller that led the batch sees the write error; the others, the failed log.
+        let leaders = results.iter().filter(|r| {
+            matches!(r, Err(AuditError::Io { source, .. })
+                if source.raw_os_error() == Some(libc::ENOSPC))
+        });
+        let followers = results
+            .iter()
+            .filter(|r| matches!(r, Err(AuditError::Failed { .. })));
+        assert_eq!((leaders.count(), followers.count()), (1, 3), "{results:?}");
+        assert!(matches!(
+            log.record(read_event(5)),
+            Err(AuditError::Failed { .. })
+        ));
+        assert!(matches!(
+            log.seal(Value::Null),
+            Err(AuditError::Failed { .. })
+        ));
+        assert_eq!(log.current_key(), None, "the key is dropped on failure");
+        assert_eq!(
+            lines(&path).len(),
+            2,
+            "nothing of the batch reached the log"
+        );
     }
 }

@@ -93,6 +93,16 @@ enum Command {
         /// The mountpoint.
         mountpoint: PathBuf,
     },
+    /// Overwrite files (e.g. the plaintext you just sealed), then rename and remove them;
+    /// directories recursively. SSDs and copy-on-write filesystems may keep old blocks.
+    Shred {
+        /// Files or directories to shred; symbolic links are removed, never followed.
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+        /// Overwrite passes (random data, the last one zeros).
+        #[arg(long, default_value_t = 3)]
+        passes: u32,
+    },
     /// Audit logs: set one up for an auditor, verify it offline, show or export it.
     Audit {
         #[command(subcommand)]
@@ -142,6 +152,7 @@ pub fn main() -> ExitCode {
         Command::Purge { mountpoint } => control(&mountpoint, smpfs::control::Command::Purge),
         Command::Lock { mountpoint } => control(&mountpoint, smpfs::control::Command::Lock),
         Command::Unlock { mountpoint } => control(&mountpoint, smpfs::control::Command::Unlock),
+        Command::Shred { paths, passes } => shred(&paths, passes),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -165,6 +176,19 @@ pub fn report(error: &anyhow::Error) -> String {
         }
     }
     text
+}
+
+fn shred(paths: &[PathBuf], passes: u32) -> Result<()> {
+    init_stderr_logging();
+    eprintln!("note: {}", smpfs::shred::LIMITS);
+    let report = smpfs::shred::shred(paths, passes, &mut |path| {
+        eprintln!("shredded {}", path.display())
+    })?;
+    println!(
+        "shredded {} files ({} bytes, {passes} passes), {} directories, {} symlinks",
+        report.files, report.bytes, report.dirs, report.symlinks
+    );
+    Ok(())
 }
 
 fn control(mountpoint: &std::path::Path, command: smpfs::control::Command) -> Result<()> {
