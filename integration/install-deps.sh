@@ -21,5 +21,18 @@ fi
 
 if ! python3 -c 'import pydicom' >/dev/null 2>&1; then
   echo "==> pip install pydicom"
-  python3 -m pip install -q --disable-pip-version-check 'pydicom>=2.4'
+  python3 -m pip install -q --disable-pip-version-check --root-user-action=ignore 'pydicom>=2.4'
+fi
+
+# The S3 tests start a moto server on loopback (5.2.5+: earlier ones answer
+# CompleteMultipartUpload with the wrong XML root).
+if ! python3 - <<'PY' >/dev/null 2>&1
+import importlib.metadata as m
+v = tuple(int(x) for x in m.version("moto").split(".")[:3])
+assert v >= (5, 2, 5)
+import flask, flask_cors  # the server extra
+PY
+then
+  echo "==> pip install moto[server]"
+  python3 -m pip install -q --disable-pip-version-check --root-user-action=ignore 'moto[server]>=5.2.5'
 fi

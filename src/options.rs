@@ -5,6 +5,7 @@ use std::fmt;
 use std::path::PathBuf;
 
 use crate::audit::SyncPolicy;
+use crate::backend::S3Options;
 
 /// Errors in mount options or sizes.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -68,6 +69,9 @@ pub struct MountOptions {
     /// Unmount (with the purge) after this long without requests and with no file open
     /// (`idle_timeout=`, seconds or e.g. `15m`).
     pub idle_timeout: Option<std::time::Duration>,
+    /// S3 connection settings (`endpoint=`, `region=`, `profile=`, `path_style=`,
+    /// `timeout=`); see [`parse_backend_option`].
+    pub s3: S3Options,
 }
 
 /// Where a mount's audit records go.
@@ -97,6 +101,7 @@ impl Default for MountOptions {
             gid: None,
             umask: 0o022,
             idle_timeout: None,
+            s3: S3Options::default(),
         }
     }
 }
@@ -129,16 +134,7 @@ impl MountOptions {
                 }
                 ("uid", Some(v)) => options.uid = Some(v.parse().map_err(|e| bad(&e))?),
                 ("gid", Some(v)) => options.gid = Some(v.parse().map_err(|e| bad(&e))?),
-                ("idle_timeout", Some(v)) => {
-                    let timeout = match v.parse::<u64>() {
-                        Ok(secs) => std::time::Duration::from_secs(secs),
-                        Err(_) => humantime::parse_duration(v).map_err(|e| bad(&e))?,
-                    };
-                    if timeout.is_zero() {
-                        return Err(bad(&"must be more than zero"));
-                    }
-                    options.idle_timeout = Some(timeout);
-                }
+                ("idle_timeout", Some(v)) => options.idle_timeout = Some(parse_duration(item, v)?),
                 ("umask", Some(v)) => {
                     options.umask = u16::from_str_radix(v, 8)
                         .ok()
@@ -163,11 +159,60 @@ impl MountOptions {
                 ("audit_anchor", Some(path)) if !path.is_empty() => {
                     options.audit_anchor = Some(path.into())
                 }
+                _ if parse_backend_option(&mut options.s3, item)? => {}
                 _ => return Err(OptionError::Unknown(item.to_owned())),
             }
         }
         Ok(options)
     }
+}
+
+/// A positive duration: seconds (`30`) or with a unit (`500ms`, `15m`).
+fn parse_duration(item: &str, text: &str) -> Result<std::time::Duration, OptionError> {
+    let duration = match text.parse::<u64>() {
+        Ok(secs) => std::time::Duration::from_secs(secs),
+        Err(_) => humantime::parse_duration(text).map_err(|e| OptionError::BadValue {
+            option: item.to_owned(),
+            reason: e.to_string(),
+        })?,
+    };
+    if duration.is_zero() {
+        return Err(OptionError::BadValue {
+            option: item.to_owned(),
+            reason: "must be more than zero".into(),
+        });
+    }
+    Ok(duration)
+}
+
+/// Applies one backend option (`endpoint=URL`, `region=`, `profile=`,
+/// `path_style[=on|off]`, `timeout=DURATION`) to `s3`; `Ok(false)` if `item` is not one.
+/// Shared by `mount -o` and `seal -o`.
+pub fn parse_backend_option(s3: &mut S3Options, item: &str) -> Result<bool, OptionError> {
+    let (name, value) = match item.split_once('=') {
+        Some((n, v)) => (n, Some(v)),
+        None => (item, None),
+    };
+    let bad = |reason: &str| OptionError::BadValue {
+        option: item.to_owned(),
+        reason: reason.to_owned(),
+    };
+    match (name, value) {
+        ("endpoint", Some(url)) => {
+            if !(url.starts_with("http://") || url.starts_with("https://")) {
+                return Err(bad("must be an http:// or https:// URL"));
+            }
+            s3.endpoint = Some(url.to_owned());
+        }
+        ("region", Some(region)) if !region.is_empty() => s3.region = Some(region.to_owned()),
+        ("profile", Some(profile)) if !profile.is_empty() => s3.profile = Some(profile.to_owned()),
+        ("path_style", None | Some("on")) => s3.path_style = Some(true),
+        ("path_style", Some("off")) => s3.path_style = Some(false),
+        ("path_style", Some(_)) => return Err(bad("must be on or off")),
+        ("timeout", Some(v)) => s3.timeout = parse_duration(item, v)?,
+        _ => return Ok(false),
+    }
+    Ok(true)
 }
 
 #[cfg(test)]
@@ -183,6 +228,33 @@ mod tests {
         assert_eq!(parse_size("1G"), Ok(1 << 30));
         for bad in ["", "K", "12Q", "-1", "99999999999999999999T"] {
             assert!(parse_size(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn backend_options() {
+        let o = MountOptions::parse(&[
+            "endpoint=http://127.0.0.1:9000,region=eu-west-1,profile=lab,path_style,timeout=5s",
+        ])
+        .unwrap();
+        assert_eq!(o.s3.endpoint.as_deref(), Some("http://127.0.0.1:9000"));
+        assert_eq!(o.s3.region.as_deref(), Some("eu-west-1"));
+        assert_eq!(o.s3.profile.as_deref(), Some("lab"));
+        assert_eq!(o.s3.path_style, Some(true));
+        assert_eq!(o.s3.timeout, std::time::Duration::from_secs(5));
+        for bad in [
+            "endpoint=ftp://x",
+            "path_style=maybe",
+            "timeout=0",
+            "timeout=soon",
+        ] {
+            assert!(
+                matches!(
+                    MountOptions::parse(&[bad]),
+                    Err(OptionError::BadValue { .. })
+                ),
+                "{bad} accepted"
+            );
         }
     }
 

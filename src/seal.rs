@@ -133,15 +133,27 @@ pub fn plan(sources: &[PathBuf]) -> Result<Vec<SealJob>, SealError> {
     Ok(jobs)
 }
 
+/// What [`seal_file`] did with a file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sealed {
+    /// A new object was written.
+    Written,
+    /// An object of exactly the size this file seals to was already there (a re-run
+    /// after an interruption); it was kept. Objects only appear complete, so it is whole.
+    AlreadyThere,
+}
+
 /// Seals one file into `backend` under its logical path, calling `progress(bytes)` as
 /// plaintext is consumed. The plaintext passes only through a locked buffer. The object
-/// appears only once complete; on any error nothing is left behind.
+/// appears only once complete; on any error nothing is left behind. Without `overwrite`,
+/// an existing object of the expected size is kept ([`Sealed::AlreadyThere`]) and one of
+/// another size is an error.
 pub fn seal_file(
     backend: &Arc<dyn Backend>,
     job: &SealJob,
     options: &SealOptions,
     progress: &dyn Fn(u64),
-) -> Result<(), SealError> {
+) -> Result<Sealed, SealError> {
     let io = |e| SealError::Io {
         path: job.source.clone(),
         source: e,
@@ -161,6 +173,21 @@ pub fn seal_file(
         source,
     })?;
     let layout = opened.layout;
+    if !options.overwrite {
+        match backend.stat(&job.logical_path)? {
+            Some(len) if len == layout.object_len() => {
+                progress(size);
+                return Ok(Sealed::AlreadyThere);
+            }
+            Some(_) => {
+                return Err(BackendError::AlreadyExists {
+                    key: job.logical_path.clone(),
+                }
+                .into())
+            }
+            None => {}
+        }
+    }
     let mut output = backend.create(&job.logical_path, options.overwrite)?;
     let write_err = |e| {
         SealError::Backend(BackendError::Io {
@@ -196,5 +223,5 @@ pub fn seal_file(
         });
     }
     output.commit()?;
-    Ok(())
+    Ok(Sealed::Written)
 }

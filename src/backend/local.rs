@@ -129,6 +129,18 @@ impl Backend for LocalBackend {
         Ok(())
     }
 
+    fn stat(&self, key: &str) -> Result<Option<u64>, BackendError> {
+        match self.open_beneath(key, OFlag::O_RDONLY, Mode::empty()) {
+            Ok(file) => Ok(Some(
+                file.metadata()
+                    .map_err(io_err(format!("stat {key:?}")))?
+                    .len(),
+            )),
+            Err(BackendError::NotFound { .. }) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
     fn create(&self, key: &str, overwrite: bool) -> Result<Box<dyn ObjectWriter>, BackendError> {
         validate_key(key)?;
         let final_path = self.root.join(key);

@@ -3,10 +3,14 @@
 //! disk; S3 and Google Drive implement the same trait.
 
 pub mod local;
+pub mod s3;
 
 use std::io::Write;
+use std::sync::Arc;
+use std::time::Duration;
 
 pub use local::LocalBackend;
+pub use s3::{S3Backend, S3Location, S3Options};
 
 /// Errors from a backend, by what the caller can do about them.
 #[derive(Debug, thiserror::Error)]
@@ -19,6 +23,16 @@ pub enum BackendError {
     BadKey { key: String, reason: &'static str },
     #[error("object {key:?} ends before byte {end}")]
     ShortRead { key: String, end: u64 },
+    #[error("object {key:?} changed since it was listed; remount to see the new version")]
+    Changed { key: String },
+    #[error("{context}: no answer within {timeout:?}")]
+    Timeout { context: String, timeout: Duration },
+    #[error("{context}: server unreachable: {message}")]
+    Unavailable { context: String, message: String },
+    #[error("{context}: {message}")]
+    Remote { context: String, message: String },
+    #[error("source {source_text:?}: {reason}")]
+    BadSource { source_text: String, reason: String },
     #[error("{context}: {source}")]
     Io {
         context: String,
@@ -51,12 +65,86 @@ pub trait Backend: Send + Sync {
         bufs: &mut [&mut [u8]],
     ) -> Result<(), BackendError>;
 
+    /// The size of object `key`, or `None` if there is none.
+    fn stat(&self, key: &str) -> Result<Option<u64>, BackendError>;
+
     /// Starts writing a new object. Nothing is visible under `key` until
     /// [`ObjectWriter::commit`]; dropping the writer without committing leaves no trace.
     fn create(&self, key: &str, overwrite: bool) -> Result<Box<dyn ObjectWriter>, BackendError>;
 
+    /// How reads should be scheduled for this backend's latency.
+    fn read_profile(&self) -> ReadProfile {
+        ReadProfile::default()
+    }
+
     /// A short description for logs, such as the root directory.
     fn describe(&self) -> String;
+}
+
+/// How the shared read-ahead drives a backend: a window that starts at 1 MiB and doubles
+/// while a reader stays sequential, up to `max_readahead`, fetched as parts of at most
+/// the cache's largest run, with up to `parallel_requests` parts in flight.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReadProfile {
+    /// Requests in flight at once for read-ahead (per mount).
+    pub parallel_requests: usize,
+    /// Largest read-ahead window in bytes (also bounded by a quarter of the cache).
+    pub max_readahead: u64,
+}
+
+impl Default for ReadProfile {
+    /// A local disk: two requests (one per core decrypting), an 8 MiB window.
+    fn default() -> Self {
+        ReadProfile {
+            parallel_requests: 2,
+            max_readahead: 8 << 20,
+        }
+    }
+}
+
+/// Where a bucket is, as given on the command line: `s3://BUCKET[/PREFIX]`, or a local
+/// directory (`file://PATH` or a plain path).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Source {
+    /// A directory on a local or network filesystem.
+    Local(std::path::PathBuf),
+    /// A bucket prefix on S3 or an S3-compatible server.
+    S3(S3Location),
+}
+
+impl std::str::FromStr for Source {
+    type Err = BackendError;
+
+    fn from_str(text: &str) -> Result<Self, BackendError> {
+        match text.split_once("://") {
+            Some(("s3", _)) => Ok(Source::S3(text.parse()?)),
+            Some(("file", path)) => Ok(Source::Local(path.into())),
+            Some((scheme, _)) => Err(BackendError::BadSource {
+                source_text: text.to_owned(),
+                reason: format!("unknown scheme {scheme}:// (use s3:// or a directory)"),
+            }),
+            None => Ok(Source::Local(text.into())),
+        }
+    }
+}
+
+impl Source {
+    /// Opens the backend. For S3 no request is made yet (see [`S3Backend::open`]).
+    pub fn open(&self, s3: &S3Options) -> Result<Arc<dyn Backend>, BackendError> {
+        Ok(match self {
+            Source::Local(path) => Arc::new(LocalBackend::open(path)?),
+            Source::S3(location) => Arc::new(S3Backend::open(location.clone(), s3)?),
+        })
+    }
+}
+
+impl std::fmt::Display for Source {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Source::Local(path) => write!(f, "{}", path.display()),
+            Source::S3(location) => write!(f, "s3://{}/{}", location.bucket, location.prefix),
+        }
+    }
 }
 
 /// A new object being written; see [`Backend::create`].

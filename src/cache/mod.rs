@@ -92,8 +92,8 @@ pub struct CacheStats {
     pub requests: AtomicU64,
 }
 
-/// Most chunks fetched in one backend request.
-const MAX_RUN: usize = 64;
+/// Most chunks fetched in one backend request (4 MiB of 64 KiB chunks).
+pub const MAX_RUN: usize = 64;
 
 /// The mount's locked arena: chunk slots with an LRU index, and reply buffers.
 pub struct ChunkCache {

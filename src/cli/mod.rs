@@ -15,11 +15,11 @@ use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
 use rayon::prelude::*;
 
-use smpfs::backend::{Backend, LocalBackend};
+use smpfs::backend::{Backend, LocalBackend, Source};
 use smpfs::cache::{ChunkSource, LockedRegion};
 use smpfs::format::{CHUNK_LOG2_RANGE, TAG_LEN};
 use smpfs::keys::{Identity, KeyError, Recipient};
-use smpfs::seal::{plan, seal_file, SealOptions};
+use smpfs::seal::{plan, seal_file, SealOptions, Sealed};
 use smpfs::vault::SealedObject;
 use zeroize::Zeroizing;
 
@@ -48,24 +48,8 @@ enum Command {
         #[arg(long, value_name = "FILE")]
         passphrase_file: Option<PathBuf>,
     },
-    /// Seal files and directory trees into a bucket directory, keeping relative paths.
-    Seal {
-        /// Files or directories to seal. A directory's files keep their paths below it.
-        #[arg(required = true)]
-        sources: Vec<PathBuf>,
-        /// Recipient (`smpfs1…`) that may open the files; repeat for several.
-        #[arg(long = "to", required = true)]
-        recipients: Vec<String>,
-        /// Bucket directory to write to (created if missing).
-        #[arg(long)]
-        out: PathBuf,
-        /// Plaintext bytes per chunk: a power of two from 4K to 64K.
-        #[arg(long, default_value = "64K")]
-        chunk_size: String,
-        /// Replace objects that already exist (otherwise they are reported and kept).
-        #[arg(long)]
-        overwrite: bool,
-    },
+    /// Seal files and directory trees into a bucket, keeping relative paths.
+    Seal(SealArgs),
     /// Decrypt one sealed file to standard output.
     Cat {
         /// The sealed object on disk.
@@ -110,6 +94,30 @@ enum Command {
     },
 }
 
+#[derive(clap::Args)]
+struct SealArgs {
+    /// Files or directories to seal. A directory's files keep their paths below it.
+    #[arg(required = true)]
+    sources: Vec<PathBuf>,
+    /// Recipient (`smpfs1…`) that may open the files; repeat for several.
+    #[arg(long = "to", required = true)]
+    recipients: Vec<String>,
+    /// The bucket: a directory (created if missing) or s3://BUCKET[/PREFIX].
+    #[arg(long)]
+    out: String,
+    /// Plaintext bytes per chunk: a power of two from 4K to 64K.
+    #[arg(long, default_value = "64K")]
+    chunk_size: String,
+    /// Replace objects that already exist. Otherwise an object of the size this file
+    /// seals to is kept (a re-run after an interruption) and any other is reported.
+    #[arg(long)]
+    overwrite: bool,
+    /// S3 options, comma-separated: endpoint=URL, region=, profile=, path_style[=on|off],
+    /// timeout=DURATION.
+    #[arg(short = 'o', value_name = "OPTIONS")]
+    options: Vec<String>,
+}
+
 /// Runs the command line and turns errors into a message and exit status 1.
 pub fn main() -> ExitCode {
     if let Err(e) = smpfs::harden::harden_process() {
@@ -139,13 +147,7 @@ pub fn main() -> ExitCode {
             passphrase,
             passphrase_file,
         } => keygen(&out, passphrase, passphrase_file.as_deref()),
-        Command::Seal {
-            sources,
-            recipients,
-            out,
-            chunk_size,
-            overwrite,
-        } => seal(&sources, &recipients, &out, &chunk_size, overwrite),
+        Command::Seal(args) => seal(args),
         Command::Cat { file, identity } => cat(&file, &identity),
         Command::Mount(args) => mount::mount(args),
         Command::Audit { command } => audit::run(command),
@@ -290,41 +292,53 @@ fn parse_chunk_size(text: &str) -> Result<u8> {
     Ok(log2)
 }
 
-fn seal(
-    sources: &[PathBuf],
-    recipients: &[String],
-    out: &std::path::Path,
-    chunk_size: &str,
-    overwrite: bool,
-) -> Result<()> {
+fn seal(args: SealArgs) -> Result<()> {
     init_stderr_logging();
-    let recipients = recipients
+    let recipients = args
+        .recipients
         .iter()
         .map(|r| r.parse::<Recipient>())
         .collect::<Result<Vec<_>, _>>()?;
-    let chunk_log2 = parse_chunk_size(chunk_size)?;
-    std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
-    let out_real = out.canonicalize()?;
-    for source in sources {
-        let real = source
-            .canonicalize()
-            .with_context(|| format!("{}", source.display()))?;
-        if out_real.starts_with(&real) {
-            bail!(
-                "output {} is inside source {}",
-                out.display(),
-                source.display()
-            );
+    let chunk_log2 = parse_chunk_size(&args.chunk_size)?;
+    let mut s3 = smpfs::backend::S3Options::default();
+    for item in args.options.iter().flat_map(|o| o.split(',')) {
+        if !smpfs::options::parse_backend_option(&mut s3, item)? {
+            bail!("unknown seal option {item:?} (seal takes S3 options only)");
         }
     }
-    let jobs = plan(sources)?;
+    let out: Source = args.out.parse()?;
+    if let Source::Local(dir) = &out {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        let out_real = dir.canonicalize()?;
+        for source in &args.sources {
+            let real = source
+                .canonicalize()
+                .with_context(|| format!("{}", source.display()))?;
+            if out_real.starts_with(&real) {
+                bail!(
+                    "output {} is inside source {}",
+                    dir.display(),
+                    source.display()
+                );
+            }
+        }
+    }
+    let jobs = plan(&args.sources)?;
     let total: u64 = jobs.iter().map(|j| j.size).sum();
-    let backend: Arc<dyn Backend> = Arc::new(LocalBackend::open(out)?);
+    let backend = out.open(&s3)?;
     let options = SealOptions {
         recipients,
         chunk_log2,
-        overwrite,
+        overwrite: args.overwrite,
     };
+    // Remote stores are latency-bound: keep several objects in flight.
+    let threads = std::thread::available_parallelism()
+        .map_or(2, |n| n.get())
+        .max(backend.read_profile().parallel_requests);
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build()
+        .context("starting sealing threads")?;
     let bar = indicatif::ProgressBar::with_draw_target(
         Some(total),
         indicatif::ProgressDrawTarget::stderr(),
@@ -337,30 +351,40 @@ fn seal(
     );
     let started = std::time::Instant::now();
     let sealed_bytes = AtomicU64::new(0);
-    let failures: Vec<String> = jobs
-        .par_iter()
-        .filter_map(
-            |job| match seal_file(&backend, job, &options, &|n| bar.inc(n)) {
-                Ok(()) => {
-                    sealed_bytes.fetch_add(job.size, Ordering::Relaxed);
-                    None
-                }
-                Err(e) => Some(format!("{}: {e}", job.source.display())),
-            },
-        )
-        .collect();
+    let already_there = AtomicU64::new(0);
+    let failures: Vec<String> = pool.install(|| {
+        jobs.par_iter()
+            .filter_map(
+                |job| match seal_file(&backend, job, &options, &|n| bar.inc(n)) {
+                    Ok(Sealed::Written) => {
+                        sealed_bytes.fetch_add(job.size, Ordering::Relaxed);
+                        None
+                    }
+                    Ok(Sealed::AlreadyThere) => {
+                        already_there.fetch_add(1, Ordering::Relaxed);
+                        None
+                    }
+                    Err(e) => Some(format!("{}: {e}", job.source.display())),
+                },
+            )
+            .collect()
+    });
     bar.finish_and_clear();
     for failure in &failures {
         eprintln!("smpfs: not sealed: {failure}");
     }
     let secs = started.elapsed().as_secs_f64();
     let bytes = sealed_bytes.load(Ordering::Relaxed);
+    let kept = already_there.load(Ordering::Relaxed);
+    if kept > 0 {
+        eprintln!("{kept} files were already sealed there (kept; --overwrite replaces them)");
+    }
     eprintln!(
         "sealed {} of {} files ({:.1} MiB) into {} in {:.2}s ({:.0} MiB/s)",
-        jobs.len() - failures.len(),
+        jobs.len() - failures.len() - kept as usize,
         jobs.len(),
         bytes as f64 / (1 << 20) as f64,
-        out.display(),
+        out,
         secs,
         bytes as f64 / (1 << 20) as f64 / secs.max(1e-9)
     );

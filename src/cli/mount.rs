@@ -11,7 +11,7 @@ use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use super::daemon::{daemonize, Readiness};
 use nix::mount::{umount2, MntFlags};
 use smpfs::audit::AuditLog;
-use smpfs::backend::{Backend, LocalBackend};
+use smpfs::backend::Source;
 use smpfs::control::Command;
 use smpfs::fs::{FsOptions, SmpFs};
 use smpfs::keys::Identity;
@@ -25,7 +25,7 @@ const MAX_READ: usize = 1 << 20;
 
 #[derive(clap::Args)]
 pub struct MountArgs {
-    /// The bucket: a local directory (or file://PATH).
+    /// The bucket: a local directory (or file://PATH), or s3://BUCKET[/PREFIX].
     source: String,
     /// Where to mount it (an existing directory).
     mountpoint: PathBuf,
@@ -45,17 +45,18 @@ pub struct MountArgs {
     log_file: Option<PathBuf>,
 }
 
-fn local_source(source: &str) -> Result<PathBuf> {
-    if let Some((scheme, _)) = source.split_once("://") {
-        if scheme != "file" {
-            bail!("source scheme {scheme}:// is not supported yet (only local directories)");
+/// Parses the source; a local bucket must be an existing directory (made absolute, since
+/// the daemon changes directory).
+fn parse_source(text: &str) -> Result<Source> {
+    Ok(match text.parse::<Source>()? {
+        Source::Local(path) => {
+            if !path.is_dir() {
+                bail!("bucket {} is not a directory", path.display());
+            }
+            Source::Local(path.canonicalize()?)
         }
-    }
-    let path = PathBuf::from(source.strip_prefix("file://").unwrap_or(source));
-    if !path.is_dir() {
-        bail!("bucket {} is not a directory", path.display());
-    }
-    Ok(path.canonicalize()?)
+        remote => remote,
+    })
 }
 
 fn default_log_file() -> PathBuf {
@@ -129,7 +130,7 @@ pub fn mount_helper(args: Vec<std::ffi::OsString>) -> Result<()> {
 /// Checks everything that can be checked before forking, then mounts.
 pub fn mount(args: MountArgs) -> Result<()> {
     let options = MountOptions::parse(&args.options)?;
-    let bucket = local_source(&args.source)?;
+    let source = parse_source(&args.source)?;
     if !args.mountpoint.is_dir() {
         bail!(
             "mountpoint {} is not a directory",
@@ -158,7 +159,7 @@ pub fn mount(args: MountArgs) -> Result<()> {
     let result = serve(
         &mountpoint,
         &options,
-        &bucket,
+        &source,
         audit_path.as_deref(),
         (identity, &identity_path),
         &mut readiness,
@@ -174,16 +175,16 @@ pub fn mount(args: MountArgs) -> Result<()> {
 fn serve(
     mountpoint: &Path,
     options: &MountOptions,
-    bucket: &Path,
+    source: &Source,
     audit_path: Option<&Path>,
     (identity, identity_path): (Identity, &Path),
     readiness: &mut Readiness,
 ) -> Result<()> {
-    let backend: Arc<dyn Backend> = Arc::new(LocalBackend::open(bucket)?);
+    let backend = source.open(&options.s3)?;
     let audit = match audit_path {
         Some(path) => {
             let detail = serde_json::json!({
-                "source": bucket.display().to_string(),
+                "source": source.to_string(),
                 "mountpoint": mountpoint.display().to_string(),
                 "workstation": identity.recipient().to_string(),
             });
@@ -234,7 +235,7 @@ fn serve(
         MountOption::RO,
         MountOption::NoDev,
         MountOption::NoSuid,
-        MountOption::FSName(bucket.display().to_string()),
+        MountOption::FSName(source.to_string()),
         MountOption::CUSTOM("subtype=smpfs".into()),
         MountOption::CUSTOM(format!("max_read={MAX_READ}")),
         MountOption::DefaultPermissions,

@@ -21,8 +21,8 @@ pub use object::SealedObject;
 pub use tree::{Ino, ROOT_INO};
 
 use crate::audit::{Actor, AuditError, AuditLog, Event, EventKind};
-use crate::backend::{Backend, BackendError};
-use crate::cache::{CacheError, ChunkCache};
+use crate::backend::{Backend, BackendError, ReadProfile};
+use crate::cache::{CacheError, ChunkCache, MAX_RUN};
 use crate::format::{FormatError, TAG_LEN};
 use crate::keys::Identity;
 use tree::Tree;
@@ -77,8 +77,6 @@ pub struct VaultConfig {
     pub reply_buffers: usize,
     /// Largest read request, in bytes.
     pub max_read: usize,
-    /// Largest sequential read-ahead window, in bytes.
-    pub max_readahead: u64,
 }
 
 impl Default for VaultConfig {
@@ -87,7 +85,6 @@ impl Default for VaultConfig {
             cache_size: 256 << 20,
             reply_buffers: 8,
             max_read: 1 << 20,
-            max_readahead: 8 << 20,
         }
     }
 }
@@ -163,6 +160,8 @@ pub struct Vault {
     handles: Mutex<HashMap<u64, Arc<Handle>>>,
     next_handle: AtomicU64,
     readahead_workers: Workers,
+    /// How the backend wants read-ahead scheduled.
+    profile: ReadProfile,
     audit: Option<Arc<AuditLog>>,
     /// When the last request arrived, as milliseconds since `started`.
     last_request_ms: AtomicU64,
@@ -191,6 +190,7 @@ impl Vault {
         )?;
         let objects = backend.list()?;
         let tree = Tree::build(objects);
+        let profile = backend.read_profile();
         Ok(Vault {
             backend,
             identity: RwLock::new(Some(identity)),
@@ -198,7 +198,8 @@ impl Vault {
             tree: RwLock::new(tree),
             handles: Mutex::new(HashMap::new()),
             next_handle: AtomicU64::new(1),
-            readahead_workers: Workers::new(2, "smpfs-readahead"),
+            readahead_workers: Workers::new(profile.parallel_requests, "smpfs-readahead"),
+            profile,
             audit,
             last_request_ms: AtomicU64::new(0),
             sealed: std::sync::atomic::AtomicBool::new(false),
@@ -434,14 +435,15 @@ impl Vault {
         Ok((end - offset) as usize)
     }
 
-    /// Grows the window while reads stay sequential and prefetches it in the background.
+    /// Grows the window while reads stay sequential and prefetches it in the background,
+    /// in parts of at most [`MAX_RUN`] chunks that the workers fetch in parallel.
     fn read_ahead(self: &Arc<Self>, handle: &Arc<Handle>, offset: u64, end: u64) {
         let layout = *handle.object.layout();
         let prefetch = {
             let mut ra = handle.readahead.lock();
             if offset == ra.next_offset {
                 let limit = self
-                    .config
+                    .profile
                     .max_readahead
                     .min(self.config.cache_size as u64 / 4);
                 ra.window = (ra.window * 2).clamp(1 << 20, limit.max(1 << 20));
@@ -458,21 +460,30 @@ impl Vault {
             let from = ra
                 .prefetched_until
                 .max(layout.chunk_of(end.min(layout.plaintext_len - 1)) + 1);
-            if ra.window == 0 || end >= layout.plaintext_len || from >= want_until {
+            // Refill in batches of at least half a window (or up to the end of the file),
+            // so a remote backend gets few large requests rather than one per read.
+            let batch = (ra.window / layout.chunk_size() as u64 / 2).max(1);
+            let short_batch = want_until < from + batch && want_until < layout.chunk_count();
+            if ra.window == 0 || end >= layout.plaintext_len || from >= want_until || short_batch {
                 None
             } else {
                 ra.prefetched_until = want_until;
                 Some(from..want_until)
             }
         };
-        if let Some(chunks) = prefetch {
+        let Some(chunks) = prefetch else { return };
+        // One job per part, so a remote backend has several requests in flight.
+        let mut start = chunks.start;
+        while start < chunks.end {
+            let part = start..(start + MAX_RUN as u64).min(chunks.end);
+            start = part.end;
             let vault = Arc::clone(self);
             let handle = Arc::clone(handle);
             self.readahead_workers.spawn(move || {
                 // Errors surface on the real read of these chunks; nothing to report here.
                 let _ = vault
                     .cache
-                    .with_chunks(handle.object.as_ref(), chunks, |_, _| {});
+                    .with_chunks(handle.object.as_ref(), part, |_, _| {});
             });
         }
     }

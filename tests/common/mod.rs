@@ -2,6 +2,8 @@
 //! and an `smpfs mount -f` process on a temporary mountpoint, unmounted on drop.
 #![allow(dead_code)]
 
+pub mod moto;
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -88,10 +90,16 @@ impl Workspace {
 
     /// Mounts `bucket/` on `mnt/` in the foreground with extra `-o` options.
     pub fn mount(&self, options: &[&str]) -> Mount {
+        self.mount_source(self.bucket().to_str().unwrap(), options)
+    }
+
+    /// Mounts `source` (a directory or `s3://…`) on `mnt/` in the foreground.
+    pub fn mount_source(&self, source: &str, options: &[&str]) -> Mount {
         let log = self.dir.path().join("mount.log");
         let mut cmd = smpfs();
+        moto::aws_env(&mut cmd);
         cmd.arg("mount")
-            .arg(self.bucket())
+            .arg(source)
             .arg(self.mnt())
             .arg("-i")
             .arg(&self.identity)

@@ -1,0 +1,703 @@
+//! A bucket (or a prefix of one) on S3 or an S3-compatible server, through `aws-sdk-s3`.
+//!
+//! The trait is synchronous; this backend owns a small tokio runtime and blocks on it.
+//! It must be created after the daemon forks (tokio's threads do not survive `fork`).
+//!
+//! Invariants:
+//! - every read of a listed object carries `If-Match` with the ETag seen when it was
+//!   listed, so an object replaced after the listing fails with [`BackendError::Changed`]
+//!   and never yields bytes of two versions;
+//! - every request is bounded by the configured timeout (the SDK's retries with backoff
+//!   included), so an unreachable server gives an error in bounded time, never a hang;
+//! - a new object becomes visible only complete: a single `PutObject`, or a multipart
+//!   upload completed after all its parts arrived; every part carries the SHA-256 of its
+//!   bytes, which the server checks, and an abandoned upload is aborted.
+
+use std::collections::HashMap;
+use std::io::{self, Write};
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use aws_config::retry::RetryConfig;
+use aws_config::timeout::TimeoutConfig;
+use aws_config::BehaviorVersion;
+use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_s3::primitives::ByteStream;
+use aws_sdk_s3::types::{ChecksumAlgorithm, CompletedMultipartUpload, CompletedPart};
+use aws_sdk_s3::Client;
+use base64::Engine as _;
+use parking_lot::RwLock;
+use sha2::{Digest, Sha256};
+use tokio::runtime::Runtime;
+use tokio::sync::Semaphore;
+use tokio::task::JoinHandle;
+
+use super::{validate_key, Backend, BackendError, ObjectInfo, ObjectWriter, ReadProfile};
+
+/// Objects at least this large are uploaded in parts of this size.
+const PART_SIZE: usize = 8 << 20;
+/// Parts of one object in flight at once.
+const PARTS_IN_FLIGHT: usize = 4;
+/// Attempts per request (the first and the retries), within the timeout.
+const MAX_ATTEMPTS: u32 = 4;
+
+/// `s3://bucket/prefix`: where the objects are. The prefix is empty or ends with `/`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct S3Location {
+    /// Bucket name.
+    pub bucket: String,
+    /// Key prefix of the objects, empty or ending with `/`.
+    pub prefix: String,
+}
+
+impl FromStr for S3Location {
+    type Err = BackendError;
+
+    fn from_str(text: &str) -> Result<Self, BackendError> {
+        let bad = |reason: &str| BackendError::BadSource {
+            source_text: text.to_owned(),
+            reason: reason.to_owned(),
+        };
+        let rest = text
+            .strip_prefix("s3://")
+            .ok_or_else(|| bad("not s3://BUCKET[/PREFIX]"))?;
+        let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+        let valid_bucket = (3..=63).contains(&bucket.len())
+            && bucket
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"-.".contains(&b));
+        if !valid_bucket {
+            return Err(bad(
+                "bucket names are 3-63 lowercase letters, digits, `-` and `.`",
+            ));
+        }
+        let prefix = prefix.trim_end_matches('/');
+        if !prefix.is_empty() {
+            validate_key(prefix).map_err(|_| bad("the prefix is not a safe relative path"))?;
+        }
+        Ok(S3Location {
+            bucket: bucket.to_owned(),
+            prefix: if prefix.is_empty() {
+                String::new()
+            } else {
+                format!("{prefix}/")
+            },
+        })
+    }
+}
+
+/// Connection settings; unset ones come from the standard AWS chain (environment,
+/// profiles, SSO, instance metadata), and `AWS_ENDPOINT_URL` is honoured.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct S3Options {
+    /// Endpoint of an S3-compatible server, e.g. `http://127.0.0.1:9000`.
+    pub endpoint: Option<String>,
+    /// Region; `us-east-1` if the chain has none.
+    pub region: Option<String>,
+    /// Named profile from `~/.aws/config`.
+    pub profile: Option<String>,
+    /// Path-style addressing; by default on when an endpoint is set, off for AWS.
+    pub path_style: Option<bool>,
+    /// Longest time one request may take, retries included.
+    pub timeout: Duration,
+}
+
+impl Default for S3Options {
+    fn default() -> Self {
+        S3Options {
+            endpoint: None,
+            region: None,
+            profile: None,
+            path_style: None,
+            timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// The shared parts, also held by writers.
+struct Inner {
+    runtime: Runtime,
+    client: Client,
+    location: S3Location,
+    timeout: Duration,
+}
+
+/// A bucket prefix on S3; see the module docs.
+pub struct S3Backend {
+    inner: Arc<Inner>,
+    /// ETag of each object as last listed, by key relative to the prefix.
+    etags: RwLock<HashMap<String, String>>,
+}
+
+impl S3Backend {
+    /// Builds a client for `location`. Makes no request: the first `list` is the first
+    /// contact with the server (and where wrong credentials show).
+    pub fn open(location: S3Location, options: &S3Options) -> Result<Self, BackendError> {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("smpfs-s3")
+            .enable_all()
+            .build()
+            .map_err(|source| BackendError::Io {
+                context: "starting the S3 client runtime".into(),
+                source,
+            })?;
+        let mut loader = aws_config::defaults(BehaviorVersion::latest())
+            .timeout_config(
+                TimeoutConfig::builder()
+                    .connect_timeout(options.timeout.min(Duration::from_secs(5)))
+                    .operation_attempt_timeout(options.timeout)
+                    .operation_timeout(options.timeout)
+                    .build(),
+            )
+            .retry_config(
+                RetryConfig::standard()
+                    .with_max_attempts(MAX_ATTEMPTS)
+                    .with_initial_backoff(Duration::from_millis(100)),
+            );
+        if let Some(profile) = &options.profile {
+            loader = loader.profile_name(profile);
+        }
+        if let Some(endpoint) = &options.endpoint {
+            loader = loader.endpoint_url(endpoint);
+        }
+        let region = options.region.clone();
+        loader = loader.region(
+            aws_config::meta::region::RegionProviderChain::first_try(
+                region.map(aws_sdk_s3::config::Region::new),
+            )
+            .or_default_provider()
+            .or_else("us-east-1"),
+        );
+        let shared = runtime.block_on(loader.load());
+        let custom_endpoint = shared.endpoint_url().is_some();
+        let config = aws_sdk_s3::config::Builder::from(&shared)
+            .force_path_style(options.path_style.unwrap_or(custom_endpoint))
+            .build();
+        Ok(S3Backend {
+            inner: Arc::new(Inner {
+                runtime,
+                client: Client::from_conf(config),
+                location,
+                timeout: options.timeout,
+            }),
+            etags: RwLock::new(HashMap::new()),
+        })
+    }
+}
+
+impl Inner {
+    fn full_key(&self, key: &str) -> String {
+        format!("{}{key}", self.location.prefix)
+    }
+
+    fn describe_key(&self, key: &str) -> String {
+        format!("s3://{}/{}", self.location.bucket, self.full_key(key))
+    }
+
+    /// Runs `future` on the runtime, failing with `Timeout` past the configured timeout.
+    fn run<T>(
+        &self,
+        what: impl FnOnce() -> String,
+        future: impl std::future::Future<Output = Result<T, BackendError>>,
+    ) -> Result<T, BackendError> {
+        let timeout = self.timeout;
+        self.runtime
+            .block_on(async { tokio::time::timeout(timeout, future).await })
+            .unwrap_or_else(|_| {
+                Err(BackendError::Timeout {
+                    context: what(),
+                    timeout,
+                })
+            })
+    }
+}
+
+/// Turns an SDK error into a backend error whose message says what went wrong.
+fn remote_error<E>(context: String, error: SdkError<E>) -> BackendError
+where
+    E: ProvideErrorMetadata + std::error::Error + 'static,
+{
+    let status = error.raw_response().map(|r| r.status().as_u16());
+    match (&error, status) {
+        (SdkError::TimeoutError(_), _) | (SdkError::DispatchFailure(_), _) => {
+            BackendError::Unavailable {
+                context,
+                message: DisplayErrorContext(&error).to_string(),
+            }
+        }
+        (_, Some(404)) => BackendError::Remote {
+            context,
+            message: "not found (no such bucket or key)".into(),
+        },
+        _ => {
+            let code = error.code().unwrap_or("error");
+            let message = error.message().unwrap_or("no message");
+            let status = status.map(|s| format!("HTTP {s}: ")).unwrap_or_default();
+            BackendError::Remote {
+                context,
+                message: format!("{status}{code}: {message}"),
+            }
+        }
+    }
+}
+
+/// Copies a streamed body into `bufs` in order; fails if it is longer or shorter.
+async fn fill_from(
+    mut body: ByteStream,
+    bufs: &mut [&mut [u8]],
+    key: &str,
+    offset: u64,
+) -> Result<(), BackendError> {
+    let total: usize = bufs.iter().map(|b| b.len()).sum();
+    let (mut buf_index, mut within, mut copied) = (0usize, 0usize, 0usize);
+    while let Some(bytes) = body
+        .try_next()
+        .await
+        .map_err(|e| BackendError::Unavailable {
+            context: format!("reading {key:?} at {offset}"),
+            message: e.to_string(),
+        })?
+    {
+        let mut bytes = &bytes[..];
+        if copied + bytes.len() > total {
+            return Err(BackendError::Remote {
+                context: format!("reading {key:?} at {offset}"),
+                message: "the server sent more bytes than the range asked for".into(),
+            });
+        }
+        copied += bytes.len();
+        while !bytes.is_empty() {
+            let buf = &mut bufs[buf_index];
+            let n = (buf.len() - within).min(bytes.len());
+            buf[within..within + n].copy_from_slice(&bytes[..n]);
+            bytes = &bytes[n..];
+            within += n;
+            if within == buf.len() {
+                buf_index += 1;
+                within = 0;
+            }
+        }
+    }
+    if copied < total {
+        return Err(BackendError::ShortRead {
+            key: key.to_owned(),
+            end: offset + total as u64,
+        });
+    }
+    Ok(())
+}
+
+impl Backend for S3Backend {
+    fn list(&self) -> Result<Vec<ObjectInfo>, BackendError> {
+        let inner = &self.inner;
+        let location = &inner.location;
+        let context = || format!("listing s3://{}/{}", location.bucket, location.prefix);
+        let listed = inner.run(context, async {
+            let mut pages = inner
+                .client
+                .list_objects_v2()
+                .bucket(&location.bucket)
+                .prefix(&location.prefix)
+                .into_paginator()
+                .send();
+            let mut listed = Vec::new();
+            while let Some(page) = pages.next().await {
+                let page = page.map_err(|e| remote_error(context(), e))?;
+                for object in page.contents() {
+                    let (Some(key), Some(size)) = (object.key(), object.size()) else {
+                        continue;
+                    };
+                    let Some(key) = key.strip_prefix(&location.prefix) else {
+                        continue;
+                    };
+                    // Zero-length "folder" markers made by consoles are not objects.
+                    if key.is_empty() || key.ends_with('/') {
+                        continue;
+                    }
+                    let etag = object.e_tag().unwrap_or_default().to_owned();
+                    listed.push((key.to_owned(), size.max(0) as u64, etag));
+                }
+            }
+            Ok(listed)
+        })?;
+        let mut etags = self.etags.write();
+        etags.clear();
+        Ok(listed
+            .into_iter()
+            .map(|(key, size, etag)| {
+                etags.insert(key.clone(), etag);
+                ObjectInfo { key, size }
+            })
+            .collect())
+    }
+
+    fn stat(&self, key: &str) -> Result<Option<u64>, BackendError> {
+        validate_key(key)?;
+        let inner = &self.inner;
+        let full_key = inner.full_key(key);
+        inner.run(|| format!("stat {}", inner.describe_key(key)), async {
+            let answer = inner
+                .client
+                .head_object()
+                .bucket(&inner.location.bucket)
+                .key(&full_key)
+                .send()
+                .await;
+            match answer {
+                Ok(head) => Ok(Some(head.content_length().unwrap_or(0).max(0) as u64)),
+                Err(e) if e.raw_response().is_some_and(|r| r.status().as_u16() == 404) => Ok(None),
+                Err(e) => Err(remote_error(format!("stat {}", inner.describe_key(key)), e)),
+            }
+        })
+    }
+
+    fn read_range(
+        &self,
+        key: &str,
+        offset: u64,
+        bufs: &mut [&mut [u8]],
+    ) -> Result<(), BackendError> {
+        validate_key(key)?;
+        let total: u64 = bufs.iter().map(|b| b.len() as u64).sum();
+        if total == 0 {
+            return Ok(());
+        }
+        let inner = &self.inner;
+        let etag = self.etags.read().get(key).cloned();
+        let context = || format!("reading {} at {offset}", inner.describe_key(key));
+        inner.run(context, async {
+            let mut request = inner
+                .client
+                .get_object()
+                .bucket(&inner.location.bucket)
+                .key(inner.full_key(key))
+                .range(format!("bytes={offset}-{}", offset + total - 1));
+            if let Some(etag) = &etag {
+                request = request.if_match(etag);
+            }
+            let output = match request.send().await {
+                Ok(output) => output,
+                Err(e) => {
+                    return Err(match e.raw_response().map(|r| r.status().as_u16()) {
+                        Some(412) => BackendError::Changed {
+                            key: key.to_owned(),
+                        },
+                        Some(416) => BackendError::ShortRead {
+                            key: key.to_owned(),
+                            end: offset + total,
+                        },
+                        Some(404) => BackendError::NotFound {
+                            key: key.to_owned(),
+                        },
+                        _ => remote_error(context(), e),
+                    })
+                }
+            };
+            fill_from(output.body, bufs, key, offset).await
+        })
+    }
+
+    fn create(&self, key: &str, overwrite: bool) -> Result<Box<dyn ObjectWriter>, BackendError> {
+        validate_key(key)?;
+        Ok(Box::new(S3Writer {
+            inner: Arc::clone(&self.inner),
+            key: key.to_owned(),
+            overwrite,
+            buffer: Vec::new(),
+            upload: None,
+            failed: false,
+        }))
+    }
+
+    fn read_profile(&self) -> ReadProfile {
+        ReadProfile {
+            parallel_requests: 8,
+            max_readahead: 64 << 20,
+        }
+    }
+
+    fn describe(&self) -> String {
+        let location = &self.inner.location;
+        format!("S3 bucket s3://{}/{}", location.bucket, location.prefix)
+    }
+}
+
+/// A multipart upload under way: its id and the parts sent so far.
+struct Multipart {
+    upload_id: String,
+    parts: Vec<JoinHandle<Result<CompletedPart, BackendError>>>,
+    in_flight: Arc<Semaphore>,
+}
+
+/// A new S3 object: buffered up to [`PART_SIZE`], then uploaded in parts in parallel.
+struct S3Writer {
+    inner: Arc<Inner>,
+    key: String,
+    overwrite: bool,
+    buffer: Vec<u8>,
+    upload: Option<Multipart>,
+    /// Set after a failed part; later writes and the commit fail.
+    failed: bool,
+}
+
+fn sha256_base64(bytes: &[u8]) -> String {
+    base64::engine::general_purpose::STANDARD.encode(Sha256::digest(bytes))
+}
+
+impl S3Writer {
+    fn context(&self, action: &str) -> String {
+        format!("{action} {}", self.inner.describe_key(&self.key))
+    }
+
+    /// Sends the buffer as the next part, starting the multipart upload if needed.
+    /// Blocks while [`PARTS_IN_FLIGHT`] parts are still being sent.
+    fn send_part(&mut self) -> Result<(), BackendError> {
+        let inner = Arc::clone(&self.inner);
+        let full_key = inner.full_key(&self.key);
+        if self.upload.is_none() {
+            let context = self.context("starting multipart upload of");
+            let created = inner.run(|| context.clone(), async {
+                inner
+                    .client
+                    .create_multipart_upload()
+                    .bucket(&inner.location.bucket)
+                    .key(&full_key)
+                    .checksum_algorithm(ChecksumAlgorithm::Sha256)
+                    .send()
+                    .await
+                    .map_err(|e| remote_error(context.clone(), e))
+            })?;
+            self.upload = Some(Multipart {
+                upload_id: created.upload_id().unwrap_or_default().to_owned(),
+                parts: Vec::new(),
+                in_flight: Arc::new(Semaphore::new(PARTS_IN_FLIGHT)),
+            });
+        }
+        let uploading = self.context("uploading");
+        let upload = self.upload.as_mut().expect("started above");
+        let part_number = upload.parts.len() as i32 + 1;
+        let body = std::mem::take(&mut self.buffer);
+        let checksum = sha256_base64(&body);
+        let permit = inner
+            .runtime
+            .block_on(Arc::clone(&upload.in_flight).acquire_owned())
+            .expect("semaphore never closed");
+        let context = format!("{uploading} (part {part_number})");
+        let upload_id = upload.upload_id.clone();
+        let task_inner = Arc::clone(&inner);
+        let task = async move {
+            let _permit = permit;
+            let inner = task_inner;
+            let sent = inner
+                .client
+                .upload_part()
+                .bucket(&inner.location.bucket)
+                .key(full_key)
+                .upload_id(upload_id)
+                .part_number(part_number)
+                .checksum_sha256(&checksum)
+                .body(ByteStream::from(body))
+                .send();
+            let answer = tokio::time::timeout(inner.timeout, sent)
+                .await
+                .map_err(|_| BackendError::Timeout {
+                    context: context.clone(),
+                    timeout: inner.timeout,
+                })?
+                .map_err(|e| remote_error(context.clone(), e))?;
+            if answer
+                .checksum_sha256()
+                .is_some_and(|echo| echo != checksum)
+            {
+                return Err(BackendError::Remote {
+                    context,
+                    message: "the server stored a part whose SHA-256 differs from ours".into(),
+                });
+            }
+            Ok(CompletedPart::builder()
+                .part_number(part_number)
+                .set_e_tag(answer.e_tag().map(str::to_owned))
+                .checksum_sha256(checksum)
+                .build())
+        };
+        upload.parts.push(inner.runtime.spawn(task));
+        Ok(())
+    }
+
+    fn put_whole(&mut self) -> Result<(), BackendError> {
+        let inner = Arc::clone(&self.inner);
+        let body = std::mem::take(&mut self.buffer);
+        let checksum = sha256_base64(&body);
+        let context = self.context("uploading");
+        let mut request = inner
+            .client
+            .put_object()
+            .bucket(&inner.location.bucket)
+            .key(inner.full_key(&self.key))
+            .checksum_sha256(&checksum)
+            .body(ByteStream::from(body));
+        if !self.overwrite {
+            request = request.if_none_match("*");
+        }
+        inner.run(|| context.clone(), async {
+            match request.send().await {
+                Ok(_) => Ok(()),
+                Err(e) if e.raw_response().is_some_and(|r| r.status().as_u16() == 412) => {
+                    Err(BackendError::AlreadyExists {
+                        key: self.key.clone(),
+                    })
+                }
+                Err(e) => Err(remote_error(context.clone(), e)),
+            }
+        })
+    }
+
+    fn complete(&mut self) -> Result<(), BackendError> {
+        if !self.buffer.is_empty() {
+            self.send_part()?;
+        }
+        let inner = Arc::clone(&self.inner);
+        let Multipart {
+            upload_id, parts, ..
+        } = self.upload.take().expect("multipart upload started");
+        let context = self.context("completing upload of");
+        let key = self.key.clone();
+        let result = inner.run(|| context.clone(), async {
+            let mut completed = Vec::with_capacity(parts.len());
+            for part in parts {
+                completed.push(part.await.map_err(|e| BackendError::Remote {
+                    context: context.clone(),
+                    message: format!("upload task failed: {e}"),
+                })??);
+            }
+            let mut request = inner
+                .client
+                .complete_multipart_upload()
+                .bucket(&inner.location.bucket)
+                .key(inner.full_key(&key))
+                .upload_id(&upload_id)
+                .multipart_upload(
+                    CompletedMultipartUpload::builder()
+                        .set_parts(Some(completed))
+                        .build(),
+                );
+            if !self.overwrite {
+                request = request.if_none_match("*");
+            }
+            request
+                .send()
+                .await
+                .map(|_| ())
+                .map_err(|e| remote_error(context.clone(), e))
+        });
+        if result.is_err() {
+            abort(&inner, &key, &upload_id);
+        }
+        result
+    }
+}
+
+/// Aborts a multipart upload so its parts do not linger (and cost) on the server.
+fn abort(inner: &Inner, key: &str, upload_id: &str) {
+    let outcome = inner.run(
+        || format!("aborting upload of {}", inner.describe_key(key)),
+        async {
+            inner
+                .client
+                .abort_multipart_upload()
+                .bucket(&inner.location.bucket)
+                .key(inner.full_key(key))
+                .upload_id(upload_id)
+                .send()
+                .await
+                .map(|_| ())
+                .map_err(|e| remote_error(String::new(), e))
+        },
+    );
+    if let Err(e) = outcome {
+        tracing::warn!(key, "could not abort an unfinished multipart upload: {e}");
+    }
+}
+
+impl Write for S3Writer {
+    fn write(&mut self, bytes: &[u8]) -> io::Result<usize> {
+        if self.failed {
+            return Err(io::Error::other("an earlier part failed"));
+        }
+        self.buffer.extend_from_slice(bytes);
+        if self.buffer.len() >= PART_SIZE {
+            if let Err(e) = self.send_part() {
+                self.failed = true;
+                return Err(io::Error::other(e));
+            }
+        }
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl ObjectWriter for S3Writer {
+    fn commit(mut self: Box<Self>) -> Result<(), BackendError> {
+        if self.failed {
+            return Err(BackendError::Remote {
+                context: self.context("uploading"),
+                message: "an earlier part failed".into(),
+            });
+        }
+        if self.upload.is_none() {
+            self.put_whole()
+        } else {
+            self.complete()
+        }
+    }
+}
+
+impl Drop for S3Writer {
+    fn drop(&mut self) {
+        if let Some(upload) = self.upload.take() {
+            for part in &upload.parts {
+                part.abort();
+            }
+            abort(&self.inner, &self.key, &upload.upload_id);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn locations_parse_and_hostile_ones_are_refused() {
+        let location: S3Location = "s3://scans-2026/study1/CT/".parse().unwrap();
+        assert_eq!(location.bucket, "scans-2026");
+        assert_eq!(location.prefix, "study1/CT/");
+        let bare: S3Location = "s3://scans".parse().unwrap();
+        assert_eq!(bare.prefix, "");
+        for bad in [
+            "scans",
+            "s3://",
+            "s3://ab",
+            "s3://Upper",
+            "s3://b_ucket",
+            "s3://bucket/../x",
+            "s3://bucket/a//b",
+            "s3://bucket/a\0b",
+        ] {
+            assert!(bad.parse::<S3Location>().is_err(), "{bad:?} accepted");
+        }
+    }
+
+    #[test]
+    fn part_checksums_are_base64_sha256() {
+        assert_eq!(
+            sha256_base64(b"abc"),
+            "ungWv48Bz+pBQUDeXa4iI7ADYaOWF3qctBD/YfIAFa0="
+        );
+    }
+}

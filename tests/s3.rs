@@ -1,0 +1,362 @@
+//! The S3 backend against a real S3 server on loopback (moto), through real mounts:
+//! sealing trees (single and multipart uploads), pagination, nested prefixes, re-runs,
+//! an object replaced mid-read, a server killed and brought back, and wrong credentials.
+
+mod common;
+
+use std::io::{Read, Seek, SeekFrom};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::moto::{aws_env, Moto};
+use common::{pattern, run_ok, smpfs, Workspace};
+
+const BUCKET: &str = "scans";
+
+/// `smpfs seal plain/… --out s3://… -o endpoint=…`, with the test credentials.
+fn seal_to(ws: &Workspace, moto: &Moto, source: &std::path::Path, out: &str) -> Command {
+    let mut cmd = smpfs();
+    aws_env(&mut cmd)
+        .arg("seal")
+        .arg(source)
+        .args(["--to", &ws.recipient, "--out", out, "-o"])
+        .arg(moto.endpoint_option());
+    cmd
+}
+
+fn stderr(out: &std::process::Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// Files of many sizes (empty, one chunk, chunk boundaries, multipart) sealed to a nested
+/// prefix read back byte-exact, mounted at the prefix and at its parent; a re-run keeps
+/// everything and a deleted object is sealed again.
+#[test]
+fn sealed_tree_reads_back_exactly_and_reseal_skips_what_arrived() {
+    let moto = Moto::start();
+    moto.create_bucket(BUCKET);
+    let ws = Workspace::new();
+    let sizes = [
+        0usize,
+        1,
+        65_535,
+        65_536,
+        65_537,
+        3 << 20,
+        (17 << 20) + 12_345,
+    ];
+    for (i, size) in sizes.iter().enumerate() {
+        ws.write_plain(&format!("series/{i}/slice.bin"), &pattern(*size, i as u8));
+    }
+    let out = run_ok(&mut seal_to(
+        &ws,
+        &moto,
+        &ws.plain(),
+        "s3://scans/site-a/2026",
+    ));
+    assert!(
+        stderr(&out).contains("sealed 7 of 7 files"),
+        "{}",
+        stderr(&out)
+    );
+
+    let listed = moto.python(
+        "r = s3.list_objects_v2(Bucket='scans', Prefix='site-a/2026/')\n\
+         print(sorted(o['Key'] for o in r['Contents']))",
+    );
+    assert!(
+        listed.contains("site-a/2026/series/6/slice.bin"),
+        "{listed}"
+    );
+    let uploads =
+        moto.python("print(len(s3.list_multipart_uploads(Bucket='scans').get('Uploads', [])))");
+    assert_eq!(
+        uploads.trim(),
+        "0",
+        "no unfinished multipart uploads are left"
+    );
+
+    for source in ["s3://scans/site-a/2026", "s3://scans/site-a"] {
+        let mount = ws.mount_source(source, &[&moto.endpoint_option(), "audit=off"]);
+        let base = if source.ends_with("2026") {
+            ws.mnt()
+        } else {
+            ws.mnt().join("2026")
+        };
+        for (i, size) in sizes.iter().enumerate() {
+            let path = base.join(format!("series/{i}/slice.bin"));
+            let data = std::fs::read(&path)
+                .unwrap_or_else(|e| panic!("{}: {e}; log:\n{}", path.display(), mount.log_text()));
+            assert_eq!(data.len(), *size);
+            assert!(
+                data == pattern(*size, i as u8),
+                "{} differs",
+                path.display()
+            );
+        }
+        let status = mount.unmount();
+        assert!(status.success());
+    }
+
+    let again = run_ok(&mut seal_to(
+        &ws,
+        &moto,
+        &ws.plain(),
+        "s3://scans/site-a/2026",
+    ));
+    assert!(
+        stderr(&again).contains("7 files were already sealed there")
+            && stderr(&again).contains("sealed 0 of 7 files"),
+        "{}",
+        stderr(&again)
+    );
+    moto.python("s3.delete_object(Bucket='scans', Key='site-a/2026/series/5/slice.bin')");
+    let resumed = run_ok(&mut seal_to(
+        &ws,
+        &moto,
+        &ws.plain(),
+        "s3://scans/site-a/2026",
+    ));
+    assert!(
+        stderr(&resumed).contains("6 files were already sealed there")
+            && stderr(&resumed).contains("sealed 1 of 7 files"),
+        "{}",
+        stderr(&resumed)
+    );
+}
+
+/// More than 1000 objects: the listing follows continuation tokens.
+#[test]
+fn listing_paginates_past_1000_objects() {
+    let moto = Moto::start();
+    moto.create_bucket(BUCKET);
+    let ws = Workspace::new();
+    for i in 0..1050 {
+        ws.write_plain(
+            &format!("many/{i:04}.txt"),
+            format!("object {i}").as_bytes(),
+        );
+    }
+    run_ok(&mut seal_to(&ws, &moto, &ws.plain(), "s3://scans"));
+    let mount = ws.mount_source("s3://scans", &[&moto.endpoint_option(), "audit=off"]);
+    let names = std::fs::read_dir(ws.mnt().join("many")).unwrap().count();
+    assert_eq!(names, 1050, "log:\n{}", mount.log_text());
+    let last = std::fs::read_to_string(ws.mnt().join("many/1049.txt")).unwrap();
+    assert_eq!(last, "object 1049");
+}
+
+/// pydicom's bundled DICOM files, sealed to S3 and read back through the mount, are
+/// byte-exact and parse with pydicom.
+#[test]
+fn pydicom_files_read_back_through_an_s3_mount() {
+    let found = Command::new("python3")
+        .args([
+            "-c",
+            "import pydicom, os; print(os.path.join(os.path.dirname(pydicom.__file__), 'data', 'test_files'))",
+        ])
+        .output()
+        .expect("python3");
+    assert!(
+        found.status.success(),
+        "pydicom is missing: run integration/install-deps.sh"
+    );
+    let files = std::path::PathBuf::from(String::from_utf8(found.stdout).unwrap().trim());
+    let moto = Moto::start();
+    moto.create_bucket(BUCKET);
+    let ws = Workspace::new();
+    run_ok(&mut seal_to(&ws, &moto, &files, "s3://scans/dicom"));
+    let _mount = ws.mount_source("s3://scans/dicom", &[&moto.endpoint_option(), "audit=off"]);
+    let check = r#"
+import os, sys, pydicom
+src, mnt = sys.argv[1], sys.argv[2]
+count = parsed = 0
+for root, _, names in os.walk(src):
+    for name in names:
+        path = os.path.join(root, name)
+        if os.path.islink(path):
+            continue
+        rel = os.path.relpath(path, src)
+        a = open(path, 'rb').read()
+        b = open(os.path.join(mnt, rel), 'rb').read()
+        assert a == b, rel
+        count += 1
+        if name.endswith('.dcm'):
+            pydicom.dcmread(os.path.join(mnt, rel), force=True)
+            parsed += 1
+assert count > 50 and parsed > 20, (count, parsed)
+print(count, parsed)
+"#;
+    let out = run_ok(
+        Command::new("python3")
+            .arg("-c")
+            .arg(check)
+            .arg(&files)
+            .arg(ws.mnt()),
+    );
+    eprintln!("compared {}", String::from_utf8_lossy(&out.stdout));
+}
+
+/// Reading a file whose object is replaced after the mount listed it fails with EIO: the
+/// read is pinned to the listed ETag, so no bytes of the new version are ever served.
+#[test]
+fn an_object_replaced_during_a_read_is_an_error_not_mixed_data() {
+    let moto = Moto::start();
+    moto.create_bucket(BUCKET);
+    let ws = Workspace::new();
+    let data = pattern(20 << 20, 1);
+    ws.write_plain("big.bin", &data);
+    run_ok(&mut seal_to(&ws, &moto, &ws.plain(), "s3://scans"));
+    let mount = ws.mount_source("s3://scans", &[&moto.endpoint_option(), "audit=off"]);
+    let mut file = std::fs::File::open(ws.mnt().join("big.bin")).unwrap();
+    let mut first = vec![0u8; 1 << 20];
+    file.read_exact(&mut first).unwrap();
+    assert!(first == data[..1 << 20]);
+
+    // The same file sealed again: same size, new file id and keys, new ETag.
+    let reseal = seal_to(&ws, &moto, &ws.plain(), "s3://scans")
+        .arg("--overwrite")
+        .output()
+        .unwrap();
+    assert!(reseal.status.success(), "{}", stderr(&reseal));
+
+    file.seek(SeekFrom::Start(16 << 20)).unwrap();
+    let mut later = vec![0u8; 1 << 20];
+    let error = file.read_exact(&mut later).unwrap_err();
+    assert_eq!(error.raw_os_error(), Some(libc::EIO), "{error}");
+    assert!(
+        mount.log_text().contains("changed since it was listed"),
+        "log:\n{}",
+        mount.log_text()
+    );
+}
+
+/// With the server gone, a read fails with EIO within the timeout instead of hanging;
+/// once the same object is back, reads work again without remounting.
+#[test]
+fn a_killed_server_gives_eio_within_the_timeout_and_reads_resume() {
+    let mut moto = Moto::start();
+    moto.create_bucket(BUCKET);
+    let ws = Workspace::new();
+    let data = pattern(7 << 20, 2);
+    ws.write_plain("scan.bin", &data);
+    run_ok(&mut seal_to(&ws, &moto, &ws.plain(), "s3://scans"));
+    // Keep the sealed bytes so the restarted (empty) server can be given the same object.
+    let saved = ws.dir.path().join("object.saved");
+    moto.python(&format!(
+        "s3.download_file('scans', 'scan.bin', '{}')",
+        saved.display()
+    ));
+    let mount = ws.mount_source(
+        "s3://scans",
+        &[&moto.endpoint_option(), "audit=off", "timeout=3s"],
+    );
+    let path = ws.mnt().join("scan.bin");
+    let mut file = std::fs::File::open(&path).unwrap();
+    let mut buf = vec![0u8; 65_536];
+    file.read_exact(&mut buf).unwrap();
+
+    moto.kill();
+    let started = Instant::now();
+    file.seek(SeekFrom::Start(6 << 20)).unwrap();
+    let error = file.read_exact(&mut buf).unwrap_err();
+    let waited = started.elapsed();
+    assert_eq!(error.raw_os_error(), Some(libc::EIO), "{error}");
+    assert!(waited < Duration::from_secs(10), "took {waited:?}");
+
+    moto.restart();
+    moto.create_bucket(BUCKET);
+    moto.python(&format!(
+        "s3.upload_file('{}', 'scans', 'scan.bin')",
+        saved.display()
+    ));
+    file.seek(SeekFrom::Start(6 << 20)).unwrap();
+    file.read_exact(&mut buf)
+        .unwrap_or_else(|e| panic!("read after restart: {e}; log:\n{}", mount.log_text()));
+    assert!(buf == data[6 << 20..(6 << 20) + 65_536]);
+}
+
+/// A server that stops answering (SIGSTOP: connections hang rather than fail) also gives
+/// EIO within the timeout, and reads resume when it continues.
+#[test]
+fn a_hung_server_gives_eio_within_the_timeout() {
+    let moto = Moto::start();
+    moto.create_bucket(BUCKET);
+    let ws = Workspace::new();
+    let data = pattern(3 << 20, 3);
+    ws.write_plain("scan.bin", &data);
+    run_ok(&mut seal_to(&ws, &moto, &ws.plain(), "s3://scans"));
+    let mount = ws.mount_source(
+        "s3://scans",
+        &[&moto.endpoint_option(), "audit=off", "timeout=2s"],
+    );
+    let mut file = std::fs::File::open(ws.mnt().join("scan.bin")).unwrap();
+    let pid = moto.pid();
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGSTOP).unwrap();
+    let started = Instant::now();
+    file.seek(SeekFrom::Start(2 << 20)).unwrap();
+    let mut buf = vec![0u8; 65_536];
+    let error = file.read_exact(&mut buf).unwrap_err();
+    let waited = started.elapsed();
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGCONT).unwrap();
+    assert_eq!(error.raw_os_error(), Some(libc::EIO), "{error}");
+    assert!(
+        waited >= Duration::from_millis(1500) && waited < Duration::from_secs(8),
+        "took {waited:?}"
+    );
+    file.seek(SeekFrom::Start(2 << 20)).unwrap();
+    file.read_exact(&mut buf)
+        .unwrap_or_else(|e| panic!("after SIGCONT: {e}; log:\n{}", mount.log_text()));
+    assert!(buf == data[2 << 20..(2 << 20) + 65_536]);
+}
+
+/// Credentials the server rejects make the mount fail at once, saying why; nothing is
+/// mounted.
+#[test]
+fn wrong_credentials_fail_the_mount_clearly() {
+    let moto = Moto::start_with_env(&[("INITIAL_NO_AUTH_ACTION_COUNT", "0")]);
+    let ws = Workspace::new();
+    let out = aws_env(&mut smpfs())
+        .arg("mount")
+        .arg("s3://scans")
+        .arg(ws.mnt())
+        .arg("-i")
+        .arg(&ws.identity)
+        .args(["-o", &moto.endpoint_option()])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let message = stderr(&out);
+    assert!(
+        message.contains("InvalidAccessKeyId") && message.contains("listing s3://scans/"),
+        "{message}"
+    );
+    assert!(!common::is_mounted(&ws.mnt()));
+}
+
+/// An endpoint nobody listens on fails the mount within the timeout.
+#[test]
+fn an_unreachable_endpoint_fails_the_mount_in_bounded_time() {
+    let ws = Workspace::new();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let started = Instant::now();
+    let out = aws_env(&mut smpfs())
+        .arg("mount")
+        .arg("s3://scans")
+        .arg(ws.mnt())
+        .arg("-i")
+        .arg(&ws.identity)
+        .args([
+            "-o",
+            &format!("endpoint=http://127.0.0.1:{port},timeout=3s"),
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(started.elapsed() < Duration::from_secs(10));
+    assert!(stderr(&out).contains("unreachable"), "{}", stderr(&out));
+    assert!(!common::is_mounted(&ws.mnt()));
+}
