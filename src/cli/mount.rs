@@ -208,7 +208,6 @@ fn serve(
         cache_size: options.cache_size as usize,
         reply_buffers: FUSE_THREADS,
         max_read: MAX_READ,
-        ..VaultConfig::default()
     };
     let vault = Arc::new(Vault::new(backend, identity, config, audit)?);
     tracing::info!(
