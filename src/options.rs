@@ -5,7 +5,12 @@ use std::fmt;
 use std::path::PathBuf;
 
 use crate::audit::SyncPolicy;
-use crate::backend::S3Options;
+use crate::backend::{S3Options, Source};
+
+/// Default Object Lock retention of S3 audit checkpoints: six years, HIPAA's retention
+/// period for required documentation (45 CFR 164.316(b)(2)).
+pub const DEFAULT_ANCHOR_RETENTION: std::time::Duration =
+    std::time::Duration::from_secs(6 * 365 * 24 * 3600);
 
 /// Errors in mount options or sizes.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -54,8 +59,10 @@ pub struct MountOptions {
     pub audit: AuditTarget,
     /// When the audit log is flushed to stable storage (`audit_sync=always|MS`).
     pub audit_sync: SyncPolicy,
-    /// File that receives audit checkpoints (`audit_anchor=PATH`).
-    pub audit_anchor: Option<PathBuf>,
+    /// Where audit checkpoints go (`audit_anchor=PATH` or `audit_anchor=s3://BUCKET/PREFIX`).
+    pub audit_anchor: Option<Source>,
+    /// Object Lock retention of S3 checkpoints (`audit_anchor_retention=`, default 6 years).
+    pub audit_anchor_retention: std::time::Duration,
     /// Identity file (`identity=PATH`), for mount(8) and fstab, which pass no flags.
     pub identity: Option<PathBuf>,
     /// File whose first line is the identity's passphrase (`passphrase_file=PATH`).
@@ -95,6 +102,7 @@ impl Default for MountOptions {
             audit: AuditTarget::default(),
             audit_sync: SyncPolicy::default(),
             audit_anchor: None,
+            audit_anchor_retention: DEFAULT_ANCHOR_RETENTION,
             identity: None,
             passphrase_file: None,
             uid: None,
@@ -156,8 +164,11 @@ impl MountOptions {
                 ("audit_sync", Some(v)) => {
                     options.audit_sync = v.parse().map_err(|e| bad(&e))?;
                 }
-                ("audit_anchor", Some(path)) if !path.is_empty() => {
-                    options.audit_anchor = Some(path.into())
+                ("audit_anchor", Some(target)) if !target.is_empty() => {
+                    options.audit_anchor = Some(target.parse().map_err(|e| bad(&e))?)
+                }
+                ("audit_anchor_retention", Some(v)) => {
+                    options.audit_anchor_retention = parse_duration(item, v)?
                 }
                 _ if parse_backend_option(&mut options.s3, item)? => {}
                 _ => return Err(OptionError::Unknown(item.to_owned())),
@@ -284,7 +295,15 @@ mod tests {
         .unwrap();
         assert_eq!(o.audit, AuditTarget::Path("/var/log/a.log".into()));
         assert_eq!(o.audit_sync, SyncPolicy::Always);
-        assert_eq!(o.audit_anchor, Some("/mnt/anchor".into()));
+        assert_eq!(o.audit_anchor, Some(Source::Local("/mnt/anchor".into())));
+        let o =
+            MountOptions::parse(&["audit_anchor=s3://anchors/ws1,audit_anchor_retention=30days"])
+                .unwrap();
+        assert_eq!(o.audit_anchor, Some("s3://anchors/ws1".parse().unwrap()));
+        assert_eq!(
+            o.audit_anchor_retention,
+            std::time::Duration::from_secs(30 * 24 * 3600)
+        );
         assert_eq!(
             MountOptions::parse(&["audit=off"]).unwrap().audit,
             AuditTarget::Off

@@ -1,17 +1,64 @@
-//! Anchor checkpoints: `{log_id, segment, seq, tag, time}` JSON lines appended (and
-//! fsynced) to a file that should live outside the writer's reach, so that deleting the
-//! newest records of the log is caught.
+//! Anchor checkpoints: `{log_id, segment, seq, tag, time}` JSON, kept outside the
+//! writer's reach so that deleting the newest records of the log is caught. An anchor is
+//! either a file the checkpoints are appended (and fsynced) to, or an object store where
+//! each checkpoint is a new object that is never replaced (S3, with Object Lock where the
+//! bucket has it).
 
 use std::fs::{File, OpenOptions};
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::fs::OpenOptionsExt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
 use super::record::io_error;
 use super::AuditError;
+use crate::backend::BackendError;
+
+/// A store that keeps each checkpoint as its own object, written once.
+pub trait CheckpointStore: Send + Sync {
+    /// Stores a new object `name`; fails rather than replace an existing one.
+    fn put_new(&self, name: &str, bytes: &[u8]) -> Result<(), BackendError>;
+    /// The names of all objects in the store.
+    fn names(&self) -> Result<Vec<String>, BackendError>;
+    /// The bytes of object `name`.
+    fn get(&self, name: &str) -> Result<Vec<u8>, BackendError>;
+    /// Where the store is, for messages.
+    fn describe(&self) -> String;
+}
+
+/// Where a log's checkpoints go: one anchor per log.
+#[derive(Clone)]
+pub enum AnchorTarget {
+    /// A local file, one JSON line per checkpoint.
+    File(PathBuf),
+    /// An object store, one object per checkpoint, named so that name order is seq order.
+    Store(Arc<dyn CheckpointStore>),
+}
+
+impl AnchorTarget {
+    /// Where the anchor is, for messages.
+    pub fn describe(&self) -> String {
+        match self {
+            AnchorTarget::File(path) => path.display().to_string(),
+            AnchorTarget::Store(store) => store.describe(),
+        }
+    }
+}
+
+/// The object name of a checkpoint: zero-padded, so name order is (segment, seq) order.
+fn object_name(checkpoint: &Checkpoint) -> String {
+    format!("{:010}-{:020}.json", checkpoint.segment, checkpoint.seq)
+}
+
+fn store_error(store: &dyn CheckpointStore) -> impl FnOnce(BackendError) -> AuditError + '_ {
+    move |source| AuditError::AnchorStore {
+        anchor: store.describe(),
+        source,
+    }
+}
 
 /// A checkpoint is due after this many records...
 pub(crate) const EVERY_RECORDS: u64 = 1000;
@@ -29,26 +76,36 @@ pub(crate) struct Checkpoint {
     pub time: String,
 }
 
-/// The writer's side of an anchor file.
+/// Where the writer puts checkpoints.
+enum Sink {
+    File { file: File, path: PathBuf },
+    Store(Arc<dyn CheckpointStore>),
+}
+
+/// The writer's side of an anchor.
 pub(crate) struct Anchor {
-    file: File,
-    path: PathBuf,
+    sink: Sink,
     records: u64,
     last: Instant,
 }
 
 impl Anchor {
-    /// Opens (creating, mode 0600) the anchor file for appending.
-    pub fn open(path: &Path) -> Result<Anchor, AuditError> {
-        let file = OpenOptions::new()
-            .append(true)
-            .create(true)
-            .mode(0o600)
-            .open(path)
-            .map_err(io_error(path))?;
+    /// Opens the anchor: a file is created (mode 0600) or opened for appending.
+    pub fn open(target: &AnchorTarget) -> Result<Anchor, AuditError> {
+        let sink = match target {
+            AnchorTarget::File(path) => Sink::File {
+                file: OpenOptions::new()
+                    .append(true)
+                    .create(true)
+                    .mode(0o600)
+                    .open(path)
+                    .map_err(io_error(path))?,
+                path: path.clone(),
+            },
+            AnchorTarget::Store(store) => Sink::Store(Arc::clone(store)),
+        };
         Ok(Anchor {
-            file,
-            path: path.to_owned(),
+            sink,
             records: 0,
             last: Instant::now(),
         })
@@ -60,25 +117,34 @@ impl Anchor {
         self.records >= EVERY_RECORDS || self.last.elapsed() >= EVERY
     }
 
-    /// Appends `checkpoint` and fsyncs. The caller must have synced the log first, so an
-    /// anchor never gets ahead of the durable log.
+    /// Appends `checkpoint` and fsyncs (or stores it as a new object). The caller must have
+    /// synced the log first, so an anchor never gets ahead of the durable log.
     pub fn write(&mut self, checkpoint: &Checkpoint) -> Result<(), AuditError> {
         let mut line = serde_json::to_vec(checkpoint).expect("a checkpoint serializes");
         line.push(b'\n');
-        self.file
-            .write_all(&line)
-            .and_then(|()| self.file.sync_data())
-            .map_err(io_error(&self.path))?;
+        match &mut self.sink {
+            Sink::File { file, path } => file
+                .write_all(&line)
+                .and_then(|()| file.sync_data())
+                .map_err(io_error(path))?,
+            Sink::Store(store) => store
+                .put_new(&object_name(checkpoint), &line)
+                .map_err(store_error(store.as_ref()))?,
+        }
         self.records = 0;
         self.last = Instant::now();
         Ok(())
     }
 }
 
-/// Reads every complete checkpoint line of an anchor file with its 1-based line number.
-/// An incomplete last line (a crash while appending) is ignored; any other line that does
-/// not parse is an error.
-pub(crate) fn read(path: &Path) -> Result<Vec<(usize, Checkpoint)>, AuditError> {
+/// Reads every checkpoint of an anchor with its 1-based position (line of a file, or
+/// object in name order). In a file, an incomplete last line (a crash while appending) is
+/// ignored; anything else that does not parse is an error.
+pub(crate) fn read(target: &AnchorTarget) -> Result<Vec<(usize, Checkpoint)>, AuditError> {
+    let path = match target {
+        AnchorTarget::File(path) => path,
+        AnchorTarget::Store(store) => return read_store(store.as_ref()),
+    };
     let mut reader = BufReader::new(File::open(path).map_err(io_error(path))?);
     let mut checkpoints = Vec::new();
     let mut line = Vec::new();
@@ -95,10 +161,32 @@ pub(crate) fn read(path: &Path) -> Result<Vec<(usize, Checkpoint)>, AuditError> 
             break;
         }
         let checkpoint = serde_json::from_slice(&line).map_err(|_| AuditError::BadAnchor {
-            path: path.to_owned(),
+            anchor: path.display().to_string(),
             line: number,
         })?;
         checkpoints.push((number, checkpoint));
+    }
+    Ok(checkpoints)
+}
+
+/// Reads a store's checkpoints in name order; an object whose name is not the one its
+/// content gives is an error (a checkpoint cannot be moved to another place in order).
+fn read_store(store: &dyn CheckpointStore) -> Result<Vec<(usize, Checkpoint)>, AuditError> {
+    let mut names = store.names().map_err(store_error(store))?;
+    names.sort();
+    let mut checkpoints = Vec::with_capacity(names.len());
+    for (index, name) in names.iter().enumerate() {
+        let bytes = store.get(name).map_err(store_error(store))?;
+        let bad = || AuditError::BadAnchor {
+            anchor: format!("{}{name}", store.describe()),
+            line: index + 1,
+        };
+        let line = bytes.strip_suffix(b"\n").ok_or_else(bad)?;
+        let checkpoint: Checkpoint = serde_json::from_slice(line).map_err(|_| bad())?;
+        if object_name(&checkpoint) != *name {
+            return Err(bad());
+        }
+        checkpoints.push((index + 1, checkpoint));
     }
     Ok(checkpoints)
 }
@@ -121,13 +209,14 @@ mod tests {
     fn checkpoints_round_trip_and_torn_last_line_is_ignored() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("anchor");
-        let mut anchor = Anchor::open(&path).unwrap();
+        let target = AnchorTarget::File(path.clone());
+        let mut anchor = Anchor::open(&target).unwrap();
         anchor.write(&checkpoint(1)).unwrap();
         anchor.write(&checkpoint(9)).unwrap();
         let text = std::fs::read_to_string(&path).unwrap();
         assert!(text.starts_with("{\"log_id\":\"abab"), "{text}");
         std::fs::write(&path, format!("{text}{{\"log_id\":\"ab")).unwrap();
-        let read_back = read(&path).unwrap();
+        let read_back = read(&target).unwrap();
         assert_eq!(
             read_back,
             vec![(1, checkpoint(1)), (2, checkpoint(9))],
@@ -135,7 +224,7 @@ mod tests {
         );
         std::fs::write(&path, format!("{text}garbage\n")).unwrap();
         assert!(matches!(
-            read(&path),
+            read(&target),
             Err(AuditError::BadAnchor { line: 3, .. })
         ));
     }
@@ -143,10 +232,55 @@ mod tests {
     #[test]
     fn checkpoint_is_due_after_many_records() {
         let dir = tempfile::tempdir().unwrap();
-        let mut anchor = Anchor::open(&dir.path().join("anchor")).unwrap();
+        let target = AnchorTarget::File(dir.path().join("anchor"));
+        let mut anchor = Anchor::open(&target).unwrap();
         let due = (0..EVERY_RECORDS).filter(|_| anchor.count()).count();
         assert_eq!(due, 1);
         anchor.write(&checkpoint(0)).unwrap();
         assert!(!anchor.count());
+    }
+
+    /// Objects in memory, write-once like the S3 store.
+    #[derive(Default)]
+    struct MemoryStore(parking_lot::Mutex<std::collections::BTreeMap<String, Vec<u8>>>);
+
+    impl CheckpointStore for MemoryStore {
+        fn put_new(&self, name: &str, bytes: &[u8]) -> Result<(), BackendError> {
+            let mut objects = self.0.lock();
+            if objects.contains_key(name) {
+                return Err(BackendError::AlreadyExists { key: name.into() });
+            }
+            objects.insert(name.into(), bytes.to_vec());
+            Ok(())
+        }
+        fn names(&self) -> Result<Vec<String>, BackendError> {
+            Ok(self.0.lock().keys().rev().cloned().collect())
+        }
+        fn get(&self, name: &str) -> Result<Vec<u8>, BackendError> {
+            Ok(self.0.lock()[name].clone())
+        }
+        fn describe(&self) -> String {
+            "memory/".into()
+        }
+    }
+
+    #[test]
+    fn store_checkpoints_read_back_in_order_and_moved_ones_are_refused() {
+        let store = Arc::new(MemoryStore::default());
+        let target = AnchorTarget::Store(store.clone());
+        let mut anchor = Anchor::open(&target).unwrap();
+        for seq in [2, 1000, 30] {
+            anchor.write(&checkpoint(seq)).unwrap();
+        }
+        let seqs: Vec<u64> = read(&target).unwrap().iter().map(|(_, c)| c.seq).collect();
+        assert_eq!(seqs, [2, 30, 1000], "name order is seq order");
+        assert!(anchor.write(&checkpoint(30)).is_err(), "never replaced");
+
+        let moved = store.0.lock().remove(&object_name(&checkpoint(1000))).unwrap();
+        store.0.lock().insert(object_name(&checkpoint(5)), moved);
+        assert!(matches!(
+            read(&target),
+            Err(AuditError::BadAnchor { line: 2, .. })
+        ));
     }
 }

@@ -16,6 +16,7 @@
 //! - [`anchor`]: checkpoint lines.
 
 mod anchor;
+pub use anchor::{AnchorTarget, CheckpointStore};
 mod record;
 mod verify;
 mod writer;
@@ -64,8 +65,14 @@ pub enum AuditError {
     BadSyncPolicy(String),
     #[error("{path}: the audit log is empty")]
     Empty { path: PathBuf },
-    #[error("{path} line {line}: not a valid anchor checkpoint")]
-    BadAnchor { path: PathBuf, line: usize },
+    #[error("anchor {anchor} checkpoint {line}: not a valid anchor checkpoint")]
+    BadAnchor { anchor: String, line: usize },
+    #[error("anchor {anchor}: {source}")]
+    AnchorStore {
+        anchor: String,
+        #[source]
+        source: crate::backend::BackendError,
+    },
     #[error("line {line} (seq {seq}) was modified: its tag does not match")]
     Modified { line: usize, seq: u64 },
     #[error("records were deleted: seq {first} to {last} are missing before line {line}")]

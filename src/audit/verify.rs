@@ -14,7 +14,7 @@ use std::path::Path;
 
 use serde_json::Value;
 
-use super::anchor::{self, Checkpoint};
+use super::anchor::{self, AnchorTarget, Checkpoint};
 use super::record::{
     io_error, key_path, parse_line, unwrap_key, Chain, Position, Record, ZERO_TAG,
 };
@@ -72,7 +72,7 @@ impl fmt::Display for VerifyReport {
 pub fn verify(
     log: &Path,
     auditor: &Identity,
-    anchor: Option<&Path>,
+    anchor: Option<&AnchorTarget>,
 ) -> Result<VerifyReport, AuditError> {
     let checkpoints = anchor.map(anchor::read).transpose()?;
     let file = File::open(log).map_err(io_error(log))?;
@@ -649,7 +649,7 @@ mod tests {
                 &self.log,
                 &Identity::generate().recipient(),
                 SyncPolicy::default(),
-                Some(&self.anchor),
+                Some(&AnchorTarget::File(self.anchor.clone())),
                 serde_json::json!({"source": "/srv/bucket"}),
             )
             .unwrap();
@@ -684,7 +684,11 @@ mod tests {
         }
 
         fn verify_anchored(&self) -> Result<VerifyReport, AuditError> {
-            verify(&self.log, &self.auditor, Some(&self.anchor))
+            verify(
+                &self.log,
+                &self.auditor,
+                Some(&AnchorTarget::File(self.anchor.clone())),
+            )
         }
     }
 
@@ -1044,7 +1048,7 @@ mod tests {
     fn anchor_disagreement_is_reported() {
         let fixture = Fixture::new();
         let anchor = std::fs::read_to_string(&fixture.anchor).unwrap();
-        let checkpoints = anchor::read(&fixture.anchor).unwrap();
+        let checkpoints = anchor::read(&AnchorTarget::File(fixture.anchor.clone())).unwrap();
         let (_, third) = &checkpoints[2];
         let forged = anchor.replacen(&third.tag, &"0".repeat(64), 1);
         std::fs::write(&fixture.anchor, forged).unwrap();

@@ -39,7 +39,7 @@ use nix::fcntl::{Flock, FlockArg};
 use parking_lot::{Condvar, Mutex, MutexGuard};
 use serde_json::{Map, Value};
 
-use super::anchor::{Anchor, Checkpoint};
+use super::anchor::{Anchor, AnchorTarget, Checkpoint};
 use super::record::{io_error, parse_line, random, wrap_key, Body, Chain, Place, Record, ZERO_TAG};
 use super::{Actor, AuditError, Event, EventKind, SyncPolicy};
 use crate::keys::Recipient;
@@ -284,7 +284,7 @@ impl AuditLog {
         path: &Path,
         fallback_auditor: &Recipient,
         sync: SyncPolicy,
-        anchor: Option<&Path>,
+        anchor: Option<&AnchorTarget>,
         mount_detail: Value,
     ) -> Result<AuditLog, AuditError> {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
@@ -363,7 +363,7 @@ impl AuditLog {
         auditor: &Recipient,
         start: Start,
         policy: SyncPolicy,
-        anchor: Option<&Path>,
+        anchor: Option<&AnchorTarget>,
         mut detail: Map<String, Value>,
     ) -> Result<AuditLog, AuditError> {
         let k0 = random::<32>();
@@ -1063,7 +1063,7 @@ mod tests {
             &path,
             &me,
             SyncPolicy::default(),
-            Some(&anchor),
+            Some(&AnchorTarget::File(anchor.clone())),
             Value::Null,
         )
         .unwrap();
@@ -1071,7 +1071,7 @@ mod tests {
             log.record(read_event(i)).unwrap();
         }
         log.seal(Value::Null).unwrap();
-        let checkpoints = crate::audit::anchor::read(&anchor).unwrap();
+        let checkpoints = crate::audit::anchor::read(&AnchorTarget::File(anchor.clone())).unwrap();
         let seqs: Vec<u64> = checkpoints.iter().map(|(_, c)| c.seq).collect();
         assert_eq!(seqs, [0, 1000, 1002]);
         let records = lines(&path);
@@ -1091,7 +1091,7 @@ mod tests {
             &path,
             &auditor.recipient(),
             policy,
-            Some(&anchor),
+            Some(&AnchorTarget::File(anchor.clone())),
             Value::Null,
         )
         .unwrap();
@@ -1106,7 +1106,8 @@ mod tests {
             }
         });
         log.seal(Value::Null).unwrap();
-        let report = crate::audit::verify(&path, &auditor, Some(&anchor)).unwrap();
+        let report =
+            crate::audit::verify(&path, &auditor, Some(&AnchorTarget::File(anchor))).unwrap();
         assert_eq!(report.records, threads * each + 2);
         let records = lines(&path);
         assert!(records.iter().enumerate().all(|(i, r)| r.seq == i as u64));

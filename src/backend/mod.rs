@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub use local::LocalBackend;
-pub use s3::{S3Backend, S3Location, S3Options};
+pub use s3::{S3Backend, S3Checkpoints, S3Location, S3Options};
 
 /// Errors from a backend, by what the caller can do about them.
 #[derive(Debug, thiserror::Error)]

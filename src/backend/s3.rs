@@ -24,7 +24,9 @@ use aws_config::timeout::TimeoutConfig;
 use aws_config::BehaviorVersion;
 use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::primitives::ByteStream;
-use aws_sdk_s3::types::{ChecksumAlgorithm, CompletedMultipartUpload, CompletedPart};
+use aws_sdk_s3::types::{
+    ChecksumAlgorithm, CompletedMultipartUpload, CompletedPart, ObjectLockEnabled, ObjectLockMode,
+};
 use aws_sdk_s3::Client;
 use base64::Engine as _;
 use parking_lot::RwLock;
@@ -34,6 +36,7 @@ use tokio::sync::Semaphore;
 use tokio::task::JoinHandle;
 
 use super::{validate_key, Backend, BackendError, ObjectInfo, ObjectWriter, ReadProfile};
+use crate::audit::CheckpointStore;
 
 /// Objects at least this large are uploaded in parts of this size.
 const PART_SIZE: usize = 8 << 20;
@@ -536,6 +539,7 @@ impl S3Writer {
             .put_object()
             .bucket(&inner.location.bucket)
             .key(inner.full_key(&self.key))
+            .checksum_algorithm(ChecksumAlgorithm::Sha256)
             .checksum_sha256(&checksum)
             .body(ByteStream::from(body));
         if !self.overwrite {
@@ -665,6 +669,118 @@ impl Drop for S3Writer {
             }
             abort(&self.inner, &self.key, &upload.upload_id);
         }
+    }
+}
+
+/// Audit checkpoints on S3 (`audit_anchor=s3://…`): one object each, written only if
+/// absent (`If-None-Match`), and, when the bucket has Object Lock enabled, under
+/// GOVERNANCE retention for the configured time, so not even the workstation's
+/// credentials can delete them early.
+pub struct S3Checkpoints {
+    backend: S3Backend,
+    retention: Option<Duration>,
+}
+
+impl S3Checkpoints {
+    /// Opens the anchor and asks the bucket whether it has Object Lock; a bucket without
+    /// it still gets write-once checkpoints, with a warning.
+    pub fn open(
+        location: S3Location,
+        options: &S3Options,
+        retention: Duration,
+    ) -> Result<Self, BackendError> {
+        let backend = S3Backend::open(location, options)?;
+        let inner = &backend.inner;
+        let bucket = &inner.location.bucket;
+        let context = || format!("reading the Object Lock configuration of s3://{bucket}");
+        let locked = inner.run(context, async {
+            match inner
+                .client
+                .get_object_lock_configuration()
+                .bucket(bucket)
+                .send()
+                .await
+            {
+                Ok(answer) => Ok(answer
+                    .object_lock_configuration()
+                    .and_then(|c| c.object_lock_enabled())
+                    .is_some_and(|e| *e == ObjectLockEnabled::Enabled)),
+                Err(e) if e.code() == Some("ObjectLockConfigurationNotFoundError") => Ok(false),
+                Err(e) => Err(remote_error(context(), e)),
+            }
+        })?;
+        if !locked {
+            tracing::warn!(
+                "s3://{bucket} has no Object Lock: audit checkpoints are written once but \
+                 credentials allowed to delete objects could delete them"
+            );
+        }
+        Ok(S3Checkpoints {
+            retention: locked.then_some(retention),
+            backend,
+        })
+    }
+}
+
+impl CheckpointStore for S3Checkpoints {
+    fn put_new(&self, name: &str, bytes: &[u8]) -> Result<(), BackendError> {
+        let inner = &self.backend.inner;
+        let context = || format!("writing checkpoint {}", inner.describe_key(name));
+        let mut request = inner
+            .client
+            .put_object()
+            .bucket(&inner.location.bucket)
+            .key(inner.full_key(name))
+            .if_none_match("*")
+            .checksum_algorithm(ChecksumAlgorithm::Sha256)
+            .checksum_sha256(sha256_base64(bytes))
+            .body(ByteStream::from(bytes.to_vec()));
+        if let Some(retention) = self.retention {
+            let until = std::time::SystemTime::now() + retention;
+            request = request
+                .object_lock_mode(ObjectLockMode::Governance)
+                .object_lock_retain_until_date(aws_smithy_types::DateTime::from(until));
+        }
+        inner.run(context, async {
+            request
+                .send()
+                .await
+                .map(|_| ())
+                .map_err(|e| remote_error(context(), e))
+        })
+    }
+
+    fn names(&self) -> Result<Vec<String>, BackendError> {
+        Ok(self.backend.list()?.into_iter().map(|o| o.key).collect())
+    }
+
+    fn get(&self, name: &str) -> Result<Vec<u8>, BackendError> {
+        let inner = &self.backend.inner;
+        let context = || format!("reading checkpoint {}", inner.describe_key(name));
+        inner.run(context, async {
+            let output = inner
+                .client
+                .get_object()
+                .bucket(&inner.location.bucket)
+                .key(inner.full_key(name))
+                .send()
+                .await
+                .map_err(|e| remote_error(context(), e))?;
+            let bytes = output
+                .body
+                .collect()
+                .await
+                .map_err(|e| BackendError::Unavailable {
+                    context: context(),
+                    message: e.to_string(),
+                })?;
+            Ok(bytes.to_vec())
+        })
+    }
+
+    fn describe(&self) -> String {
+        let location = &self.backend.inner.location;
+        format!("s3://{}/{}", location.bucket, location.prefix)
     }
 }
 

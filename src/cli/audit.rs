@@ -54,9 +54,13 @@ pub enum AuditCommand {
         /// The auditor's identity file.
         #[arg(long, short)]
         identity: PathBuf,
-        /// The anchor file with the log's checkpoints (catches deletion of the newest records).
+        /// The log's anchor: a checkpoint file or s3://BUCKET/PREFIX (catches deletion of
+        /// the newest records).
         #[arg(long)]
-        anchor: Option<PathBuf>,
+        anchor: Option<String>,
+        /// S3 options for an s3:// anchor: endpoint=URL, region=, profile=, path_style, timeout=.
+        #[arg(short = 'o', value_name = "OPTIONS")]
+        options: Vec<String>,
     },
     /// Print records as a table (or raw JSON lines); does not verify.
     Show {
@@ -96,7 +100,8 @@ pub fn run(command: AuditCommand) -> Result<()> {
             log,
             identity,
             anchor,
-        } => verify_log(&log, &identity, anchor.as_deref()),
+            options,
+        } => verify_log(&log, &identity, anchor.as_deref(), &options),
         AuditCommand::Show {
             log,
             path,
@@ -142,9 +147,19 @@ fn init(auditor: &str, log: &Path) -> Result<()> {
     Ok(())
 }
 
-fn verify_log(log: &Path, identity: &Path, anchor: Option<&Path>) -> Result<()> {
+fn verify_log(log: &Path, identity: &Path, anchor: Option<&str>, options: &[String]) -> Result<()> {
+    let s3 = super::s3_options(options, "verify")?;
+    let anchor = anchor
+        .map(|text| {
+            super::anchor_target(
+                &text.parse()?,
+                &s3,
+                smpfs::options::DEFAULT_ANCHOR_RETENTION,
+            )
+        })
+        .transpose()?;
     let identity = super::load_identity(identity, None)?;
-    let report = verify(log, &identity, anchor)
+    let report = verify(log, &identity, anchor.as_ref())
         .with_context(|| format!("audit log {} does NOT verify", log.display()))?;
     println!("{report}");
     Ok(())

@@ -165,6 +165,31 @@ pub fn main() -> ExitCode {
     }
 }
 
+/// S3 options from `-o` arguments of a command that takes no others.
+pub fn s3_options(options: &[String], command: &str) -> Result<smpfs::backend::S3Options> {
+    let mut s3 = smpfs::backend::S3Options::default();
+    for item in options.iter().flat_map(|o| o.split(',')) {
+        if !smpfs::options::parse_backend_option(&mut s3, item)? {
+            bail!("unknown {command} option {item:?} ({command} takes S3 options only)");
+        }
+    }
+    Ok(s3)
+}
+
+/// The audit anchor at `target`: a file, or checkpoint objects under an S3 prefix.
+pub fn anchor_target(
+    target: &Source,
+    s3: &smpfs::backend::S3Options,
+    retention: std::time::Duration,
+) -> Result<smpfs::audit::AnchorTarget> {
+    Ok(match target {
+        Source::Local(path) => smpfs::audit::AnchorTarget::File(path.clone()),
+        Source::S3(location) => smpfs::audit::AnchorTarget::Store(Arc::new(
+            smpfs::backend::S3Checkpoints::open(location.clone(), s3, retention)?,
+        )),
+    })
+}
+
 /// An error and its causes on one line, leaving out causes a message already quotes.
 pub fn report(error: &anyhow::Error) -> String {
     let mut text = String::new();
@@ -300,12 +325,7 @@ fn seal(args: SealArgs) -> Result<()> {
         .map(|r| r.parse::<Recipient>())
         .collect::<Result<Vec<_>, _>>()?;
     let chunk_log2 = parse_chunk_size(&args.chunk_size)?;
-    let mut s3 = smpfs::backend::S3Options::default();
-    for item in args.options.iter().flat_map(|o| o.split(',')) {
-        if !smpfs::options::parse_backend_option(&mut s3, item)? {
-            bail!("unknown seal option {item:?} (seal takes S3 options only)");
-        }
-    }
+    let s3 = s3_options(&args.options, "seal")?;
     let out: Source = args.out.parse()?;
     if let Source::Local(dir) = &out {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;

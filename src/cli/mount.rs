@@ -37,7 +37,8 @@ pub struct MountArgs {
     foreground: bool,
     /// Mount options, comma-separated: identity=PATH, cache_size=SIZE, kernel_cache,
     /// allow_other, uid=N, gid=N, umask=OCTAL, idle_timeout=SECS, audit=PATH|off, audit_sync=always|MS,
-    /// audit_anchor=PATH, ro; mount(8)'s _netdev, nofail, auto, noauto, user, users, x-*.
+    /// audit_anchor=PATH|s3://B/P, audit_anchor_retention=DURATION, endpoint=URL, region=,
+    /// profile=, path_style[=on|off], timeout=DURATION, ro; mount(8)'s _netdev, nofail, auto, noauto, user, users, x-*.
     #[arg(short = 'o', value_name = "OPTIONS")]
     options: Vec<String>,
     /// Log file for a background mount [default: ~/.local/state/smpfs/smpfs.log].
@@ -188,11 +189,18 @@ fn serve(
                 "mountpoint": mountpoint.display().to_string(),
                 "workstation": identity.recipient().to_string(),
             });
+            let anchor = options
+                .audit_anchor
+                .as_ref()
+                .map(|target| {
+                    super::anchor_target(target, &options.s3, options.audit_anchor_retention)
+                })
+                .transpose()?;
             let log = AuditLog::open_segment(
                 path,
                 &identity.recipient(),
                 options.audit_sync,
-                options.audit_anchor.as_deref(),
+                anchor.as_ref(),
                 detail,
             )
             .with_context(|| format!("opening audit log {}", path.display()))?;
