@@ -3,6 +3,7 @@
 
 mod audit;
 mod daemon;
+mod dicom;
 mod mount;
 
 use std::io::Write;
@@ -65,6 +66,29 @@ enum Command {
         /// Replace objects that already exist (otherwise they are reported and kept).
         #[arg(long)]
         overwrite: bool,
+        /// De-identify DICOM files while sealing (PS3.15 Annex E); PROFILE is `basic` (the
+        /// default) or `basic+keep-technical`. Other files are reported and skipped.
+        #[arg(
+            long,
+            value_name = "PROFILE",
+            num_args = 0..=1,
+            require_equals = true,
+            default_missing_value = "basic"
+        )]
+        deidentify: Option<String>,
+        /// Secret for the keyed UID and Patient ID mappings (32 bytes, created 0600 if
+        /// missing); the same key gives the same pseudonyms in every run.
+        #[arg(long, value_name = "FILE", requires = "deidentify")]
+        deid_key: Option<PathBuf>,
+    },
+    /// Print a sealed DICOM file's header attributes (up to the pixel data), decrypted in
+    /// locked memory, to standard output.
+    Inspect {
+        /// The sealed object on disk.
+        file: PathBuf,
+        /// Identity file to open it with.
+        #[arg(long, short)]
+        identity: PathBuf,
     },
     /// Decrypt one sealed file to standard output.
     Cat {
@@ -145,7 +169,18 @@ pub fn main() -> ExitCode {
             out,
             chunk_size,
             overwrite,
-        } => seal(&sources, &recipients, &out, &chunk_size, overwrite),
+            deidentify,
+            deid_key,
+        } => seal(
+            &sources,
+            &recipients,
+            &out,
+            &chunk_size,
+            overwrite,
+            deidentify.as_deref(),
+            deid_key.as_deref(),
+        ),
+        Command::Inspect { file, identity } => dicom::inspect(&file, &identity),
         Command::Cat { file, identity } => cat(&file, &identity),
         Command::Mount(args) => mount::mount(args),
         Command::Audit { command } => audit::run(command),
@@ -245,9 +280,21 @@ pub fn load_identity(
     )?)
 }
 
+/// Crates whose log lines could quote DICOM values: always silenced.
+const SILENCED: &[&str] = &[
+    "dicom_object=off",
+    "dicom_parser=off",
+    "dicom_encoding=off",
+    "dicom_core=off",
+    "dicom_transfer_syntax_registry=off",
+];
+
 fn init_stderr_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("SMPFS_LOG")
+    let mut filter = tracing_subscriber::EnvFilter::try_from_env("SMPFS_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,fuser=error"));
+    for directive in SILENCED {
+        filter = filter.add_directive(directive.parse().expect("valid directive"));
+    }
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
@@ -296,8 +343,19 @@ fn seal(
     out: &std::path::Path,
     chunk_size: &str,
     overwrite: bool,
+    deidentify: Option<&str>,
+    deid_key: Option<&std::path::Path>,
 ) -> Result<()> {
     init_stderr_logging();
+    let deid = match (deidentify, deid_key) {
+        (Some(profile), Some(key)) => {
+            Some((profile.parse::<smpfs::dicom::profile::Profile>()?, key))
+        }
+        (Some(_), None) => {
+            bail!("--deidentify needs --deid-key FILE (created with mode 0600 if missing)")
+        }
+        (None, _) => None,
+    };
     let recipients = recipients
         .iter()
         .map(|r| r.parse::<Recipient>())
@@ -325,6 +383,9 @@ fn seal(
         chunk_log2,
         overwrite,
     };
+    if let Some((profile, key)) = deid {
+        return dicom::seal_deidentified(&backend, &jobs, &options, profile, key, out);
+    }
     let bar = indicatif::ProgressBar::with_draw_target(
         Some(total),
         indicatif::ProgressDrawTarget::stderr(),
@@ -370,10 +431,9 @@ fn seal(
     Ok(())
 }
 
-/// Decrypts one sealed object to stdout through a locked buffer. The last chunk is
-/// authenticated first, so a truncated file fails before any output.
-fn cat(file: &std::path::Path, identity_path: &std::path::Path) -> Result<()> {
-    init_stderr_logging();
+/// Opens one sealed object on disk with the identity at `identity_path` (asking for its
+/// passphrase if it has one); the identity is dropped before returning.
+fn open_sealed(file: &std::path::Path, identity_path: &std::path::Path) -> Result<SealedObject> {
     let identity = load_identity(identity_path, None)?;
     let real = file
         .canonicalize()
@@ -385,8 +445,14 @@ fn cat(file: &std::path::Path, identity_path: &std::path::Path) -> Result<()> {
         .to_owned();
     let size = std::fs::metadata(&real)?.len();
     let backend: Arc<dyn Backend> = Arc::new(LocalBackend::open(std::path::Path::new("/"))?);
-    let object = SealedObject::open(backend, &key, size, &identity, 0)?;
-    drop(identity);
+    Ok(SealedObject::open(backend, &key, size, &identity, 0)?)
+}
+
+/// Decrypts one sealed object to stdout through a locked buffer. The last chunk is
+/// authenticated first, so a truncated file fails before any output.
+fn cat(file: &std::path::Path, identity_path: &std::path::Path) -> Result<()> {
+    init_stderr_logging();
+    let object = open_sealed(file, identity_path)?;
     let layout = *object.layout();
     let slot = layout.chunk_size() + TAG_LEN;
     let region = Arc::new(LockedRegion::new(slot)?);
