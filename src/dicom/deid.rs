@@ -9,7 +9,7 @@
 
 use std::io::Read;
 
-use dicom_core::dictionary::DataDictionary;
+use dicom_core::dictionary::{DataDictionary, VirtualVr};
 use dicom_core::header::Header;
 use dicom_core::smallvec::smallvec;
 use dicom_core::value::{DataSetSequence, PrimitiveValue, Value};
@@ -115,10 +115,17 @@ impl<'k> Deidentifier<'k> {
         }
         let root_pseudonym = file
             .get(tags::PATIENT_ID)
-            .and_then(|e| e.to_str().ok())
+            .and_then(|e| first_string(e.value()))
             .map(|id| self.keys.pseudonym(&id))
             .unwrap_or_default();
         let mut meta = file.meta().clone();
+        if let Some(sop) = file
+            .get(tags::SOP_INSTANCE_UID)
+            .and_then(|e| first_string(e.value()))
+        {
+            // The meta group must name the data set's instance, whatever the input said.
+            meta.media_storage_sop_instance_uid = sop;
+        }
         let mut changes = Vec::new();
         self.clean_meta(&mut meta, &mut changes);
         let mut object = self.clean(file.into_inner(), "", &root_pseudonym, &mut changes);
@@ -131,8 +138,8 @@ impl<'k> Deidentifier<'k> {
         Ok(Deidentified { data, changes })
     }
 
-    /// Maps the Media Storage SOP Instance UID like the SOP Instance UID, and drops the AE
-    /// titles and private information of the file meta group.
+    /// Maps the Media Storage SOP Instance UID (already set to the data set's SOP Instance
+    /// UID where there is one), and drops the AE titles and private information.
     fn clean_meta(&self, meta: &mut dicom_object::FileMetaTable, changes: &mut Vec<Change>) {
         let mut note = |tag: Tag, name: &str, action| {
             changes.push(Change {
@@ -199,7 +206,18 @@ impl<'k> Deidentifier<'k> {
             let tag = element.tag();
             let decision = self.profile.decide(tag);
             let (header, value) = element.into_parts();
-            let vr = header.vr();
+            let stored_vr = header.vr();
+            let vr = effective_vr(stored_vr, tag);
+            if stored_vr == VR::UN
+                && is_sequence_in_dictionary(tag)
+                && !matches!(decision.action, Action::Remove | Action::Empty)
+            {
+                // A sequence stored as UN cannot be cleaned item by item: drop it.
+                let mut removed = change(at, tag, decision, ChangeKind::Removed);
+                removed.rule = "sequence encoded as UN".to_owned();
+                changes.push(removed);
+                continue;
+            }
             let mut note = |action| changes.push(change(at, tag, decision, action));
             let replaced: Option<PrimitiveValue> = match (decision.action, value) {
                 (Action::Remove, _) => {
@@ -240,7 +258,7 @@ impl<'k> Deidentifier<'k> {
                     continue;
                 }
                 (Action::Keep, value) => {
-                    kept.push(DataElement::new_with_len(tag, vr, header.len, value));
+                    kept.push(DataElement::new_with_len(tag, stored_vr, header.len, value));
                     continue;
                 }
                 (Action::MapUid, value) => {
@@ -263,8 +281,7 @@ impl<'k> Deidentifier<'k> {
                 }
                 (Action::Pseudonym, value) => {
                     let pseudonym = if tag == tags::PATIENT_ID {
-                        value
-                            .to_str()
+                        first_string(&value)
                             .map(|id| self.keys.pseudonym(&id))
                             .unwrap_or_default()
                     } else {
@@ -289,12 +306,12 @@ impl<'k> Deidentifier<'k> {
     /// Every UID of a string value replaced by its mapping; a value holding no strings is
     /// emptied instead.
     fn map_uids(&self, value: &ElementValue) -> (PrimitiveValue, ChangeKind) {
-        match value.to_multi_str() {
-            Ok(uids) => (
+        match strings(value) {
+            Some(uids) => (
                 PrimitiveValue::Strs(uids.iter().map(|uid| self.keys.map_uid(uid)).collect()),
                 ChangeKind::UidMapped,
             ),
-            Err(_) => (PrimitiveValue::Empty, ChangeKind::Emptied),
+            None => (PrimitiveValue::Empty, ChangeKind::Emptied),
         }
     }
 
@@ -384,6 +401,45 @@ fn change(at: &str, tag: Tag, decision: Decision, action: ChangeKind) -> Change 
         action,
         rule,
     }
+}
+
+/// The VR to write a replaced value with: the dictionary's for an element stored as UN
+/// (unknown), else the stored one.
+fn effective_vr(stored: VR, tag: Tag) -> VR {
+    match StandardDataDictionary.by_tag(tag).map(|entry| entry.vr) {
+        Some(VirtualVr::Exact(vr)) if stored == VR::UN => vr,
+        _ => stored,
+    }
+}
+
+/// The strings of a text value. A value read as raw bytes (an element stored as UN) is
+/// decoded as backslash-separated text. `None` for numbers, sequences and pixel data.
+fn strings(value: &ElementValue) -> Option<Vec<String>> {
+    match value {
+        Value::Primitive(PrimitiveValue::Str(text)) => Some(vec![text.clone()]),
+        Value::Primitive(PrimitiveValue::Strs(texts)) => Some(texts.to_vec()),
+        Value::Primitive(PrimitiveValue::U8(bytes)) => Some(
+            String::from_utf8_lossy(bytes)
+                .trim_end_matches(['\0', ' '])
+                .split('\\')
+                .map(str::to_owned)
+                .collect(),
+        ),
+        Value::Primitive(PrimitiveValue::Empty) => Some(Vec::new()),
+        _ => None,
+    }
+}
+
+/// The first string of a text value (see [`strings`]).
+fn first_string(value: &ElementValue) -> Option<String> {
+    strings(value)?.into_iter().next()
+}
+
+/// Whether the data dictionary says `tag` is a sequence (SQ).
+fn is_sequence_in_dictionary(tag: Tag) -> bool {
+    StandardDataDictionary
+        .by_tag(tag)
+        .is_some_and(|entry| entry.vr == VirtualVr::Exact(VR::SQ))
 }
 
 /// `(GGGG,EEEE)` in upper-case hex.

@@ -118,6 +118,12 @@ impl Row {
             && tag.element() & self.element_mask == self.element
     }
 
+    /// Group, element, group mask, element mask: `tag` matches when
+    /// `tag.group & group_mask == group` and `tag.element & element_mask == element`.
+    pub fn pattern(&self) -> (u16, u16, u16, u16) {
+        (self.group, self.element, self.group_mask, self.element_mask)
+    }
+
     /// The tag as the standard prints it, e.g. `(0010,0010)` or `(60xx,3000)`.
     pub fn tag_text(&self) -> String {
         let part = |value: u16, mask: u16| {
