@@ -160,38 +160,85 @@ pub fn seal_file(
     };
     let mut input = File::open(&job.source).map_err(io)?;
     let size = input.metadata().map_err(io)?.len();
+    seal_stream(
+        backend,
+        &job.source,
+        &job.logical_path,
+        size,
+        &mut input,
+        options,
+        progress,
+    )
+}
+
+/// Seals `data` (plaintext already in memory) into `backend` as `logical_path`, copying it
+/// chunk by chunk into a locked buffer to encrypt. The object appears only once complete;
+/// an existing one is kept as [`seal_file`] describes.
+pub fn seal_bytes(
+    backend: &Arc<dyn Backend>,
+    logical_path: &str,
+    data: &[u8],
+    options: &SealOptions,
+) -> Result<Sealed, SealError> {
+    let mut input = data;
+    seal_stream(
+        backend,
+        Path::new(logical_path),
+        logical_path,
+        data.len() as u64,
+        &mut input,
+        options,
+        &|_| {},
+    )
+}
+
+/// Seals exactly `size` bytes read from `input`; `source` names the input in errors.
+/// Keeps an existing object as [`seal_file`] describes.
+fn seal_stream(
+    backend: &Arc<dyn Backend>,
+    source: &Path,
+    logical_path: &str,
+    size: u64,
+    input: &mut dyn Read,
+    options: &SealOptions,
+    progress: &dyn Fn(u64),
+) -> Result<Sealed, SealError> {
+    let io = |e| SealError::Io {
+        path: source.to_owned(),
+        source: e,
+    };
     let randomness = SealRandomness::generate(options.recipients.len());
     let (header, opened) = format::seal_header(
         &options.recipients,
-        &job.logical_path,
+        logical_path,
         size,
         options.chunk_log2,
         &randomness,
     )
-    .map_err(|source| SealError::Format {
-        path: job.source.clone(),
-        source,
+    .map_err(|e| SealError::Format {
+        path: source.to_owned(),
+        source: e,
     })?;
     let layout = opened.layout;
     if !options.overwrite {
-        match backend.stat(&job.logical_path)? {
+        match backend.stat(logical_path)? {
             Some(len) if len == layout.object_len() => {
                 progress(size);
                 return Ok(Sealed::AlreadyThere);
             }
             Some(_) => {
                 return Err(BackendError::AlreadyExists {
-                    key: job.logical_path.clone(),
+                    key: logical_path.to_owned(),
                 }
                 .into())
             }
             None => {}
         }
     }
-    let mut output = backend.create(&job.logical_path, options.overwrite)?;
+    let mut output = backend.create(logical_path, options.overwrite)?;
     let write_err = |e| {
         SealError::Backend(BackendError::Io {
-            context: format!("write {:?}", job.logical_path),
+            context: format!("write {logical_path:?}"),
             source: e,
         })
     };
@@ -207,7 +254,7 @@ pub fn seal_file(
             .read_exact(&mut buf[..len])
             .map_err(|e| match e.kind() {
                 std::io::ErrorKind::UnexpectedEof => SealError::ChangedWhileSealing {
-                    path: job.source.clone(),
+                    path: source.to_owned(),
                 },
                 _ => io(e),
             })?;
@@ -219,7 +266,7 @@ pub fn seal_file(
     }
     if input.read(&mut [0u8; 1]).map_err(io)? != 0 {
         return Err(SealError::ChangedWhileSealing {
-            path: job.source.clone(),
+            path: source.to_owned(),
         });
     }
     output.commit()?;

@@ -3,6 +3,7 @@
 
 mod audit;
 mod daemon;
+mod dicom;
 mod mount;
 
 use std::io::Write;
@@ -50,6 +51,15 @@ enum Command {
     },
     /// Seal files and directory trees into a bucket, keeping relative paths.
     Seal(SealArgs),
+    /// Print a sealed DICOM file's header attributes (up to the pixel data), decrypted in
+    /// locked memory, to standard output.
+    Inspect {
+        /// The sealed object on disk.
+        file: PathBuf,
+        /// Identity file to open it with.
+        #[arg(long, short)]
+        identity: PathBuf,
+    },
     /// Decrypt one sealed file to standard output.
     Cat {
         /// The sealed object on disk.
@@ -116,6 +126,20 @@ struct SealArgs {
     /// timeout=DURATION.
     #[arg(short = 'o', value_name = "OPTIONS")]
     options: Vec<String>,
+    /// De-identify DICOM files while sealing (PS3.15 Annex E); PROFILE is `basic` (the
+    /// default) or `basic+keep-technical`. Other files are reported and skipped.
+    #[arg(
+        long,
+        value_name = "PROFILE",
+        num_args = 0..=1,
+        require_equals = true,
+        default_missing_value = "basic"
+    )]
+    deidentify: Option<String>,
+    /// Secret for the keyed UID and Patient ID mappings (32 bytes, created 0600 if
+    /// missing); the same key gives the same pseudonyms in every run.
+    #[arg(long, value_name = "FILE", requires = "deidentify")]
+    deid_key: Option<PathBuf>,
 }
 
 /// Runs the command line and turns errors into a message and exit status 1.
@@ -148,6 +172,7 @@ pub fn main() -> ExitCode {
             passphrase_file,
         } => keygen(&out, passphrase, passphrase_file.as_deref()),
         Command::Seal(args) => seal(args),
+        Command::Inspect { file, identity } => dicom::inspect(&file, &identity),
         Command::Cat { file, identity } => cat(&file, &identity),
         Command::Mount(args) => mount::mount(args),
         Command::Audit { command } => audit::run(command),
@@ -272,9 +297,21 @@ pub fn load_identity(
     )?)
 }
 
+/// Crates whose log lines could quote DICOM values: always silenced.
+const SILENCED: &[&str] = &[
+    "dicom_object=off",
+    "dicom_parser=off",
+    "dicom_encoding=off",
+    "dicom_core=off",
+    "dicom_transfer_syntax_registry=off",
+];
+
 fn init_stderr_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("SMPFS_LOG")
+    let mut filter = tracing_subscriber::EnvFilter::try_from_env("SMPFS_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,fuser=error"));
+    for directive in SILENCED {
+        filter = filter.add_directive(directive.parse().expect("valid directive"));
+    }
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
@@ -319,6 +356,15 @@ fn parse_chunk_size(text: &str) -> Result<u8> {
 
 fn seal(args: SealArgs) -> Result<()> {
     init_stderr_logging();
+    let deid = match (&args.deidentify, &args.deid_key) {
+        (Some(profile), Some(key)) => {
+            Some((profile.parse::<smpfs::dicom::profile::Profile>()?, key))
+        }
+        (Some(_), None) => {
+            bail!("--deidentify needs --deid-key FILE (created with mode 0600 if missing)")
+        }
+        (None, _) => None,
+    };
     let recipients = args
         .recipients
         .iter()
@@ -351,6 +397,9 @@ fn seal(args: SealArgs) -> Result<()> {
         chunk_log2,
         overwrite: args.overwrite,
     };
+    if let Some((profile, key)) = deid {
+        return dicom::seal_deidentified(&backend, &jobs, &options, profile, key, &out);
+    }
     // Remote stores are latency-bound: keep several objects in flight.
     let threads = std::thread::available_parallelism()
         .map_or(2, |n| n.get())
@@ -414,10 +463,9 @@ fn seal(args: SealArgs) -> Result<()> {
     Ok(())
 }
 
-/// Decrypts one sealed object to stdout through a locked buffer. The last chunk is
-/// authenticated first, so a truncated file fails before any output.
-fn cat(file: &std::path::Path, identity_path: &std::path::Path) -> Result<()> {
-    init_stderr_logging();
+/// Opens one sealed object on disk with the identity at `identity_path` (asking for its
+/// passphrase if it has one); the identity is dropped before returning.
+fn open_sealed(file: &std::path::Path, identity_path: &std::path::Path) -> Result<SealedObject> {
     let identity = load_identity(identity_path, None)?;
     let real = file
         .canonicalize()
@@ -429,8 +477,14 @@ fn cat(file: &std::path::Path, identity_path: &std::path::Path) -> Result<()> {
         .to_owned();
     let size = std::fs::metadata(&real)?.len();
     let backend: Arc<dyn Backend> = Arc::new(LocalBackend::open(std::path::Path::new("/"))?);
-    let object = SealedObject::open(backend, &key, size, &identity, 0)?;
-    drop(identity);
+    Ok(SealedObject::open(backend, &key, size, &identity, 0)?)
+}
+
+/// Decrypts one sealed object to stdout through a locked buffer. The last chunk is
+/// authenticated first, so a truncated file fails before any output.
+fn cat(file: &std::path::Path, identity_path: &std::path::Path) -> Result<()> {
+    init_stderr_logging();
+    let object = open_sealed(file, identity_path)?;
     let layout = *object.layout();
     let slot = layout.chunk_size() + TAG_LEN;
     let region = Arc::new(LockedRegion::new(slot)?);
