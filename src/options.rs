@@ -5,6 +5,7 @@ use std::fmt;
 use std::path::PathBuf;
 
 use crate::audit::SyncPolicy;
+use crate::gpu::SinkKind;
 
 /// Errors in mount options or sizes.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -68,6 +69,8 @@ pub struct MountOptions {
     /// Unmount (with the purge) after this long without requests and with no file open
     /// (`idle_timeout=`, seconds or e.g. `15m`).
     pub idle_timeout: Option<std::time::Duration>,
+    /// Where GPU loads go (`gpu_sink=cuda|host`); `host` (shared memory) is for tests only.
+    pub gpu_sink: SinkKind,
 }
 
 /// Where a mount's audit records go.
@@ -97,6 +100,7 @@ impl Default for MountOptions {
             gid: None,
             umask: 0o022,
             idle_timeout: None,
+            gpu_sink: SinkKind::default(),
         }
     }
 }
@@ -163,6 +167,7 @@ impl MountOptions {
                 ("audit_anchor", Some(path)) if !path.is_empty() => {
                     options.audit_anchor = Some(path.into())
                 }
+                ("gpu_sink", Some(v)) => options.gpu_sink = v.parse().map_err(|e| bad(&e))?,
                 _ => return Err(OptionError::Unknown(item.to_owned())),
             }
         }
@@ -231,6 +236,11 @@ mod tests {
         assert_eq!(idle("15m"), Ok(Some(std::time::Duration::from_secs(900))));
         assert!(idle("0").is_err() && idle("soon").is_err());
         assert!(MountOptions::parse(&["uid=me"]).is_err());
+        assert_eq!(
+            MountOptions::parse(&["gpu_sink=host"]).unwrap().gpu_sink,
+            SinkKind::Host
+        );
+        assert!(MountOptions::parse(&["gpu_sink=tpu"]).is_err());
         // What mount(8) passes through from fstab is accepted and ignored.
         let o =
             MountOptions::parse(&["defaults,_netdev,nofail,auto,user,users,x-systemd.automount"])
