@@ -734,6 +734,7 @@ print("python client ok")
             .arg(script)
             .arg(ws.mnt().join("vol.raw"))
             .arg(ws.dir.path().join("plain.bin"))
+            .env("PYTHONDONTWRITEBYTECODE", "1")
             .env(
                 "PYTHONPATH",
                 Path::new(env!("CARGO_MANIFEST_DIR")).join("integration/gpu"),
