@@ -805,7 +805,8 @@ fn cuda_load_into_a_device_buffer_of_this_process() {
             Command::new("python3")
                 .arg(script)
                 .arg(ws.mnt().join("vol.raw"))
-                .arg(ws.plain().join("vol.raw")),
+                .arg(ws.plain().join("vol.raw"))
+                .env("PYTHONDONTWRITEBYTECODE", "1"),
         );
     } else {
         eprintln!("PyTorch not installed: the Python client's CUDA path was not run");
