@@ -1,9 +1,9 @@
 //! smpfs: a read-only FUSE filesystem over a bucket of client-side sealed files.
 //!
 //! The modules, in the order the data flows (arrows point one way):
-//! `keys` → `format` → `backend` → `cache` → `vault` → `fs`; `seal` writes through
+//! `keys` → `format` → `backend` → `cache` → `gpu` → `vault` → `fs`; `seal` writes through
 //! `format` and `backend`; `harden` runs first in every process that touches keys;
-//! `options` parses mount options.
+//! `options` parses mount options; `workers` runs blocking background jobs.
 
 pub mod audit;
 pub mod backend;
@@ -12,6 +12,7 @@ pub mod control;
 pub mod dicom;
 pub mod format;
 pub mod fs;
+pub mod gpu;
 pub mod harden;
 pub mod heap;
 pub mod keys;
@@ -19,3 +20,4 @@ pub mod options;
 pub mod seal;
 pub mod shred;
 pub mod vault;
+mod workers;

@@ -11,6 +11,7 @@ use crate::backend::{S3Options, Source};
 /// period for required documentation (45 CFR 164.316(b)(2)).
 pub const DEFAULT_ANCHOR_RETENTION: std::time::Duration =
     std::time::Duration::from_secs(6 * 365 * 24 * 3600);
+use crate::gpu::SinkKind;
 
 /// Errors in mount options or sizes.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -79,6 +80,8 @@ pub struct MountOptions {
     /// S3 connection settings (`endpoint=`, `region=`, `profile=`, `path_style=`,
     /// `timeout=`); see [`parse_backend_option`].
     pub s3: S3Options,
+    /// Where GPU loads go (`gpu_sink=cuda|host`); `host` (shared memory) is for tests only.
+    pub gpu_sink: SinkKind,
 }
 
 /// Where a mount's audit records go.
@@ -110,6 +113,7 @@ impl Default for MountOptions {
             umask: 0o022,
             idle_timeout: None,
             s3: S3Options::default(),
+            gpu_sink: SinkKind::default(),
         }
     }
 }
@@ -171,6 +175,7 @@ impl MountOptions {
                     options.audit_anchor_retention = parse_duration(item, v)?
                 }
                 _ if parse_backend_option(&mut options.s3, item)? => {}
+                ("gpu_sink", Some(v)) => options.gpu_sink = v.parse().map_err(|e| bad(&e))?,
                 _ => return Err(OptionError::Unknown(item.to_owned())),
             }
         }
@@ -322,6 +327,11 @@ mod tests {
         assert_eq!(idle("15m"), Ok(Some(std::time::Duration::from_secs(900))));
         assert!(idle("0").is_err() && idle("soon").is_err());
         assert!(MountOptions::parse(&["uid=me"]).is_err());
+        assert_eq!(
+            MountOptions::parse(&["gpu_sink=host"]).unwrap().gpu_sink,
+            SinkKind::Host
+        );
+        assert!(MountOptions::parse(&["gpu_sink=tpu"]).is_err());
         // What mount(8) passes through from fstab is accepted and ignored.
         let o =
             MountOptions::parse(&["defaults,_netdev,nofail,auto,user,users,x-systemd.automount"])

@@ -223,6 +223,8 @@ pub enum EventKind {
     Denied,
     /// Sealed data failed authentication; no data was returned.
     IntegrityFailure,
+    /// A GPU load, before its first byte is copied (or its refusal or failure).
+    GpuLoad,
     /// Caches were zeroized and keys dropped.
     Purge,
     /// The sealing record of a segment (written by [`AuditLog::seal`]).

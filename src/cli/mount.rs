@@ -14,6 +14,7 @@ use smpfs::audit::AuditLog;
 use smpfs::backend::Source;
 use smpfs::control::Command;
 use smpfs::fs::{FsOptions, SmpFs};
+use smpfs::gpu::SinkKind;
 use smpfs::keys::Identity;
 use smpfs::options::{AuditTarget, MountOptions};
 use smpfs::vault::{Vault, VaultConfig};
@@ -38,7 +39,8 @@ pub struct MountArgs {
     /// Mount options, comma-separated: identity=PATH, cache_size=SIZE, kernel_cache,
     /// allow_other, uid=N, gid=N, umask=OCTAL, idle_timeout=SECS, audit=PATH|off, audit_sync=always|MS,
     /// audit_anchor=PATH|s3://B/P, audit_anchor_retention=DURATION, endpoint=URL, region=,
-    /// profile=, path_style[=on|off], timeout=DURATION, ro; mount(8)'s _netdev, nofail, auto, noauto, user, users, x-*.
+    /// profile=, path_style[=on|off], timeout=DURATION, gpu_sink=cuda|host (host: tests
+    /// only), ro; mount(8)'s _netdev, nofail, auto, noauto, user, users, x-*.
     #[arg(short = 'o', value_name = "OPTIONS")]
     options: Vec<String>,
     /// Log file for a background mount [default: ~/.local/state/smpfs/smpfs.log].
@@ -216,8 +218,12 @@ fn serve(
         cache_size: options.cache_size as usize,
         reply_buffers: FUSE_THREADS,
         max_read: MAX_READ,
+        gpu_sink: options.gpu_sink,
     };
     let vault = Arc::new(Vault::new(backend, identity, config, audit)?);
+    if options.gpu_sink == SinkKind::Host {
+        tracing::warn!("gpu_sink=host: GPU loads go to shared memory objects (tests only)");
+    }
     tracing::info!(
         locked_bytes = vault.cache().locked_bytes(),
         "cache locked for {}",

@@ -1,16 +1,19 @@
 //! The fuser adapter: turns FUSE requests into [`Vault`] calls and vault errors into errno
-//! values, logging each failure once. No filesystem logic lives here.
+//! values, logging each failure once. No filesystem logic lives here. GPU ioctls are
+//! decoded with [`crate::gpu::abi`] and answered from a load thread.
 
 use std::ffi::OsStr;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use fuser::{
-    Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo,
+    Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo, IoctlFlags,
     KernelConfig, LockOwner, OpenAccMode, OpenFlags, ReplyAttr, ReplyData, ReplyDirectory,
-    ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyXattr, Request,
+    ReplyEmpty, ReplyEntry, ReplyIoctl, ReplyOpen, ReplyStatfs, ReplyXattr, Request,
 };
 
+use crate::gpu::abi::{self, Command, Detail};
+use crate::gpu::GpuError;
 use crate::vault::{Attr, Caller, Vault, VaultError};
 
 /// How long the kernel may cache names and attributes (the tree is fixed per mount).
@@ -74,7 +77,7 @@ impl SmpFs {
     }
 }
 
-/// The one place vault errors become errno values.
+/// The one place vault errors become errno values (and, for GPU loads, ABI detail codes).
 fn errno(error: &VaultError) -> Errno {
     use crate::format::FormatError;
     match error {
@@ -93,6 +96,46 @@ fn errno(error: &VaultError) -> Errno {
         | VaultError::Backend(_)
         | VaultError::Cache(_)
         | VaultError::Audit(_) => Errno::EIO,
+        VaultError::PastEof { .. } => Errno::EINVAL,
+        VaultError::Gpu(gpu) => match gpu {
+            GpuError::AbiVersion { .. }
+            | GpuError::BadArgument(_)
+            | GpuError::Overflow { .. }
+            | GpuError::DestinationTooSmall { .. }
+            | GpuError::BadHandle(_) => Errno::EINVAL,
+            GpuError::NoDriver(_) | GpuError::BadDevice { .. } => Errno::ENODEV,
+            GpuError::Device { .. } => Errno::EIO,
+            GpuError::Staging(_) => Errno::ENOMEM,
+        },
+    }
+}
+
+/// The `error` detail of a failed GPU load (see `docs/GPU.md`).
+fn detail(error: &VaultError) -> Detail {
+    match error {
+        VaultError::BadHandle => Detail::BadFileHandle,
+        VaultError::Purged => Detail::Locked,
+        VaultError::Format { .. } => Detail::Integrity,
+        VaultError::Audit(_) => Detail::Audit,
+        VaultError::PastEof { .. } => Detail::PastEof,
+        VaultError::NotFound
+        | VaultError::NotADirectory
+        | VaultError::IsADirectory
+        | VaultError::PathMismatch { .. }
+        | VaultError::SizeMismatch { .. }
+        | VaultError::Backend(_)
+        | VaultError::Cache(_) => Detail::Io,
+        VaultError::Gpu(gpu) => match gpu {
+            GpuError::AbiVersion { .. } => Detail::AbiVersion,
+            GpuError::BadArgument(_) => Detail::BadArgument,
+            GpuError::Overflow { .. } => Detail::Overflow,
+            GpuError::DestinationTooSmall { .. } => Detail::DestinationTooSmall,
+            GpuError::BadHandle(_) => Detail::BadHandle,
+            GpuError::NoDriver(_) => Detail::NoDriver,
+            GpuError::BadDevice { .. } => Detail::BadDevice,
+            GpuError::Device { .. } => Detail::Device,
+            GpuError::Staging(_) => Detail::NoMemory,
+        },
     }
 }
 
@@ -106,18 +149,35 @@ fn caller(req: &Request) -> Caller {
 
 /// Logs a failed request once, at a level that fits, and returns its errno.
 fn fail(op: &str, req: &Request, error: &VaultError) -> Errno {
+    fail_for(op, caller(req), error)
+}
+
+/// [`fail`] for a request answered away from its `Request` (on a load thread).
+fn fail_for(op: &str, caller: Caller, error: &VaultError) -> Errno {
     let code = errno(error);
     match error {
         VaultError::NotFound => tracing::debug!(op, "{error}"),
         _ => tracing::error!(
             op,
-            pid = req.pid(),
-            uid = req.uid(),
+            pid = caller.pid,
+            uid = caller.uid,
             errno = %std::io::Error::from_raw_os_error(code.code()),
             "{error}"
         ),
     }
     code
+}
+
+/// Answers a load ioctl: the request echoed with its out fields, and `-errno` on failure
+/// (the kernel copies the struct back either way, so the caller sees the detail).
+fn reply_load(reply: ReplyIoctl, request: &[u8], result: Result<u64, VaultError>, caller: Caller) {
+    match result {
+        Ok(n) => reply.ioctl(0, &abi::load_reply(request, n, Detail::None)),
+        Err(e) => {
+            let code = fail_for("gpu_load", caller, &e);
+            reply.ioctl(-code.code(), &abi::load_reply(request, 0, detail(&e)));
+        }
+    }
 }
 
 impl Filesystem for SmpFs {
@@ -277,6 +337,50 @@ impl Filesystem for SmpFs {
             reply.size(0);
         } else {
             reply.data(&[]);
+        }
+    }
+
+    fn ioctl(
+        &self,
+        req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        flags: IoctlFlags,
+        cmd: u32,
+        in_data: &[u8],
+        _out_size: u32,
+        reply: ReplyIoctl,
+    ) {
+        self.vault.touch();
+        let command =
+            Command::from_raw(cmd).filter(|_| !flags.contains(IoctlFlags::FUSE_IOCTL_DIR));
+        match command {
+            // The kernel tells the caller ENOTTY.
+            None => reply.error(Errno::ENOSYS),
+            Some(Command::Info) => match self.vault.file_info(fh.0) {
+                Ok(info) => {
+                    let info = abi::Info {
+                        plaintext_size: info.size,
+                        chunk_size: info.chunk_size,
+                        file_id: info.file_id,
+                    };
+                    reply.ioctl(0, &info.encode())
+                }
+                Err(e) => reply.error(fail("gpu_info", req, &e)),
+            },
+            Some(Command::Load) => {
+                let caller = caller(req);
+                let request = in_data.to_vec();
+                let load = match abi::parse_load(in_data) {
+                    Ok(load) => load,
+                    Err(e) => return reply_load(reply, &request, Err(e.into()), caller),
+                };
+                let vault = Arc::clone(&self.vault);
+                self.vault.gpu().spawn(move || {
+                    let result = vault.gpu_load(fh.0, &load, caller);
+                    reply_load(reply, &request, result, caller);
+                });
+            }
         }
     }
 

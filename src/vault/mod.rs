@@ -9,7 +9,6 @@
 
 mod object;
 mod tree;
-mod workers;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -24,9 +23,10 @@ use crate::audit::{Actor, AuditError, AuditLog, Event, EventKind};
 use crate::backend::{Backend, BackendError, ReadProfile};
 use crate::cache::{CacheError, ChunkCache, MAX_RUN};
 use crate::format::{FormatError, TAG_LEN};
+use crate::gpu::{GpuError, Load, Loader, SinkKind, Transfer};
 use crate::keys::Identity;
+use crate::workers::Workers;
 use tree::Tree;
-use workers::Workers;
 
 /// Errors of the mounted view; `fs` maps each to one errno.
 #[derive(Debug, thiserror::Error)]
@@ -63,10 +63,17 @@ pub enum VaultError {
     Cache(#[from] CacheError),
     #[error("audit log cannot be written, so no data is served: {0}")]
     Audit(#[from] AuditError),
+    #[error("bytes {offset}..+{length} end past the end of the file ({size} bytes)")]
+    PastEof { offset: u64, length: u64, size: u64 },
+    #[error(transparent)]
+    Gpu(#[from] GpuError),
 }
 
 /// Threads that read and check headers when a directory is first resolved.
 const RESOLVE_THREADS: usize = 8;
+/// Plaintext a GPU load decrypts per step; the next step's chunks are prefetched in the
+/// background meanwhile.
+const GPU_WINDOW: u64 = 4 << 20;
 
 /// Settings of one mount's view.
 #[derive(Debug, Clone)]
@@ -77,6 +84,8 @@ pub struct VaultConfig {
     pub reply_buffers: usize,
     /// Largest read request, in bytes.
     pub max_read: usize,
+    /// Where GPU loads go (`-o gpu_sink=`).
+    pub gpu_sink: SinkKind,
 }
 
 impl Default for VaultConfig {
@@ -85,6 +94,7 @@ impl Default for VaultConfig {
             cache_size: 256 << 20,
             reply_buffers: 8,
             max_read: 1 << 20,
+            gpu_sink: SinkKind::default(),
         }
     }
 }
@@ -109,6 +119,17 @@ pub struct DirEntry {
     pub name: String,
     /// Whether it is a directory.
     pub is_dir: bool,
+}
+
+/// What the GPU info ioctl reports about an open file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FileInfo {
+    /// Authenticated plaintext size.
+    pub size: u64,
+    /// Plaintext bytes per chunk.
+    pub chunk_size: u32,
+    /// The sealed file's id (public, from its header).
+    pub file_id: [u8; 16],
 }
 
 /// Who makes a request, as the kernel reports it.
@@ -162,6 +183,7 @@ pub struct Vault {
     readahead_workers: Workers,
     /// How the backend wants read-ahead scheduled.
     profile: ReadProfile,
+    gpu: Loader,
     audit: Option<Arc<AuditLog>>,
     /// When the last request arrived, as milliseconds since `started`.
     last_request_ms: AtomicU64,
@@ -200,6 +222,7 @@ impl Vault {
             next_handle: AtomicU64::new(1),
             readahead_workers: Workers::new(profile.parallel_requests, "smpfs-readahead"),
             profile,
+            gpu: Loader::new(config.gpu_sink),
             audit,
             last_request_ms: AtomicU64::new(0),
             sealed: std::sync::atomic::AtomicBool::new(false),
@@ -216,6 +239,11 @@ impl Vault {
     /// The locked cache (for stats and its size).
     pub fn cache(&self) -> &ChunkCache {
         &self.cache
+    }
+
+    /// The loader GPU loads of this mount run on.
+    pub fn gpu(&self) -> &Loader {
+        &self.gpu
     }
 
     /// Notes that a request arrived (for the idle timeout).
@@ -361,12 +389,7 @@ impl Vault {
             )?;
             return Err(VaultError::Purged);
         }
-        let handle = self
-            .handles
-            .lock()
-            .get(&fh)
-            .cloned()
-            .ok_or(VaultError::BadHandle)?;
+        let handle = self.handle(fh)?;
         let requested = out.len() as u64;
         let result = self.read_handle(&handle, offset, out);
         let object = &handle.object;
@@ -402,6 +425,168 @@ impl Vault {
             }
         }
         result
+    }
+
+    fn handle(&self, fh: u64) -> Result<Arc<Handle>, VaultError> {
+        self.handles
+            .lock()
+            .get(&fh)
+            .cloned()
+            .ok_or(VaultError::BadHandle)
+    }
+
+    /// Describes open file `fh` for the GPU info ioctl; refused like a read while locked.
+    pub fn file_info(&self, fh: u64) -> Result<FileInfo, VaultError> {
+        if self.is_locked() {
+            return Err(VaultError::Purged);
+        }
+        let object = &self.handle(fh)?.object;
+        let layout = object.layout();
+        Ok(FileInfo {
+            size: layout.plaintext_len,
+            chunk_size: layout.chunk_size() as u32,
+            file_id: object.file_id(),
+        })
+    }
+
+    /// Loads `load.length` plaintext bytes from `load.file_offset` of open file `fh` into
+    /// the device allocation `load.target`; returns the bytes loaded (always all of them).
+    /// Every byte copied was authenticated.
+    ///
+    /// Allowed exactly when a read is. Once the range and the destination are checked, a
+    /// `gpu_load` record is written before any byte is copied; if it cannot be written
+    /// nothing is copied. Refusals and failures are recorded too (a refusal while locked
+    /// as `denied`, a chunk failing authentication as `integrity_failure`). A failure
+    /// after copying started may leave part of the range loaded.
+    pub fn gpu_load(
+        self: &Arc<Self>,
+        fh: u64,
+        load: &Load,
+        caller: Caller,
+    ) -> Result<u64, VaultError> {
+        let detail = serde_json::json!({
+            "sink": self.gpu.sink_name(),
+            "device": load.target.device,
+            "dest_offset": load.target.offset,
+            "bytes": load.length,
+        });
+        if self.is_locked() {
+            let actor = Actor::from_request(caller.uid, caller.gid, caller.pid);
+            self.record(
+                Event::new(EventKind::Denied)
+                    .actor(&actor)
+                    .range(load.file_offset, load.length)
+                    .result("EACCES: keys were purged")
+                    .detail(detail),
+            )?;
+            return Err(VaultError::Purged);
+        }
+        let handle = self.handle(fh)?;
+        let object = &handle.object;
+        let actor = handle.actor(caller);
+        let event = |kind| {
+            Event::new(kind)
+                .actor(&actor)
+                .path(object.key())
+                .file_id(object.file_id())
+                .range(load.file_offset, load.length)
+                .detail(detail.clone())
+        };
+        let failed = |error: VaultError| {
+            let kind = match error {
+                VaultError::Format { .. } => EventKind::IntegrityFailure,
+                _ => EventKind::GpuLoad,
+            };
+            if let Err(audit) = self.record(event(kind).result(error.to_string())) {
+                tracing::error!("failed GPU load not audited: {audit}");
+            }
+            Err(error)
+        };
+        let size = object.layout().plaintext_len;
+        if load
+            .file_offset
+            .checked_add(load.length)
+            .is_none_or(|end| end > size)
+        {
+            return failed(VaultError::PastEof {
+                offset: load.file_offset,
+                length: load.length,
+                size,
+            });
+        }
+        let mut transfer = match self.gpu.begin(&load.target, load.length, caller.uid) {
+            Ok(transfer) => transfer,
+            Err(e) => return failed(e.into()),
+        };
+        self.record(event(EventKind::GpuLoad).result("ok"))?;
+        let loaded = self
+            .copy_range(object, load.file_offset, load.length, &mut transfer)
+            .and_then(|()| Ok(transfer.finish()?));
+        match loaded {
+            Ok(n) => {
+                handle.bytes_read.fetch_add(n, Ordering::Relaxed);
+                Ok(n)
+            }
+            Err(e) => failed(e),
+        }
+    }
+
+    /// Pushes plaintext bytes `offset..offset + length` of `object` (in range) into
+    /// `transfer`, a window of chunks at a time, prefetching the next window meanwhile.
+    fn copy_range(
+        self: &Arc<Self>,
+        object: &Arc<SealedObject>,
+        offset: u64,
+        length: u64,
+        transfer: &mut Transfer<'_>,
+    ) -> Result<(), VaultError> {
+        if length == 0 {
+            return Ok(());
+        }
+        let layout = *object.layout();
+        let end = offset + length;
+        let chunk_size = layout.chunk_size() as u64;
+        let per_window = (GPU_WINDOW / chunk_size).max(1);
+        let last = layout.chunk_of(end - 1);
+        let mut start = layout.chunk_of(offset);
+        while start <= last {
+            if self.is_locked() {
+                return Err(VaultError::Purged);
+            }
+            let stop = (start + per_window).min(last + 1);
+            if stop <= last {
+                self.prefetch(object, stop..(stop + per_window).min(last + 1));
+            }
+            let mut pushed = Ok(());
+            self.cache
+                .with_chunks(object.as_ref(), start..stop, |index, plain| {
+                    let chunk_start = index * chunk_size;
+                    let from = offset.max(chunk_start) - chunk_start;
+                    let to = end.min(chunk_start + plain.len() as u64) - chunk_start;
+                    if pushed.is_ok() {
+                        pushed = transfer.push(&plain[from as usize..to as usize]);
+                    }
+                })?;
+            pushed?;
+            start = stop;
+        }
+        Ok(())
+    }
+
+    /// Loads `chunks` of `object` into the cache in the background, one job per part of at
+    /// most [`MAX_RUN`] chunks, so a remote backend has several requests in flight.
+    fn prefetch(self: &Arc<Self>, object: &Arc<SealedObject>, chunks: std::ops::Range<u64>) {
+        let mut start = chunks.start;
+        while start < chunks.end {
+            let part = start..(start + MAX_RUN as u64).min(chunks.end);
+            start = part.end;
+            let vault = Arc::clone(self);
+            let object = Arc::clone(object);
+            self.readahead_workers.spawn(move || {
+                // Errors surface on the real read of these chunks; nothing to report here.
+                let _ = vault.cache.with_chunks(object.as_ref(), part, |_, _| {});
+            });
+        }
     }
 
     fn read_handle(
@@ -471,20 +656,8 @@ impl Vault {
                 Some(from..want_until)
             }
         };
-        let Some(chunks) = prefetch else { return };
-        // One job per part, so a remote backend has several requests in flight.
-        let mut start = chunks.start;
-        while start < chunks.end {
-            let part = start..(start + MAX_RUN as u64).min(chunks.end);
-            start = part.end;
-            let vault = Arc::clone(self);
-            let handle = Arc::clone(handle);
-            self.readahead_workers.spawn(move || {
-                // Errors surface on the real read of these chunks; nothing to report here.
-                let _ = vault
-                    .cache
-                    .with_chunks(handle.object.as_ref(), part, |_, _| {});
-            });
+        if let Some(chunks) = prefetch {
+            self.prefetch(&handle.object, chunks);
         }
     }
 
@@ -541,8 +714,9 @@ impl Vault {
         Ok(object)
     }
 
-    /// Zeroizes the cache and drops the identity and every file key; later opens and reads
-    /// fail with [`VaultError::Purged`]. Audited as `purge`. Returns the bytes zeroized.
+    /// Zeroizes the cache and GPU staging memory and drops the identity and every file key;
+    /// later opens, reads and GPU loads fail with [`VaultError::Purged`]. Audited as
+    /// `purge`. Returns the bytes zeroized.
     pub fn purge(&self) -> usize {
         let started = std::time::Instant::now();
         self.identity.write().take();
@@ -553,7 +727,7 @@ impl Vault {
             n
         };
         let files = self.tree.write().drop_objects();
-        let bytes = self.cache.purge();
+        let bytes = self.cache.purge() + self.gpu.purge();
         let detail = serde_json::json!({
             "bytes_zeroized": bytes,
             "file_keys_dropped": files,

@@ -318,3 +318,177 @@ fn hostile_and_clashing_keys_are_skipped_when_building_the_tree() {
     assert!(tree.child(ROOT_INO, "a").is_none());
     assert_eq!(tree.unresolved_files(ROOT_INO).unwrap().len(), 0);
 }
+
+/// A shared memory object of `len` bytes for host-sink loads, unlinked on drop.
+struct Shm(String);
+
+impl Shm {
+    fn new(tag: &str, len: u64) -> Shm {
+        use nix::fcntl::OFlag;
+        use nix::sys::stat::Mode;
+        let name = format!("/smpfs-vault-{}-{tag}", std::process::id());
+        let fd = nix::sys::mman::shm_open(
+            name.as_str(),
+            OFlag::O_RDWR | OFlag::O_CREAT | OFlag::O_EXCL,
+            Mode::from_bits_truncate(0o600),
+        )
+        .unwrap();
+        std::fs::File::from(fd).set_len(len).unwrap();
+        Shm(name)
+    }
+
+    fn target(&self, offset: u64) -> crate::gpu::Target {
+        let mut handle = [0u8; crate::gpu::HANDLE_LEN];
+        handle[..self.0.len()].copy_from_slice(self.0.as_bytes());
+        crate::gpu::Target {
+            device: 0,
+            handle,
+            offset,
+        }
+    }
+
+    fn read(&self) -> Vec<u8> {
+        std::fs::read(format!("/dev/shm{}", self.0)).unwrap()
+    }
+}
+
+impl Drop for Shm {
+    fn drop(&mut self) {
+        let _ = nix::sys::mman::shm_unlink(self.0.as_str());
+    }
+}
+
+fn host_sink_vault(f: &Fixture) -> Arc<Vault> {
+    let config = VaultConfig {
+        cache_size: 16 << 20,
+        gpu_sink: SinkKind::Host,
+        ..VaultConfig::default()
+    };
+    Arc::new(Vault::new(f.backend(), f.identity(), config, None).unwrap())
+}
+
+fn load(target: crate::gpu::Target, file_offset: u64, length: u64) -> Load {
+    Load {
+        target,
+        file_offset,
+        length,
+    }
+}
+
+#[test]
+fn gpu_loads_copy_exactly_the_range_through_the_staging_pipeline() {
+    let f = Fixture::new();
+    // Larger than the cache: the load cycles it, a window at a time.
+    let big = pattern(20_000_017, 7);
+    let small = pattern(50_000, 8);
+    f.seal("big", &big);
+    f.seal_as("small", &small, &f.identity(), 12);
+    let v = host_sink_vault(&f);
+    let fh = v.open(resolve(&v, "big").unwrap().ino, ME).unwrap();
+    let shm = Shm::new("copy", 20_000_100);
+    assert_eq!(
+        v.gpu_load(fh, &load(shm.target(3), 0, big.len() as u64), ME)
+            .unwrap(),
+        big.len() as u64
+    );
+    let out = shm.read();
+    assert_eq!(&out[..3], &[0; 3]);
+    assert!(out[3..3 + big.len()] == big[..], "whole file");
+    assert!(out[3 + big.len()..].iter().all(|&b| b == 0));
+
+    let fh4k = v.open(resolve(&v, "small").unwrap().ino, ME).unwrap();
+    for (file, dest, len) in [
+        (1, 0, 1),
+        (4095, 77, 2),
+        (4097, 4096, 45_000),
+        (0, 1, 50_000),
+    ] {
+        let shm = Shm::new(&format!("{file}-{dest}"), dest + len);
+        v.gpu_load(fh4k, &load(shm.target(dest), file, len), ME)
+            .unwrap();
+        let out = shm.read();
+        assert_eq!(
+            &out[dest as usize..],
+            &small[file as usize..(file + len) as usize],
+            "{file} {dest} {len}"
+        );
+    }
+    assert_eq!(
+        v.gpu_load(fh4k, &load(shm.target(0), 50_000, 0), ME)
+            .unwrap(),
+        0
+    );
+    let info = v.file_info(fh4k).unwrap();
+    assert_eq!((info.size, info.chunk_size), (50_000, 4096));
+}
+
+#[test]
+fn gpu_loads_are_refused_past_eof_into_small_targets_and_when_locked() {
+    let f = Fixture::new();
+    let data = pattern(300_000, 9);
+    f.seal("x", &data);
+    let v = host_sink_vault(&f);
+    let fh = v.open(resolve(&v, "x").unwrap().ino, ME).unwrap();
+    let shm = Shm::new("refuse", 1000);
+    let past = v.gpu_load(fh, &load(shm.target(0), 299_500, 501), ME);
+    assert!(
+        matches!(past, Err(VaultError::PastEof { size: 300_000, .. })),
+        "{past:?}"
+    );
+    let small = v.gpu_load(fh, &load(shm.target(1), 0, 1000), ME);
+    assert!(
+        matches!(
+            small,
+            Err(VaultError::Gpu(GpuError::DestinationTooSmall { .. }))
+        ),
+        "{small:?}"
+    );
+    assert!(shm.read().iter().all(|&b| b == 0), "nothing written");
+    assert!(matches!(
+        v.gpu_load(fh + 100, &load(shm.target(0), 0, 1), ME),
+        Err(VaultError::BadHandle)
+    ));
+    v.purge();
+    assert!(matches!(
+        v.gpu_load(fh, &load(shm.target(0), 0, 1), ME),
+        Err(VaultError::Purged)
+    ));
+    assert!(matches!(v.file_info(fh), Err(VaultError::Purged)));
+}
+
+#[test]
+fn a_gpu_load_over_a_tampered_chunk_fails_with_the_integrity_error() {
+    let f = Fixture::new();
+    let data = pattern(400_000, 10);
+    f.seal("scan", &data);
+    let mut bytes = std::fs::read(f.object_path("scan")).unwrap();
+    let header_len = bytes.len() - 400_000 - 7 * TAG_LEN;
+    bytes[header_len + 2 * (65_536 + TAG_LEN) + 10] ^= 0x80; // inside chunk 2
+    std::fs::write(f.object_path("scan"), bytes).unwrap();
+    let v = host_sink_vault(&f);
+    let fh = v.open(resolve(&v, "scan").unwrap().ino, ME).unwrap();
+    let shm = Shm::new("tamper", 400_000);
+    let err = v
+        .gpu_load(fh, &load(shm.target(0), 0, 400_000), ME)
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            VaultError::Format {
+                source: FormatError::ChunkTampered { index: 2 },
+                ..
+            }
+        ),
+        "{err}"
+    );
+    let out = shm.read();
+    assert!(
+        out[2 * 65_536..].iter().all(|&b| b == 0),
+        "nothing from the tampered chunk on"
+    );
+    assert_eq!(
+        v.gpu_load(fh, &load(shm.target(0), 0, 131_072), ME)
+            .unwrap(),
+        131_072
+    );
+}

@@ -1,6 +1,6 @@
-//! A few plain threads for background work that blocks (read-ahead loads). Blocking jobs
-//! must not run on rayon's pool: a worker waiting on a slot lock inside a rayon join could
-//! be handed a job that needs a lock further down its own stack.
+//! A few plain threads for background work that blocks (read-ahead loads, GPU loads).
+//! Blocking jobs must not run on rayon's pool: a worker waiting on a slot lock inside a rayon
+//! join could be handed a job that needs a lock further down its own stack.
 
 use std::sync::mpsc;
 use std::sync::Mutex;
