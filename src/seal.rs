@@ -188,7 +188,8 @@ pub fn seal_file(
             None => {}
         }
     }
-    let mut output = backend.create(&job.logical_path, options.overwrite)?;
+    let mut output =
+        backend.create_sized(&job.logical_path, options.overwrite, layout.object_len())?;
     let write_err = |e| {
         SealError::Backend(BackendError::Io {
             context: format!("write {:?}", job.logical_path),
