@@ -202,10 +202,7 @@ fn parse_duration(item: &str, text: &str) -> Result<std::time::Duration, OptionE
 /// `gdrive_credentials=PATH` (service-account key), `gdrive_token=PATH` (login cache),
 /// `gdrive_endpoint=URL` (tests and self-hosted proxies); both: `timeout=DURATION`.
 /// Shared by `mount -o`, `seal -o` and `audit verify -o`.
-pub fn parse_backend_option(
-    options: &mut BackendOptions,
-    item: &str,
-) -> Result<bool, OptionError> {
+pub fn parse_backend_option(options: &mut BackendOptions, item: &str) -> Result<bool, OptionError> {
     let (s3, gdrive) = (&mut options.s3, &mut options.gdrive);
     let (name, value) = match item.split_once('=') {
         Some((n, v)) => (n, Some(v)),

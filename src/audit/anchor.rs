@@ -276,7 +276,11 @@ mod tests {
         assert_eq!(seqs, [2, 30, 1000], "name order is seq order");
         assert!(anchor.write(&checkpoint(30)).is_err(), "never replaced");
 
-        let moved = store.0.lock().remove(&object_name(&checkpoint(1000))).unwrap();
+        let moved = store
+            .0
+            .lock()
+            .remove(&object_name(&checkpoint(1000)))
+            .unwrap();
         store.0.lock().insert(object_name(&checkpoint(5)), moved);
         assert!(matches!(
             read(&target),

@@ -288,20 +288,24 @@ impl Backend for S3Backend {
         validate_key(key)?;
         let inner = &self.inner;
         let full_key = inner.full_key(key);
-        inner.runtime.run(|| format!("stat {}", inner.describe_key(key)), async {
-            let answer = inner
-                .client
-                .head_object()
-                .bucket(&inner.location.bucket)
-                .key(&full_key)
-                .send()
-                .await;
-            match answer {
-                Ok(head) => Ok(Some(head.content_length().unwrap_or(0).max(0) as u64)),
-                Err(e) if e.raw_response().is_some_and(|r| r.status().as_u16() == 404) => Ok(None),
-                Err(e) => Err(remote_error(format!("stat {}", inner.describe_key(key)), e)),
-            }
-        })
+        inner
+            .runtime
+            .run(|| format!("stat {}", inner.describe_key(key)), async {
+                let answer = inner
+                    .client
+                    .head_object()
+                    .bucket(&inner.location.bucket)
+                    .key(&full_key)
+                    .send()
+                    .await;
+                match answer {
+                    Ok(head) => Ok(Some(head.content_length().unwrap_or(0).max(0) as u64)),
+                    Err(e) if e.raw_response().is_some_and(|r| r.status().as_u16() == 404) => {
+                        Ok(None)
+                    }
+                    Err(e) => Err(remote_error(format!("stat {}", inner.describe_key(key)), e)),
+                }
+            })
     }
 
     fn read_range(

@@ -200,7 +200,9 @@ pub fn anchor_target(
         Source::S3(location) => smpfs::audit::AnchorTarget::Store(Arc::new(
             smpfs::backend::S3Checkpoints::open(location.clone(), s3, retention)?,
         )),
-        Source::GDrive(_) => bail!("audit anchors on Google Drive are not supported; use a file or s3://"),
+        Source::GDrive(_) => {
+            bail!("audit anchors on Google Drive are not supported; use a file or s3://")
+        }
     })
 }
 

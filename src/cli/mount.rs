@@ -195,7 +195,11 @@ fn serve(
                 .audit_anchor
                 .as_ref()
                 .map(|target| {
-                    super::anchor_target(target, &options.backend.s3, options.audit_anchor_retention)
+                    super::anchor_target(
+                        target,
+                        &options.backend.s3,
+                        options.audit_anchor_retention,
+                    )
                 })
                 .transpose()?;
             let log = AuditLog::open_segment(

@@ -62,9 +62,7 @@ pub struct Auth {
     what: String,
 }
 
-fn client_builder(
-    connector: Connector,
-) -> CustomHyperClientBuilder<Connector> {
+fn client_builder(connector: Connector) -> CustomHyperClientBuilder<Connector> {
     let client = google_drive3::hyper_util::client::legacy::Client::builder(
         google_drive3::hyper_util::rt::TokioExecutor::new(),
     )
@@ -91,10 +89,11 @@ impl Auth {
             .await
             .map_err(|e| read_error(key_path, "a service-account key", e))?;
         let what = format!("service account {}", key.client_email);
-        let authenticator = ServiceAccountAuthenticator::with_client(key, client_builder(connector))
-            .build()
-            .await
-            .map_err(|e| read_error(key_path, "a service-account key", e))?;
+        let authenticator =
+            ServiceAccountAuthenticator::with_client(key, client_builder(connector))
+                .build()
+                .await
+                .map_err(|e| read_error(key_path, "a service-account key", e))?;
         Ok(Auth {
             authenticator,
             scopes: vec![scope(writable)],
@@ -110,9 +109,11 @@ impl Auth {
     ) -> Result<Self, BackendError> {
         let file = TokenFile::load(path)?;
         let client = file.stored.lock().client.clone();
+        // Interactive, so that the refusing delegate ends the flow (the redirect flow
+        // ignores the delegate's answer and waits for a browser).
         let authenticator = InstalledFlowAuthenticator::with_client(
             client,
-            InstalledFlowReturnMethod::HTTPRedirect,
+            InstalledFlowReturnMethod::Interactive,
             client_builder(connector),
         )
         .with_storage(Box::new(file))
@@ -135,13 +136,22 @@ impl Auth {
     /// A current access token (cached until it nearly expires).
     pub async fn token(&self) -> Result<String, yup_oauth2::Error> {
         let token = self.authenticator.token(&self.scopes).await?;
-        token.token().map(str::to_owned).ok_or(yup_oauth2::Error::MissingAccessToken)
+        token
+            .token()
+            .map(str::to_owned)
+            .ok_or(yup_oauth2::Error::MissingAccessToken)
     }
 
     /// A new access token, for when the server refused the cached one (401).
     pub async fn refresh(&self) -> Result<String, yup_oauth2::Error> {
-        let token = self.authenticator.force_refreshed_token(&self.scopes).await?;
-        token.token().map(str::to_owned).ok_or(yup_oauth2::Error::MissingAccessToken)
+        let token = self
+            .authenticator
+            .force_refreshed_token(&self.scopes)
+            .await?;
+        token
+            .token()
+            .map(str::to_owned)
+            .ok_or(yup_oauth2::Error::MissingAccessToken)
     }
 }
 
@@ -179,9 +189,11 @@ impl InstalledFlowDelegate for NoPrompt {
         _need_code: bool,
     ) -> Pin<Box<dyn Future<Output = Result<String, String>> + Send + 'a>> {
         Box::pin(async {
-            Err("the cached Google login has no valid token and could not be refreshed \
+            Err(
+                "the cached Google login has no valid token and could not be refreshed \
                  (revoked, expired or for other scopes): run `smpfs gdrive login` again"
-                .to_owned())
+                    .to_owned(),
+            )
         })
     }
 }

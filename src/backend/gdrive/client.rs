@@ -136,9 +136,16 @@ pub fn token_failure(context: String, error: google_drive3::yup_oauth2::Error) -
         google_drive3::yup_oauth2::Error::HttpError(e) => {
             Failure::transient(context, format!("token server: {e}"))
         }
+        google_drive3::yup_oauth2::Error::UserError(message) => {
+            Failure::fatal(BackendError::Remote { context, message })
+        }
         other => Failure::fatal(BackendError::Remote {
             context,
-            message: format!("Google refused the credentials: {other}"),
+            message: format!(
+                "Google refused the credentials ({}); check gdrive_credentials= or run \
+                 `smpfs gdrive login`",
+                other.to_string().trim_end()
+            ),
         }),
     }
 }
@@ -206,14 +213,13 @@ impl Drive {
         future: impl AsyncFnOnce(&Mutex<Option<String>>) -> Result<T, Failure>,
     ) -> Result<T, BackendError> {
         let last = Mutex::new(None);
-        self.runtime
-            .run(
-                || match last.lock().take() {
-                    Some(error) => format!("{} (last error: {error})", what()),
-                    None => what(),
-                },
-                async { future(&last).await.map_err(|f| f.error) },
-            )
+        self.runtime.run(
+            || match last.lock().take() {
+                Some(error) => format!("{} (last error: {error})", what()),
+                None => what(),
+            },
+            async { future(&last).await.map_err(|f| f.error) },
+        )
     }
 
     /// Runs `attempt` until it succeeds, retrying transient failures with backoff and a
@@ -307,17 +313,18 @@ impl Drive {
             .token()
             .await
             .map_err(|e| token_failure(context(), e))?;
-        let request = google_drive3::hyper::Request::post(self.url("files?supportsAllDrives=true&fields=id"))
-            .header(AUTHORIZATION, format!("Bearer {token}"))
-            .header(CONTENT_TYPE, "application/json")
-            .header(USER_AGENT, concat!("smpfs/", env!("CARGO_PKG_VERSION")))
-            .body(google_drive3::common::to_body(Some(body.to_string())))
-            .map_err(|e| {
-                Failure::fatal(BackendError::Remote {
-                    context: context(),
-                    message: e.to_string(),
-                })
-            })?;
+        let request =
+            google_drive3::hyper::Request::post(self.url("files?supportsAllDrives=true&fields=id"))
+                .header(AUTHORIZATION, format!("Bearer {token}"))
+                .header(CONTENT_TYPE, "application/json")
+                .header(USER_AGENT, concat!("smpfs/", env!("CARGO_PKG_VERSION")))
+                .body(google_drive3::common::to_body(Some(body.to_string())))
+                .map_err(|e| {
+                    Failure::fatal(BackendError::Remote {
+                        context: context(),
+                        message: e.to_string(),
+                    })
+                })?;
         let response = self
             .hub
             .client
@@ -362,10 +369,12 @@ impl Drive {
             .header(RANGE, format!("bytes={offset}-{end}"))
             .header(USER_AGENT, concat!("smpfs/", env!("CARGO_PKG_VERSION")))
             .body(google_drive3::common::to_body::<String>(None))
-            .map_err(|e| Failure::fatal(BackendError::Remote {
-                context: context(),
-                message: e.to_string(),
-            }))?;
+            .map_err(|e| {
+                Failure::fatal(BackendError::Remote {
+                    context: context(),
+                    message: e.to_string(),
+                })
+            })?;
         let response = self
             .hub
             .client
@@ -424,13 +433,15 @@ mod tests {
 
     #[test]
     fn statuses_are_classified_by_what_can_be_done() {
-        let body = |reason: &str| {
-            serde_json::json!({"error": {"code": 403, "message": "m", "errors": [{"reason": reason}]}})
-        };
-        let kind = |status, body: &serde_json::Value| classify_status(String::new(), status, body).kind;
+        let body = |reason: &str| serde_json::json!({"error": {"code": 403, "message": "m", "errors": [{"reason": reason}]}});
+        let kind =
+            |status, body: &serde_json::Value| classify_status(String::new(), status, body).kind;
         assert_eq!(kind(403, &body("rateLimitExceeded")), Kind::Transient);
         assert_eq!(kind(403, &body("userRateLimitExceeded")), Kind::Transient);
-        assert_eq!(kind(403, &body("insufficientFilePermissions")), Kind::Forbidden);
+        assert_eq!(
+            kind(403, &body("insufficientFilePermissions")),
+            Kind::Forbidden
+        );
         assert_eq!(kind(429, &serde_json::Value::Null), Kind::Transient);
         assert_eq!(kind(503, &serde_json::Value::Null), Kind::Transient);
         assert_eq!(kind(401, &serde_json::Value::Null), Kind::Unauthorized);

@@ -373,7 +373,8 @@ impl Backend for GDriveBackend {
                     reason: "no such folder".into(),
                 })
             })?;
-            let (mut objects, mut listed, mut folders) = (Vec::new(), HashMap::new(), HashMap::new());
+            let (mut objects, mut listed, mut folders) =
+                (Vec::new(), HashMap::new(), HashMap::new());
             let mut pending = VecDeque::from([(root.id.clone(), String::new())]);
             while let Some((folder, prefix)) = pending.pop_front() {
                 let entries = self
@@ -396,7 +397,11 @@ impl Backend for GDriveBackend {
                         pending.push_back((id.clone(), format!("{key}/")));
                         folders.insert(key, id);
                     } else if mime.starts_with(NATIVE) {
-                        tracing::info!(key, mime, "skipping a Google-native document (no binary content)");
+                        tracing::info!(
+                            key,
+                            mime,
+                            "skipping a Google-native document (no binary content)"
+                        );
                     } else {
                         objects.push(ObjectInfo {
                             key: key.clone(),
@@ -451,7 +456,10 @@ impl Backend for GDriveBackend {
         drive.block(context, async |last| {
             if let Some(revision) = &listed.revision {
                 if !self.unpinned.lock().contains(&listed.id) {
-                    let url = drive.url(&format!("files/{}/revisions/{revision}?alt=media", listed.id));
+                    let url = drive.url(&format!(
+                        "files/{}/revisions/{revision}?alt=media",
+                        listed.id
+                    ));
                     match drive
                         .retrying(last, async || drive.download(&url, key, offset, bufs).await)
                         .await
@@ -470,13 +478,24 @@ impl Backend for GDriveBackend {
                     }
                 }
             }
-            let url = drive.url(&format!("files/{}?alt=media&supportsAllDrives=true", listed.id));
+            let url = drive.url(&format!(
+                "files/{}?alt=media&supportsAllDrives=true",
+                listed.id
+            ));
             drive
                 .retrying(last, async || drive.download(&url, key, offset, bufs).await)
                 .await
-                .map_err(|f| if f.kind == Kind::NotFound { changed() } else { f })?;
+                .map_err(|f| {
+                    if f.kind == Kind::NotFound {
+                        changed()
+                    } else {
+                        f
+                    }
+                })?;
             let now = drive
-                .retrying(last, async || drive.get(&listed.id, "headRevisionId,md5Checksum").await)
+                .retrying(last, async || {
+                    drive.get(&listed.id, "headRevisionId,md5Checksum").await
+                })
                 .await?;
             if now.head_revision_id != listed.revision || now.md5_checksum != listed.md5 {
                 return Err(changed());

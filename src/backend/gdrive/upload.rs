@@ -35,7 +35,7 @@ const CHUNK: u64 = 8 << 20;
 /// than a chunk, so the uploader can always read a whole chunk).
 const WINDOW: u64 = 2 * CHUNK;
 /// Whole-upload attempts after transient failures.
-const MAX_ATTEMPTS: u32 = 4;
+const MAX_ATTEMPTS: u32 = 5;
 /// Fields asked of the stored object, to check it.
 const STORED_FIELDS: &str = "id,size,md5Checksum";
 
