@@ -237,6 +237,20 @@ mod tests {
     use super::*;
 
     #[test]
+    fn sources_parse_by_scheme() {
+        assert!(matches!("gdrive://1AbC/x".parse(), Ok(Source::GDrive(_))));
+        assert!(matches!(
+            "gdrive:///My Drive/scans".parse(),
+            Ok(Source::GDrive(_))
+        ));
+        assert!(matches!("s3://scans/a".parse(), Ok(Source::S3(_))));
+        assert!(matches!("/buckets/b".parse(), Ok(Source::Local(_))));
+        assert!("ftp://x".parse::<Source>().is_err());
+        let text = "gdrive:///Shared drives/Lab/CT";
+        assert_eq!(text.parse::<Source>().unwrap().to_string(), text);
+    }
+
+    #[test]
     fn hostile_keys_are_rejected() {
         let long_component = "a".repeat(256);
         let long_key = vec!["a"; 2100].join("/");

@@ -35,8 +35,8 @@ pub struct GDriveLocation {
     pub path: Vec<String>,
 }
 
-/// What is percent-encoded when a location is shown: controls, `%`, `/` and space-like
-/// characters that would make the source ambiguous.
+/// What is percent-encoded when a location is shown: controls, `%` and `/`, so the text
+/// parses back to the same location.
 const COMPONENT: &AsciiSet = &CONTROLS.add(b'%').add(b'/');
 
 impl FromStr for GDriveLocation {
