@@ -4,7 +4,7 @@
 set -euo pipefail
 
 need_apt=()
-for pkg_cmd in fuse3:fusermount3 dcmtk:dcmdump; do
+for pkg_cmd in fuse3:fusermount3 dcmtk:dcmdump curl:curl; do
   command -v "${pkg_cmd#*:}" >/dev/null 2>&1 || need_apt+=("${pkg_cmd%%:*}")
 done
 if [ "${SMPFS_BENCH:-0}" = 1 ]; then
@@ -35,4 +35,11 @@ PY
 then
   echo "==> pip install moto[server]"
   python3 -m pip install -q --disable-pip-version-check --root-user-action=ignore 'moto[server]>=5.2.5'
+fi
+
+# The Google Drive tests start tests/fake_gdrive.py, which checks the signatures of service-account JWTs
+# with `cryptography` (and generates the test key with it).
+if ! python3 -c 'import cryptography.hazmat.primitives.asymmetric.rsa' >/dev/null 2>&1; then
+  echo "==> pip install cryptography"
+  python3 -m pip install -q --disable-pip-version-check --root-user-action=ignore 'cryptography>=3.4'
 fi

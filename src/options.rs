@@ -5,7 +5,7 @@ use std::fmt;
 use std::path::PathBuf;
 
 use crate::audit::SyncPolicy;
-use crate::backend::{S3Options, Source};
+use crate::backend::{BackendOptions, Source};
 
 /// Default Object Lock retention of S3 audit checkpoints: six years, HIPAA's retention
 /// period for required documentation (45 CFR 164.316(b)(2)).
@@ -77,9 +77,10 @@ pub struct MountOptions {
     /// Unmount (with the purge) after this long without requests and with no file open
     /// (`idle_timeout=`, seconds or e.g. `15m`).
     pub idle_timeout: Option<std::time::Duration>,
-    /// S3 connection settings (`endpoint=`, `region=`, `profile=`, `path_style=`,
+    /// Remote backend settings (S3: `endpoint=`, `region=`, `profile=`, `path_style=`;
+    /// Drive: `gdrive_credentials=`, `gdrive_token=`, `gdrive_endpoint=`; both:
     /// `timeout=`); see [`parse_backend_option`].
-    pub s3: S3Options,
+    pub backend: BackendOptions,
     /// Where GPU loads go (`gpu_sink=cuda|host`); `host` (shared memory) is for tests only.
     pub gpu_sink: SinkKind,
 }
@@ -112,7 +113,7 @@ impl Default for MountOptions {
             gid: None,
             umask: 0o022,
             idle_timeout: None,
-            s3: S3Options::default(),
+            backend: BackendOptions::default(),
             gpu_sink: SinkKind::default(),
         }
     }
@@ -174,8 +175,8 @@ impl MountOptions {
                 ("audit_anchor_retention", Some(v)) => {
                     options.audit_anchor_retention = parse_duration(item, v)?
                 }
-                _ if parse_backend_option(&mut options.s3, item)? => {}
                 ("gpu_sink", Some(v)) => options.gpu_sink = v.parse().map_err(|e| bad(&e))?,
+                _ if parse_backend_option(&mut options.backend, item)? => {}
                 _ => return Err(OptionError::Unknown(item.to_owned())),
             }
         }
@@ -201,10 +202,13 @@ fn parse_duration(item: &str, text: &str) -> Result<std::time::Duration, OptionE
     Ok(duration)
 }
 
-/// Applies one backend option (`endpoint=URL`, `region=`, `profile=`,
-/// `path_style[=on|off]`, `timeout=DURATION`) to `s3`; `Ok(false)` if `item` is not one.
-/// Shared by `mount -o` and `seal -o`.
-pub fn parse_backend_option(s3: &mut S3Options, item: &str) -> Result<bool, OptionError> {
+/// Applies one backend option to `options`; `Ok(false)` if `item` is not one. S3:
+/// `endpoint=URL`, `region=`, `profile=`, `path_style[=on|off]`; Google Drive:
+/// `gdrive_credentials=PATH` (service-account key), `gdrive_token=PATH` (login cache),
+/// `gdrive_endpoint=URL` (tests and self-hosted proxies); both: `timeout=DURATION`.
+/// Shared by `mount -o`, `seal -o` and `audit verify -o`.
+pub fn parse_backend_option(options: &mut BackendOptions, item: &str) -> Result<bool, OptionError> {
+    let (s3, gdrive) = (&mut options.s3, &mut options.gdrive);
     let (name, value) = match item.split_once('=') {
         Some((n, v)) => (n, Some(v)),
         None => (item, None),
@@ -220,12 +224,25 @@ pub fn parse_backend_option(s3: &mut S3Options, item: &str) -> Result<bool, Opti
             }
             s3.endpoint = Some(url.to_owned());
         }
+        ("gdrive_endpoint", Some(url)) => {
+            if !(url.starts_with("http://") || url.starts_with("https://")) {
+                return Err(bad("must be an http:// or https:// URL"));
+            }
+            gdrive.endpoint = Some(url.to_owned());
+        }
+        ("gdrive_credentials", Some(path)) if !path.is_empty() => {
+            gdrive.credentials = Some(path.into())
+        }
+        ("gdrive_token", Some(path)) if !path.is_empty() => gdrive.token = Some(path.into()),
         ("region", Some(region)) if !region.is_empty() => s3.region = Some(region.to_owned()),
         ("profile", Some(profile)) if !profile.is_empty() => s3.profile = Some(profile.to_owned()),
         ("path_style", None | Some("on")) => s3.path_style = Some(true),
         ("path_style", Some("off")) => s3.path_style = Some(false),
         ("path_style", Some(_)) => return Err(bad("must be on or off")),
-        ("timeout", Some(v)) => s3.timeout = parse_duration(item, v)?,
+        ("timeout", Some(v)) => {
+            s3.timeout = parse_duration(item, v)?;
+            gdrive.timeout = s3.timeout;
+        }
         _ => return Ok(false),
     }
     Ok(true)
@@ -253,13 +270,24 @@ mod tests {
             "endpoint=http://127.0.0.1:9000,region=eu-west-1,profile=lab,path_style,timeout=5s",
         ])
         .unwrap();
-        assert_eq!(o.s3.endpoint.as_deref(), Some("http://127.0.0.1:9000"));
-        assert_eq!(o.s3.region.as_deref(), Some("eu-west-1"));
-        assert_eq!(o.s3.profile.as_deref(), Some("lab"));
-        assert_eq!(o.s3.path_style, Some(true));
-        assert_eq!(o.s3.timeout, std::time::Duration::from_secs(5));
+        let s3 = &o.backend.s3;
+        assert_eq!(s3.endpoint.as_deref(), Some("http://127.0.0.1:9000"));
+        assert_eq!(s3.region.as_deref(), Some("eu-west-1"));
+        assert_eq!(s3.profile.as_deref(), Some("lab"));
+        assert_eq!(s3.path_style, Some(true));
+        assert_eq!(s3.timeout, std::time::Duration::from_secs(5));
+        assert_eq!(o.backend.gdrive.timeout, std::time::Duration::from_secs(5));
+        let o = MountOptions::parse(&[
+            "gdrive_credentials=/etc/smpfs/sa.json,gdrive_token=/t.json,gdrive_endpoint=http://127.0.0.1:8080",
+        ])
+        .unwrap();
+        let gdrive = &o.backend.gdrive;
+        assert_eq!(gdrive.credentials, Some("/etc/smpfs/sa.json".into()));
+        assert_eq!(gdrive.token, Some("/t.json".into()));
+        assert_eq!(gdrive.endpoint.as_deref(), Some("http://127.0.0.1:8080"));
         for bad in [
             "endpoint=ftp://x",
+            "gdrive_endpoint=localhost:80",
             "path_style=maybe",
             "timeout=0",
             "timeout=soon",

@@ -235,7 +235,7 @@ fn seal_stream(
             None => {}
         }
     }
-    let mut output = backend.create(logical_path, options.overwrite)?;
+    let mut output = backend.create_sized(logical_path, options.overwrite, layout.object_len())?;
     let write_err = |e| {
         SealError::Backend(BackendError::Io {
             context: format!("write {logical_path:?}"),

@@ -697,20 +697,34 @@ struct Locked {
     lock: Flock<File>,
 }
 
-/// Takes the lock on `file` (without waiting: a second mount on the same log fails).
+/// How long to wait for the lock: a mount that was just unmounted may still be writing its
+/// seal record (`umount` returns before the daemon exits).
+const LOCK_GRACE: Duration = Duration::from_secs(3);
+
+/// Takes the lock on `file`, waiting up to [`LOCK_GRACE`]; a log still held after that (a
+/// second live mount on the same log) fails with [`AuditError::InUse`].
 fn lock(file: File, path: &Path) -> Result<Locked, AuditError> {
-    let dup = file.try_clone().map_err(io_error(path))?;
-    let lock =
-        Flock::lock(dup, FlockArg::LockExclusiveNonblock).map_err(|(_, errno)| match errno {
-            Errno::EWOULDBLOCK => AuditError::InUse {
-                path: path.to_owned(),
-            },
-            errno => AuditError::Io {
-                path: path.to_owned(),
-                source: errno.into(),
-            },
-        })?;
-    Ok(Locked { file, lock })
+    let deadline = Instant::now() + LOCK_GRACE;
+    loop {
+        let dup = file.try_clone().map_err(io_error(path))?;
+        match Flock::lock(dup, FlockArg::LockExclusiveNonblock) {
+            Ok(lock) => return Ok(Locked { file, lock }),
+            Err((_, Errno::EWOULDBLOCK)) if Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            Err((_, Errno::EWOULDBLOCK)) => {
+                return Err(AuditError::InUse {
+                    path: path.to_owned(),
+                })
+            }
+            Err((_, errno)) => {
+                return Err(AuditError::Io {
+                    path: path.to_owned(),
+                    source: errno.into(),
+                })
+            }
+        }
+    }
 }
 
 /// UTC now, RFC 3339 with nanoseconds.

@@ -1,14 +1,18 @@
 //! Where sealed objects live. A [`Backend`] lists objects, reads byte ranges of them and
 //! stores new ones; it never sees a key or a plaintext byte. `local` is a directory on
-//! disk; S3 and Google Drive implement the same trait.
+//! disk; S3 and Google Drive implement the same trait, sharing `remote`'s runtime, body
+//! filler and backoff, and the vault's read-ahead (driven by [`ReadProfile`]).
 
+pub mod gdrive;
 pub mod local;
+pub mod remote;
 pub mod s3;
 
 use std::io::Write;
 use std::sync::Arc;
 use std::time::Duration;
 
+pub use gdrive::{GDriveBackend, GDriveLocation, GDriveOptions};
 pub use local::LocalBackend;
 pub use s3::{S3Backend, S3Checkpoints, S3Location, S3Options};
 
@@ -72,6 +76,18 @@ pub trait Backend: Send + Sync {
     /// [`ObjectWriter::commit`]; dropping the writer without committing leaves no trace.
     fn create(&self, key: &str, overwrite: bool) -> Result<Box<dyn ObjectWriter>, BackendError>;
 
+    /// Like [`Backend::create`] for an object that will be exactly `len` bytes, so a
+    /// backend that must announce the size up front can start sending at once.
+    fn create_sized(
+        &self,
+        key: &str,
+        overwrite: bool,
+        len: u64,
+    ) -> Result<Box<dyn ObjectWriter>, BackendError> {
+        let _ = len;
+        self.create(key, overwrite)
+    }
+
     /// How reads should be scheduled for this backend's latency.
     fn read_profile(&self) -> ReadProfile {
         ReadProfile::default()
@@ -102,14 +118,27 @@ impl Default for ReadProfile {
     }
 }
 
-/// Where a bucket is, as given on the command line: `s3://BUCKET[/PREFIX]`, or a local
-/// directory (`file://PATH` or a plain path).
+/// Where a bucket is, as given on the command line: `s3://BUCKET[/PREFIX]`,
+/// `gdrive://FOLDER_ID[/PATH]`, `gdrive:///My Drive/PATH`, `gdrive:///Shared drives/NAME/PATH`,
+/// or a local directory (`file://PATH` or a plain path).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Source {
     /// A directory on a local or network filesystem.
     Local(std::path::PathBuf),
     /// A bucket prefix on S3 or an S3-compatible server.
     S3(S3Location),
+    /// A folder on Google Drive.
+    GDrive(GDriveLocation),
+}
+
+/// Connection settings of the remote backends, from `-o` options (see
+/// [`crate::options::parse_backend_option`]); each backend reads its own part.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct BackendOptions {
+    /// S3 settings.
+    pub s3: S3Options,
+    /// Google Drive settings.
+    pub gdrive: GDriveOptions,
 }
 
 impl std::str::FromStr for Source {
@@ -118,10 +147,11 @@ impl std::str::FromStr for Source {
     fn from_str(text: &str) -> Result<Self, BackendError> {
         match text.split_once("://") {
             Some(("s3", _)) => Ok(Source::S3(text.parse()?)),
+            Some(("gdrive", _)) => Ok(Source::GDrive(text.parse()?)),
             Some(("file", path)) => Ok(Source::Local(path.into())),
             Some((scheme, _)) => Err(BackendError::BadSource {
                 source_text: text.to_owned(),
-                reason: format!("unknown scheme {scheme}:// (use s3:// or a directory)"),
+                reason: format!("unknown scheme {scheme}:// (use s3://, gdrive:// or a directory)"),
             }),
             None => Ok(Source::Local(text.into())),
         }
@@ -129,11 +159,22 @@ impl std::str::FromStr for Source {
 }
 
 impl Source {
-    /// Opens the backend. For S3 no request is made yet (see [`S3Backend::open`]).
-    pub fn open(&self, s3: &S3Options) -> Result<Arc<dyn Backend>, BackendError> {
+    /// Opens the backend. For S3 no request is made yet (see [`S3Backend::open`]); Google
+    /// Drive loads its credentials (see [`GDriveBackend::open`]). `writable` asks for the
+    /// rights to store objects (Drive's file scope) rather than read-only ones.
+    pub fn open(
+        &self,
+        options: &BackendOptions,
+        writable: bool,
+    ) -> Result<Arc<dyn Backend>, BackendError> {
         Ok(match self {
             Source::Local(path) => Arc::new(LocalBackend::open(path)?),
-            Source::S3(location) => Arc::new(S3Backend::open(location.clone(), s3)?),
+            Source::S3(location) => Arc::new(S3Backend::open(location.clone(), &options.s3)?),
+            Source::GDrive(location) => Arc::new(GDriveBackend::open(
+                location.clone(),
+                &options.gdrive,
+                writable,
+            )?),
         })
     }
 }
@@ -143,6 +184,7 @@ impl std::fmt::Display for Source {
         match self {
             Source::Local(path) => write!(f, "{}", path.display()),
             Source::S3(location) => write!(f, "s3://{}/{}", location.bucket, location.prefix),
+            Source::GDrive(location) => write!(f, "{location}"),
         }
     }
 }
@@ -193,6 +235,20 @@ pub fn validate_key(key: &str) -> Result<(), BackendError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sources_parse_by_scheme() {
+        assert!(matches!("gdrive://1AbC/x".parse(), Ok(Source::GDrive(_))));
+        assert!(matches!(
+            "gdrive:///My Drive/scans".parse(),
+            Ok(Source::GDrive(_))
+        ));
+        assert!(matches!("s3://scans/a".parse(), Ok(Source::S3(_))));
+        assert!(matches!("/buckets/b".parse(), Ok(Source::Local(_))));
+        assert!("ftp://x".parse::<Source>().is_err());
+        let text = "gdrive:///Shared drives/Lab/CT";
+        assert_eq!(text.parse::<Source>().unwrap().to_string(), text);
+    }
 
     #[test]
     fn hostile_keys_are_rejected() {

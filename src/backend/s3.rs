@@ -31,10 +31,10 @@ use aws_sdk_s3::Client;
 use base64::Engine as _;
 use parking_lot::RwLock;
 use sha2::{Digest, Sha256};
-use tokio::runtime::Runtime;
 use tokio::sync::Semaphore;
 use tokio::task::JoinHandle;
 
+use super::remote::{BlockingRuntime, BufFiller};
 use super::{validate_key, Backend, BackendError, ObjectInfo, ObjectWriter, ReadProfile};
 use crate::audit::CheckpointStore;
 
@@ -120,10 +120,9 @@ impl Default for S3Options {
 
 /// The shared parts, also held by writers.
 struct Inner {
-    runtime: Runtime,
+    runtime: BlockingRuntime,
     client: Client,
     location: S3Location,
-    timeout: Duration,
 }
 
 /// A bucket prefix on S3; see the module docs.
@@ -137,15 +136,7 @@ impl S3Backend {
     /// Builds a client for `location`. Makes no request: the first `list` is the first
     /// contact with the server (and where wrong credentials show).
     pub fn open(location: S3Location, options: &S3Options) -> Result<Self, BackendError> {
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .thread_name("smpfs-s3")
-            .enable_all()
-            .build()
-            .map_err(|source| BackendError::Io {
-                context: "starting the S3 client runtime".into(),
-                source,
-            })?;
+        let runtime = BlockingRuntime::new("smpfs-s3", 2, options.timeout)?;
         let mut loader = aws_config::defaults(BehaviorVersion::latest())
             .timeout_config(
                 TimeoutConfig::builder()
@@ -173,7 +164,7 @@ impl S3Backend {
             .or_default_provider()
             .or_else("us-east-1"),
         );
-        let shared = runtime.block_on(loader.load());
+        let shared = runtime.runtime().block_on(loader.load());
         let custom_endpoint = shared.endpoint_url().is_some();
         let config = aws_sdk_s3::config::Builder::from(&shared)
             .force_path_style(options.path_style.unwrap_or(custom_endpoint))
@@ -183,7 +174,6 @@ impl S3Backend {
                 runtime,
                 client: Client::from_conf(config),
                 location,
-                timeout: options.timeout,
             }),
             etags: RwLock::new(HashMap::new()),
         })
@@ -197,23 +187,6 @@ impl Inner {
 
     fn describe_key(&self, key: &str) -> String {
         format!("s3://{}/{}", self.location.bucket, self.full_key(key))
-    }
-
-    /// Runs `future` on the runtime, failing with `Timeout` past the configured timeout.
-    fn run<T>(
-        &self,
-        what: impl FnOnce() -> String,
-        future: impl std::future::Future<Output = Result<T, BackendError>>,
-    ) -> Result<T, BackendError> {
-        let timeout = self.timeout;
-        self.runtime
-            .block_on(async { tokio::time::timeout(timeout, future).await })
-            .unwrap_or_else(|_| {
-                Err(BackendError::Timeout {
-                    context: what(),
-                    timeout,
-                })
-            })
     }
 }
 
@@ -253,8 +226,7 @@ async fn fill_from(
     key: &str,
     offset: u64,
 ) -> Result<(), BackendError> {
-    let total: usize = bufs.iter().map(|b| b.len()).sum();
-    let (mut buf_index, mut within, mut copied) = (0usize, 0usize, 0usize);
+    let mut filler = BufFiller::new(bufs, key, offset);
     while let Some(bytes) = body
         .try_next()
         .await
@@ -263,33 +235,9 @@ async fn fill_from(
             message: e.to_string(),
         })?
     {
-        let mut bytes = &bytes[..];
-        if copied + bytes.len() > total {
-            return Err(BackendError::Remote {
-                context: format!("reading {key:?} at {offset}"),
-                message: "the server sent more bytes than the range asked for".into(),
-            });
-        }
-        copied += bytes.len();
-        while !bytes.is_empty() {
-            let buf = &mut bufs[buf_index];
-            let n = (buf.len() - within).min(bytes.len());
-            buf[within..within + n].copy_from_slice(&bytes[..n]);
-            bytes = &bytes[n..];
-            within += n;
-            if within == buf.len() {
-                buf_index += 1;
-                within = 0;
-            }
-        }
+        filler.push(&bytes)?;
     }
-    if copied < total {
-        return Err(BackendError::ShortRead {
-            key: key.to_owned(),
-            end: offset + total as u64,
-        });
-    }
-    Ok(())
+    filler.finish()
 }
 
 impl Backend for S3Backend {
@@ -297,7 +245,7 @@ impl Backend for S3Backend {
         let inner = &self.inner;
         let location = &inner.location;
         let context = || format!("listing s3://{}/{}", location.bucket, location.prefix);
-        let listed = inner.run(context, async {
+        let listed = inner.runtime.run(context, async {
             let mut pages = inner
                 .client
                 .list_objects_v2()
@@ -340,20 +288,24 @@ impl Backend for S3Backend {
         validate_key(key)?;
         let inner = &self.inner;
         let full_key = inner.full_key(key);
-        inner.run(|| format!("stat {}", inner.describe_key(key)), async {
-            let answer = inner
-                .client
-                .head_object()
-                .bucket(&inner.location.bucket)
-                .key(&full_key)
-                .send()
-                .await;
-            match answer {
-                Ok(head) => Ok(Some(head.content_length().unwrap_or(0).max(0) as u64)),
-                Err(e) if e.raw_response().is_some_and(|r| r.status().as_u16() == 404) => Ok(None),
-                Err(e) => Err(remote_error(format!("stat {}", inner.describe_key(key)), e)),
-            }
-        })
+        inner
+            .runtime
+            .run(|| format!("stat {}", inner.describe_key(key)), async {
+                let answer = inner
+                    .client
+                    .head_object()
+                    .bucket(&inner.location.bucket)
+                    .key(&full_key)
+                    .send()
+                    .await;
+                match answer {
+                    Ok(head) => Ok(Some(head.content_length().unwrap_or(0).max(0) as u64)),
+                    Err(e) if e.raw_response().is_some_and(|r| r.status().as_u16() == 404) => {
+                        Ok(None)
+                    }
+                    Err(e) => Err(remote_error(format!("stat {}", inner.describe_key(key)), e)),
+                }
+            })
     }
 
     fn read_range(
@@ -370,7 +322,7 @@ impl Backend for S3Backend {
         let inner = &self.inner;
         let etag = self.etags.read().get(key).cloned();
         let context = || format!("reading {} at {offset}", inner.describe_key(key));
-        inner.run(context, async {
+        inner.runtime.run(context, async {
             let mut request = inner
                 .client
                 .get_object()
@@ -461,7 +413,7 @@ impl S3Writer {
         let full_key = inner.full_key(&self.key);
         if self.upload.is_none() {
             let context = self.context("starting multipart upload of");
-            let created = inner.run(|| context.clone(), async {
+            let created = inner.runtime.run(|| context.clone(), async {
                 inner
                     .client
                     .create_multipart_upload()
@@ -485,6 +437,7 @@ impl S3Writer {
         let checksum = sha256_base64(&body);
         let permit = inner
             .runtime
+            .runtime()
             .block_on(Arc::clone(&upload.in_flight).acquire_owned())
             .expect("semaphore never closed");
         let context = format!("{uploading} (part {part_number})");
@@ -503,11 +456,12 @@ impl S3Writer {
                 .checksum_sha256(&checksum)
                 .body(ByteStream::from(body))
                 .send();
-            let answer = tokio::time::timeout(inner.timeout, sent)
+            let timeout = inner.runtime.timeout();
+            let answer = tokio::time::timeout(timeout, sent)
                 .await
                 .map_err(|_| BackendError::Timeout {
                     context: context.clone(),
-                    timeout: inner.timeout,
+                    timeout,
                 })?
                 .map_err(|e| remote_error(context.clone(), e))?;
             if answer
@@ -525,7 +479,7 @@ impl S3Writer {
                 .checksum_sha256(checksum)
                 .build())
         };
-        upload.parts.push(inner.runtime.spawn(task));
+        upload.parts.push(inner.runtime.runtime().spawn(task));
         Ok(())
     }
 
@@ -545,7 +499,7 @@ impl S3Writer {
         if !self.overwrite {
             request = request.if_none_match("*");
         }
-        inner.run(|| context.clone(), async {
+        inner.runtime.run(|| context.clone(), async {
             match request.send().await {
                 Ok(_) => Ok(()),
                 Err(e) if e.raw_response().is_some_and(|r| r.status().as_u16() == 412) => {
@@ -568,7 +522,7 @@ impl S3Writer {
         } = self.upload.take().expect("multipart upload started");
         let context = self.context("completing upload of");
         let key = self.key.clone();
-        let result = inner.run(|| context.clone(), async {
+        let result = inner.runtime.run(|| context.clone(), async {
             let mut completed = Vec::with_capacity(parts.len());
             for part in parts {
                 completed.push(part.await.map_err(|e| BackendError::Remote {
@@ -605,7 +559,7 @@ impl S3Writer {
 
 /// Aborts a multipart upload so its parts do not linger (and cost) on the server.
 fn abort(inner: &Inner, key: &str, upload_id: &str) {
-    let outcome = inner.run(
+    let outcome = inner.runtime.run(
         || format!("aborting upload of {}", inner.describe_key(key)),
         async {
             inner
@@ -693,7 +647,7 @@ impl S3Checkpoints {
         let inner = &backend.inner;
         let bucket = &inner.location.bucket;
         let context = || format!("reading the Object Lock configuration of s3://{bucket}");
-        let locked = inner.run(context, async {
+        let locked = inner.runtime.run(context, async {
             match inner
                 .client
                 .get_object_lock_configuration()
@@ -741,7 +695,7 @@ impl CheckpointStore for S3Checkpoints {
                 .object_lock_mode(ObjectLockMode::Governance)
                 .object_lock_retain_until_date(aws_smithy_types::DateTime::from(until));
         }
-        inner.run(context, async {
+        inner.runtime.run(context, async {
             request
                 .send()
                 .await
@@ -757,7 +711,7 @@ impl CheckpointStore for S3Checkpoints {
     fn get(&self, name: &str) -> Result<Vec<u8>, BackendError> {
         let inner = &self.backend.inner;
         let context = || format!("reading checkpoint {}", inner.describe_key(name));
-        inner.run(context, async {
+        inner.runtime.run(context, async {
             let output = inner
                 .client
                 .get_object()

@@ -148,12 +148,12 @@ fn init(auditor: &str, log: &Path) -> Result<()> {
 }
 
 fn verify_log(log: &Path, identity: &Path, anchor: Option<&str>, options: &[String]) -> Result<()> {
-    let s3 = super::s3_options(options, "verify")?;
+    let backend = super::backend_options(options, "verify")?;
     let anchor = anchor
         .map(|text| {
             super::anchor_target(
                 &text.parse()?,
-                &s3,
+                &backend.s3,
                 smpfs::options::DEFAULT_ANCHOR_RETENTION,
             )
         })

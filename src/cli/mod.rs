@@ -4,6 +4,7 @@
 mod audit;
 mod daemon;
 mod dicom;
+mod gdrive;
 mod mount;
 
 use std::io::Write;
@@ -102,6 +103,11 @@ enum Command {
         #[command(subcommand)]
         command: audit::AuditCommand,
     },
+    /// Google Drive: log in once for mounts and seals.
+    Gdrive {
+        #[command(subcommand)]
+        command: gdrive::GdriveCommand,
+    },
 }
 
 #[derive(clap::Args)]
@@ -112,7 +118,9 @@ struct SealArgs {
     /// Recipient (`smpfs1…`) that may open the files; repeat for several.
     #[arg(long = "to", required = true)]
     recipients: Vec<String>,
-    /// The bucket: a directory (created if missing) or s3://BUCKET[/PREFIX].
+    /// The bucket: a directory (created if missing), s3://BUCKET[/PREFIX] or a Drive
+    /// folder (gdrive://FOLDER_ID[/PATH], gdrive:///My Drive/PATH,
+    /// gdrive:///Shared drives/NAME/PATH; missing folders are created).
     #[arg(long)]
     out: String,
     /// Plaintext bytes per chunk: a power of two from 4K to 64K.
@@ -122,7 +130,8 @@ struct SealArgs {
     /// seals to is kept (a re-run after an interruption) and any other is reported.
     #[arg(long)]
     overwrite: bool,
-    /// S3 options, comma-separated: endpoint=URL, region=, profile=, path_style[=on|off],
+    /// Backend options, comma-separated: endpoint=URL, region=, profile=,
+    /// path_style[=on|off] (S3); gdrive_credentials=PATH, gdrive_token=PATH (Drive);
     /// timeout=DURATION.
     #[arg(short = 'o', value_name = "OPTIONS")]
     options: Vec<String>,
@@ -176,6 +185,7 @@ pub fn main() -> ExitCode {
         Command::Cat { file, identity } => cat(&file, &identity),
         Command::Mount(args) => mount::mount(args),
         Command::Audit { command } => audit::run(command),
+        Command::Gdrive { command } => gdrive::run(command),
         Command::Purge { mountpoint } => control(&mountpoint, smpfs::control::Command::Purge),
         Command::Lock { mountpoint } => control(&mountpoint, smpfs::control::Command::Lock),
         Command::Unlock { mountpoint } => control(&mountpoint, smpfs::control::Command::Unlock),
@@ -190,15 +200,18 @@ pub fn main() -> ExitCode {
     }
 }
 
-/// S3 options from `-o` arguments of a command that takes no others.
-pub fn s3_options(options: &[String], command: &str) -> Result<smpfs::backend::S3Options> {
-    let mut s3 = smpfs::backend::S3Options::default();
+/// Backend options from `-o` arguments of a command that takes no others.
+pub fn backend_options(
+    options: &[String],
+    command: &str,
+) -> Result<smpfs::backend::BackendOptions> {
+    let mut parsed = smpfs::backend::BackendOptions::default();
     for item in options.iter().flat_map(|o| o.split(',')) {
-        if !smpfs::options::parse_backend_option(&mut s3, item)? {
-            bail!("unknown {command} option {item:?} ({command} takes S3 options only)");
+        if !smpfs::options::parse_backend_option(&mut parsed, item)? {
+            bail!("unknown {command} option {item:?} ({command} takes S3 and Drive options only)");
         }
     }
-    Ok(s3)
+    Ok(parsed)
 }
 
 /// The audit anchor at `target`: a file, or checkpoint objects under an S3 prefix.
@@ -212,6 +225,9 @@ pub fn anchor_target(
         Source::S3(location) => smpfs::audit::AnchorTarget::Store(Arc::new(
             smpfs::backend::S3Checkpoints::open(location.clone(), s3, retention)?,
         )),
+        Source::GDrive(_) => {
+            bail!("audit anchors on Google Drive are not supported; use a file or s3://")
+        }
     })
 }
 
@@ -371,7 +387,7 @@ fn seal(args: SealArgs) -> Result<()> {
         .map(|r| r.parse::<Recipient>())
         .collect::<Result<Vec<_>, _>>()?;
     let chunk_log2 = parse_chunk_size(&args.chunk_size)?;
-    let s3 = s3_options(&args.options, "seal")?;
+    let backend_options = backend_options(&args.options, "seal")?;
     let out: Source = args.out.parse()?;
     if let Source::Local(dir) = &out {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
@@ -391,7 +407,7 @@ fn seal(args: SealArgs) -> Result<()> {
     }
     let jobs = plan(&args.sources)?;
     let total: u64 = jobs.iter().map(|j| j.size).sum();
-    let backend = out.open(&s3)?;
+    let backend = out.open(&backend_options, true)?;
     let options = SealOptions {
         recipients,
         chunk_log2,

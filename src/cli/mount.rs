@@ -26,7 +26,8 @@ const MAX_READ: usize = 1 << 20;
 
 #[derive(clap::Args)]
 pub struct MountArgs {
-    /// The bucket: a local directory (or file://PATH), or s3://BUCKET[/PREFIX].
+    /// The bucket: a local directory (or file://PATH), s3://BUCKET[/PREFIX],
+    /// gdrive://FOLDER_ID[/PATH], gdrive:///My Drive/PATH or gdrive:///Shared drives/NAME/PATH.
     source: String,
     /// Where to mount it (an existing directory).
     mountpoint: PathBuf,
@@ -39,8 +40,9 @@ pub struct MountArgs {
     /// Mount options, comma-separated: identity=PATH, cache_size=SIZE, kernel_cache,
     /// allow_other, uid=N, gid=N, umask=OCTAL, idle_timeout=SECS, audit=PATH|off, audit_sync=always|MS,
     /// audit_anchor=PATH|s3://B/P, audit_anchor_retention=DURATION, endpoint=URL, region=,
-    /// profile=, path_style[=on|off], timeout=DURATION, gpu_sink=cuda|host (host: tests
-    /// only), ro; mount(8)'s _netdev, nofail, auto, noauto, user, users, x-*.
+    /// profile=, path_style[=on|off], gdrive_credentials=PATH, gdrive_token=PATH,
+    /// timeout=DURATION, gpu_sink=cuda|host (host: tests only), ro; mount(8)'s _netdev,
+    /// nofail, auto, noauto, user, users, x-*.
     #[arg(short = 'o', value_name = "OPTIONS")]
     options: Vec<String>,
     /// Log file for a background mount [default: ~/.local/state/smpfs/smpfs.log].
@@ -183,7 +185,7 @@ fn serve(
     (identity, identity_path): (Identity, &Path),
     readiness: &mut Readiness,
 ) -> Result<()> {
-    let backend = source.open(&options.s3)?;
+    let backend = source.open(&options.backend, false)?;
     let audit = match audit_path {
         Some(path) => {
             let detail = serde_json::json!({
@@ -195,7 +197,11 @@ fn serve(
                 .audit_anchor
                 .as_ref()
                 .map(|target| {
-                    super::anchor_target(target, &options.s3, options.audit_anchor_retention)
+                    super::anchor_target(
+                        target,
+                        &options.backend.s3,
+                        options.audit_anchor_retention,
+                    )
                 })
                 .transpose()?;
             let log = AuditLog::open_segment(

@@ -1,0 +1,103 @@
+#!/usr/bin/env bash
+# Sequential first read through a Google Drive mount vs the Drive server's own raw
+# download rate, in the same run, against the fake Drive server of the tests
+# (tests/fake_gdrive.py, Python, on loopback).
+#
+# Run as root from the repository root:
+#   integration/bench/gdrive-read.sh
+# Environment:
+#   SIZE_MIB=256   size of the random test file
+#   REPS=3         repetitions of each measurement (every one is reported, and the median)
+#   REPORT=FILE    also write the Markdown report to FILE
+#
+# Raw rate: `curl` downloads the whole object (`files/ID?alt=media`, one GET) from the
+# fake. Mount rate: `dd bs=1M` of the file through a fresh `smpfs mount` (remounted for
+# every repetition, audit off), which fetches it as parallel ranged GETs of the pinned
+# revision and decrypts it. Target: mount >= 80% of raw. Informational: exits 0 either way.
+set -euo pipefail
+shopt -s inherit_errexit
+
+SIZE_MIB=${SIZE_MIB:-256}
+REPS=${REPS:-3}
+REPORT=${REPORT:-}
+
+log() { echo "==> $*" >&2; }
+die() { echo "gdrive-read: $*" >&2; exit 1; }
+
+[ "$(id -u)" = 0 ] || die "run as root (mounts FUSE)"
+[ -f Cargo.toml ] && grep -q '^name = "smpfs"' Cargo.toml || die "run from the smpfs repository root"
+[[ "$SIZE_MIB" =~ ^[1-9][0-9]*$ ]] || die "SIZE_MIB must be a positive integer"
+[[ "$REPS" =~ ^[1-9][0-9]*$ ]] || die "REPS must be a positive integer"
+
+bash integration/install-deps.sh >&2
+command -v curl >/dev/null || die "curl is needed"
+log "cargo build --release --bin smpfs"
+cargo build --release --bin smpfs >&2
+SMPFS=$PWD/target/release/smpfs
+
+WORK=$(mktemp -d /tmp/smpfs-gdrive-bench.XXXXXX)
+MNT=$WORK/mnt
+FAKE_PID=
+cleanup() {
+  local rc=$?
+  trap - EXIT INT TERM
+  if mountpoint -q "$MNT" 2>/dev/null; then umount "$MNT" 2>/dev/null || umount -l "$MNT" || true; fi
+  [ -n "$FAKE_PID" ] && kill "$FAKE_PID" 2>/dev/null || true
+  rm -rf "$WORK"
+  exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+mkdir -p "$WORK/plain" "$MNT"
+
+PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+ENDPOINT=http://127.0.0.1:$PORT
+python3 tests/fake_gdrive.py --port "$PORT" --key-out "$WORK/sa.json" &
+FAKE_PID=$!
+for _ in $(seq 100); do [ -s "$WORK/sa.json" ] && curl -s -o /dev/null "$ENDPOINT/" && break; sleep 0.1; done
+OPTS="gdrive_endpoint=$ENDPOINT,gdrive_credentials=$WORK/sa.json"
+
+log "sealing a ${SIZE_MIB} MiB random file to the fake Drive"
+head -c $(( SIZE_MIB << 20 )) /dev/urandom > "$WORK/plain/data.bin"
+RECIPIENT=$("$SMPFS" keygen --out "$WORK/id.key" 2>/dev/null)
+"$SMPFS" seal "$WORK/plain/data.bin" --to "$RECIPIENT" --out "gdrive:///My Drive/bench" -o "$OPTS" >&2
+admin() { curl -s -X POST -H 'Content-Type: application/json' -d '{}' "$ENDPOINT/_admin/$1"; }
+ID=$(admin state | python3 -c 'import json,sys; print([e["id"] for e in json.load(sys.stdin) if e["name"]=="data.bin"][0])')
+OBJECT_BYTES=$(admin state | python3 -c 'import json,sys; print([e["size"] for e in json.load(sys.stdin) if e["name"]=="data.bin"][0])')
+TOKEN=$(admin token | python3 -c 'import json,sys; print(json.load(sys.stdin)["access_token"])')
+PLAIN_BYTES=$(( SIZE_MIB << 20 ))
+
+raw=() mount=()
+for rep in $(seq "$REPS"); do
+  secs=$(curl -s -o /dev/null -w '%{time_total}' -H "Authorization: Bearer $TOKEN" \
+    "$ENDPOINT/drive/v3/files/$ID?alt=media")
+  raw+=("$(python3 -c "print(f'{$OBJECT_BYTES / $secs / 1e9:.3f}')")")
+  "$SMPFS" mount "gdrive:///My Drive/bench" "$MNT" -i "$WORK/id.key" -o "$OPTS,audit=off"
+  start=$(date +%s.%N)
+  dd if="$MNT/data.bin" of=/dev/null bs=1M status=none
+  end=$(date +%s.%N)
+  umount "$MNT"
+  mount+=("$(python3 -c "print(f'{$PLAIN_BYTES / ($end - $start) / 1e9:.3f}')")")
+  log "rep $rep: raw ${raw[-1]} GB/s, mount ${mount[-1]} GB/s"
+done
+log "checking the mount's bytes once (untimed)"
+"$SMPFS" mount "gdrive:///My Drive/bench" "$MNT" -i "$WORK/id.key" -o "$OPTS,audit=off"
+cmp "$MNT/data.bin" "$WORK/plain/data.bin" || die "the mount returned different bytes"
+umount "$MNT"
+
+median() { printf '%s\n' "$@" | sort -g | awk '{a[NR]=$1} END {print (NR%2) ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2}'; }
+RAW=$(median "${raw[@]}")
+MOUNT=$(median "${mount[@]}")
+RATIO=$(python3 -c "print(f'{$MOUNT / $RAW:.2f}')")
+VERDICT=$(python3 -c "print('PASS' if $MOUNT / $RAW >= 0.8 else 'MISS')")
+report=$(cat <<EOF
+| measurement (${SIZE_MIB} MiB, first read) | median GB/s | runs GB/s |
+|---|---|---|
+| fake Drive raw download (curl, one GET of the sealed object) | $RAW | ${raw[*]} |
+| smpfs Drive mount first read (dd bs=1M) | $MOUNT | ${mount[*]} |
+
+mount / raw = **$RATIO** (target >= 0.80): **$VERDICT**
+EOF
+)
+echo "$report"
+[ -z "$REPORT" ] || echo "$report" > "$REPORT"

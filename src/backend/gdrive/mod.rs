@@ -1,0 +1,541 @@
+//! A folder on Google Drive as a bucket, through `google-drive3` (listing, metadata and
+//! uploads on the generated calls; ranged downloads sent with the hub's client and token).
+//!
+//! Invariants:
+//! - the listing is recursive from the source folder; each folder's entries get unique,
+//!   safe local names ([`names`]); Google-native documents have no bytes and are skipped;
+//! - every read of a listed file is pinned to the revision the listing saw: it downloads
+//!   `files/ID/revisions/REV?alt=media`, so a file replaced mid-read keeps serving the
+//!   listed bytes while Drive keeps that revision, and fails with
+//!   [`BackendError::Changed`] once it is gone. Where this account may not read revisions
+//!   (403, e.g. a viewer), the read downloads `files/ID?alt=media` and then checks that
+//!   the head revision and MD5 are still the listed ones, else `Changed`; never bytes of
+//!   two versions (and the sealed format would reject them anyway);
+//! - requests are bounded by the timeout and retried as [`client`] says;
+//! - uploads are write-once (see [`upload`]); folders are created as needed, one at a
+//!   time, so parallel seals do not create duplicates.
+
+mod auth;
+mod client;
+mod location;
+pub mod names;
+mod upload;
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use google_drive3::api::File;
+use parking_lot::{Mutex, RwLock};
+
+pub use auth::{default_client_secret_path, default_token_path};
+pub use location::{DriveRoot, GDriveLocation};
+
+use super::remote::BlockingRuntime;
+use super::{validate_key, Backend, BackendError, ObjectInfo, ObjectWriter, ReadProfile};
+use client::{quote, Drive, Failure, Kind};
+use upload::{DriveWriter, Target};
+
+/// The HTTP(S) connector of the hub and the authenticators.
+type Connector = google_drive3::hyper_rustls::HttpsConnector<
+    google_drive3::hyper_util::client::legacy::connect::HttpConnector,
+>;
+
+/// Drive's MIME type of folders.
+const FOLDER: &str = "application/vnd.google-apps.folder";
+/// Prefix of the MIME types of Google-native documents (no binary content).
+const NATIVE: &str = "application/vnd.google-apps.";
+
+/// Drive connection settings (`gdrive_credentials=`, `gdrive_token=`, `gdrive_endpoint=`,
+/// `timeout=`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GDriveOptions {
+    /// Service-account key file; if unset, the login cached in `token` is used.
+    pub credentials: Option<PathBuf>,
+    /// Token file written by `smpfs gdrive login`; default [`default_token_path`].
+    pub token: Option<PathBuf>,
+    /// Base of the API URLs instead of `https://www.googleapis.com` (tests, proxies).
+    pub endpoint: Option<String>,
+    /// Longest time one operation may take, retries included.
+    pub timeout: Duration,
+}
+
+impl Default for GDriveOptions {
+    fn default() -> Self {
+        GDriveOptions {
+            credentials: None,
+            token: None,
+            endpoint: None,
+            timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// Runs the installed-app login (`smpfs gdrive login`, see the `auth` module): shows a
+/// consent URL, waits up to ten minutes for the browser to come back, and caches the
+/// token in `token` (mode 0600).
+pub fn login(client_secret: &Path, token: &Path) -> Result<(), BackendError> {
+    let runtime = BlockingRuntime::new("smpfs-gdrive", 2, Duration::from_secs(600))?;
+    let connector = client::connector(Duration::from_secs(30))?;
+    runtime.run(
+        || "waiting for the Google login".into(),
+        auth::login(client_secret, token, connector),
+    )
+}
+
+/// A file as listed: what pins its reads.
+#[derive(Debug, Clone)]
+struct Listed {
+    id: String,
+    revision: Option<String>,
+    md5: Option<String>,
+}
+
+/// The source folder, once found.
+#[derive(Debug, Clone)]
+struct Root {
+    id: String,
+    /// The shared drive it is in, if any.
+    drive_id: Option<String>,
+}
+
+/// A Drive folder; see the module docs.
+pub struct GDriveBackend {
+    drive: Arc<Drive>,
+    location: GDriveLocation,
+    root: tokio::sync::Mutex<Option<Root>>,
+    /// Folder ids by directory key below the root, for `stat` and uploads.
+    folders: tokio::sync::Mutex<HashMap<String, String>>,
+    /// Listed files by key.
+    files: RwLock<HashMap<String, Listed>>,
+    /// Ids of files whose revisions this account may not download.
+    unpinned: Mutex<HashSet<String>>,
+}
+
+impl GDriveBackend {
+    /// Loads the credentials and builds the client; the first request is the first
+    /// `list` (or `stat`), where refused credentials show. `writable` asks for the file
+    /// scope (sealing) instead of the read-only scope (mounting).
+    pub fn open(
+        location: GDriveLocation,
+        options: &GDriveOptions,
+        writable: bool,
+    ) -> Result<Self, BackendError> {
+        Ok(GDriveBackend {
+            drive: Drive::open(options, writable)?,
+            location,
+            root: tokio::sync::Mutex::new(None),
+            folders: tokio::sync::Mutex::new(HashMap::new()),
+            files: RwLock::new(HashMap::new()),
+            unpinned: Mutex::new(HashSet::new()),
+        })
+    }
+
+    /// Finds (or with `create`, makes) the source folder; `None` if it does not exist.
+    async fn root(
+        &self,
+        last: &Mutex<Option<String>>,
+        create: bool,
+    ) -> Result<Option<Root>, Failure> {
+        let mut cached = self.root.lock().await;
+        if let Some(root) = cached.as_ref() {
+            return Ok(Some(root.clone()));
+        }
+        let drive = &self.drive;
+        let bad = |reason: String| {
+            Failure::fatal(BackendError::BadSource {
+                source_text: self.location.to_string(),
+                reason,
+            })
+        };
+        let (mut id, drive_id) = match &self.location.root {
+            DriveRoot::Folder(id) => {
+                let meta = drive
+                    .retrying(last, async || drive.get(id, "id,mimeType,driveId").await)
+                    .await
+                    .map_err(|f| match f.kind {
+                        Kind::NotFound => bad(format!("no folder with id {id} is visible")),
+                        _ => f,
+                    })?;
+                if meta.mime_type.as_deref() != Some(FOLDER) {
+                    return Err(bad(format!("{id} is not a folder")));
+                }
+                (meta.id.unwrap_or_else(|| id.clone()), meta.drive_id)
+            }
+            DriveRoot::MyDrive => {
+                let meta = drive
+                    .retrying(last, async || drive.get("root", "id").await)
+                    .await?;
+                (meta.id.unwrap_or_else(|| "root".into()), None)
+            }
+            DriveRoot::SharedDrive(name) => {
+                let query = format!("name = '{}'", quote(name));
+                let (_, list) = drive
+                    .retrying(last, async || {
+                        drive
+                            .hub
+                            .drives()
+                            .list()
+                            .q(&query)
+                            .page_size(10)
+                            .doit()
+                            .await
+                            .map_err(|e| client::classify_call("listing shared drives".into(), e))
+                    })
+                    .await?;
+                let drives = list.drives.unwrap_or_default();
+                match drives.as_slice() {
+                    [one] => {
+                        let id = one.id.clone().unwrap_or_default();
+                        (id.clone(), Some(id))
+                    }
+                    [] => return Err(bad(format!("no shared drive named {name:?} is visible"))),
+                    _ => {
+                        return Err(bad(format!(
+                            "several shared drives are named {name:?}; use gdrive://FOLDER_ID"
+                        )))
+                    }
+                }
+            }
+        };
+        for name in &self.location.path {
+            id = match self
+                .child_folder(last, &id, drive_id.as_deref(), name, create)
+                .await?
+            {
+                Some(child) => child,
+                None if create => unreachable!("created"),
+                None => return Ok(None),
+            };
+        }
+        let root = Root { id, drive_id };
+        *cached = Some(root.clone());
+        Ok(Some(root))
+    }
+
+    /// The folder `name` in `parent`; created if missing and `create`. Several folders of
+    /// that name are an error (which one would be meant is unclear).
+    async fn child_folder(
+        &self,
+        last: &Mutex<Option<String>>,
+        parent: &str,
+        drive_id: Option<&str>,
+        name: &str,
+        create: bool,
+    ) -> Result<Option<String>, Failure> {
+        let drive = &self.drive;
+        let extra = format!(" and name = '{}' and mimeType = '{FOLDER}'", quote(name));
+        let found = self.all_children(last, parent, &extra, drive_id).await?;
+        match found.as_slice() {
+            [one] => return Ok(one.id.clone()),
+            [] if !create => return Ok(None),
+            [] => {}
+            _ => {
+                return Err(Failure::fatal(BackendError::BadSource {
+                    source_text: self.location.to_string(),
+                    reason: format!("folder {parent} holds several folders named {name:?}"),
+                }))
+            }
+        }
+        let created = drive
+            .retrying(last, async || drive.create_folder(parent, name).await)
+            .await?;
+        tracing::info!(name, "created Drive folder");
+        Ok(Some(created))
+    }
+
+    /// Every page of the entries of `folder` matching `extra`.
+    async fn all_children(
+        &self,
+        last: &Mutex<Option<String>>,
+        folder: &str,
+        extra: &str,
+        drive_id: Option<&str>,
+    ) -> Result<Vec<File>, Failure> {
+        let drive = &self.drive;
+        let mut entries = Vec::new();
+        let mut token: Option<String> = None;
+        loop {
+            let (page, next) = drive
+                .retrying(last, async || {
+                    drive
+                        .children_page(folder, extra, drive_id, token.as_deref())
+                        .await
+                })
+                .await?;
+            entries.extend(page);
+            match next {
+                Some(next) => token = Some(next),
+                None => return Ok(entries),
+            }
+        }
+    }
+
+    /// The folder id of directory `dir` (`""` for the root); with `create`, missing
+    /// folders are made. One caller at a time, so no folder is created twice.
+    async fn folder(
+        &self,
+        last: &Mutex<Option<String>>,
+        dir: &str,
+        create: bool,
+    ) -> Result<Option<(String, Option<String>)>, Failure> {
+        let mut folders = self.folders.lock().await;
+        let Some(root) = self.root(last, create).await? else {
+            return Ok(None);
+        };
+        let mut id = root.id.clone();
+        let mut path = String::new();
+        for name in dir.split('/').filter(|c| !c.is_empty()) {
+            if !path.is_empty() {
+                path.push('/');
+            }
+            path.push_str(name);
+            id = match folders.get(&path) {
+                Some(known) => known.clone(),
+                None => match self
+                    .child_folder(last, &id, root.drive_id.as_deref(), name, create)
+                    .await?
+                {
+                    Some(child) => {
+                        folders.insert(path.clone(), child.clone());
+                        child
+                    }
+                    None => return Ok(None),
+                },
+            };
+        }
+        Ok(Some((id, root.drive_id)))
+    }
+
+    /// The files named exactly `name` in the folder of `key`, oldest first.
+    async fn existing(
+        &self,
+        last: &Mutex<Option<String>>,
+        key: &str,
+    ) -> Result<Vec<File>, Failure> {
+        let (dir, name) = key.rsplit_once('/').unwrap_or(("", key));
+        let Some((folder, drive_id)) = self.folder(last, dir, false).await? else {
+            return Ok(Vec::new());
+        };
+        let extra = format!(" and name = '{}' and mimeType != '{FOLDER}'", quote(name));
+        let mut found = self
+            .all_children(last, &folder, &extra, drive_id.as_deref())
+            .await?;
+        found.sort_by(|a, b| (a.created_time, &a.id).cmp(&(b.created_time, &b.id)));
+        Ok(found)
+    }
+
+    fn writer(
+        &self,
+        key: &str,
+        overwrite: bool,
+        len: Option<u64>,
+    ) -> Result<Box<dyn ObjectWriter>, BackendError> {
+        validate_key(key)?;
+        let (dir, name) = key.rsplit_once('/').unwrap_or(("", key));
+        let (parent, replace) = self.drive.block(
+            || format!("preparing the upload of {key:?}"),
+            async |last| {
+                let replace = if overwrite {
+                    self.existing(last, key).await?.into_iter().next()
+                } else {
+                    None
+                };
+                let (parent, _) = self
+                    .folder(last, dir, true)
+                    .await?
+                    .expect("created when missing");
+                Ok((parent, replace.and_then(|f| f.id)))
+            },
+        )?;
+        let target = Target {
+            parent,
+            name: name.to_owned(),
+            replace,
+        };
+        Ok(Box::new(DriveWriter::new(
+            Arc::clone(&self.drive),
+            key,
+            target,
+            len,
+        )?))
+    }
+}
+
+impl Backend for GDriveBackend {
+    fn list(&self) -> Result<Vec<ObjectInfo>, BackendError> {
+        let context = || format!("listing {}", self.location);
+        let (objects, listed, folders) = self.drive.block(context, async |last| {
+            let root = self.root(last, false).await?.ok_or_else(|| {
+                Failure::fatal(BackendError::BadSource {
+                    source_text: self.location.to_string(),
+                    reason: "no such folder".into(),
+                })
+            })?;
+            let (mut objects, mut listed, mut folders) =
+                (Vec::new(), HashMap::new(), HashMap::new());
+            let mut pending = VecDeque::from([(root.id.clone(), String::new())]);
+            while let Some((folder, prefix)) = pending.pop_front() {
+                let entries = self
+                    .all_children(last, &folder, "", root.drive_id.as_deref())
+                    .await?;
+                let naming: Vec<names::Entry<'_, _>> = entries
+                    .iter()
+                    .map(|f| names::Entry {
+                        id: f.id.as_deref().unwrap_or_default(),
+                        name: f.name.as_deref().unwrap_or_default(),
+                        created: f.created_time,
+                    })
+                    .collect();
+                for (file, name) in entries.iter().zip(names::local_names(&naming)) {
+                    let Some(name) = name else { continue };
+                    let key = format!("{prefix}{name}");
+                    let id = file.id.clone().unwrap_or_default();
+                    let mime = file.mime_type.as_deref().unwrap_or_default();
+                    if mime == FOLDER {
+                        pending.push_back((id.clone(), format!("{key}/")));
+                        folders.insert(key, id);
+                    } else if mime.starts_with(NATIVE) {
+                        tracing::info!(
+                            key,
+                            mime,
+                            "skipping a Google-native document (no binary content)"
+                        );
+                    } else {
+                        objects.push(ObjectInfo {
+                            key: key.clone(),
+                            size: file.size.unwrap_or(0).max(0) as u64,
+                        });
+                        listed.insert(
+                            key,
+                            Listed {
+                                id,
+                                revision: file.head_revision_id.clone(),
+                                md5: file.md5_checksum.clone(),
+                            },
+                        );
+                    }
+                }
+            }
+            Ok((objects, listed, folders))
+        })?;
+        *self.files.write() = listed;
+        self.drive
+            .runtime
+            .runtime()
+            .block_on(self.folders.lock())
+            .extend(folders);
+        Ok(objects)
+    }
+
+    fn read_range(
+        &self,
+        key: &str,
+        offset: u64,
+        bufs: &mut [&mut [u8]],
+    ) -> Result<(), BackendError> {
+        if bufs.iter().all(|b| b.is_empty()) {
+            return Ok(());
+        }
+        let listed = self
+            .files
+            .read()
+            .get(key)
+            .cloned()
+            .ok_or_else(|| BackendError::NotFound {
+                key: key.to_owned(),
+            })?;
+        let drive = &self.drive;
+        let changed = || {
+            Failure::fatal(BackendError::Changed {
+                key: key.to_owned(),
+            })
+        };
+        let context = || format!("reading {key:?} at {offset}");
+        drive.block(context, async |last| {
+            if let Some(revision) = &listed.revision {
+                if !self.unpinned.lock().contains(&listed.id) {
+                    let url = drive.url(&format!(
+                        "files/{}/revisions/{revision}?alt=media",
+                        listed.id
+                    ));
+                    match drive
+                        .retrying(last, async || drive.download(&url, key, offset, bufs).await)
+                        .await
+                    {
+                        Err(f) if f.kind == Kind::Forbidden => {
+                            tracing::warn!(
+                                key,
+                                "this account may not read revisions ({}); reading the current \
+                                 content and checking it is still the listed revision",
+                                f.error
+                            );
+                            self.unpinned.lock().insert(listed.id.clone());
+                        }
+                        Err(f) if f.kind == Kind::NotFound => return Err(changed()),
+                        other => return other,
+                    }
+                }
+            }
+            let url = drive.url(&format!(
+                "files/{}?alt=media&supportsAllDrives=true",
+                listed.id
+            ));
+            drive
+                .retrying(last, async || drive.download(&url, key, offset, bufs).await)
+                .await
+                .map_err(|f| {
+                    if f.kind == Kind::NotFound {
+                        changed()
+                    } else {
+                        f
+                    }
+                })?;
+            let now = drive
+                .retrying(last, async || {
+                    drive.get(&listed.id, "headRevisionId,md5Checksum").await
+                })
+                .await?;
+            if now.head_revision_id != listed.revision || now.md5_checksum != listed.md5 {
+                return Err(changed());
+            }
+            Ok(())
+        })
+    }
+
+    fn stat(&self, key: &str) -> Result<Option<u64>, BackendError> {
+        validate_key(key)?;
+        self.drive.block(
+            || format!("stat {key:?} in {}", self.location),
+            async |last| {
+                let found = self.existing(last, key).await?;
+                Ok(found.first().map(|f| f.size.unwrap_or(0).max(0) as u64))
+            },
+        )
+    }
+
+    fn create(&self, key: &str, overwrite: bool) -> Result<Box<dyn ObjectWriter>, BackendError> {
+        self.writer(key, overwrite, None)
+    }
+
+    fn create_sized(
+        &self,
+        key: &str,
+        overwrite: bool,
+        len: u64,
+    ) -> Result<Box<dyn ObjectWriter>, BackendError> {
+        self.writer(key, overwrite, Some(len))
+    }
+
+    fn read_profile(&self) -> ReadProfile {
+        ReadProfile {
+            parallel_requests: 8,
+            max_readahead: 64 << 20,
+        }
+    }
+
+    fn describe(&self) -> String {
+        format!("Google Drive folder {}", self.location)
+    }
+}

@@ -1,0 +1,181 @@
+//! Pieces shared by the remote backends (S3, Google Drive): the private tokio runtime the
+//! synchronous [`Backend`](super::Backend) trait blocks on, always under a deadline; the
+//! filler that copies a streamed body into the caller's buffers; and the backoff between
+//! retries.
+
+use std::future::Future;
+use std::time::Duration;
+
+use tokio::runtime::Runtime;
+
+use super::BackendError;
+
+/// A multi-threaded tokio runtime with a deadline for every blocking call. It must be
+/// created after the daemon forks (tokio's threads do not survive `fork`).
+pub struct BlockingRuntime {
+    runtime: Runtime,
+    timeout: Duration,
+}
+
+impl BlockingRuntime {
+    /// Starts `workers` threads named `name`; every [`BlockingRuntime::run`] is bounded by
+    /// `timeout`.
+    pub fn new(name: &str, workers: usize, timeout: Duration) -> Result<Self, BackendError> {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(workers)
+            .thread_name(name)
+            .enable_all()
+            .build()
+            .map_err(|source| BackendError::Io {
+                context: format!("starting the {name} runtime"),
+                source,
+            })?;
+        Ok(BlockingRuntime { runtime, timeout })
+    }
+
+    /// The longest time one [`BlockingRuntime::run`] may take.
+    pub fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
+    /// The runtime, for tasks that outlive one call (uploads).
+    pub fn runtime(&self) -> &Runtime {
+        &self.runtime
+    }
+
+    /// Runs `future` to completion, failing with [`BackendError::Timeout`] (described by
+    /// `what`) once the timeout has passed.
+    pub fn run<T>(
+        &self,
+        what: impl FnOnce() -> String,
+        future: impl Future<Output = Result<T, BackendError>>,
+    ) -> Result<T, BackendError> {
+        let timeout = self.timeout;
+        self.runtime
+            .block_on(async { tokio::time::timeout(timeout, future).await })
+            .unwrap_or_else(|_| {
+                Err(BackendError::Timeout {
+                    context: what(),
+                    timeout,
+                })
+            })
+    }
+}
+
+/// Copies the pieces of a streamed body, in order, into a list of buffers that together
+/// hold exactly the range asked for: more bytes is an error, fewer is a short read.
+pub struct BufFiller<'a, 'b> {
+    bufs: &'a mut [&'b mut [u8]],
+    key: &'a str,
+    offset: u64,
+    buf_index: usize,
+    within: usize,
+    copied: usize,
+    total: usize,
+}
+
+impl<'a, 'b> BufFiller<'a, 'b> {
+    /// A filler for the range of object `key` that starts at `offset`.
+    pub fn new(bufs: &'a mut [&'b mut [u8]], key: &'a str, offset: u64) -> Self {
+        let total = bufs.iter().map(|b| b.len()).sum();
+        BufFiller {
+            bufs,
+            key,
+            offset,
+            buf_index: 0,
+            within: 0,
+            copied: 0,
+            total,
+        }
+    }
+
+    /// Bytes the buffers hold in all.
+    pub fn total(&self) -> usize {
+        self.total
+    }
+
+    /// Appends the next piece of the body.
+    pub fn push(&mut self, mut bytes: &[u8]) -> Result<(), BackendError> {
+        if self.copied + bytes.len() > self.total {
+            return Err(BackendError::Remote {
+                context: format!("reading {:?} at {}", self.key, self.offset),
+                message: "the server sent more bytes than the range asked for".into(),
+            });
+        }
+        self.copied += bytes.len();
+        while !bytes.is_empty() {
+            let buf = &mut self.bufs[self.buf_index];
+            let n = (buf.len() - self.within).min(bytes.len());
+            buf[self.within..self.within + n].copy_from_slice(&bytes[..n]);
+            bytes = &bytes[n..];
+            self.within += n;
+            if self.within == buf.len() {
+                self.buf_index += 1;
+                self.within = 0;
+            }
+        }
+        Ok(())
+    }
+
+    /// Ends the body: fails with [`BackendError::ShortRead`] unless every buffer is full.
+    pub fn finish(self) -> Result<(), BackendError> {
+        if self.copied < self.total {
+            return Err(BackendError::ShortRead {
+                key: self.key.to_owned(),
+                end: self.offset + self.total as u64,
+            });
+        }
+        Ok(())
+    }
+}
+
+/// The pause before retry number `attempt` (0 for the first retry): 100 ms doubling up to
+/// 3.2 s, with up to 50% random jitter so parallel requests do not retry in step.
+pub fn backoff(attempt: u32) -> Duration {
+    let base = Duration::from_millis(100) * (1 << attempt.min(5));
+    let mut byte = [0u8; 1];
+    let jitter = match getrandom::getrandom(&mut byte) {
+        Ok(()) => base / 2 * u32::from(byte[0]) / 255,
+        Err(_) => Duration::ZERO,
+    };
+    base + jitter
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn filler_spreads_pieces_over_buffers_and_checks_the_length() {
+        let (mut a, mut b) = ([0u8; 3], [0u8; 4]);
+        let mut bufs: [&mut [u8]; 2] = [&mut a, &mut b];
+        let mut filler = BufFiller::new(&mut bufs, "k", 10);
+        assert_eq!(filler.total(), 7);
+        filler.push(b"ab").unwrap();
+        filler.push(b"cdef").unwrap();
+        assert!(matches!(
+            filler.push(b"gh"),
+            Err(BackendError::Remote { .. })
+        ));
+        filler.push(b"g").unwrap();
+        filler.finish().unwrap();
+        assert_eq!((&a, &b), (b"abc", b"defg"));
+
+        let mut c = [0u8; 4];
+        let mut bufs: [&mut [u8]; 1] = [&mut c];
+        let mut short = BufFiller::new(&mut bufs, "k", 10);
+        short.push(b"xy").unwrap();
+        assert!(matches!(
+            short.finish(),
+            Err(BackendError::ShortRead { end: 14, .. })
+        ));
+    }
+
+    #[test]
+    fn backoff_grows_and_is_bounded() {
+        assert!(backoff(0) >= Duration::from_millis(100));
+        assert!(backoff(0) <= Duration::from_millis(150));
+        assert!(backoff(3) >= Duration::from_millis(800));
+        assert!(backoff(30) <= Duration::from_millis(4800));
+    }
+}

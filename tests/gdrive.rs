@@ -1,0 +1,548 @@
+//! The Google Drive backend against the fake Drive server (`tests/fake_gdrive.py`) on
+//! loopback, through the real `google-drive3` client and real mounts: sealing trees with
+//! resumable uploads, the three source forms, pagination, duplicate and hostile names,
+//! native documents, revision pinning, rate limits, token refresh, dead and hung servers,
+//! revoked credentials and the login flow.
+
+mod common;
+
+use std::io::{Read, Seek, SeekFrom};
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use common::gdrive::FakeDrive;
+use common::{pattern, run_ok, smpfs, Workspace};
+use serde_json::json;
+
+/// `smpfs seal SOURCE --out OUT -o <fake's options>`.
+fn seal_to(ws: &Workspace, fake: &FakeDrive, source: &Path, out: &str) -> Command {
+    let mut cmd = smpfs();
+    cmd.arg("seal")
+        .arg(source)
+        .args(["--to", &ws.recipient, "--out", out, "-o"])
+        .arg(fake.options());
+    cmd
+}
+
+fn stderr(out: &std::process::Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+fn b64(data: &[u8]) -> String {
+    base64::engine::general_purpose::STANDARD.encode(data)
+}
+
+/// Reads `len` bytes at `offset` of an open file.
+fn read_at(file: &mut std::fs::File, offset: u64, len: usize) -> std::io::Result<Vec<u8>> {
+    let mut buf = vec![0u8; len];
+    file.seek(SeekFrom::Start(offset))?;
+    file.read_exact(&mut buf)?;
+    Ok(buf)
+}
+
+/// Files of many sizes (one chunk, chunk boundaries, several upload chunks) sealed to a
+/// path in My Drive read back byte-exact through the path, a folder id with a path below
+/// it, and a shared drive; a re-run keeps everything and creates no duplicates.
+#[test]
+fn sealed_trees_read_back_exactly_through_every_source_form() {
+    let fake = FakeDrive::start();
+    let ws = Workspace::new();
+    let sizes = [1usize, 65_535, 65_536, 65_537, 3 << 20, (17 << 20) + 12_345];
+    for (i, size) in sizes.iter().enumerate() {
+        ws.write_plain(&format!("series/{i}/slice.bin"), &pattern(*size, i as u8));
+    }
+    let out = run_ok(&mut seal_to(
+        &ws,
+        &fake,
+        &ws.plain(),
+        "gdrive:///My Drive/site-a/2026",
+    ));
+    assert!(
+        stderr(&out).contains("sealed 6 of 6 files"),
+        "{}",
+        stderr(&out)
+    );
+    let shared = fake.admin("drive", json!({"name": "Radiology Lab"}))["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    run_ok(&mut seal_to(
+        &ws,
+        &fake,
+        &ws.plain(),
+        "gdrive:///Shared drives/Radiology Lab/CT",
+    ));
+    let site = fake.id_of("site-a");
+    let check = |source: &str, base: &Path| {
+        let mount = ws.mount_source(source, &[&fake.options(), "audit=off"]);
+        for (i, size) in sizes.iter().enumerate() {
+            let path = base.join(format!("series/{i}/slice.bin"));
+            let data = std::fs::read(&path)
+                .unwrap_or_else(|e| panic!("{}: {e}; log:\n{}", path.display(), mount.log_text()));
+            assert!(
+                data == pattern(*size, i as u8),
+                "{} differs",
+                path.display()
+            );
+        }
+        assert!(mount.unmount().success());
+    };
+    check("gdrive:///My Drive/site-a/2026", &ws.mnt());
+    check(&format!("gdrive://{site}"), &ws.mnt().join("2026"));
+    check(&format!("gdrive://{site}/2026"), &ws.mnt());
+    check(&format!("gdrive://{shared}/CT"), &ws.mnt());
+    check(
+        "gdrive:///Shared drives/Radiology Lab",
+        &ws.mnt().join("CT"),
+    );
+
+    let again = run_ok(&mut seal_to(
+        &ws,
+        &fake,
+        &ws.plain(),
+        "gdrive:///My Drive/site-a/2026",
+    ));
+    assert!(
+        stderr(&again).contains("6 files were already sealed there")
+            && stderr(&again).contains("sealed 0 of 6 files"),
+        "{}",
+        stderr(&again)
+    );
+    assert_eq!(fake.named("slice.bin").len(), 12, "one per file and drive");
+    assert_eq!(fake.named("series").len(), 2);
+}
+
+/// More entries than a page (the fake pages by 3), a newer duplicate of a sealed file,
+/// names with `/`, `..` and NUL, and a Google Doc: the sealed files are all there under
+/// their names, the copies and hostile names are hidden with warnings, the document is
+/// skipped.
+#[test]
+fn listing_pages_and_maps_duplicate_and_hostile_names() {
+    let fake = FakeDrive::start();
+    fake.admin("config", json!({"page_size": 3}));
+    let ws = Workspace::new();
+    for i in 0..10 {
+        ws.write_plain(
+            &format!("many/f{i:02}.txt"),
+            format!("object {i}").as_bytes(),
+        );
+    }
+    run_ok(&mut seal_to(
+        &ws,
+        &fake,
+        &ws.plain(),
+        "gdrive:///My Drive/scans",
+    ));
+    let folder = fake.id_of("many");
+    let original = fake.id_of("f03.txt");
+    let copy = fake.admin(
+        "copy",
+        json!({"id": original, "parent": folder, "createdTime": "2030-01-01T00:00:00.000Z"}),
+    )["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    for name in ["a/b.txt", "..", "nul\u{0}name", ""] {
+        fake.admin(
+            "file",
+            json!({"parent": folder, "name": name, "data": b64(b"junk")}),
+        );
+    }
+    fake.admin(
+        "file",
+        json!({"parent": folder, "name": "Notes", "mimeType": "application/vnd.google-apps.document"}),
+    );
+
+    let mount = ws.mount_source("gdrive:///My Drive/scans", &[&fake.options(), "audit=off"]);
+    let mut names: Vec<String> = std::fs::read_dir(ws.mnt().join("many"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    names.sort();
+    let expected: Vec<String> = (0..10).map(|i| format!("f{i:02}.txt")).collect();
+    assert_eq!(names, expected, "log:\n{}", mount.log_text());
+    for i in 0..10 {
+        let text = std::fs::read_to_string(ws.mnt().join(format!("many/f{i:02}.txt"))).unwrap();
+        assert_eq!(text, format!("object {i}"));
+    }
+    let log = mount.log_text();
+    for needle in [
+        format!("f03~{copy}.txt"),
+        "a\u{2215}b~".to_owned(),
+        "skipping a Google-native document".to_owned(),
+        "hiding object".to_owned(),
+    ] {
+        assert!(log.contains(&needle), "{needle:?} not in log:\n{log}");
+    }
+}
+
+/// pydicom's bundled DICOM files, sealed to Drive and read back through the mount, are
+/// byte-exact and parse with pydicom.
+#[test]
+fn pydicom_files_read_back_through_a_drive_mount() {
+    let found = Command::new("python3")
+        .args([
+            "-c",
+            "import pydicom, os; print(os.path.join(os.path.dirname(pydicom.__file__), 'data', 'test_files'))",
+        ])
+        .output()
+        .expect("python3");
+    assert!(
+        found.status.success(),
+        "pydicom is missing: run integration/install-deps.sh"
+    );
+    let files = std::path::PathBuf::from(String::from_utf8(found.stdout).unwrap().trim());
+    let fake = FakeDrive::start();
+    let ws = Workspace::new();
+    run_ok(&mut seal_to(&ws, &fake, &files, "gdrive:///My Drive/dicom"));
+    let _mount = ws.mount_source("gdrive:///My Drive/dicom", &[&fake.options(), "audit=off"]);
+    let check = r#"
+import os, sys, pydicom
+src, mnt = sys.argv[1], sys.argv[2]
+count = parsed = 0
+for root, _, names in os.walk(src):
+    for name in names:
+        path = os.path.join(root, name)
+        if os.path.islink(path):
+            continue
+        rel = os.path.relpath(path, src)
+        a = open(path, 'rb').read()
+        b = open(os.path.join(mnt, rel), 'rb').read()
+        assert a == b, rel
+        count += 1
+        if name.endswith('.dcm'):
+            pydicom.dcmread(os.path.join(mnt, rel), force=True)
+            parsed += 1
+assert count > 50 and parsed > 20, (count, parsed)
+print(count, parsed)
+"#;
+    let out = run_ok(
+        Command::new("python3")
+            .arg("-c")
+            .arg(check)
+            .arg(&files)
+            .arg(ws.mnt()),
+    );
+    eprintln!("compared {}", String::from_utf8_lossy(&out.stdout));
+}
+
+/// A file sealed again (`--overwrite`: a new revision of the same Drive file) while it is
+/// being read keeps serving the listed revision byte-exact; once Drive has dropped that
+/// revision, reads fail with EIO and say the file changed: never bytes of two versions.
+#[test]
+fn a_file_replaced_mid_read_serves_its_listed_revision_then_fails() {
+    let fake = FakeDrive::start();
+    let ws = Workspace::new();
+    let data = pattern(20 << 20, 1);
+    ws.write_plain("big.bin", &data);
+    run_ok(&mut seal_to(
+        &ws,
+        &fake,
+        &ws.plain(),
+        "gdrive:///My Drive/b",
+    ));
+    let mount = ws.mount_source("gdrive:///My Drive/b", &[&fake.options(), "audit=off"]);
+    let mut file = std::fs::File::open(ws.mnt().join("big.bin")).unwrap();
+    assert!(read_at(&mut file, 0, 65_536).unwrap() == data[..65_536]);
+
+    let other = pattern(20 << 20, 9);
+    ws.write_plain("big.bin", &other);
+    let reseal = seal_to(&ws, &fake, &ws.plain(), "gdrive:///My Drive/b")
+        .arg("--overwrite")
+        .output()
+        .unwrap();
+    assert!(reseal.status.success(), "{}", stderr(&reseal));
+    let entry = &fake.named("big.bin")[0];
+    assert_eq!(entry["revisions"].as_array().unwrap().len(), 2, "{entry}");
+
+    let middle = read_at(&mut file, 10 << 20, 65_536).unwrap();
+    assert!(
+        middle == data[10 << 20..(10 << 20) + 65_536],
+        "not the listed revision"
+    );
+
+    fake.admin("prune", json!({"id": entry["id"]}));
+    let error = read_at(&mut file, 19 << 20, 65_536).unwrap_err();
+    assert_eq!(error.raw_os_error(), Some(libc::EIO), "{error}");
+    assert!(
+        mount.log_text().contains("changed since it was listed"),
+        "log:\n{}",
+        mount.log_text()
+    );
+}
+
+/// Where revisions may not be read (a viewer), reads fall back to the current content and
+/// check afterwards that it is still the listed revision: a replaced file gives EIO.
+#[test]
+fn without_revision_access_a_replaced_file_gives_eio() {
+    let fake = FakeDrive::start();
+    let ws = Workspace::new();
+    let data = pattern(4 << 20, 2);
+    ws.write_plain("scan.bin", &data);
+    run_ok(&mut seal_to(
+        &ws,
+        &fake,
+        &ws.plain(),
+        "gdrive:///My Drive/v",
+    ));
+    let id = fake.id_of("scan.bin");
+    fake.admin("config", json!({"forbid_revisions": [id]}));
+    let mount = ws.mount_source("gdrive:///My Drive/v", &[&fake.options(), "audit=off"]);
+    let mut file = std::fs::File::open(ws.mnt().join("scan.bin")).unwrap();
+    assert!(read_at(&mut file, 1 << 20, 65_536).unwrap() == data[1 << 20..(1 << 20) + 65_536]);
+    fake.admin(
+        "replace",
+        json!({"id": id, "data": b64(&pattern(4 << 20, 3))}),
+    );
+    let error = read_at(&mut file, 3 << 20, 65_536).unwrap_err();
+    assert_eq!(error.raw_os_error(), Some(libc::EIO), "{error}");
+    let log = mount.log_text();
+    assert!(
+        log.contains("may not read revisions") && log.contains("changed since it was listed"),
+        "log:\n{log}"
+    );
+}
+
+/// Rate limits (403 rateLimitExceeded / userRateLimitExceeded) and 503s on listing,
+/// downloads, folder creation and upload chunks are retried: sealing and reading succeed.
+#[test]
+fn rate_limits_and_server_errors_are_retried() {
+    let fake = FakeDrive::start();
+    let ws = Workspace::new();
+    let data = pattern((9 << 20) + 7, 4);
+    ws.write_plain("dir/scan.bin", &data);
+    fake.faults(&[
+        (403, "userRateLimitExceeded", 2, "POST /drive/v3/files"),
+        (503, "backendError", 1, "/upload-session/"),
+        (403, "rateLimitExceeded", 2, "POST /resumable/"),
+    ]);
+    let out = run_ok(&mut seal_to(
+        &ws,
+        &fake,
+        &ws.plain(),
+        "gdrive:///My Drive/r",
+    ));
+    assert!(
+        stderr(&out).contains("sealed 1 of 1 files"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(fake.stats()["faults_served"], 5);
+    assert_eq!(
+        fake.named("scan.bin").len(),
+        1,
+        "a failed upload leaves no file"
+    );
+
+    fake.faults(&[
+        (503, "backendError", 2, "GET /drive/v3/files?"),
+        (403, "rateLimitExceeded", 3, "alt=media"),
+        (500, "backendError", 1, "alt=media"),
+    ]);
+    let mount = ws.mount_source("gdrive:///My Drive/r", &[&fake.options(), "audit=off"]);
+    let read = std::fs::read(ws.mnt().join("dir/scan.bin"))
+        .unwrap_or_else(|e| panic!("{e}; log:\n{}", mount.log_text()));
+    assert!(read == data);
+    assert_eq!(fake.stats()["faults_served"], 11);
+}
+
+/// A token the server refuses (401) is replaced once with a fresh one and the request
+/// retried; tokens that expire within a minute are renewed as they go.
+#[test]
+fn refused_and_expiring_tokens_are_refreshed() {
+    let fake = FakeDrive::start();
+    let ws = Workspace::new();
+    let data = pattern(2 << 20, 5);
+    ws.write_plain("scan.bin", &data);
+    run_ok(&mut seal_to(
+        &ws,
+        &fake,
+        &ws.plain(),
+        "gdrive:///My Drive/t",
+    ));
+    let mount = ws.mount_source("gdrive:///My Drive/t", &[&fake.options(), "audit=off"]);
+    let grants = || {
+        fake.stats()["token_grants"]["urn:ietf:params:oauth:grant-type:jwt-bearer"]
+            .as_u64()
+            .unwrap()
+    };
+    let before = grants();
+    fake.faults(&[(401, "authError", 1, "alt=media")]);
+    let read = std::fs::read(ws.mnt().join("scan.bin"))
+        .unwrap_or_else(|e| panic!("{e}; log:\n{}", mount.log_text()));
+    assert!(read == data);
+    assert_eq!(grants(), before + 1, "exactly one fresh token for the 401");
+    assert!(mount.log_text().contains("access token refused"));
+    drop(mount);
+
+    fake.admin("config", json!({"token_ttl": 30}));
+    let mount = ws.mount_source("gdrive:///My Drive/t", &[&fake.options(), "audit=off"]);
+    let before = grants();
+    let read = std::fs::read(ws.mnt().join("scan.bin"))
+        .unwrap_or_else(|e| panic!("{e}; log:\n{}", mount.log_text()));
+    assert!(read == data);
+    assert!(grants() > before + 1, "short-lived tokens are renewed");
+}
+
+/// A killed server and a hung one (SIGSTOP) give EIO within the timeout, not a hang; the
+/// hung one's reads work again once it continues.
+#[test]
+fn dead_or_hung_servers_give_eio_within_the_timeout() {
+    let mut fake = FakeDrive::start();
+    let ws = Workspace::new();
+    let data = pattern(6 << 20, 6);
+    ws.write_plain("scan.bin", &data);
+    run_ok(&mut seal_to(
+        &ws,
+        &fake,
+        &ws.plain(),
+        "gdrive:///My Drive/d",
+    ));
+    let mount = ws.mount_source(
+        "gdrive:///My Drive/d",
+        &[&fake.options(), "audit=off", "timeout=2s"],
+    );
+    let mut file = std::fs::File::open(ws.mnt().join("scan.bin")).unwrap();
+    read_at(&mut file, 0, 65_536).unwrap();
+
+    let pid = fake.pid();
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGSTOP).unwrap();
+    let started = Instant::now();
+    let error = read_at(&mut file, 2 << 20, 65_536).unwrap_err();
+    let waited = started.elapsed();
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGCONT).unwrap();
+    assert_eq!(error.raw_os_error(), Some(libc::EIO), "{error}");
+    assert!(
+        waited >= Duration::from_millis(1500) && waited < Duration::from_secs(8),
+        "took {waited:?}"
+    );
+    let again = read_at(&mut file, 2 << 20, 65_536)
+        .unwrap_or_else(|e| panic!("after SIGCONT: {e}; log:\n{}", mount.log_text()));
+    assert!(again == data[2 << 20..(2 << 20) + 65_536]);
+
+    fake.kill();
+    let started = Instant::now();
+    let error = read_at(&mut file, 5 << 20, 65_536).unwrap_err();
+    assert_eq!(error.raw_os_error(), Some(libc::EIO), "{error}");
+    assert!(
+        started.elapsed() < Duration::from_secs(8),
+        "took {:?}",
+        started.elapsed()
+    );
+    assert!(
+        mount.log_text().contains("last error"),
+        "log:\n{}",
+        mount.log_text()
+    );
+}
+
+/// Revoked service-account credentials fail the mount at once with the server's reason;
+/// nothing is mounted.
+#[test]
+fn revoked_credentials_fail_the_mount_clearly() {
+    let fake = FakeDrive::start();
+    fake.admin("config", json!({"revoked": true}));
+    let ws = Workspace::new();
+    let out = smpfs()
+        .arg("mount")
+        .arg("gdrive:///My Drive")
+        .arg(ws.mnt())
+        .arg("-i")
+        .arg(&ws.identity)
+        .args(["-o", &fake.options()])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let message = stderr(&out);
+    assert!(
+        message.contains("Google refused the credentials") && message.contains("invalid_grant"),
+        "{message}"
+    );
+    assert!(!common::is_mounted(&ws.mnt()));
+}
+
+/// `smpfs gdrive login` runs the installed-app flow (the fake's consent page redirects
+/// straight back), caches the token in a 0600 file that mounts then use without asking;
+/// once the login is revoked, a mount fails saying to log in again.
+#[test]
+fn login_caches_a_0600_token_that_mounts_use_until_revoked() {
+    let fake = FakeDrive::start();
+    let ws = Workspace::new();
+    ws.write_plain("note.txt", b"hello drive");
+    run_ok(&mut seal_to(
+        &ws,
+        &fake,
+        &ws.plain(),
+        "gdrive:///My Drive/l",
+    ));
+    let token = ws.dir.path().join("cfg/token.json");
+    let mut login = smpfs()
+        .args(["gdrive", "login", "--client-secret"])
+        .arg(&fake.client)
+        .arg("--token")
+        .arg(&token)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut err = login.stderr.take().unwrap();
+    let mut shown = String::new();
+    let url = loop {
+        let mut byte = [0u8; 1];
+        assert_eq!(
+            err.read(&mut byte).unwrap(),
+            1,
+            "login ended early: {shown}"
+        );
+        shown.push(byte[0] as char);
+        if let Some(line) = shown.lines().find(|l| l.starts_with("http://")) {
+            if shown.ends_with('\n') {
+                break line.to_owned();
+            }
+        }
+    };
+    // The "browser": follow the consent URL, which redirects to the local callback.
+    run_ok(Command::new("python3").args([
+        "-c",
+        "import sys, urllib.request; urllib.request.urlopen(sys.argv[1], timeout=20).read()",
+        &url,
+    ]));
+    assert!(login.wait().unwrap().success());
+    let mode = std::fs::metadata(&token).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600);
+    let cached = std::fs::read_to_string(&token).unwrap();
+    assert!(cached.contains("drive.readonly") && cached.contains("drive.file"));
+
+    let login_options = format!(
+        "gdrive_endpoint={},gdrive_token={}",
+        fake.endpoint(),
+        token.display()
+    );
+    let mount = ws.mount_source("gdrive:///My Drive/l", &[&login_options, "audit=off"]);
+    assert_eq!(
+        std::fs::read(ws.mnt().join("note.txt")).unwrap(),
+        b"hello drive"
+    );
+    assert!(mount.unmount().success());
+
+    fake.admin("config", json!({"revoked": true}));
+    let out = smpfs()
+        .arg("mount")
+        .arg("gdrive:///My Drive/l")
+        .arg(ws.mnt())
+        .arg("-i")
+        .arg(&ws.identity)
+        .args(["-o", &login_options])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("smpfs gdrive login"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(!common::is_mounted(&ws.mnt()));
+}
