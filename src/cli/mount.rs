@@ -39,7 +39,7 @@ pub struct MountArgs {
     /// Mount options, comma-separated: identity=PATH, cache_size=SIZE, kernel_cache,
     /// allow_other, uid=N, gid=N, umask=OCTAL, idle_timeout=SECS, audit=PATH|off, audit_sync=always|MS,
     /// audit_anchor=PATH|s3://B/P, audit_anchor_retention=DURATION, endpoint=URL, region=,
-    /// profile=, path_style[=on|off], timeout=DURATION, gpu_sink=cuda|host (host: tests
+    /// profile=, path_style[=on|off], timeout=DURATION, volumes, gpu_sink=cuda|host (host: tests
     /// only), ro; mount(8)'s _netdev, nofail, auto, noauto, user, users, x-*.
     #[arg(short = 'o', value_name = "OPTIONS")]
     options: Vec<String>,
@@ -219,7 +219,12 @@ fn serve(
         reply_buffers: FUSE_THREADS,
         max_read: MAX_READ,
         gpu_sink: options.gpu_sink,
+        volumes: options.volumes,
     };
+    if options.volumes {
+        // Volumes parse decrypted DICOM files on the heap: wipe it on free, lock it in RAM.
+        smpfs::heap::protect().context("protecting memory for volumes")?;
+    }
     let vault = Arc::new(Vault::new(backend, identity, config, audit)?);
     if options.gpu_sink == SinkKind::Host {
         tracing::warn!("gpu_sink=host: GPU loads go to shared memory objects (tests only)");
