@@ -13,6 +13,7 @@ use dicom_core::Tag;
 use dicom_dictionary_std::tags;
 use dicom_object::InMemDicomObject;
 
+use super::deid::strings;
 use super::parse::DicomFile;
 
 /// Bytes before the voxels: the 348-byte NIfTI-1 header and 4 bytes of (empty) extension.
@@ -289,8 +290,14 @@ fn floats(
 ) -> Result<Option<Vec<f64>>, VolumeError> {
     element(object, tag)
         .map(|e| {
-            e.to_multi_float64()
-                .map_err(|_| VolumeError::Malformed(name))
+            // An element stored as UN (unknown VR) arrives as bytes: read it as DS text.
+            let parsed = if e.vr() == dicom_core::VR::UN {
+                strings(e.value())
+                    .and_then(|texts| texts.iter().map(|v| v.trim().parse().ok()).collect())
+            } else {
+                e.to_multi_float64().ok()
+            };
+            parsed.ok_or(VolumeError::Malformed(name))
         })
         .transpose()
 }
