@@ -6,7 +6,8 @@
 #
 # Run as root from the repository root:  integration/bench/volume-read.sh
 # Environment: SLICES=300 (CT_small.dcm copies, 128x128 int16), REPS=5 (median reported),
-#              REPORT=FILE (also write the Markdown report there).
+#              REPORT=FILE (also write the Markdown report there),
+#              SMPFS_BIN=PATH (measure that binary instead of building a release one).
 # Everything lives on a dedicated tmpfs; every smpfs repetition is a fresh mount (nothing
 # assembled or cached), the directory listing that populates .volumes included.
 set -euo pipefail
@@ -20,9 +21,13 @@ die() { echo "volume-read: $*" >&2; exit 1; }
 [ -f Cargo.toml ] && grep -q '^name = "smpfs"' Cargo.toml || die "run from the smpfs repository root"
 
 bash integration/install-deps.sh >&2
-log "cargo build --release --bin smpfs"
-cargo build --release --bin smpfs >&2
-SMPFS=$PWD/target/release/smpfs
+if [ -n "${SMPFS_BIN:-}" ]; then
+  SMPFS=$SMPFS_BIN   # another build (e.g. debug), reported as such
+else
+  log "cargo build --release --bin smpfs"
+  cargo build --release --bin smpfs >&2
+  SMPFS=$PWD/target/release/smpfs
+fi
 
 WORK=$(mktemp -d /tmp/smpfs-volbench.XXXXXX)
 mount -t tmpfs -o size=2G tmpfs "$WORK"
