@@ -24,6 +24,12 @@ if ! python3 -c 'import pydicom' >/dev/null 2>&1; then
   python3 -m pip install -q --disable-pip-version-check --root-user-action=ignore 'pydicom>=2.4'
 fi
 
+# The volume tests load the virtual .nii files with nibabel and stack pydicom arrays.
+if ! python3 -c 'import numpy, nibabel' >/dev/null 2>&1; then
+  echo "==> pip install numpy nibabel"
+  python3 -m pip install -q --disable-pip-version-check --root-user-action=ignore numpy nibabel
+fi
+
 # The S3 tests start a moto server on loopback (5.2.5+: earlier ones answer
 # CompleteMultipartUpload with the wrong XML root).
 if ! python3 - <<'PY' >/dev/null 2>&1

@@ -83,6 +83,9 @@ pub struct MountOptions {
     pub backend: BackendOptions,
     /// Where GPU loads go (`gpu_sink=cuda|host`); `host` (shared memory) is for tests only.
     pub gpu_sink: SinkKind,
+    /// Show each DICOM series as a NIfTI-1 file under `.volumes` (`volumes`); the daemon
+    /// then parses DICOM in its wiped, locked heap.
+    pub volumes: bool,
 }
 
 /// Where a mount's audit records go.
@@ -115,6 +118,7 @@ impl Default for MountOptions {
             idle_timeout: None,
             backend: BackendOptions::default(),
             gpu_sink: SinkKind::default(),
+            volumes: false,
         }
     }
 }
@@ -161,6 +165,7 @@ impl MountOptions {
                     }
                 }
                 ("kernel_cache", None) => options.kernel_cache = true,
+                ("volumes", None) => options.volumes = true,
                 ("allow_other", None) => options.allow_other = true,
                 ("audit", Some("off")) => options.audit = AuditTarget::Off,
                 ("audit", Some(path)) if !path.is_empty() => {
@@ -359,6 +364,8 @@ mod tests {
             MountOptions::parse(&["gpu_sink=host"]).unwrap().gpu_sink,
             SinkKind::Host
         );
+        assert!(MountOptions::parse(&["volumes"]).unwrap().volumes);
+        assert!(!MountOptions::parse(&["ro"]).unwrap().volumes);
         assert!(MountOptions::parse(&["gpu_sink=tpu"]).is_err());
         // What mount(8) passes through from fstab is accepted and ignored.
         let o =

@@ -41,8 +41,8 @@ pub struct MountArgs {
     /// allow_other, uid=N, gid=N, umask=OCTAL, idle_timeout=SECS, audit=PATH|off, audit_sync=always|MS,
     /// audit_anchor=PATH|s3://B/P, audit_anchor_retention=DURATION, endpoint=URL, region=,
     /// profile=, path_style[=on|off], gdrive_credentials=PATH, gdrive_token=PATH,
-    /// timeout=DURATION, gpu_sink=cuda|host (host: tests only), ro; mount(8)'s _netdev,
-    /// nofail, auto, noauto, user, users, x-*.
+    /// timeout=DURATION, volumes, gpu_sink=cuda|host (host: tests only), ro; mount(8)'s
+    /// _netdev, nofail, auto, noauto, user, users, x-*.
     #[arg(short = 'o', value_name = "OPTIONS")]
     options: Vec<String>,
     /// Log file for a background mount [default: ~/.local/state/smpfs/smpfs.log].
@@ -225,7 +225,12 @@ fn serve(
         reply_buffers: FUSE_THREADS,
         max_read: MAX_READ,
         gpu_sink: options.gpu_sink,
+        volumes: options.volumes,
     };
+    if options.volumes {
+        // Volumes parse decrypted DICOM files on the heap: wipe it on free, lock it in RAM.
+        smpfs::heap::protect().context("protecting memory for volumes")?;
+    }
     let vault = Arc::new(Vault::new(backend, identity, config, audit)?);
     if options.gpu_sink == SinkKind::Host {
         tracing::warn!("gpu_sink=host: GPU loads go to shared memory objects (tests only)");

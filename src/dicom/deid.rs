@@ -414,7 +414,7 @@ fn effective_vr(stored: VR, tag: Tag) -> VR {
 
 /// The strings of a text value. A value read as raw bytes (an element stored as UN) is
 /// decoded as backslash-separated text. `None` for numbers, sequences and pixel data.
-fn strings(value: &ElementValue) -> Option<Vec<String>> {
+pub(crate) fn strings(value: &ElementValue) -> Option<Vec<String>> {
     match value {
         Value::Primitive(PrimitiveValue::Str(text)) => Some(vec![text.clone()]),
         Value::Primitive(PrimitiveValue::Strs(texts)) => Some(texts.to_vec()),

@@ -95,8 +95,9 @@ fn errno(error: &VaultError) -> Errno {
         | VaultError::SizeMismatch { .. }
         | VaultError::Backend(_)
         | VaultError::Cache(_)
-        | VaultError::Audit(_) => Errno::EIO,
-        VaultError::PastEof { .. } => Errno::EINVAL,
+        | VaultError::Audit(_)
+        | VaultError::Volume(_) => Errno::EIO,
+        VaultError::PastEof { .. } | VaultError::NotSealed => Errno::EINVAL,
         VaultError::Gpu(gpu) => match gpu {
             GpuError::AbiVersion { .. }
             | GpuError::BadArgument(_)
@@ -118,13 +119,15 @@ fn detail(error: &VaultError) -> Detail {
         VaultError::Format { .. } => Detail::Integrity,
         VaultError::Audit(_) => Detail::Audit,
         VaultError::PastEof { .. } => Detail::PastEof,
+        VaultError::NotSealed => Detail::BadArgument,
         VaultError::NotFound
         | VaultError::NotADirectory
         | VaultError::IsADirectory
         | VaultError::PathMismatch { .. }
         | VaultError::SizeMismatch { .. }
         | VaultError::Backend(_)
-        | VaultError::Cache(_) => Detail::Io,
+        | VaultError::Cache(_)
+        | VaultError::Volume(_) => Detail::Io,
         VaultError::Gpu(gpu) => match gpu {
             GpuError::AbiVersion { .. } => Detail::AbiVersion,
             GpuError::BadArgument(_) => Detail::BadArgument,

@@ -9,24 +9,29 @@
 
 mod object;
 mod tree;
+mod volumes;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::sync::Weak;
 
 use parking_lot::{Mutex, RwLock};
 
 pub use object::SealedObject;
 pub use tree::{Ino, ROOT_INO};
+pub use volumes::VOLUMES_DIR;
 
 use crate::audit::{Actor, AuditError, AuditLog, Event, EventKind};
 use crate::backend::{Backend, BackendError, ReadProfile};
-use crate::cache::{CacheError, ChunkCache, MAX_RUN};
+use crate::cache::{CacheError, ChunkCache, LockedBuf, MAX_RUN};
+use crate::dicom::volume;
 use crate::format::{FormatError, TAG_LEN};
 use crate::gpu::{GpuError, Load, Loader, SinkKind, Transfer};
 use crate::keys::Identity;
 use crate::workers::Workers;
 use tree::Tree;
+use volumes::Virtual;
 
 /// Errors of the mounted view; `fs` maps each to one errno.
 #[derive(Debug, thiserror::Error)]
@@ -67,6 +72,10 @@ pub enum VaultError {
     PastEof { offset: u64, length: u64, size: u64 },
     #[error(transparent)]
     Gpu(#[from] GpuError),
+    #[error("volume cannot be assembled: {0}")]
+    Volume(String),
+    #[error("GPU loads and info are for sealed files, not volumes")]
+    NotSealed,
 }
 
 /// Threads that read and check headers when a directory is first resolved.
@@ -86,6 +95,8 @@ pub struct VaultConfig {
     pub max_read: usize,
     /// Where GPU loads go (`-o gpu_sink=`).
     pub gpu_sink: SinkKind,
+    /// Whether DICOM series appear as NIfTI-1 volumes under [`VOLUMES_DIR`] (`-o volumes`).
+    pub volumes: bool,
 }
 
 impl Default for VaultConfig {
@@ -95,6 +106,7 @@ impl Default for VaultConfig {
             reply_buffers: 8,
             max_read: 1 << 20,
             gpu_sink: SinkKind::default(),
+            volumes: false,
         }
     }
 }
@@ -143,8 +155,37 @@ pub struct Caller {
     pub pid: u32,
 }
 
+/// What a handle reads from.
+enum Source {
+    /// A sealed object, through the chunk cache.
+    Sealed(Arc<SealedObject>),
+    /// An assembled volume, shared by the handles open on it.
+    Volume(Arc<Virtual>, Arc<LockedBuf>),
+    /// A `.nii.error` text.
+    Text(Arc<Virtual>),
+}
+
+impl Source {
+    /// An audit event of `kind` naming this file.
+    fn event(&self, kind: EventKind, actor: &Actor) -> Event {
+        let event = Event::new(kind).actor(actor);
+        match self {
+            Source::Sealed(object) => event.path(object.key()).file_id(object.file_id()),
+            Source::Volume(entry, _) | Source::Text(entry) => event.path(entry.path()),
+        }
+    }
+
+    /// The sealed object, for GPU loads.
+    fn sealed(&self) -> Result<&Arc<SealedObject>, VaultError> {
+        match self {
+            Source::Sealed(object) => Ok(object),
+            Source::Volume(..) | Source::Text(_) => Err(VaultError::NotSealed),
+        }
+    }
+}
+
 struct Handle {
-    object: Arc<SealedObject>,
+    source: Source,
     readahead: Mutex<Readahead>,
     /// The last caller's audit identity, reused while the same thread keeps reading.
     actor: Mutex<Actor>,
@@ -191,6 +232,12 @@ pub struct Vault {
     /// Set once the mount ended: the audit segment is sealed and no unlock is possible.
     sealed: std::sync::atomic::AtomicBool,
     config: VaultConfig,
+    /// The `.volumes` directory's inode, with `-o volumes`.
+    volumes_dir: Option<Ino>,
+    /// Set once `.volumes` was populated; held while populating.
+    volumes_ready: Mutex<bool>,
+    /// Assembled volumes by inode, while a handle holds them.
+    assembled: Mutex<HashMap<Ino, Weak<LockedBuf>>>,
 }
 
 impl Vault {
@@ -211,7 +258,16 @@ impl Vault {
             config.max_read,
         )?;
         let objects = backend.list()?;
-        let tree = Tree::build(objects);
+        let mut tree = Tree::build(objects);
+        let volumes_dir = if config.volumes {
+            let dir = tree.add_dir(ROOT_INO, VOLUMES_DIR);
+            if dir.is_none() {
+                tracing::warn!("the bucket has {VOLUMES_DIR} at its root: no volumes are shown");
+            }
+            dir
+        } else {
+            None
+        };
         let profile = backend.read_profile();
         Ok(Vault {
             backend,
@@ -228,6 +284,9 @@ impl Vault {
             sealed: std::sync::atomic::AtomicBool::new(false),
             started: std::time::Instant::now(),
             config,
+            volumes_dir,
+            volumes_ready: Mutex::new(false),
+            assembled: Mutex::new(HashMap::new()),
         })
     }
 
@@ -317,23 +376,80 @@ impl Vault {
             return Err(VaultError::Purged);
         }
         self.resolve_parent_of(ino)?;
-        let object = self.tree.read().object(ino)?;
-        self.record(
-            Event::new(EventKind::Open)
-                .actor(&actor)
-                .path(object.key())
-                .file_id(object.file_id())
-                .result("ok"),
-        )?;
+        let entry = self.tree.read().virtual_file(ino);
+        let source = match entry {
+            Some(entry) => self.open_virtual(ino, entry, &actor)?,
+            None => {
+                let object = self.tree.read().object(ino)?;
+                let source = Source::Sealed(object);
+                self.record(source.event(EventKind::Open, &actor).result("ok"))?;
+                source
+            }
+        };
         let fh = self.next_handle.fetch_add(1, Ordering::Relaxed);
         let handle = Arc::new(Handle {
-            object,
+            source,
             readahead: Mutex::new(Readahead::default()),
             actor: Mutex::new(actor),
             bytes_read: AtomicU64::new(0),
         });
         self.handles.lock().insert(fh, handle);
         Ok(fh)
+    }
+
+    /// Opens a `.volumes` file: a volume is assembled (or shared with the handles already
+    /// open on it); the open, or its failure, is audited with the series and slice count.
+    fn open_virtual(
+        &self,
+        ino: Ino,
+        entry: Arc<Virtual>,
+        actor: &Actor,
+    ) -> Result<Source, VaultError> {
+        let event = |source: &Source| {
+            source
+                .event(EventKind::Open, actor)
+                .detail(entry.audit_detail())
+        };
+        let Virtual::Volume { plan, .. } = entry.as_ref() else {
+            let source = Source::Text(Arc::clone(&entry));
+            self.record(event(&source).result("ok"))?;
+            return Ok(source);
+        };
+        let data = {
+            let mut assembled = self.assembled.lock();
+            match assembled.get(&ino).and_then(Weak::upgrade) {
+                Some(data) => Ok(data),
+                None => self.assemble(plan).map(|data| {
+                    let data = Arc::new(data);
+                    assembled.insert(ino, Arc::downgrade(&data));
+                    data
+                }),
+            }
+        };
+        match data {
+            Ok(data) => {
+                let source = Source::Volume(Arc::clone(&entry), data);
+                self.record(event(&source).result("ok"))?;
+                Ok(source)
+            }
+            Err(e) => {
+                let source = Source::Text(Arc::clone(&entry));
+                if let Err(audit) = self.record(event(&source).result(format!("EIO: {e}"))) {
+                    tracing::error!("failed volume open not audited: {audit}");
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// Decrypts and decodes the slices of `plan` into a new locked buffer.
+    fn assemble(&self, plan: &volume::VolumePlan<Ino>) -> Result<LockedBuf, VaultError> {
+        let mut objects = Vec::with_capacity(plan.members.len());
+        for (ino, _) in &plan.members {
+            self.resolve_parent_of(*ino)?;
+            objects.push(self.tree.read().object(*ino)?);
+        }
+        volumes::assemble(plan, &objects)
     }
 
     /// Forgets a handle, recording how many bytes were read through it.
@@ -348,10 +464,9 @@ impl Vault {
         } else {
             handle.actor(caller)
         };
-        let event = Event::new(EventKind::Release)
-            .actor(&actor)
-            .path(handle.object.key())
-            .file_id(handle.object.file_id())
+        let event = handle
+            .source
+            .event(EventKind::Release, &actor)
             .result("ok")
             .detail(serde_json::json!({ "bytes_read": handle.bytes_read.load(Ordering::Relaxed) }));
         if let Err(e) = self.record(event) {
@@ -392,15 +507,8 @@ impl Vault {
         let handle = self.handle(fh)?;
         let requested = out.len() as u64;
         let result = self.read_handle(&handle, offset, out);
-        let object = &handle.object;
         let actor = handle.actor(caller);
-        let event = |kind| {
-            Event::new(kind)
-                .actor(&actor)
-                .path(object.key())
-                .file_id(object.file_id())
-                .range(offset, requested)
-        };
+        let event = |kind| handle.source.event(kind, &actor).range(offset, requested);
         match &result {
             Ok(n) => {
                 // `length` is what was asked for; a short read (at EOF) also says what came back.
@@ -440,7 +548,8 @@ impl Vault {
         if self.is_locked() {
             return Err(VaultError::Purged);
         }
-        let object = &self.handle(fh)?.object;
+        let handle = self.handle(fh)?;
+        let object = handle.source.sealed()?;
         let layout = object.layout();
         Ok(FileInfo {
             size: layout.plaintext_len,
@@ -482,13 +591,11 @@ impl Vault {
             return Err(VaultError::Purged);
         }
         let handle = self.handle(fh)?;
-        let object = &handle.object;
         let actor = handle.actor(caller);
         let event = |kind| {
-            Event::new(kind)
-                .actor(&actor)
-                .path(object.key())
-                .file_id(object.file_id())
+            handle
+                .source
+                .event(kind, &actor)
                 .range(load.file_offset, load.length)
                 .detail(detail.clone())
         };
@@ -501,6 +608,10 @@ impl Vault {
                 tracing::error!("failed GPU load not audited: {audit}");
             }
             Err(error)
+        };
+        let object = match handle.source.sealed() {
+            Ok(object) => object,
+            Err(e) => return failed(e),
         };
         let size = object.layout().plaintext_len;
         if load
@@ -598,7 +709,16 @@ impl Vault {
         if self.identity.read().is_none() {
             return Err(VaultError::Purged);
         }
-        let object = &handle.object;
+        let object = match &handle.source {
+            Source::Sealed(object) => object,
+            Source::Volume(_, data) => return Ok(copy_from(data, offset, out)),
+            Source::Text(entry) => {
+                let Virtual::Error { text, .. } = entry.as_ref() else {
+                    return Err(VaultError::BadHandle);
+                };
+                return Ok(copy_from(text.as_bytes(), offset, out));
+            }
+        };
         let layout = *object.layout();
         if offset >= layout.plaintext_len || out.is_empty() {
             return Ok(0);
@@ -623,7 +743,10 @@ impl Vault {
     /// Grows the window while reads stay sequential and prefetches it in the background,
     /// in parts of at most [`MAX_RUN`] chunks that the workers fetch in parallel.
     fn read_ahead(self: &Arc<Self>, handle: &Arc<Handle>, offset: u64, end: u64) {
-        let layout = *handle.object.layout();
+        let Source::Sealed(object) = &handle.source else {
+            return;
+        };
+        let layout = *object.layout();
         let prefetch = {
             let mut ra = handle.readahead.lock();
             if offset == ra.next_offset {
@@ -657,12 +780,15 @@ impl Vault {
             }
         };
         if let Some(chunks) = prefetch {
-            self.prefetch(&handle.object, chunks);
+            self.prefetch(object, chunks);
         }
     }
 
     /// Resolves directory `ino`'s files if not done yet (see the module docs).
     fn resolve_dir(&self, ino: Ino) -> Result<(), VaultError> {
+        if Some(ino) == self.volumes_dir {
+            return self.resolve_volumes(ino);
+        }
         let pending = self.tree.read().unresolved_files(ino)?;
         if pending.is_empty() {
             return Ok(());
@@ -700,6 +826,32 @@ impl Vault {
         Ok(())
     }
 
+    /// Populates `.volumes` (inode `dir`) once: resolves every directory, reads every
+    /// file's DICOM header and adds one entry per series.
+    fn resolve_volumes(&self, dir: Ino) -> Result<(), VaultError> {
+        let mut ready = self.volumes_ready.lock();
+        if *ready {
+            return Ok(());
+        }
+        let dirs = self.tree.read().dirs(dir);
+        for other in dirs {
+            self.resolve_dir(other)?;
+        }
+        let files = self.tree.read().opened_files();
+        let started = std::time::Instant::now();
+        let entries = volumes::entries(files);
+        let mut tree = self.tree.write();
+        for (name, entry) in entries {
+            tree.add_virtual(dir, &name, Arc::new(entry));
+        }
+        tracing::info!(
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "{VOLUMES_DIR} populated"
+        );
+        *ready = true;
+        Ok(())
+    }
+
     /// Opens a header and authenticates the last chunk, so `st_size` is authenticated.
     fn open_object(
         &self,
@@ -727,6 +879,7 @@ impl Vault {
             n
         };
         let files = self.tree.write().drop_objects();
+        self.assembled.lock().clear();
         let bytes = self.cache.purge() + self.gpu.purge();
         let detail = serde_json::json!({
             "bytes_zeroized": bytes,
@@ -768,6 +921,16 @@ impl Vault {
     pub fn is_locked(&self) -> bool {
         self.identity.read().is_none()
     }
+}
+
+/// Copies what `data` holds from `offset` into `out`; returns the bytes copied.
+fn copy_from(data: &[u8], offset: u64, out: &mut [u8]) -> usize {
+    let start = usize::try_from(offset)
+        .unwrap_or(usize::MAX)
+        .min(data.len());
+    let n = out.len().min(data.len() - start);
+    out[..n].copy_from_slice(&data[start..start + n]);
+    n
 }
 
 #[cfg(test)]

@@ -3,6 +3,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use super::volumes::Virtual;
 use super::{Attr, DirEntry, SealedObject, VaultError};
 use crate::backend::{validate_key, ObjectInfo};
 
@@ -24,6 +25,8 @@ enum NodeKind {
         size: u64,
         object: Option<Arc<SealedObject>>,
     },
+    /// A file made by the vault (a `.volumes` entry), not stored in the bucket.
+    Virtual(Arc<Virtual>),
 }
 
 struct Node {
@@ -125,7 +128,7 @@ impl Tree {
     fn children(&self, ino: Ino) -> Result<&BTreeMap<String, Ino>, VaultError> {
         match &self.node(ino).ok_or(VaultError::NotFound)?.kind {
             NodeKind::Dir { children, .. } => Ok(children),
-            NodeKind::File { .. } => Err(VaultError::NotADirectory),
+            NodeKind::File { .. } | NodeKind::Virtual(_) => Err(VaultError::NotADirectory),
         }
     }
 
@@ -156,6 +159,11 @@ impl Tree {
                 size: object.layout().plaintext_len,
             }),
             NodeKind::File { object: None, .. } => None,
+            NodeKind::Virtual(entry) => Some(Attr {
+                ino,
+                is_dir: false,
+                size: entry.size(),
+            }),
         }
     }
 
@@ -204,7 +212,7 @@ impl Tree {
                 object: Some(object),
                 ..
             } => Ok(Arc::clone(object)),
-            NodeKind::File { object: None, .. } => Err(VaultError::NotFound),
+            NodeKind::File { object: None, .. } | NodeKind::Virtual(_) => Err(VaultError::NotFound),
             NodeKind::Dir { .. } => Err(VaultError::IsADirectory),
         }
     }
@@ -254,6 +262,7 @@ impl Tree {
             match &mut node.kind {
                 NodeKind::File { object, .. } => dropped += usize::from(object.take().is_some()),
                 NodeKind::Dir { resolved, .. } => *resolved = false,
+                NodeKind::Virtual(_) => {}
             }
         }
         dropped
@@ -271,7 +280,78 @@ impl Tree {
     pub fn key(&self, ino: Ino) -> Option<String> {
         match &self.node(ino)?.kind {
             NodeKind::File { key, .. } => Some(key.clone()),
+            NodeKind::Virtual(entry) => Some(entry.path().to_owned()),
             NodeKind::Dir { .. } => None,
         }
+    }
+
+    /// Adds an empty directory `name` to `parent`, unless the name is taken.
+    pub fn add_dir(&mut self, parent: Ino, name: &str) -> Option<Ino> {
+        if self.child(parent, name).is_some() {
+            return None;
+        }
+        let kind = NodeKind::Dir {
+            children: BTreeMap::new(),
+            resolved: true,
+        };
+        Some(self.add(parent, name, kind))
+    }
+
+    /// Adds virtual file `name` to directory `parent` (replacing nothing: a taken name is
+    /// skipped).
+    pub fn add_virtual(&mut self, parent: Ino, name: &str, entry: Arc<Virtual>) {
+        if self.child(parent, name).is_none() {
+            self.add(parent, name, NodeKind::Virtual(entry));
+        }
+    }
+
+    /// The virtual file `ino`, if it is one.
+    pub fn virtual_file(&self, ino: Ino) -> Option<Arc<Virtual>> {
+        match &self.node(ino)?.kind {
+            NodeKind::Virtual(entry) => Some(Arc::clone(entry)),
+            _ => None,
+        }
+    }
+
+    /// Every directory still reachable from the root, but `except`.
+    pub fn dirs(&self, except: Ino) -> Vec<Ino> {
+        let mut dirs = vec![ROOT_INO];
+        let mut next = 0;
+        while let Some(&dir) = dirs.get(next) {
+            next += 1;
+            let children = self
+                .children(dir)
+                .map(|c| c.values().copied().collect::<Vec<_>>());
+            for child in children.unwrap_or_default() {
+                if child != except
+                    && matches!(
+                        self.node(child).map(|n| &n.kind),
+                        Some(NodeKind::Dir { .. })
+                    )
+                {
+                    dirs.push(child);
+                }
+            }
+        }
+        dirs
+    }
+
+    /// Every visible file whose header was checked, with its opened object.
+    pub fn opened_files(&self) -> Vec<(Ino, Arc<SealedObject>)> {
+        self.dirs(0)
+            .into_iter()
+            .flat_map(|dir| {
+                self.children(dir)
+                    .map(|c| c.values().copied().collect::<Vec<_>>())
+                    .unwrap_or_default()
+            })
+            .filter_map(|ino| match &self.node(ino)?.kind {
+                NodeKind::File {
+                    object: Some(object),
+                    ..
+                } => Some((ino, Arc::clone(object))),
+                _ => None,
+            })
+            .collect()
     }
 }

@@ -1,0 +1,196 @@
+//! The `.volumes` directory (`-o volumes`): one virtual NIfTI-1 file per DICOM series of
+//! the bucket, or a text file saying why the series is no volume, and the assembly of a
+//! volume's bytes in locked memory from its decrypted slices.
+//!
+//! Invariants: a volume's plaintext exists only in one [`LockedBuf`] (zeroized when the
+//! last handle on it goes) and in the wiped, locked heap while a slice is parsed; error
+//! texts name tags, counts and spacings, never patient attributes.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use rayon::prelude::*;
+
+use super::{Ino, SealedObject, VaultError};
+use crate::cache::{LockedBuf, LockedRegion};
+use crate::dicom::inspect::SealedReader;
+use crate::dicom::parse::{parse_limit, read_file, read_header, DicomFile};
+use crate::dicom::volume::{self, Slices, VolumeError, VolumePlan, HEADER_LEN};
+
+/// The name of the virtual directory at the root.
+pub const VOLUMES_DIR: &str = ".volumes";
+
+/// A file of `.volumes`.
+pub enum Virtual {
+    /// A series that forms a volume: `<SeriesInstanceUID>.nii`.
+    Volume {
+        /// `.volumes/<uid>.nii`, for audit records.
+        path: String,
+        /// The series' SeriesInstanceUID.
+        series: String,
+        /// Members are inodes of the slice files.
+        plan: VolumePlan<Ino>,
+    },
+    /// A series that does not: `<SeriesInstanceUID>.nii.error`, its content the reason.
+    Error {
+        /// `.volumes/<uid>.nii.error`.
+        path: String,
+        /// The reason and a newline.
+        text: String,
+    },
+}
+
+impl Virtual {
+    /// The file's size in bytes.
+    pub fn size(&self) -> u64 {
+        match self {
+            Virtual::Volume { plan, .. } => plan.len(),
+            Virtual::Error { text, .. } => text.len() as u64,
+        }
+    }
+
+    /// Its path in the mount, relative to the root.
+    pub fn path(&self) -> &str {
+        match self {
+            Virtual::Volume { path, .. } | Virtual::Error { path, .. } => path,
+        }
+    }
+
+    /// What audit records of this file add: the series and the slice count.
+    pub fn audit_detail(&self) -> serde_json::Value {
+        match self {
+            Virtual::Volume { series, plan, .. } => serde_json::json!({
+                "volume": { "series": series, "slices": plan.slices.len(), "files": plan.members.len() }
+            }),
+            Virtual::Error { .. } => serde_json::json!({ "volume": "error" }),
+        }
+    }
+}
+
+/// A file name for a series: its UID with anything but `[0-9A-Za-z.-]` replaced by `_`.
+fn file_stem(series: &str) -> String {
+    series
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '.' || c == '-' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
+/// Reads the header of every file in `files` (in parallel) and groups the DICOM images by
+/// series into `.volumes` entries: (file name, entry). Files that are not DICOM images are
+/// skipped (logged at debug level).
+pub fn entries(files: Vec<(Ino, Arc<SealedObject>)>) -> Vec<(String, Virtual)> {
+    let described: Vec<_> = files
+        .par_iter()
+        .filter_map(|(ino, object)| {
+            let header = read_sealed(object, true);
+            crate::harden::scrub_stack();
+            match header {
+                Ok(file) => Some((*ino, volume::describe(&file))),
+                Err(e) => {
+                    tracing::debug!(key = object.key(), "not a volume slice: {e}");
+                    None
+                }
+            }
+        })
+        .collect();
+    let mut series: BTreeMap<String, Result<Vec<(Ino, Slices)>, VolumeError>> = BTreeMap::new();
+    for (ino, result) in described {
+        match result {
+            Ok(None) => {}
+            Ok(Some(slices)) => {
+                let members = series
+                    .entry(slices.series.clone())
+                    .or_insert(Ok(Vec::new()));
+                if let Ok(members) = members {
+                    members.push((ino, slices));
+                }
+            }
+            Err((uid, error)) => {
+                series.insert(uid, Err(error));
+            }
+        }
+    }
+    series
+        .into_iter()
+        .map(|(uid, members)| {
+            let stem = file_stem(&uid);
+            match members.and_then(volume::plan) {
+                Ok(plan) => {
+                    let name = format!("{stem}.nii");
+                    let entry = Virtual::Volume {
+                        path: format!("{VOLUMES_DIR}/{name}"),
+                        series: uid,
+                        plan,
+                    };
+                    (name, entry)
+                }
+                Err(error) => {
+                    tracing::debug!(series = uid.as_str(), "series is no volume: {error}");
+                    let name = format!("{stem}.nii.error");
+                    let entry = Virtual::Error {
+                        path: format!("{VOLUMES_DIR}/{name}"),
+                        text: format!("{error}\n"),
+                    };
+                    (name, entry)
+                }
+            }
+        })
+        .collect()
+}
+
+/// Parses a sealed DICOM file: the header only, or the whole file.
+fn read_sealed(object: &SealedObject, header_only: bool) -> Result<DicomFile, VaultError> {
+    let reader = SealedReader::new(object).map_err(|e| assembly(object.key(), e))?;
+    let limit = parse_limit(usize::try_from(object.layout().plaintext_len).unwrap_or(usize::MAX));
+    crate::heap::with_allocation_limit(limit, || {
+        if header_only {
+            read_header(reader)
+        } else {
+            read_file(reader)
+        }
+    })
+    .map_err(|e| assembly(object.key(), e))
+}
+
+fn assembly(key: &str, error: impl std::fmt::Display) -> VaultError {
+    VaultError::Volume(format!("{key}: {error}"))
+}
+
+/// Builds a volume's bytes (header and voxels) in a new locked buffer; `objects[m]` is the
+/// opened object of `plan.members[m]`. Slice files are decrypted and decoded in parallel.
+pub fn assemble(
+    plan: &VolumePlan<Ino>,
+    objects: &[Arc<SealedObject>],
+) -> Result<LockedBuf, VaultError> {
+    let len = usize::try_from(plan.len()).map_err(|_| VaultError::Volume("too large".into()))?;
+    let region = Arc::new(LockedRegion::new(len)?);
+    let mut buf = LockedRegion::carve(&region, len, 1, 0, 0)
+        .pop()
+        .expect("one buffer");
+    let (header, voxels) = buf.split_at_mut(HEADER_LEN);
+    header.copy_from_slice(&plan.header());
+    let mut per_member: Vec<Vec<(usize, &mut [u8])>> = objects.iter().map(|_| Vec::new()).collect();
+    for (k, out) in voxels.chunks_mut(plan.slice_len()).enumerate() {
+        per_member[plan.slices[k].0].push((k, out));
+    }
+    per_member
+        .into_par_iter()
+        .zip(objects)
+        .try_for_each(|(slices, object)| {
+            let file = read_sealed(object, false);
+            crate::harden::scrub_stack();
+            let file = file?;
+            for (k, out) in slices {
+                plan.decode_into(k, &file, out)
+                    .map_err(|e| assembly(object.key(), e))?;
+            }
+            Ok::<_, VaultError>(())
+        })?;
+    Ok(buf)
+}

@@ -1,0 +1,92 @@
+"""Builds DICOM series for the volume tests from pydicom's bundled files.
+
+Usage: python3 make_series.py OUT_DIR [SLICES]
+
+Writes under OUT_DIR: ct/ (CT_small.dcm as SLICES slices 2.5 mm apart along an oblique
+normal, files in shuffled order), ct_rle/ (the same, RLE Lossless, own series), rescale/
+(per-slice RescaleSlope: the float32 path), missing/ (one slice left out), mixed/ (one
+slice with another orientation), rtdose/ (rtdose.dcm: 15 frames placed by
+GridFrameOffsetVector) and rtdose_rle/ (rtdose_rle.dcm, own series), dicomdirtests/ (the
+bundled series as they are) and notdicom.txt. Prints a JSON map from directory to
+SeriesInstanceUID for the designed series.
+"""
+import json
+import os
+import random
+import shutil
+import sys
+
+import numpy as np
+import pydicom
+from pydicom.uid import RLELossless, generate_uid
+
+TEST_FILES = os.path.join(os.path.dirname(pydicom.__file__), "data", "test_files")
+# An oblique orientation, so that any mix-up of axes shows in the affine.
+ROW = np.array([0.9, 0.1, 0.0]) / np.linalg.norm([0.9, 0.1, 0.0])
+COL = np.array([-ROW[1], ROW[0], 0.3]) / np.linalg.norm([-ROW[1], ROW[0], 0.3])
+COL = COL - ROW * np.dot(COL, ROW)
+COL /= np.linalg.norm(COL)
+NORMAL = np.cross(ROW, COL)
+
+
+def ct_series(out, count, series_uid, rle=False, slope=None, skip=None, tilt=None):
+    os.makedirs(out, exist_ok=True)
+    base = pydicom.dcmread(os.path.join(TEST_FILES, "CT_small.dcm"))
+    origin = np.array([-120.5, 33.25, 17.0])
+    order = list(range(count))
+    random.Random(7).shuffle(order)
+    for k in order:
+        if skip == k:
+            continue
+        ds = base.copy()
+        ds.SeriesInstanceUID = series_uid
+        ds.SOPInstanceUID = generate_uid()
+        ds.InstanceNumber = k + 1
+        ds.ImagePositionPatient = [float(round(v, 4)) for v in origin + 2.5 * k * NORMAL]
+        orientation = list(ROW) + list(COL)
+        if tilt == k:
+            orientation = [0.0, 1.0, 0.0, 0.0, 0.0, -1.0]
+        ds.ImageOrientationPatient = [float(round(v, 6)) for v in orientation]
+        ds.PixelSpacing = [0.75, 0.5]
+        ds.RescaleSlope = slope(k) if slope else 1
+        ds.RescaleIntercept = -1024
+        arr = base.pixel_array.astype(np.int16) + np.int16(k * 7)
+        ds.PixelData = arr.tobytes()
+        if rle:
+            ds.compress(RLELossless, arr)
+        ds.save_as(os.path.join(out, f"slice{k:03d}.dcm"))
+
+
+def resave(source, out, series_uid):
+    os.makedirs(out, exist_ok=True)
+    ds = pydicom.dcmread(os.path.join(TEST_FILES, source))
+    ds.SeriesInstanceUID = series_uid
+    ds.save_as(os.path.join(out, source))
+
+
+def main():
+    out = sys.argv[1]
+    count = int(sys.argv[2]) if len(sys.argv) > 2 else 12
+    uids = {name: generate_uid() for name in
+            ["ct", "ct_rle", "rescale", "missing", "mixed", "rtdose", "rtdose_rle"]}
+    ct_series(os.path.join(out, "ct"), count, uids["ct"])
+    if len(sys.argv) > 2:
+        print(json.dumps({"ct": uids["ct"]}))
+        return
+    ct_series(os.path.join(out, "ct_rle"), count, uids["ct_rle"], rle=True)
+    ct_series(os.path.join(out, "rescale"), 6, uids["rescale"], slope=lambda k: 0.5 + 0.25 * k)
+    ct_series(os.path.join(out, "missing"), 6, uids["missing"], skip=3)
+    ct_series(os.path.join(out, "mixed"), 6, uids["mixed"], tilt=2)
+    resave("rtdose.dcm", os.path.join(out, "rtdose"), uids["rtdose"])
+    resave("rtdose_rle.dcm", os.path.join(out, "rtdose_rle"), uids["rtdose_rle"])
+    shutil.copytree(os.path.join(TEST_FILES, "dicomdirtests"), os.path.join(out, "dicomdirtests"))
+    for name in os.listdir(os.path.join(out, "dicomdirtests")):
+        if name.upper().startswith("DICOMDIR"):
+            os.remove(os.path.join(out, "dicomdirtests", name))
+    with open(os.path.join(out, "notdicom.txt"), "w") as f:
+        f.write("not a DICOM file\n")
+    print(json.dumps(uids))
+
+
+if __name__ == "__main__":
+    main()
