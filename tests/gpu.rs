@@ -813,3 +813,53 @@ fn cuda_load_into_a_device_buffer_of_this_process() {
     }
     assert!(mount.unmount().success());
 }
+
+/// A virtual DICOM volume (`-o volumes`): the info command gives its voxel type and shape,
+/// and a load copies exactly the voxels the `.nii` file holds after its header.
+#[test]
+fn volume_info_and_loads_give_the_voxels() {
+    let ws = Workspace::new();
+    let made = Command::new("python3")
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/dicom/make_series.py"))
+        .arg(ws.plain())
+        .arg("6")
+        .output()
+        .expect("python3 must be installed: run integration/install-deps.sh");
+    assert!(
+        made.status.success(),
+        "make_series.py needs pydicom and numpy: run integration/install-deps.sh ({})",
+        String::from_utf8_lossy(&made.stderr)
+    );
+    let uids: Value = serde_json::from_slice(&made.stdout).unwrap();
+    let uid = uids["ct"].as_str().unwrap();
+    ws.seal_all();
+    let mount = ws.mount(&["volumes", "gpu_sink=host"]);
+    let path = ws.mnt().join(".volumes").join(format!("{uid}.nii"));
+    let nii = std::fs::read(&path).unwrap_or_else(|e| panic!("{e}; log:\n{}", mount.log_text()));
+    let voxels = &nii[352..];
+
+    let file = File::open(&path).unwrap();
+    let got = info(&file).unwrap();
+    assert_eq!(got.flags, 1, "a volume");
+    assert_eq!(got.dtype, 4, "CT_small is int16");
+    assert_eq!(got.ndim, 3);
+    assert_eq!(got.shape, [6, 128, 128, 0], "slices, rows, columns");
+    assert_eq!(got.plaintext_size, voxels.len() as u64);
+
+    let shm = Shm::new("volume", voxels.len() + 8, 0x11);
+    let (reply, errno) = load(
+        &file,
+        GpuLoad::new(&shm.handle(), 8, 0, voxels.len() as u64),
+    );
+    assert_eq!(errno, None, "{reply:?}");
+    assert_eq!(reply.bytes_loaded, voxels.len() as u64);
+    let out = shm.read();
+    assert!(out[..8].iter().all(|&b| b == 0x11));
+    assert!(out[8..] == *voxels, "the voxels, byte for byte");
+
+    let (reply, errno) = load(
+        &file,
+        GpuLoad::new(&shm.handle(), 0, 1, voxels.len() as u64),
+    );
+    assert_eq!((errno, reply.error), (Some(libc::EINVAL), E_PAST_EOF));
+}

@@ -366,6 +366,7 @@ impl Filesystem for SmpFs {
                         plaintext_size: info.size,
                         chunk_size: info.chunk_size,
                         file_id: info.file_id,
+                        volume: info.volume,
                     };
                     reply.ioctl(0, &info.encode())
                 }

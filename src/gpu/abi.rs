@@ -51,13 +51,56 @@ mod load {
     pub const RESERVED1: usize = 116;
 }
 
-/// Byte offsets of the fields of `struct smpfs_gpu_info` that ordinary files fill; the
-/// rest (volume flags, dtype, ndim, shape, reserved) stay zero.
+/// Byte offsets of the fields of `struct smpfs_gpu_info`; the reserved ones stay zero.
 mod info {
     pub const ABI_VERSION: usize = 0;
+    pub const FLAGS: usize = 4;
     pub const PLAINTEXT_SIZE: usize = 8;
     pub const CHUNK_SIZE: usize = 16;
+    pub const DTYPE: usize = 20;
     pub const FILE_ID: usize = 24;
+    pub const NDIM: usize = 40;
+    pub const SHAPE: usize = 48;
+}
+
+/// `smpfs_gpu_info.flags` bit: the file is a virtual volume.
+pub const INFO_VOLUME: u32 = 1;
+
+/// Element types of a volume (`smpfs_gpu_info.dtype`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u32)]
+pub enum ElementType {
+    U8 = 1,
+    I8 = 2,
+    U16 = 3,
+    I16 = 4,
+    U32 = 5,
+    I32 = 6,
+    F32 = 7,
+}
+
+impl ElementType {
+    /// The integer type of `bytes` bytes and signedness, if the ABI has one.
+    pub fn integer(bytes: u8, signed: bool) -> Option<ElementType> {
+        Some(match (bytes, signed) {
+            (1, false) => ElementType::U8,
+            (1, true) => ElementType::I8,
+            (2, false) => ElementType::U16,
+            (2, true) => ElementType::I16,
+            (4, false) => ElementType::U32,
+            (4, true) => ElementType::I32,
+            _ => return None,
+        })
+    }
+}
+
+/// What the info command says of a virtual volume: its voxels' type and shape.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct VolumeShape {
+    /// Voxel type.
+    pub dtype: ElementType,
+    /// Shape, slowest-varying dimension first: slices, rows, columns.
+    pub shape: [u64; 3],
 }
 
 /// A command smpfs understands.
@@ -196,14 +239,25 @@ pub struct Info {
     pub plaintext_size: u64,
     /// Plaintext bytes per sealed chunk.
     pub chunk_size: u32,
-    /// The sealed file's random id (public, from its header).
+    /// The sealed file's random id (public, from its header); zero for a volume.
     pub file_id: [u8; 16],
+    /// For a virtual volume, its voxels (then `plaintext_size` is their byte count).
+    pub volume: Option<VolumeShape>,
 }
 
 impl Info {
-    /// The `struct smpfs_gpu_info` of this file: the volume fields are zero (not a volume).
+    /// The `struct smpfs_gpu_info` of this file; the volume fields are zero unless it is one.
     pub fn encode(&self) -> [u8; INFO_LEN] {
         let mut out = [0u8; INFO_LEN];
+        if let Some(volume) = &self.volume {
+            out[info::FLAGS..info::FLAGS + 4].copy_from_slice(&INFO_VOLUME.to_ne_bytes());
+            out[info::DTYPE..info::DTYPE + 4].copy_from_slice(&(volume.dtype as u32).to_ne_bytes());
+            out[info::NDIM..info::NDIM + 4].copy_from_slice(&3u32.to_ne_bytes());
+            for (i, extent) in volume.shape.iter().enumerate() {
+                let at = info::SHAPE + 8 * i;
+                out[at..at + 8].copy_from_slice(&extent.to_ne_bytes());
+            }
+        }
         out[info::ABI_VERSION..info::ABI_VERSION + 4].copy_from_slice(&ABI_VERSION.to_ne_bytes());
         out[info::PLAINTEXT_SIZE..info::PLAINTEXT_SIZE + 8]
             .copy_from_slice(&self.plaintext_size.to_ne_bytes());
@@ -310,6 +364,7 @@ mod tests {
             plaintext_size: 1 << 33,
             chunk_size: 65536,
             file_id: [7; 16],
+            volume: None,
         };
         let out = info.encode();
         assert_eq!(u32_at(&out, 0), ABI_VERSION);
@@ -319,5 +374,34 @@ mod tests {
         assert_eq!(u32_at(&out, 20), 0, "dtype: none");
         assert_eq!(&out[24..40], &[7; 16]);
         assert!(out[40..].iter().all(|&b| b == 0), "ndim, shape, reserved");
+    }
+
+    #[test]
+    fn info_of_a_volume_gives_its_type_and_shape_slowest_first() {
+        let info = Info {
+            plaintext_size: 12 * 64 * 128 * 2,
+            chunk_size: 0,
+            file_id: [0; 16],
+            volume: Some(VolumeShape {
+                dtype: ElementType::I16,
+                shape: [12, 64, 128],
+            }),
+        };
+        let out = info.encode();
+        assert_eq!(u32_at(&out, 4), INFO_VOLUME);
+        assert_eq!(u32_at(&out, 20), 4, "i16");
+        assert_eq!(u32_at(&out, 40), 3, "ndim");
+        assert_eq!(
+            [
+                u64_at(&out, 48),
+                u64_at(&out, 56),
+                u64_at(&out, 64),
+                u64_at(&out, 72)
+            ],
+            [12, 64, 128, 0]
+        );
+        assert!(out[80..].iter().all(|&b| b == 0), "reserved");
+        assert_eq!(ElementType::integer(2, false), Some(ElementType::U16));
+        assert_eq!(ElementType::integer(8, true), None);
     }
 }

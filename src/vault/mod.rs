@@ -27,6 +27,7 @@ use crate::backend::{Backend, BackendError, ReadProfile};
 use crate::cache::{CacheError, ChunkCache, LockedBuf, MAX_RUN};
 use crate::dicom::volume;
 use crate::format::{FormatError, TAG_LEN};
+use crate::gpu::abi::VolumeShape;
 use crate::gpu::{GpuError, Load, Loader, SinkKind, Transfer};
 use crate::keys::Identity;
 use crate::workers::Workers;
@@ -140,8 +141,18 @@ pub struct FileInfo {
     pub size: u64,
     /// Plaintext bytes per chunk.
     pub chunk_size: u32,
-    /// The sealed file's id (public, from its header).
+    /// The sealed file's id (public, from its header); zero for a volume.
     pub file_id: [u8; 16],
+    /// For a virtual volume, its voxels' type and shape; `size` then counts voxel bytes.
+    pub volume: Option<VolumeShape>,
+}
+
+/// What a GPU load copies from.
+enum GpuSource<'a> {
+    /// A sealed file's plaintext, through the chunk cache.
+    Sealed(&'a Arc<SealedObject>),
+    /// An assembled volume's voxels (its `.nii` after the header), already in locked memory.
+    Voxels(&'a [u8]),
 }
 
 /// Who makes a request, as the kernel reports it.
@@ -175,11 +186,12 @@ impl Source {
         }
     }
 
-    /// The sealed object, for GPU loads.
-    fn sealed(&self) -> Result<&Arc<SealedObject>, VaultError> {
+    /// What GPU loads and the info command see: a sealed file, or a volume's voxels.
+    fn gpu(&self) -> Result<GpuSource<'_>, VaultError> {
         match self {
-            Source::Sealed(object) => Ok(object),
-            Source::Volume(..) | Source::Text(_) => Err(VaultError::NotSealed),
+            Source::Sealed(object) => Ok(GpuSource::Sealed(object)),
+            Source::Volume(_, data) => Ok(GpuSource::Voxels(&data[volume::HEADER_LEN..])),
+            Source::Text(_) => Err(VaultError::NotSealed),
         }
     }
 }
@@ -549,12 +561,24 @@ impl Vault {
             return Err(VaultError::Purged);
         }
         let handle = self.handle(fh)?;
-        let object = handle.source.sealed()?;
-        let layout = object.layout();
-        Ok(FileInfo {
-            size: layout.plaintext_len,
-            chunk_size: layout.chunk_size() as u32,
-            file_id: object.file_id(),
+        Ok(match handle.source.gpu()? {
+            GpuSource::Sealed(object) => FileInfo {
+                size: object.layout().plaintext_len,
+                chunk_size: object.layout().chunk_size() as u32,
+                file_id: object.file_id(),
+                volume: None,
+            },
+            GpuSource::Voxels(voxels) => {
+                let Source::Volume(entry, _) = &handle.source else {
+                    unreachable!("voxels come from a volume")
+                };
+                FileInfo {
+                    size: voxels.len() as u64,
+                    chunk_size: 0,
+                    file_id: [0; 16],
+                    volume: entry.gpu_shape(),
+                }
+            }
         })
     }
 
@@ -609,11 +633,14 @@ impl Vault {
             }
             Err(error)
         };
-        let object = match handle.source.sealed() {
-            Ok(object) => object,
+        let source = match handle.source.gpu() {
+            Ok(source) => source,
             Err(e) => return failed(e),
         };
-        let size = object.layout().plaintext_len;
+        let size = match &source {
+            GpuSource::Sealed(object) => object.layout().plaintext_len,
+            GpuSource::Voxels(voxels) => voxels.len() as u64,
+        };
         if load
             .file_offset
             .checked_add(load.length)
@@ -630,9 +657,18 @@ impl Vault {
             Err(e) => return failed(e.into()),
         };
         self.record(event(EventKind::GpuLoad).result("ok"))?;
-        let loaded = self
-            .copy_range(object, load.file_offset, load.length, &mut transfer)
-            .and_then(|()| Ok(transfer.finish()?));
+        let copied = match source {
+            GpuSource::Sealed(object) => {
+                self.copy_range(object, load.file_offset, load.length, &mut transfer)
+            }
+            GpuSource::Voxels(voxels) => {
+                let start = load.file_offset as usize;
+                transfer
+                    .push(&voxels[start..start + load.length as usize])
+                    .map_err(VaultError::from)
+            }
+        };
+        let loaded = copied.and_then(|()| Ok(transfer.finish()?));
         match loaded {
             Ok(n) => {
                 handle.bytes_read.fetch_add(n, Ordering::Relaxed);

@@ -15,7 +15,8 @@ use super::{Ino, SealedObject, VaultError};
 use crate::cache::{LockedBuf, LockedRegion};
 use crate::dicom::inspect::SealedReader;
 use crate::dicom::parse::{parse_limit, read_file, read_header, DicomFile};
-use crate::dicom::volume::{self, Slices, VolumeError, VolumePlan, HEADER_LEN};
+use crate::dicom::volume::{self, Dtype, Slices, VolumeError, VolumePlan, HEADER_LEN};
+use crate::gpu::abi::{ElementType, VolumeShape};
 
 /// The name of the virtual directory at the root.
 pub const VOLUMES_DIR: &str = ".volumes";
@@ -54,6 +55,26 @@ impl Virtual {
         match self {
             Virtual::Volume { path, .. } | Virtual::Error { path, .. } => path,
         }
+    }
+
+    /// The voxels' type and shape (slices, rows, columns) for GPU clients; `None` for an
+    /// error file or a voxel type the GPU ABI has no code for.
+    pub fn gpu_shape(&self) -> Option<VolumeShape> {
+        let Virtual::Volume { plan, .. } = self else {
+            return None;
+        };
+        let dtype = match plan.dtype {
+            Dtype::Stored { bytes, signed } => ElementType::integer(bytes, signed)?,
+            Dtype::Float32 => ElementType::F32,
+        };
+        Some(VolumeShape {
+            dtype,
+            shape: [
+                plan.slices.len() as u64,
+                u64::from(plan.format.rows),
+                u64::from(plan.format.columns),
+            ],
+        })
     }
 
     /// What audit records of this file add: the series and the slice count.
