@@ -86,6 +86,8 @@ pub struct MountOptions {
     /// Show each DICOM series as a NIfTI-1 file under `.volumes` (`volumes`); the daemon
     /// then parses DICOM in its wiped, locked heap.
     pub volumes: bool,
+    /// Refuse to execute files from the mount (`noexec`; `exec` clears it).
+    pub noexec: bool,
 }
 
 /// Where a mount's audit records go.
@@ -119,6 +121,7 @@ impl Default for MountOptions {
             backend: BackendOptions::default(),
             gpu_sink: SinkKind::default(),
             volumes: false,
+            noexec: false,
         }
     }
 }
@@ -143,6 +146,19 @@ impl MountOptions {
                 // Passed on by mount(8) for its own use; they mean nothing to smpfs.
                 ("_netdev" | "nofail" | "auto" | "noauto" | "user" | "users" | "nouser", None) => {}
                 (n, _) if n.starts_with("x-") => {}
+                // Generic VFS flags of fstab lines: every smpfs mount is nosuid and nodev
+                // already, and a read-only mount never updates access times.
+                (
+                    "nosuid" | "nodev" | "atime" | "noatime" | "relatime" | "norelatime"
+                    | "strictatime" | "nostrictatime" | "lazytime" | "nolazytime" | "diratime"
+                    | "nodiratime" | "sync" | "async",
+                    None,
+                ) => {}
+                ("suid" | "dev", None) => {
+                    return Err(bad(&"smpfs mounts are always nosuid and nodev"))
+                }
+                ("noexec", None) => options.noexec = true,
+                ("exec", None) => options.noexec = false,
                 ("identity", Some(path)) if !path.is_empty() => {
                     options.identity = Some(path.into())
                 }
@@ -372,5 +388,15 @@ mod tests {
             MountOptions::parse(&["defaults,_netdev,nofail,auto,user,users,x-systemd.automount"])
                 .unwrap();
         assert_eq!(o, MountOptions::default());
+        // So are the generic VFS flags an fstab line may carry (`user` implies the first three).
+        let o = MountOptions::parse(&["noexec,nosuid,nodev,noatime,relatime,async"]).unwrap();
+        assert!(o.noexec);
+        assert!(!MountOptions::parse(&["noexec,exec"]).unwrap().noexec);
+        for refused in ["suid", "dev"] {
+            assert!(matches!(
+                MountOptions::parse(&[refused]),
+                Err(OptionError::BadValue { .. })
+            ));
+        }
     }
 }

@@ -116,7 +116,7 @@ fn mount_t_smpfs_and_fstab_lines_work_and_bad_input_mounts_nothing() {
     let fstab = ws.dir.path().join("fstab");
     std::fs::write(
         &fstab,
-        format!("# test fstab\n{bucket} {mnt} smpfs ro,identity={id},cache_size=64M,_netdev,nofail,x-smpfs.test=1 0 0\n"),
+        format!("# test fstab\n{bucket} {mnt} smpfs ro,nosuid,nodev,noexec,noatime,identity={id},cache_size=64M,_netdev,nofail,x-smpfs.test=1 0 0\n"),
     )
     .unwrap();
     let out = mount_cmd(&["-a", "-T", fstab.to_str().unwrap()]);
@@ -126,8 +126,94 @@ fn mount_t_smpfs_and_fstab_lines_work_and_bad_input_mounts_nothing() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert_eq!(std::fs::read(ws.mnt().join("scan.dcm")).unwrap(), data);
+    let options = Command::new("findmnt")
+        .args(["-n", "-o", "VFS-OPTIONS"])
+        .arg(&mnt)
+        .output()
+        .unwrap();
+    let options = String::from_utf8_lossy(&options.stdout);
+    for flag in ["ro", "nosuid", "nodev", "noexec"] {
+        assert!(
+            options.trim().split(',').any(|o| o == flag),
+            "{flag} in {options}"
+        );
+    }
+
+    // A failure after the helper forked (the audit log is held by the live mount): exit 32
+    // with the reason, nothing mounted.
+    let second = ws.dir.path().join("second");
+    std::fs::create_dir(&second).unwrap();
+    let out = mount_cmd(&[
+        "-t",
+        "smpfs",
+        &bucket,
+        second.to_str().unwrap(),
+        "-o",
+        &format!("identity={id}"),
+    ]);
+    assert_eq!(out.status.code(), Some(32));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("in use"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!is_mounted(&second), "no half mount");
     assert!(Command::new("umount").arg(&mnt).status().unwrap().success());
     wait_for_unmount_record(&audit_log);
+
+    // A passphrase-protected identity: the right passphrase file mounts, a wrong one is a
+    // clear error and mounts nothing.
+    let locked_id = ws.dir.path().join("locked.key");
+    let pass = ws.dir.path().join("pass");
+    std::fs::write(&pass, "correct horse battery staple\n").unwrap();
+    let keygen = common::smpfs()
+        .arg("keygen")
+        .arg("--out")
+        .arg(&locked_id)
+        .arg("--passphrase-file")
+        .arg(&pass)
+        .output()
+        .unwrap();
+    assert!(keygen.status.success());
+    let recipient = String::from_utf8(keygen.stdout).unwrap();
+    common::run_ok(
+        common::smpfs()
+            .arg("seal")
+            .arg(ws.plain())
+            .args(["--to", recipient.trim()])
+            .arg("--out")
+            .arg(ws.dir.path().join("bucket2")),
+    );
+    let wrong = ws.dir.path().join("wrong");
+    std::fs::write(&wrong, "not it\n").unwrap();
+    let bucket2 = ws.dir.path().join("bucket2").display().to_string();
+    let with_passphrase = |file: &Path| {
+        mount_cmd(&[
+            "-t",
+            "smpfs",
+            &bucket2,
+            &mnt,
+            "-o",
+            &format!(
+                "identity={},passphrase_file={}",
+                locked_id.display(),
+                file.display()
+            ),
+        ])
+    };
+    let out = with_passphrase(&wrong);
+    assert_eq!(out.status.code(), Some(32));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("wrong passphrase"));
+    assert!(!is_mounted(&ws.mnt()));
+    let out = with_passphrase(&pass);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(std::fs::read(ws.mnt().join("scan.dcm")).unwrap(), data);
+    assert!(Command::new("umount").arg(&mnt).status().unwrap().success());
+    wait_for_unmount_record(&locked_id.with_file_name("audit.log"));
 
     // Unknown option: non-zero exit naming it, nothing mounted.
     let out = mount_cmd(&[

@@ -32,10 +32,11 @@ impl Readiness {
     }
 }
 
-/// Forks. The parent waits for the child's report and exits with its outcome; the child
+/// Forks. The parent waits for the child's report and exits with its outcome (0, or
+/// `failure_status` with the reason on stderr); the child
 /// returns its [`Readiness`] with stdio on /dev/null, in a new session. Must be called
 /// while the process has a single thread.
-pub fn daemonize() -> Result<Readiness> {
+pub fn daemonize(failure_status: u8) -> Result<Readiness> {
     let (read_end, write_end): (OwnedFd, OwnedFd) = pipe().context("creating readiness pipe")?;
     // SAFETY: the process is single-threaded here (no runtime, pool or worker started yet).
     match unsafe { fork() }.context("fork")? {
@@ -50,7 +51,7 @@ pub fn daemonize() -> Result<Readiness> {
                 report = "mount daemon exited before the mount was live (see its log)".into();
             }
             eprintln!("smpfs: {report}");
-            std::process::exit(1);
+            std::process::exit(failure_status.into());
         }
         ForkResult::Child => {
             drop(read_end);

@@ -169,7 +169,7 @@ pub fn main() -> ExitCode {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("mount.smpfs: {}", report(&e));
-                ExitCode::from(32) // mount(8)'s "mount failure"
+                ExitCode::from(mount::MOUNT_FAILURE)
             }
         };
     }
@@ -183,7 +183,7 @@ pub fn main() -> ExitCode {
         Command::Seal(args) => seal(args),
         Command::Inspect { file, identity } => dicom::inspect(&file, &identity),
         Command::Cat { file, identity } => cat(&file, &identity),
-        Command::Mount(args) => mount::mount(args),
+        Command::Mount(args) => mount::mount(args, 1),
         Command::Audit { command } => audit::run(command),
         Command::Gdrive { command } => gdrive::run(command),
         Command::Purge { mountpoint } => control(&mountpoint, smpfs::control::Command::Purge),

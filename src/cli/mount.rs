@@ -64,12 +64,20 @@ fn parse_source(text: &str) -> Result<Source> {
     })
 }
 
-fn default_log_file() -> PathBuf {
+/// `$XDG_STATE_HOME/smpfs/smpfs.log`, else `~/.local/state/smpfs/smpfs.log`; without
+/// either (a systemd unit has no `HOME`), `/var/log/smpfs/smpfs.log` for root. Never a
+/// world-writable directory.
+fn default_log_file() -> Result<PathBuf> {
     let state = std::env::var_os("XDG_STATE_HOME")
         .map(PathBuf::from)
         .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/state")))
-        .unwrap_or_else(|| PathBuf::from("/tmp"));
-    state.join("smpfs").join("smpfs.log")
+        .or_else(|| {
+            nix::unistd::getuid()
+                .is_root()
+                .then(|| PathBuf::from("/var/log"))
+        })
+        .context("no place for the daemon's log: set HOME or XDG_STATE_HOME")?;
+    Ok(state.join("smpfs").join("smpfs.log"))
 }
 
 fn init_file_logging(path: &Path) -> Result<()> {
@@ -90,6 +98,9 @@ fn init_file_logging(path: &Path) -> Result<()> {
         .try_init();
     Ok(())
 }
+
+/// mount(8)'s exit status for a failed mount.
+pub const MOUNT_FAILURE: u8 = 32;
 
 /// `mount.smpfs SOURCE DIR [-sfnv] [-o OPTIONS]`, as mount(8) runs a helper for
 /// `mount -t smpfs` and fstab lines: `-f` (fake) checks everything but does not mount,
@@ -129,17 +140,27 @@ pub fn mount_helper(args: Vec<std::ffi::OsString>) -> Result<()> {
         MountOptions::parse(&args.options)?;
         return Ok(());
     }
-    mount(args)
+    mount(args, MOUNT_FAILURE)
 }
 
-/// Checks everything that can be checked before forking, then mounts.
-pub fn mount(args: MountArgs) -> Result<()> {
+/// Environment variable that allows the test-only `gpu_sink=host`.
+const TEST_SINKS_VAR: &str = "SMPFS_ALLOW_TEST_SINK";
+
+/// Checks everything that can be checked before forking, then mounts. A background
+/// mount that fails after the fork exits with `failure_status`.
+pub fn mount(args: MountArgs, failure_status: u8) -> Result<()> {
     let options = MountOptions::parse(&args.options)?;
     let source = parse_source(&args.source)?;
     if !args.mountpoint.is_dir() {
         bail!(
             "mountpoint {} is not a directory",
             args.mountpoint.display()
+        );
+    }
+    if options.gpu_sink == SinkKind::Host && std::env::var_os(TEST_SINKS_VAR).is_none() {
+        bail!(
+            "gpu_sink=host puts plaintext into /dev/shm and is for tests only; \
+             set {TEST_SINKS_VAR}=1 in the environment to allow it"
         );
     }
     let mountpoint = args.mountpoint.canonicalize()?;
@@ -158,8 +179,12 @@ pub fn mount(args: MountArgs) -> Result<()> {
         super::init_stderr_logging();
         Readiness::foreground()
     } else {
-        init_file_logging(&args.log_file.clone().unwrap_or_else(default_log_file))?;
-        daemonize()?
+        let log_file = match args.log_file.clone() {
+            Some(path) => path,
+            None => default_log_file()?,
+        };
+        init_file_logging(&log_file)?;
+        daemonize(failure_status)?
     };
     let result = serve(
         &mountpoint,
@@ -264,6 +289,9 @@ fn serve(
         MountOption::CUSTOM(format!("max_read={MAX_READ}")),
         MountOption::DefaultPermissions,
     ];
+    if options.noexec {
+        fuse_config.mount_options.push(MountOption::NoExec);
+    }
     fuse_config.acl = if options.allow_other {
         SessionACL::All
     } else {
@@ -324,8 +352,8 @@ fn serve(
     tracing::info!(mountpoint = %mountpoint.display(), "mount is live");
     readiness.ready();
     session.run().context("serving FUSE requests")?;
-    // destroy() purged and sealed already after an orderly unmount; do it here in case the
-    // kernel connection was lost without it (both are idempotent).
+    // destroy() purged and sealed already after an orderly unmount; this is for a kernel
+    // connection lost without it (a second call only zeroizes the cache again).
     vault.unmount();
     let _ = std::fs::remove_file(&control_path);
     tracing::info!("exited cleanly");
