@@ -7,7 +7,7 @@ mod common;
 use std::process::Command;
 use std::time::Duration;
 
-use common::{run_ok, smpfs, Workspace};
+use common::{run_ok, smpfs, vm_locked_bytes, Workspace};
 
 fn random_canary() -> String {
     let mut bytes = [0u8; 16];
@@ -16,17 +16,6 @@ fn random_canary() -> String {
         "CANARY-{}",
         bytes.iter().map(|b| format!("{b:02x}")).collect::<String>()
     )
-}
-
-fn vm_locked_bytes(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let line = status.lines().find(|l| l.starts_with("VmLck:")).unwrap();
-    line.split_whitespace()
-        .nth(1)
-        .unwrap()
-        .parse::<u64>()
-        .unwrap()
-        * 1024
 }
 
 /// Files on any local disk or tmpfs modified after `marker`, outside `exclude`, that

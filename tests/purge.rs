@@ -7,7 +7,8 @@ use std::io::Read;
 use std::os::unix::fs::FileExt;
 use std::process::Command;
 
-use common::{is_mounted, run_ok, smpfs, Workspace};
+use common::{is_mounted, run_ok, smpfs, vm_locked_bytes, Workspace};
+use serde_json::Value;
 
 fn canary_file(ws: &Workspace) -> (Vec<u8>, Vec<u8>) {
     let mut random = [0u8; 16];
@@ -120,10 +121,15 @@ fn purge_with_a_file_open_wipes_first_then_detaches_and_the_daemon_exits_0() {
     file.read_exact(&mut first).unwrap();
     assert_eq!(first, data[..4096]);
 
+    assert!(vm_locked_bytes(pid) >= 32 << 20, "the cache is locked");
     run_ok(smpfs().arg("purge").arg(ws.mnt()));
     assert!(
         !is_mounted(&ws.mnt()),
         "detached at once, even with a file open"
+    );
+    assert!(
+        vm_locked_bytes(pid) < 32 << 20,
+        "the zeroized cache is unlocked after the purge"
     );
     assert_eq!(
         occurrences_in_memory(pid, &canary),
@@ -153,6 +159,65 @@ fn purge_with_a_file_open_wipes_first_then_detaches_and_the_daemon_exits_0() {
     let out = Command::new(env!("CARGO_BIN_EXE_smpfs"))
         .args(["audit", "verify"])
         .arg(ws.dir.path().join("audit.log"))
+        .arg("--identity")
+        .arg(&ws.identity)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// The `purge` records of the newest segment of the log at `path`, and its last two events.
+fn last_segment_purges(path: &std::path::Path) -> (Vec<Value>, Vec<String>) {
+    let records: Vec<Value> = std::fs::read_to_string(path)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let segment = records.last().unwrap()["segment"].clone();
+    let segment: Vec<&Value> = records.iter().filter(|r| r["segment"] == segment).collect();
+    let events: Vec<String> = segment
+        .iter()
+        .map(|r| r["event"].as_str().unwrap().to_owned())
+        .collect();
+    let purges = segment
+        .iter()
+        .filter(|r| r["event"] == "purge")
+        .map(|r| (*r).clone())
+        .collect();
+    (purges, events[events.len() - 2..].to_vec())
+}
+
+#[test]
+fn umount_and_fusermount3_end_with_exactly_one_purge_record_and_exit_0() {
+    let ws = Workspace::new();
+    let (_, data) = canary_file(&ws);
+    ws.seal_all();
+    let log = ws.dir.path().join("audit.log");
+    for unmount in [&["umount"][..], &["fusermount3", "-u"]] {
+        let mut mount = ws.mount(&["cache_size=32M"]);
+        assert_eq!(std::fs::read(ws.mnt().join("patient.txt")).unwrap(), data);
+        run_ok(Command::new(unmount[0]).args(&unmount[1..]).arg(ws.mnt()));
+        assert!(mount.wait().success(), "{unmount:?}: the daemon exits 0");
+        let (purges, last) = last_segment_purges(&log);
+        assert_eq!(last, ["purge", "unmount"], "{unmount:?}");
+        assert_eq!(purges.len(), 1, "{unmount:?}: one purge per unmount");
+        let detail = &purges[0]["detail"];
+        assert!(
+            detail["bytes_zeroized"].as_u64().unwrap() >= 31 << 20,
+            "{unmount:?}: {detail}"
+        );
+        assert!(
+            detail["file_keys_dropped"].as_u64().unwrap() >= 1,
+            "{unmount:?}: the file read had its key dropped: {detail}"
+        );
+    }
+    let out = smpfs()
+        .args(["audit", "verify"])
+        .arg(&log)
         .arg("--identity")
         .arg(&ws.identity)
         .output()

@@ -243,6 +243,14 @@ impl ChunkCache {
         zeroized
     }
 
+    /// Zeroizes every slot ([`ChunkCache::purge`]), then unlocks the arena: the end of a
+    /// mount, after which nothing is decrypted into it again. Returns the bytes zeroized.
+    pub fn release(&self) -> usize {
+        let bytes = self.purge();
+        self.region.unlock();
+        bytes
+    }
+
     fn lookup(&self, key: ChunkKey) -> Option<parking_lot::RwLockReadGuard<'_, Slot>> {
         let i = *self.index.lock().lru.get(&key)?;
         // Blocks while another thread is still loading this chunk into the slot.

@@ -48,6 +48,15 @@ impl LockedRegion {
         Ok(region)
     }
 
+    /// Unlocks the whole mapping (pages may be swapped from now on): only for a region
+    /// already zeroized that will hold no plaintext again.
+    pub fn unlock(&self) {
+        // SAFETY: the range is exactly our mapping; munlock changes no contents.
+        if let Err(error) = unsafe { mman::munlock(self.ptr, self.len) } {
+            tracing::warn!(%error, "munlock of the zeroized cache failed");
+        }
+    }
+
     /// Size of the region in bytes.
     pub fn len(&self) -> usize {
         self.len

@@ -197,7 +197,7 @@ impl Filesystem for SmpFs {
     }
 
     fn destroy(&mut self) {
-        let bytes = self.vault.purge();
+        let bytes = self.vault.unmount();
         tracing::info!(
             bytes_zeroized = bytes,
             "unmounted; cache zeroized and keys dropped"

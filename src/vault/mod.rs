@@ -248,8 +248,11 @@ pub struct Vault {
     volumes_dir: Option<Ino>,
     /// Set once `.volumes` was populated; held while populating.
     volumes_ready: Mutex<bool>,
-    /// Assembled volumes by inode, while a handle holds them.
+    /// Assembled volumes by inode, while a handle (or `last_volume`) holds them.
     assembled: Mutex<HashMap<Ino, Weak<LockedBuf>>>,
+    /// The volume whose last handle was released most recently, kept assembled: readers
+    /// such as nibabel open a file once for its header and again for its data.
+    last_volume: Mutex<Option<Arc<LockedBuf>>>,
 }
 
 impl Vault {
@@ -299,6 +302,7 @@ impl Vault {
             volumes_dir,
             volumes_ready: Mutex::new(false),
             assembled: Mutex::new(HashMap::new()),
+            last_volume: Mutex::new(None),
         })
     }
 
@@ -461,7 +465,7 @@ impl Vault {
             self.resolve_parent_of(*ino)?;
             objects.push(self.tree.read().object(*ino)?);
         }
-        volumes::assemble(plan, &objects)
+        volumes::assemble(&self.cache, plan, &objects)
     }
 
     /// Forgets a handle, recording how many bytes were read through it.
@@ -483,6 +487,10 @@ impl Vault {
             .detail(serde_json::json!({ "bytes_read": handle.bytes_read.load(Ordering::Relaxed) }));
         if let Err(e) = self.record(event) {
             tracing::error!("release not audited: {e}");
+        }
+        if let Source::Volume(_, data) = &handle.source {
+            // Replacing the previous one drops (and so zeroizes) it unless it is open.
+            *self.last_volume.lock() = Some(Arc::clone(data));
         }
     }
 
@@ -875,7 +883,7 @@ impl Vault {
         }
         let files = self.tree.read().opened_files();
         let started = std::time::Instant::now();
-        let entries = volumes::entries(files);
+        let entries = volumes::entries(&self.cache, files);
         let mut tree = self.tree.write();
         for (name, entry) in entries {
             tree.add_virtual(dir, &name, Arc::new(entry));
@@ -916,6 +924,7 @@ impl Vault {
         };
         let files = self.tree.write().drop_objects();
         self.assembled.lock().clear();
+        self.last_volume.lock().take();
         let bytes = self.cache.purge() + self.gpu.purge();
         let detail = serde_json::json!({
             "bytes_zeroized": bytes,
@@ -929,13 +938,14 @@ impl Vault {
         bytes
     }
 
-    /// Purges and seals the audit segment: the orderly end of a mount. A second call only
-    /// zeroizes the cache again.
+    /// Purges, unlocks the zeroized cache and seals the audit segment: the orderly end of
+    /// a mount. A second call only zeroizes the cache again.
     pub fn unmount(&self) -> usize {
         if self.sealed.swap(true, Ordering::SeqCst) {
             return self.cache.purge();
         }
         let bytes = self.purge();
+        self.cache.release();
         if let Some(log) = &self.audit {
             if let Err(e) = log.seal(serde_json::json!({ "clean": true })) {
                 tracing::error!("audit segment not sealed: {e}");

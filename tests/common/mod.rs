@@ -99,7 +99,8 @@ impl Workspace {
         let log = self.dir.path().join("mount.log");
         let mut cmd = smpfs();
         moto::aws_env(&mut cmd);
-        cmd.arg("mount")
+        cmd.env("SMPFS_ALLOW_TEST_SINK", "1")
+            .arg("mount")
             .arg(source)
             .arg(self.mnt())
             .arg("-i")
@@ -119,6 +120,18 @@ impl Workspace {
         mount.wait_until_mounted();
         mount
     }
+}
+
+/// Bytes of locked memory of process `pid` (`VmLck` in /proc).
+pub fn vm_locked_bytes(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status.lines().find(|l| l.starts_with("VmLck:")).unwrap();
+    line.split_whitespace()
+        .nth(1)
+        .unwrap()
+        .parse::<u64>()
+        .unwrap()
+        * 1024
 }
 
 /// Whether `path` is a mountpoint of type fuse.smpfs right now.
