@@ -253,8 +253,10 @@ fn describe_image(
     Ok((format, frames))
 }
 
+/// The element `tag` of `object`, if present. (`element_opt` would build, and capture a
+/// backtrace for, an error for every absent attribute.)
 fn element(object: &InMemDicomObject, tag: Tag) -> Option<&dicom_object::mem::InMemElement> {
-    object.element_opt(tag).ok().flatten()
+    object.get(tag)
 }
 
 fn text(object: &InMemDicomObject, tag: Tag) -> Option<String> {

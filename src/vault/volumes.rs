@@ -3,7 +3,8 @@
 //! volume's bytes in locked memory from its decrypted slices.
 //!
 //! Invariants: a volume's plaintext exists only in one [`LockedBuf`] (zeroized when the
-//! last handle on it goes) and in the wiped, locked heap while a slice is parsed; error
+//! vault drops it: see `Vault::release`) and in the wiped, locked heap while a slice is
+//! parsed; error
 //! texts name tags, counts and spacings, never patient attributes.
 
 use std::collections::BTreeMap;
@@ -12,8 +13,7 @@ use std::sync::Arc;
 use rayon::prelude::*;
 
 use super::{Ino, SealedObject, VaultError};
-use crate::cache::{LockedBuf, LockedRegion};
-use crate::dicom::inspect::SealedReader;
+use crate::cache::{ChunkCache, LockedBuf, LockedRegion, MAX_RUN};
 use crate::dicom::parse::{parse_limit, read_file, read_header, DicomFile};
 use crate::dicom::volume::{self, Dtype, Slices, VolumeError, VolumePlan, HEADER_LEN};
 use crate::gpu::abi::{ElementType, VolumeShape};
@@ -105,11 +105,11 @@ fn file_stem(series: &str) -> String {
 /// Reads the header of every file in `files` (in parallel) and groups the DICOM images by
 /// series into `.volumes` entries: (file name, entry). Files that are not DICOM images are
 /// skipped (logged at debug level).
-pub fn entries(files: Vec<(Ino, Arc<SealedObject>)>) -> Vec<(String, Virtual)> {
+pub fn entries(cache: &ChunkCache, files: Vec<(Ino, Arc<SealedObject>)>) -> Vec<(String, Virtual)> {
     let described: Vec<_> = files
         .par_iter()
         .filter_map(|(ino, object)| {
-            let header = read_sealed(object, true);
+            let header = read_sealed(cache, object, true);
             crate::harden::scrub_stack();
             match header {
                 Ok(file) => Some((*ino, volume::describe(&file))),
@@ -165,9 +165,19 @@ pub fn entries(files: Vec<(Ino, Arc<SealedObject>)>) -> Vec<(String, Virtual)> {
         .collect()
 }
 
-/// Parses a sealed DICOM file: the header only, or the whole file.
-fn read_sealed(object: &SealedObject, header_only: bool) -> Result<DicomFile, VaultError> {
-    let reader = SealedReader::new(object).map_err(|e| assembly(object.key(), e))?;
+/// Parses a sealed DICOM file, read through the cache: the header only, or the whole file.
+fn read_sealed(
+    cache: &ChunkCache,
+    object: &SealedObject,
+    header_only: bool,
+) -> Result<DicomFile, VaultError> {
+    let reader = CachedReader {
+        cache,
+        object,
+        offset: 0,
+        run: if header_only { 1 } else { MAX_RUN as u64 },
+        loaded_until: 0,
+    };
     let limit = parse_limit(usize::try_from(object.layout().plaintext_len).unwrap_or(usize::MAX));
     crate::heap::with_allocation_limit(limit, || {
         if header_only {
@@ -183,9 +193,50 @@ fn assembly(key: &str, error: impl std::fmt::Display) -> VaultError {
     VaultError::Volume(format!("{key}: {error}"))
 }
 
+/// Reads an opened object's plaintext from the start through the mount's cache: chunks
+/// already decrypted (the last one, authenticated at open; those read at listing) are not
+/// fetched or decrypted again, and plaintext leaves locked memory only for `read`'s buffer.
+struct CachedReader<'a> {
+    cache: &'a ChunkCache,
+    object: &'a SealedObject,
+    offset: u64,
+    /// Chunks loaded with one backend request when the next one is not known to be
+    /// cached: 1 for a header, [`MAX_RUN`] for a whole file.
+    run: u64,
+    /// Chunks before this one were loaded (or found) by an earlier run.
+    loaded_until: u64,
+}
+
+impl std::io::Read for CachedReader<'_> {
+    fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
+        let layout = *self.object.layout();
+        if self.offset >= layout.plaintext_len || out.is_empty() {
+            return Ok(0);
+        }
+        let index = layout.chunk_of(self.offset);
+        let from = (self.offset - index * layout.chunk_size() as u64) as usize;
+        if index >= self.loaded_until && self.run > 1 {
+            self.loaded_until = (index + self.run).min(layout.chunk_count());
+            self.cache
+                .with_chunks(self.object, index..self.loaded_until, |_, _| {})
+                .map_err(std::io::Error::other)?;
+        }
+        let mut copied = 0;
+        self.cache
+            .with_chunks(self.object, index..index + 1, |_, plain| {
+                copied = out.len().min(plain.len() - from);
+                out[..copied].copy_from_slice(&plain[from..from + copied]);
+            })
+            .map_err(std::io::Error::other)?;
+        self.offset += copied as u64;
+        Ok(copied)
+    }
+}
+
 /// Builds a volume's bytes (header and voxels) in a new locked buffer; `objects[m]` is the
 /// opened object of `plan.members[m]`. Slice files are decrypted and decoded in parallel.
 pub fn assemble(
+    cache: &ChunkCache,
     plan: &VolumePlan<Ino>,
     objects: &[Arc<SealedObject>],
 ) -> Result<LockedBuf, VaultError> {
@@ -204,7 +255,7 @@ pub fn assemble(
         .into_par_iter()
         .zip(objects)
         .try_for_each(|(slices, object)| {
-            let file = read_sealed(object, false);
+            let file = read_sealed(cache, object, false);
             crate::harden::scrub_stack();
             let file = file?;
             for (k, out) in slices {
