@@ -10,7 +10,7 @@ mod common;
 use std::path::Path;
 use std::process::Command;
 
-use common::{run_ok, smpfs, Workspace};
+use common::{occurrences_in_memory, run_ok, smpfs, Workspace};
 use serde_json::Value;
 
 /// Runs a Python script of tests/dicom, panicking with the fix if a module is missing.
@@ -99,8 +99,21 @@ fn volumes_need_the_option_and_are_refused_while_locked() {
     let bytes = std::fs::read(&nii).unwrap();
     assert_eq!(bytes.len(), 352 + 4 * 128 * 128 * 2);
     assert_eq!(&bytes[344..348], b"n+1\0");
+    // Closed and opened again (as nibabel does: header, then data), it is not assembled
+    // again: the most recently closed volume stays assembled.
+    assert_eq!(std::fs::read(&nii).unwrap(), bytes);
+    let assemblies = || mount.log_text().matches("volume assembled").count();
+    assert_eq!(assemblies(), 1, "{}", mount.log_text());
+    // ...until lock: then no copy of its voxels is left in the daemon.
+    let voxels = &bytes[352 + 2 * 128 * 128 * 2 + 64 * 128 * 2..][..256];
+    let distinct: std::collections::HashSet<u8> = voxels.iter().copied().collect();
+    assert!(distinct.len() > 16, "a distinctive run of voxels");
     run_ok(smpfs().arg("lock").arg(&mount.mnt));
+    assert_eq!(occurrences_in_memory(mount.pid(), voxels), 0);
     let err = std::fs::read(&nii).unwrap_err();
     assert_eq!(err.raw_os_error(), Some(libc::EACCES), "{err}");
+    run_ok(smpfs().arg("unlock").arg(&mount.mnt));
+    assert_eq!(std::fs::read(&nii).unwrap(), bytes);
+    assert_eq!(assemblies(), 2, "assembled again after unlock");
     assert!(mount.unmount().success());
 }

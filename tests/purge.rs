@@ -4,10 +4,9 @@
 mod common;
 
 use std::io::Read;
-use std::os::unix::fs::FileExt;
 use std::process::Command;
 
-use common::{is_mounted, run_ok, smpfs, vm_locked_bytes, Workspace};
+use common::{is_mounted, occurrences_in_memory, run_ok, smpfs, vm_locked_bytes, Workspace};
 use serde_json::Value;
 
 fn canary_file(ws: &Workspace) -> (Vec<u8>, Vec<u8>) {
@@ -38,30 +37,6 @@ fn secret_bytes(ws: &Workspace) -> Vec<u8> {
         .find(|l| l.starts_with("SMPFS-SECRET-KEY-1"))
         .unwrap();
     bech32::decode(line).unwrap().1
-}
-
-/// How many times `needle` occurs in the readable memory of process `pid`.
-fn occurrences_in_memory(pid: u32, needle: &[u8]) -> usize {
-    let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).unwrap();
-    let mem = std::fs::File::open(format!("/proc/{pid}/mem")).unwrap();
-    let mut hits = 0;
-    for line in maps.lines() {
-        let fields: Vec<&str> = line.split_whitespace().collect();
-        if !fields[1].starts_with('r') || line.contains("[vvar") || line.contains("[vsyscall]") {
-            continue;
-        }
-        let (start, end) = fields[0].split_once('-').unwrap();
-        let (start, end) = (
-            u64::from_str_radix(start, 16).unwrap(),
-            u64::from_str_radix(end, 16).unwrap(),
-        );
-        let mut buf = vec![0u8; (end - start) as usize];
-        if mem.read_exact_at(&mut buf, start).is_err() {
-            continue;
-        }
-        hits += buf.windows(needle.len()).filter(|w| *w == needle).count();
-    }
-    hits
 }
 
 #[test]

@@ -460,12 +460,20 @@ impl Vault {
 
     /// Decrypts and decodes the slices of `plan` into a new locked buffer.
     fn assemble(&self, plan: &volume::VolumePlan<Ino>) -> Result<LockedBuf, VaultError> {
+        let started = std::time::Instant::now();
         let mut objects = Vec::with_capacity(plan.members.len());
         for (ino, _) in &plan.members {
             self.resolve_parent_of(*ino)?;
             objects.push(self.tree.read().object(*ino)?);
         }
-        volumes::assemble(&self.cache, plan, &objects)
+        let volume = volumes::assemble(&self.cache, plan, &objects)?;
+        tracing::info!(
+            slices = plan.slices.len(),
+            bytes = volume.len(),
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "volume assembled"
+        );
+        Ok(volume)
     }
 
     /// Forgets a handle, recording how many bytes were read through it.

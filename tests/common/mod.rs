@@ -122,6 +122,31 @@ impl Workspace {
     }
 }
 
+/// How many times `needle` occurs in the readable memory of process `pid`.
+pub fn occurrences_in_memory(pid: u32, needle: &[u8]) -> usize {
+    use std::os::unix::fs::FileExt;
+    let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).unwrap();
+    let mem = std::fs::File::open(format!("/proc/{pid}/mem")).unwrap();
+    let mut hits = 0;
+    for line in maps.lines() {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        if !fields[1].starts_with('r') || line.contains("[vvar") || line.contains("[vsyscall]") {
+            continue;
+        }
+        let (start, end) = fields[0].split_once('-').unwrap();
+        let (start, end) = (
+            u64::from_str_radix(start, 16).unwrap(),
+            u64::from_str_radix(end, 16).unwrap(),
+        );
+        let mut buf = vec![0u8; (end - start) as usize];
+        if mem.read_exact_at(&mut buf, start).is_err() {
+            continue;
+        }
+        hits += buf.windows(needle.len()).filter(|w| *w == needle).count();
+    }
+    hits
+}
+
 /// Bytes of locked memory of process `pid` (`VmLck` in /proc).
 pub fn vm_locked_bytes(pid: u32) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
