@@ -98,22 +98,26 @@ pub trait Backend: Send + Sync {
 }
 
 /// How the shared read-ahead drives a backend: a window that starts at 1 MiB and doubles
-/// while a reader stays sequential, up to `max_readahead`, fetched as parts of at most
-/// the cache's largest run, with up to `parallel_requests` parts in flight.
+/// while a reader stays sequential, up to `max_readahead`, kept full by requests of
+/// `part_size` (at most the cache's largest run), with up to `parallel_requests` in flight.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ReadProfile {
     /// Requests in flight at once for read-ahead (per mount).
     pub parallel_requests: usize,
     /// Largest read-ahead window in bytes (also bounded by a quarter of the cache).
     pub max_readahead: u64,
+    /// Bytes per read-ahead request once the window is large enough: the window is
+    /// refilled whenever a whole part of it is missing.
+    pub part_size: u64,
 }
 
 impl Default for ReadProfile {
-    /// A local disk: two requests (one per core decrypting), an 8 MiB window.
+    /// A local disk: two requests (one per core decrypting) of 1 MiB, an 8 MiB window.
     fn default() -> Self {
         ReadProfile {
             parallel_requests: 2,
             max_readahead: 8 << 20,
+            part_size: 1 << 20,
         }
     }
 }

@@ -370,6 +370,7 @@ impl Backend for S3Backend {
         ReadProfile {
             parallel_requests: 8,
             max_readahead: 64 << 20,
+            part_size: 8 << 20,
         }
     }
 

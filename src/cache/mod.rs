@@ -92,8 +92,8 @@ pub struct CacheStats {
     pub requests: AtomicU64,
 }
 
-/// Most chunks fetched in one backend request (4 MiB of 64 KiB chunks).
-pub const MAX_RUN: usize = 64;
+/// Most chunks fetched in one backend request (8 MiB of 64 KiB chunks).
+pub const MAX_RUN: usize = 128;
 
 /// The mount's locked arena: chunk slots with an LRU index, and reply buffers.
 pub struct ChunkCache {
@@ -116,7 +116,8 @@ impl ChunkCache {
         reply_len: usize,
     ) -> Result<Self, CacheError> {
         let slot_count = cache_bytes / slot_len;
-        let min = 2 * MAX_RUN;
+        // A whole run in flight and half as many slots again for other readers.
+        let min = MAX_RUN + MAX_RUN / 2;
         if slot_count < min {
             return Err(CacheError::TooSmall {
                 bytes: cache_bytes,

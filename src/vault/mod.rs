@@ -736,12 +736,19 @@ impl Vault {
         Ok(())
     }
 
-    /// Loads `chunks` of `object` into the cache in the background, one job per part of at
-    /// most [`MAX_RUN`] chunks, so a remote backend has several requests in flight.
+    /// Chunks of `object` per read-ahead request: the backend's part size, at most
+    /// [`MAX_RUN`].
+    fn part_chunks(&self, object: &SealedObject) -> u64 {
+        (self.profile.part_size / object.layout().chunk_size() as u64).clamp(1, MAX_RUN as u64)
+    }
+
+    /// Loads `chunks` of `object` into the cache in the background, one job per part
+    /// ([`Vault::part_chunks`]), so a remote backend has several requests in flight.
     fn prefetch(self: &Arc<Self>, object: &Arc<SealedObject>, chunks: std::ops::Range<u64>) {
+        let part_chunks = self.part_chunks(object);
         let mut start = chunks.start;
         while start < chunks.end {
-            let part = start..(start + MAX_RUN as u64).min(chunks.end);
+            let part = start..(start + part_chunks).min(chunks.end);
             start = part.end;
             let vault = Arc::clone(self);
             let object = Arc::clone(object);
@@ -793,7 +800,7 @@ impl Vault {
     }
 
     /// Grows the window while reads stay sequential and prefetches it in the background,
-    /// in parts of at most [`MAX_RUN`] chunks that the workers fetch in parallel.
+    /// in parts that the workers fetch in parallel.
     fn read_ahead(self: &Arc<Self>, handle: &Arc<Handle>, offset: u64, end: u64) {
         let Source::Sealed(object) = &handle.source else {
             return;
@@ -820,9 +827,12 @@ impl Vault {
             let from = ra
                 .prefetched_until
                 .max(layout.chunk_of(end.min(layout.plaintext_len - 1)) + 1);
-            // Refill in batches of at least half a window (or up to the end of the file),
-            // so a remote backend gets few large requests rather than one per read.
-            let batch = (ra.window / layout.chunk_size() as u64 / 2).max(1);
+            // Refill whenever a whole part is missing (half the window while the window is
+            // smaller than two parts), or up to the end of the file: a remote backend gets
+            // requests of its part size, never one per read, and the window stays full.
+            let batch = (ra.window / layout.chunk_size() as u64 / 2)
+                .min(self.part_chunks(object))
+                .max(1);
             let short_batch = want_until < from + batch && want_until < layout.chunk_count();
             if ra.window == 0 || end >= layout.plaintext_len || from >= want_until || short_batch {
                 None

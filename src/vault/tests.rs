@@ -276,6 +276,99 @@ fn sequential_reads_prefetch_ahead() {
     assert_eq!(read_all(&v, "big").unwrap(), data);
 }
 
+/// A local bucket that reports a remote backend's read profile and records the size of
+/// every ranged read.
+struct RemoteLike {
+    inner: LocalBackend,
+    profile: crate::backend::ReadProfile,
+    requests: Mutex<Vec<u64>>,
+}
+
+impl Backend for RemoteLike {
+    fn list(&self) -> Result<Vec<crate::backend::ObjectInfo>, BackendError> {
+        self.inner.list()
+    }
+    fn read_range(
+        &self,
+        key: &str,
+        offset: u64,
+        bufs: &mut [&mut [u8]],
+    ) -> Result<(), BackendError> {
+        self.requests
+            .lock()
+            .push(bufs.iter().map(|b| b.len() as u64).sum());
+        self.inner.read_range(key, offset, bufs)
+    }
+    fn stat(&self, key: &str) -> Result<Option<u64>, BackendError> {
+        self.inner.stat(key)
+    }
+    fn create(
+        &self,
+        key: &str,
+        overwrite: bool,
+    ) -> Result<Box<dyn crate::backend::ObjectWriter>, BackendError> {
+        self.inner.create(key, overwrite)
+    }
+    fn read_profile(&self) -> crate::backend::ReadProfile {
+        self.profile
+    }
+    fn describe(&self) -> String {
+        "remote-like".into()
+    }
+}
+
+#[test]
+fn read_ahead_keeps_the_window_full_with_requests_of_the_part_size() {
+    let f = Fixture::new();
+    let data = pattern(48 << 20, 9);
+    f.seal("big", &data);
+    let backend = Arc::new(RemoteLike {
+        inner: LocalBackend::open(f.bucket.path()).unwrap(),
+        profile: crate::backend::ReadProfile {
+            parallel_requests: 4,
+            max_readahead: 16 << 20,
+            part_size: 2 << 20,
+        },
+        requests: Mutex::new(Vec::new()),
+    });
+    let config = VaultConfig {
+        cache_size: 128 << 20,
+        ..VaultConfig::default()
+    };
+    let v = Arc::new(Vault::new(backend.clone(), f.identity(), config, None).unwrap());
+    let fh = v.open(resolve(&v, "big").unwrap().ino, ME).unwrap();
+    let chunk = 1u64 << DEFAULT_CHUNK_LOG2;
+    let mut out = vec![0u8; 1 << 20];
+    let settle = |until_chunk: u64| {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while v.cache().stats().loads.load(Ordering::Relaxed) < until_chunk {
+            assert!(std::time::Instant::now() < deadline, "read-ahead stalled");
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+    };
+    for i in 0..24u64 {
+        let n = v.read(fh, i << 20, &mut out, ME).unwrap();
+        assert_eq!(&out[..n], &data[(i << 20) as usize..][..n]);
+        if i >= 8 {
+            // The window (16 MiB, reached after 5 reads) is refilled whenever one part
+            // (2 MiB) of it is missing: what was loaded never lags the window's end by a
+            // whole part. (The last chunk was loaded at open.)
+            let end = (i + 1) << 20;
+            settle((end + (16 << 20) - (2 << 20)) / chunk);
+        }
+    }
+    let requests = backend.requests.lock();
+    // Once the window is large, read-ahead asks for whole parts (the reads themselves
+    // found their chunks cached and asked for nothing).
+    let large: Vec<u64> = requests.iter().copied().filter(|&r| r > 1 << 20).collect();
+    assert!(large.len() >= 8, "{requests:?}");
+    let part_sealed = (2 << 20) / chunk * (chunk + crate::format::TAG_LEN as u64);
+    assert!(
+        requests.iter().all(|&r| r <= part_sealed),
+        "no request beyond a part: {requests:?}"
+    );
+}
+
 #[test]
 fn purge_drops_keys_and_fails_later_reads() {
     let f = Fixture::new();

@@ -532,6 +532,7 @@ impl Backend for GDriveBackend {
         ReadProfile {
             parallel_requests: 8,
             max_readahead: 64 << 20,
+            part_size: 8 << 20,
         }
     }
 

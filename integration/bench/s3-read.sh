@@ -1,0 +1,184 @@
+#!/usr/bin/env bash
+# Sequential first read from an S3 bucket: smpfs vs rclone mount of an rclone crypt remote vs
+# s3fs (plain, unencrypted), and the server's own raw GET rate (the limit), in one run against
+# one s3rver (npm) on loopback.
+#
+# Run as root from the repository root:
+#   integration/bench/s3-read.sh
+# Environment:
+#   SIZE_MIB=256   size of the random test file
+#   REPS=3         repetitions of each measurement (every one is reported, and the median)
+#   REPORT=FILE    also write the Markdown report to FILE
+#   SMPFS_BIN=PATH measure that binary instead of building a release one
+#
+# Each repetition, in this order: the raw rate (`curl`, one GET of the sealed object, to
+# /dev/null), then `dd bs=1M` of the file through a fresh mount of each peer (unmounted
+# after, so nothing is cached between repetitions). smpfs runs with its defaults (audit log
+# on). Every mount is checked against the plaintext with `cmp` once, untimed. Target: smpfs
+# ahead of both peers and at least 90% of the raw GET rate. Informational: exits 0 either way.
+set -euo pipefail
+shopt -s inherit_errexit
+
+SIZE_MIB=${SIZE_MIB:-256}
+REPS=${REPS:-3}
+REPORT=${REPORT:-}
+
+log() { echo "==> $*" >&2; }
+die() { echo "s3-read: $*" >&2; exit 1; }
+
+[ "$(id -u)" = 0 ] || die "run as root (mounts FUSE)"
+[ -f Cargo.toml ] && grep -q '^name = "smpfs"' Cargo.toml || die "run from the smpfs repository root"
+[[ "$SIZE_MIB" =~ ^[1-9][0-9]*$ ]] || die "SIZE_MIB must be a positive integer"
+[[ "$REPS" =~ ^[1-9][0-9]*$ ]] || die "REPS must be a positive integer"
+
+bash integration/install-deps.sh >&2
+need_apt=()
+for pkg_cmd in rclone:rclone s3fs:s3fs curl:curl npm:npm; do
+  command -v "${pkg_cmd#*:}" >/dev/null 2>&1 || need_apt+=("${pkg_cmd%%:*}")
+done
+if [ ${#need_apt[@]} -gt 0 ]; then
+  log "apt-get install ${need_apt[*]}"
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null
+fi
+TOOLS=$PWD/target/bench-tools
+if [ ! -x "$TOOLS/node_modules/.bin/s3rver" ]; then
+  log "npm install s3rver@3 (into $TOOLS)"
+  mkdir -p "$TOOLS"
+  (cd "$TOOLS" && npm install --silent --no-audit --no-fund s3rver@3 >/dev/null)
+fi
+if [ -n "${SMPFS_BIN:-}" ]; then
+  SMPFS=$SMPFS_BIN
+else
+  log "cargo build --release --bin smpfs"
+  cargo build --release --bin smpfs >&2
+  SMPFS=$PWD/target/release/smpfs
+fi
+
+# The workplace's CA settings break plain-http endpoints for some clients (FACTS.md).
+unset AWS_CA_BUNDLE AWS_PROFILE AWS_ENDPOINT_URL AWS_SESSION_TOKEN
+export AWS_ACCESS_KEY_ID=S3RVER AWS_SECRET_ACCESS_KEY=S3RVER AWS_REGION=us-east-1
+export AWS_EC2_METADATA_DISABLED=true
+
+WORK=$(mktemp -d /tmp/smpfs-s3-bench.XXXXXX)
+MNT=$WORK/mnt
+SERVER_PID=
+cleanup() {
+  local rc=$?
+  trap - EXIT INT TERM
+  if mountpoint -q "$MNT" 2>/dev/null; then umount "$MNT" 2>/dev/null || umount -l "$MNT" || true; fi
+  [ -n "$SERVER_PID" ] && kill "$SERVER_PID" 2>/dev/null || true
+  rm -rf "$WORK"
+  exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+mkdir -p "$WORK/plain" "$WORK/s3rver" "$MNT"
+
+BUCKET=smpfs-bench
+PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+ENDPOINT=http://127.0.0.1:$PORT
+"$TOOLS/node_modules/.bin/s3rver" -d "$WORK/s3rver" -a 127.0.0.1 -p "$PORT" \
+  --configure-bucket "$BUCKET" --silent >"$WORK/s3rver.log" 2>&1 &
+SERVER_PID=$!
+for _ in $(seq 100); do curl -s -o /dev/null "$ENDPOINT/" && break; sleep 0.1; done
+curl -s -o /dev/null "$ENDPOINT/" || die "s3rver did not start: $(cat "$WORK/s3rver.log")"
+
+log "writing a ${SIZE_MIB} MiB random file and putting it in the bucket three ways"
+head -c $(( SIZE_MIB << 20 )) /dev/urandom > "$WORK/plain/data.bin"
+PLAIN_BYTES=$(( SIZE_MIB << 20 ))
+RECIPIENT=$("$SMPFS" keygen --out "$WORK/id.key" 2>/dev/null)
+SMPFS_OPTS="endpoint=$ENDPOINT,path_style"
+"$SMPFS" seal "$WORK/plain/data.bin" --to "$RECIPIENT" --out "s3://$BUCKET/smpfs" -o "$SMPFS_OPTS" >&2
+
+export RCLONE_CONFIG=$WORK/rclone.conf
+cat > "$RCLONE_CONFIG" <<EOF
+[s3]
+type = s3
+provider = Other
+access_key_id = S3RVER
+secret_access_key = S3RVER
+endpoint = $ENDPOINT
+force_path_style = true
+
+[crypt]
+type = crypt
+remote = s3:$BUCKET/crypt
+password = $(rclone obscure bench-password)
+password2 = $(rclone obscure bench-salt)
+EOF
+rclone copy "$WORK/plain/data.bin" crypt: >&2
+rclone copy "$WORK/plain/data.bin" "s3:$BUCKET/plain" >&2
+echo "S3RVER:S3RVER" > "$WORK/s3fs.passwd"
+chmod 600 "$WORK/s3fs.passwd"
+SEALED_BYTES=$(stat -c %s "$WORK/s3rver/$BUCKET/smpfs/data.bin._S3rver_object" 2>/dev/null \
+  || curl -sI "$ENDPOINT/$BUCKET/smpfs/data.bin" | tr -d '\r' | awk 'tolower($1)=="content-length:" {print $2}')
+[ -n "$SEALED_BYTES" ] || die "cannot size the sealed object"
+
+mount_smpfs() { "$SMPFS" mount "s3://$BUCKET/smpfs" "$MNT" -i "$WORK/id.key" -o "$SMPFS_OPTS,audit=$WORK/audit.log"; }
+mount_rclone() {
+  rclone mount crypt: "$MNT" --daemon --read-only
+  for _ in $(seq 100); do mountpoint -q "$MNT" && return; sleep 0.1; done
+  die "rclone mount did not come up"
+}
+mount_s3fs() {
+  s3fs "$BUCKET:/plain" "$MNT" -o "url=$ENDPOINT,use_path_request_style,passwd_file=$WORK/s3fs.passwd,ro"
+  for _ in $(seq 100); do mountpoint -q "$MNT" && return; sleep 0.1; done
+  die "s3fs did not come up"
+}
+unmount() {
+  umount "$MNT"
+  for _ in $(seq 100); do mountpoint -q "$MNT" || return 0; sleep 0.1; done
+  die "$MNT is still mounted"
+}
+# Seconds to read the file through a fresh mount made by `$1`.
+timed_read() {
+  "$1"
+  local start end
+  start=$(date +%s.%N)
+  dd if="$MNT/data.bin" of=/dev/null bs=1M status=none
+  end=$(date +%s.%N)
+  unmount
+  python3 -c "print(f'{$PLAIN_BYTES / ($end - $start) / 1e9:.3f}')"
+}
+
+log "checking every mount's bytes once (untimed)"
+for m in mount_smpfs mount_rclone mount_s3fs; do
+  "$m"
+  cmp "$MNT/data.bin" "$WORK/plain/data.bin" || die "$m returned different bytes"
+  unmount
+done
+
+raw=() smpfs=() rclone=() s3fs=()
+for rep in $(seq "$REPS"); do
+  secs=$(curl -s -o /dev/null -w '%{time_total}' "$ENDPOINT/$BUCKET/smpfs/data.bin")
+  raw+=("$(python3 -c "print(f'{$SEALED_BYTES / $secs / 1e9:.3f}')")")
+  smpfs+=("$(timed_read mount_smpfs)")
+  rclone+=("$(timed_read mount_rclone)")
+  s3fs+=("$(timed_read mount_s3fs)")
+  log "rep $rep: raw ${raw[-1]}, smpfs ${smpfs[-1]}, rclone crypt ${rclone[-1]}, s3fs ${s3fs[-1]} GB/s"
+done
+
+median() { printf '%s\n' "$@" | sort -g | awk '{a[NR]=$1} END {print (NR%2) ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2}'; }
+RAW=$(median "${raw[@]}")
+SMPFS_MED=$(median "${smpfs[@]}")
+RCLONE=$(median "${rclone[@]}")
+S3FS=$(median "${s3fs[@]}")
+ratio() { python3 -c "print(f'{$1 / $2:.2f}')"; }
+verdict() { python3 -c "print('PASS' if $1 else 'MISS')"; }
+report=$(cat <<EOF
+| measurement (${SIZE_MIB} MiB, first read, s3rver on loopback) | median GB/s | runs GB/s |
+|---|---|---|
+| s3rver raw GET (curl, one GET of the sealed object) | $RAW | ${raw[*]} |
+| smpfs mount (sealed, AES-256-GCM-SIV, audit on) | $SMPFS_MED | ${smpfs[*]} |
+| rclone mount of a crypt remote | $RCLONE | ${rclone[*]} |
+| s3fs (plain, unencrypted) | $S3FS | ${s3fs[*]} |
+
+| target | measured | result |
+|---|---|---|
+| smpfs >= 90% of the raw GET rate | **$(ratio "$SMPFS_MED" "$RAW")** of raw | **$(verdict "$SMPFS_MED >= 0.9 * $RAW")** |
+| smpfs ahead of rclone crypt | **$(ratio "$SMPFS_MED" "$RCLONE")x** | **$(verdict "$SMPFS_MED > $RCLONE")** |
+| smpfs ahead of s3fs | **$(ratio "$SMPFS_MED" "$S3FS")x** | **$(verdict "$SMPFS_MED > $S3FS")** |
+EOF
+)
+echo "$report"
+[ -z "$REPORT" ] || echo "$report" > "$REPORT"
