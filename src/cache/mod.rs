@@ -6,8 +6,9 @@
 //!   is mlocked (never swapped), MADV_DONTDUMP (never in a core file) and MADV_DONTFORK;
 //! - ciphertext is read straight into a slot and decrypted in place, so plaintext never
 //!   exists outside locked memory;
-//! - a slot's old plaintext is overwritten before reuse, reply buffers are zeroized when
-//!   returned, and the whole arena is zeroized before it is unmapped.
+//! - a slot's old plaintext is overwritten before reuse; reply buffers (which only ever
+//!   hold copies of plaintext the slots hold or held) are zeroized at every purge, and
+//!   the whole arena is zeroized before it is unmapped.
 
 mod region;
 
@@ -99,8 +100,11 @@ pub const MAX_RUN: usize = 128;
 pub struct ChunkCache {
     slots: Vec<RwLock<Slot>>,
     index: Mutex<Index>,
-    replies: Mutex<Vec<LockedBuf>>,
+    /// Free reply buffers, each with how many of its first bytes may hold plaintext.
+    replies: Mutex<Vec<(LockedBuf, usize)>>,
     reply_returned: Condvar,
+    /// Purges so far: a reply buffer taken before a purge is zeroized when returned.
+    purges: AtomicU64,
     reply_len: usize,
     stats: CacheStats,
     region: Arc<LockedRegion>,
@@ -147,8 +151,9 @@ impl ChunkCache {
                 lru: LruCache::new(NonZeroUsize::new(slot_count).expect("checked above")),
                 free: (0..slot_count).rev().collect(),
             }),
-            replies: Mutex::new(replies),
+            replies: Mutex::new(replies.into_iter().map(|buf| (buf, 0)).collect()),
             reply_returned: Condvar::new(),
+            purges: AtomicU64::new(0),
             reply_len,
             stats: CacheStats::default(),
             region,
@@ -202,14 +207,16 @@ impl ChunkCache {
     }
 
     /// A locked reply buffer of `reply_len` bytes, waiting if all are in use. Its used part
-    /// is zeroized when the guard drops.
+    /// is zeroized at the next purge (at once if one ran while it was out).
     pub fn reply_buffer(&self) -> ReplyBuffer<'_> {
         let mut free = self.replies.lock();
         loop {
-            if let Some(buf) = free.pop() {
+            if let Some((buf, dirty)) = free.pop() {
                 return ReplyBuffer {
                     buf: Some(buf),
                     used: 0,
+                    dirty,
+                    epoch: self.purges.load(Ordering::Acquire),
                     cache: self,
                 };
             }
@@ -231,6 +238,12 @@ impl ChunkCache {
             index.free.clear();
         }
         let mut zeroized = 0;
+        self.purges.fetch_add(1, Ordering::AcqRel);
+        for (buf, dirty) in self.replies.lock().iter_mut() {
+            buf[..*dirty].zeroize();
+            zeroized += *dirty;
+            *dirty = 0;
+        }
         for slot in &self.slots {
             let mut slot = slot.write();
             slot.key = None;
@@ -367,10 +380,16 @@ impl ChunkCache {
     }
 }
 
-/// A locked buffer for one reply; returned to the pool, zeroized, on drop.
+/// A locked buffer for one reply; returned to the pool on drop. Zeroizing it per reply
+/// would cost a pass over every byte served and protect nothing the cache slots do not
+/// hold anyway; it is zeroized at purge instead.
 pub struct ReplyBuffer<'a> {
     buf: Option<LockedBuf>,
     used: usize,
+    /// Bytes that may hold plaintext from earlier replies.
+    dirty: usize,
+    /// The cache's purge count when the buffer was taken.
+    epoch: u64,
     cache: &'a ChunkCache,
 }
 
@@ -399,8 +418,16 @@ impl DerefMut for ReplyBuffer<'_> {
 impl Drop for ReplyBuffer<'_> {
     fn drop(&mut self) {
         let mut buf = self.buf.take().expect("present until drop");
-        buf[..self.used].zeroize();
-        self.cache.replies.lock().push(buf);
+        let mut dirty = self.dirty.max(self.used);
+        let mut free = self.cache.replies.lock();
+        // Under the pool lock: a purge either ran before this (and missed this buffer,
+        // so it is zeroized here) or runs after it is back in the pool.
+        if self.cache.purges.load(Ordering::Acquire) != self.epoch {
+            buf[..dirty].zeroize();
+            dirty = 0;
+        }
+        free.push((buf, dirty));
+        drop(free);
         self.cache.reply_returned.notify_one();
     }
 }

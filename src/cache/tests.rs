@@ -162,15 +162,31 @@ fn purge_zeroizes_every_slot() {
     );
 }
 
+fn replies_all_zero(c: &ChunkCache) -> bool {
+    c.replies
+        .lock()
+        .iter()
+        .all(|(b, dirty)| *dirty == 0 && b.iter().all(|x| *x == 0))
+}
+
 #[test]
-fn reply_buffers_are_zeroized_when_returned() {
+fn reply_buffers_are_zeroized_at_purge_even_when_out_during_it() {
     let c = cache(256);
     {
         let mut buf = c.reply_buffer();
         buf.prefix_mut(100).fill(0xAB);
     }
-    let replies = c.replies.lock();
-    assert!(replies.iter().all(|b| b.iter().all(|x| *x == 0)));
+    assert!(!replies_all_zero(&c), "kept until the purge");
+    c.purge();
+    assert!(replies_all_zero(&c));
+
+    // A buffer that is out while the purge runs is zeroized when it comes back.
+    let mut out = c.reply_buffer();
+    out.prefix_mut(4096).fill(0xCD);
+    assert!(c.purge() > 0);
+    out.prefix_mut(8192).fill(0xEF);
+    drop(out);
+    assert!(replies_all_zero(&c));
 }
 
 /// The `Locked:` and `VmFlags:` lines of the smaps entry that starts at `addr`.
