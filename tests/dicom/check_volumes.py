@@ -6,8 +6,9 @@ SERIES_JSON maps the designed series (make_series.py) to their SeriesInstanceUID
 good series' `.volumes/<uid>.nii` is loaded with nibabel through the mount: its data must
 equal the stack of pydicom `pixel_array * slope + intercept` sorted along the slice normal,
 and its affine must equal the one computed here from the DICOM attributes (docs/DICOM.md)
-and, for single-frame series, nibabel's own DICOM affine (nibabel.nicom) for the in-plane
-axes and origin. The broken series must have a `.nii.error` with the documented text.
+and, for single-frame series, nibabel's own DICOM affine (nibabel.nicom): for the in-plane
+axes and origin, and voxel by voxel (the corners of every slice) against each slice file's
+own nibabel affine, which checks the slice axis and order independently. The broken series must have a `.nii.error` with the documented text.
 The bundled dicomdirtests series are checked the same way where they form volumes.
 Prints one line per failure and exits 1 if there is any.
 """
@@ -85,14 +86,28 @@ def check_volume(name, nii, paths, single_frame):
     if not np.allclose(image.affine, affine, rtol=1e-5, atol=1e-3):
         fail(f"{name}: affine\n{image.affine}\nexpected\n{affine}")
     if single_frame:
-        first = min(paths, key=lambda p: float(np.dot(
+        normal = np.cross(frames[0][1][:3], frames[0][1][3:])
+        ordered = sorted(paths, key=lambda p: float(np.dot(
             np.array(pydicom.dcmread(p, stop_before_pixels=True).ImagePositionPatient, float),
-            np.cross(frames[0][1][:3], frames[0][1][3:]))))
-        theirs = nibabel_affine(first)
+            normal)))
+        theirs = nibabel_affine(ordered[0])
         for column in (0, 1, 3):
             if not np.allclose(image.affine[:3, column], theirs[:3, column], rtol=1e-5, atol=1e-3):
                 fail(f"{name}: affine column {column} differs from nibabel.nicom: "
                      f"{image.affine[:3, column]} vs {theirs[:3, column]}")
+        # Slice axis and order, independently of the formula above: voxel (i, j, k) of the
+        # volume must be where nibabel's own affine of the k-th slice file puts its pixel
+        # (i, j), for the corners of every slice.
+        columns, rows = got.shape[0] - 1, got.shape[1] - 1
+        for k, path in enumerate(ordered):
+            slice_affine = nibabel_affine(path)
+            for i, j in [(0, 0), (columns, 0), (0, rows), (columns, rows)]:
+                ours = image.affine @ [i, j, k, 1]
+                want = slice_affine @ [i, j, 0, 1]
+                if not np.allclose(ours, want, rtol=1e-5, atol=1e-3):
+                    fail(f"{name}: voxel ({i}, {j}, {k}) at {ours[:3]}, nibabel.nicom puts "
+                         f"pixel ({i}, {j}) of {os.path.basename(path)} at {want[:3]}")
+                    return image
     return image
 
 
