@@ -38,7 +38,10 @@ pub enum VolumeError {
     Samples(u32),
     #[error("BitsAllocated is {0}: only 8, 16 and 32 are supported")]
     Bits(u32),
-    #[error("transfer syntax {0} is not supported for volumes (native and RLE Lossless are)")]
+    #[error(
+        "transfer syntax {0} cannot be decoded for volumes (native, RLE Lossless, JPEG and \
+         JPEG 2000 can; JPEG-LS cannot)"
+    )]
     TransferSyntax(String),
     #[error("32-bit pixel data in big-endian transfer syntax is not supported")]
     BigEndian32,
@@ -76,6 +79,8 @@ pub enum Encoding {
     NativeBigEndian,
     /// RLE Lossless, one fragment per frame.
     Rle,
+    /// Another encapsulated syntax that dicom-pixeldata decodes (JPEG, JPEG 2000).
+    Compressed,
 }
 
 /// The stored sample format of an image.
@@ -121,6 +126,14 @@ pub struct Slices {
     pub frames: Vec<Frame>,
 }
 
+/// Whether `uid` is an encapsulated transfer syntax whose every frame this build can decode.
+fn decodable(uid: &str) -> bool {
+    use dicom_transfer_syntax_registry::TransferSyntaxIndex;
+    dicom_transfer_syntax_registry::TransferSyntaxRegistry
+        .get(uid)
+        .is_some_and(|ts| ts.is_encapsulated_pixel_data() && ts.can_decode_all())
+}
+
 /// The geometry of a file, from its header (read up to the pixel data). `Ok(None)` for
 /// files that are no image of a series (no SeriesInstanceUID or no Rows); `Err` carries
 /// the series it belongs to, so the series can report it.
@@ -135,6 +148,7 @@ pub fn describe(file: &DicomFile) -> Result<Option<Slices>, (String, VolumeError
         "1.2.840.10008.1.2" | "1.2.840.10008.1.2.1" | "1.2.840.10008.1.2.1.99" => Encoding::Native,
         "1.2.840.10008.1.2.2" => Encoding::NativeBigEndian,
         "1.2.840.10008.1.2.5" => Encoding::Rle,
+        other if decodable(other) => Encoding::Compressed,
         other => return Err((series, VolumeError::TransferSyntax(other.to_owned()))),
     };
     describe_image(file, encoding)
@@ -615,6 +629,7 @@ impl<K> VolumePlan<K> {
             element(file, tags::PIXEL_DATA).ok_or(VolumeError::Missing("PixelData"))?;
         let rle;
         let native;
+        let decoded;
         let stored: &[u8] = match encoding {
             Encoding::Native | Encoding::NativeBigEndian => {
                 native = pixel_data
@@ -637,7 +652,17 @@ impl<K> VolumePlan<K> {
                 rle = decode_rle(fragment, pixels, sample)?;
                 &rle
             }
+            Encoding::Compressed => {
+                decoded = decode_compressed(file, frame, format)?;
+                decoded.data()
+            }
         };
+        if stored.len() != frame_len {
+            return Err(VolumeError::PixelData(format!(
+                "a decoded frame holds {} bytes, not Rows × Columns × {sample}",
+                stored.len()
+            )));
+        }
         convert(stored, format, self.dtype, (slope, intercept), out);
         Ok(())
     }
@@ -683,6 +708,34 @@ fn convert(
             }
         }
     }
+}
+
+/// Decodes frame `frame` of a JPEG or JPEG 2000 file with dicom-pixeldata, checking that
+/// it came out as the header's single-sample format.
+fn decode_compressed(
+    file: &DicomFile,
+    frame: usize,
+    format: Format,
+) -> Result<dicom_pixeldata::DecodedPixelData<'_>, VolumeError> {
+    use dicom_pixeldata::PixelDecoder;
+    let frame = u32::try_from(frame).map_err(|_| VolumeError::PixelData("too many frames".into()))?;
+    let decoded = file
+        .decode_pixel_data_frame(frame)
+        .map_err(|e| VolumeError::PixelData(format!("cannot decode frame {frame}: {e}")))?;
+    if decoded.samples_per_pixel() != 1
+        || decoded.bits_allocated() != format.bits_allocated
+        || decoded.rows() != u32::from(format.rows)
+        || decoded.columns() != u32::from(format.columns)
+    {
+        return Err(VolumeError::PixelData(format!(
+            "frame {frame} decodes to {}x{} with {} samples of {} bits, not the header's format",
+            decoded.columns(),
+            decoded.rows(),
+            decoded.samples_per_pixel(),
+            decoded.bits_allocated()
+        )));
+    }
+    Ok(decoded)
 }
 
 /// Decodes one RLE Lossless frame (PS3.5 Annex G) of `pixels` samples of `sample` bytes

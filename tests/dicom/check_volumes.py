@@ -122,7 +122,7 @@ def main():
         return sorted(os.path.join(root, f) for f in os.listdir(root))
 
     checked = 0
-    for name in ["ct", "ct_rle", "rescale", "rtdose", "rtdose_rle"]:
+    for name in ["ct", "ct_rle", "rescale", "rtdose", "rtdose_rle", "mr"]:
         nii = os.path.join(volumes, uids[name] + ".nii")
         if not os.path.exists(nii):
             error = os.path.join(volumes, uids[name] + ".nii.error")
@@ -138,8 +138,24 @@ def main():
                 want = np.uint32
             if dtype != want:
                 fail(f"{name}: stored dtype {dtype}, expected {np.dtype(want)}")
+    # JPEG 2000 Lossless, decoded by smpfs (pydicom here has no decoder for it): the same
+    # voxels and affine as the natively stored copy of the slice.
+    j2k = os.path.join(volumes, uids["mr_j2k"] + ".nii")
+    native = os.path.join(volumes, uids["mr"] + ".nii")
+    if not os.path.exists(j2k):
+        error = j2k + ".error"
+        fail(f"mr_j2k: no volume ({open(error).read().strip() if os.path.exists(error) else 'no entry'})")
+    elif os.path.exists(native):
+        a, b = nibabel.load(j2k), nibabel.load(native)
+        if not np.array_equal(np.asarray(a.get_fdata()), np.asarray(b.get_fdata())):
+            fail("mr_j2k: decoded voxels differ from the native copy")
+        if not np.allclose(a.affine, b.affine):
+            fail(f"mr_j2k: affine\n{a.affine}\ndiffers from the native copy's\n{b.affine}")
+        checked += 1
     for name, text in [("missing", "missing slice: a gap of 5.000 mm after slice 3 of 5, where the spacing is 2.500 mm"),
-                       ("mixed", "mixed orientations: ImageOrientationPatient differs between slices")]:
+                       ("mixed", "mixed orientations: ImageOrientationPatient differs between slices"),
+                       ("mr_jpegls", "transfer syntax 1.2.840.10008.1.2.4.80 cannot be decoded for volumes "
+                                     "(native, RLE Lossless, JPEG and JPEG 2000 can; JPEG-LS cannot)")]:
         if uids[name] + ".nii" in listing:
             fail(f"{name}: a broken series has a volume")
         error = os.path.join(volumes, uids[name] + ".nii.error")

@@ -6,7 +6,9 @@ Writes under OUT_DIR: ct/ (CT_small.dcm as SLICES slices 2.5 mm apart along an o
 normal, files in shuffled order), ct_rle/ (the same, RLE Lossless, own series), rescale/
 (per-slice RescaleSlope: the float32 path), missing/ (one slice left out), mixed/ (one
 slice with another orientation), rtdose/ (rtdose.dcm: 15 frames placed by
-GridFrameOffsetVector) and rtdose_rle/ (rtdose_rle.dcm, own series), dicomdirtests/ (the
+GridFrameOffsetVector) and rtdose_rle/ (rtdose_rle.dcm, own series), mr/, mr_j2k/ and
+mr_jpegls/ (MR_small.dcm natively, as JPEG 2000 Lossless and as JPEG-LS Lossless, one
+series each), dicomdirtests/ (the
 bundled series as they are) and notdicom.txt. Prints a JSON map from directory to
 SeriesInstanceUID for the designed series.
 """
@@ -68,7 +70,8 @@ def main():
     out = sys.argv[1]
     count = int(sys.argv[2]) if len(sys.argv) > 2 else 12
     uids = {name: generate_uid() for name in
-            ["ct", "ct_rle", "rescale", "missing", "mixed", "rtdose", "rtdose_rle"]}
+            ["ct", "ct_rle", "rescale", "missing", "mixed", "rtdose", "rtdose_rle",
+             "mr", "mr_j2k", "mr_jpegls"]}
     ct_series(os.path.join(out, "ct"), count, uids["ct"])
     if len(sys.argv) > 2:
         print(json.dumps({"ct": uids["ct"]}))
@@ -79,6 +82,10 @@ def main():
     ct_series(os.path.join(out, "mixed"), 6, uids["mixed"], tilt=2)
     resave("rtdose.dcm", os.path.join(out, "rtdose"), uids["rtdose"])
     resave("rtdose_rle.dcm", os.path.join(out, "rtdose_rle"), uids["rtdose_rle"])
+    # The same MR slice stored natively, as JPEG 2000 Lossless and as JPEG-LS Lossless.
+    resave("MR_small.dcm", os.path.join(out, "mr"), uids["mr"])
+    resave("MR_small_jp2klossless.dcm", os.path.join(out, "mr_j2k"), uids["mr_j2k"])
+    resave("MR_small_jpeg_ls_lossless.dcm", os.path.join(out, "mr_jpegls"), uids["mr_jpegls"])
     shutil.copytree(os.path.join(TEST_FILES, "dicomdirtests"), os.path.join(out, "dicomdirtests"))
     for name in os.listdir(os.path.join(out, "dicomdirtests")):
         if name.upper().startswith("DICOMDIR"):
