@@ -718,7 +718,8 @@ fn decode_compressed(
     format: Format,
 ) -> Result<dicom_pixeldata::DecodedPixelData<'_>, VolumeError> {
     use dicom_pixeldata::PixelDecoder;
-    let frame = u32::try_from(frame).map_err(|_| VolumeError::PixelData("too many frames".into()))?;
+    let frame =
+        u32::try_from(frame).map_err(|_| VolumeError::PixelData("too many frames".into()))?;
     let decoded = file
         .decode_pixel_data_frame(frame)
         .map_err(|e| VolumeError::PixelData(format!("cannot decode frame {frame}: {e}")))?;

@@ -18,6 +18,21 @@ from pydicom.tag import Tag
 KEPT_GEOMETRY = ["PixelSpacing", "ImagePositionPatient", "ImageOrientationPatient",
                  "SliceThickness", "Rows", "Columns", "SOPClassUID", "Modality"]
 LINKED_UIDS = ["StudyInstanceUID", "SeriesInstanceUID", "FrameOfReferenceUID", "SOPInstanceUID"]
+# Written out here from PS3.15 Table E.1-1 (Basic Profile, no options), independently of
+# smpfs's own table (which CONFIG passes in): attributes whose original value must not
+# survive de-identification anywhere in the data set.
+ANNEX_E_MUST_CHANGE = [
+    "AccessionNumber", "AcquisitionDate", "AcquisitionDateTime", "AcquisitionTime",
+    "AdmittingDiagnosesDescription", "ContentDate", "ContentTime", "DeviceSerialNumber",
+    "FrameOfReferenceUID", "InstitutionAddress", "InstitutionName",
+    "InstitutionalDepartmentName", "NameOfPhysiciansReadingStudy", "OperatorsName",
+    "OtherPatientIDs", "OtherPatientNames", "PatientAddress", "PatientAge",
+    "PatientBirthDate", "PatientBirthTime", "PatientComments", "PatientID", "PatientName",
+    "PatientSex", "PatientSize", "PatientWeight", "PerformingPhysicianName",
+    "PhysiciansOfRecord", "ReferringPhysicianName", "RequestingPhysician", "SeriesDate",
+    "SeriesInstanceUID", "SeriesTime", "SOPInstanceUID", "StationName", "StudyDate",
+    "StudyDescription", "StudyID", "StudyInstanceUID", "StudyTime",
+]
 
 
 def main():
@@ -59,6 +74,7 @@ def main():
     changed = 0
     links = {name: {} for name in LINKED_UIDS + ["PatientID"]}
     per_file = {}
+    independent_checked = set()
     for root, _, names in os.walk(config["deid"]):
         for name in sorted(names):
             path = os.path.join(root, name)
@@ -84,6 +100,17 @@ def main():
                     changed += 1
                     if value in kept.get(elem.tag, ()):
                         fail(f"{rel}: {elem.tag} ({code}) kept its original value")
+            after_values = {}
+            for elem in walk(after):
+                after_values.setdefault(elem.keyword, set()).update(values(elem))
+            for elem in walk(before):
+                if elem.keyword in ANNEX_E_MUST_CHANGE and \
+                        (elem.tag.group, elem.tag.element) not in keep:
+                    independent_checked.add(elem.keyword)
+                    for value in values(elem):
+                        if value in after_values.get(elem.keyword, ()):
+                            fail(f"{rel}: {elem.keyword} kept its original value "
+                                 "(independent Annex E list)")
             for keyword in ("PatientName", "PatientID", "OtherPatientIDs"):
                 original = str(before.get(keyword, "") or "").strip()
                 if len(original) >= 4 and not original.isdigit() and original.encode() in raw:
@@ -117,6 +144,7 @@ def main():
         "files": files,
         "original_values_checked": changed,
         "distinct": {k: len(v) for k, v in links.items()},
+        "independent_attributes_checked": sorted(independent_checked),
         "per_file": per_file,
     }
     json.dump(summary, open(config["summary_out"], "w"), indent=1)
