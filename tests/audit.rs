@@ -151,6 +151,27 @@ fn integrity_failures_are_recorded() {
 }
 
 #[test]
+fn reads_fail_closed_when_the_log_is_deleted() {
+    let ws = Workspace::new();
+    let data = pattern(1 << 20, 4);
+    ws.write_plain("f", &data);
+    ws.seal_all();
+    let log = ws.dir.path().join("audit.log");
+    let mount = ws.mount(&[]);
+    let file = std::fs::File::open(ws.mnt().join("f")).unwrap();
+    let mut buf = vec![0u8; 4096];
+    assert_eq!(file.read_at(&mut buf, 0).unwrap(), 4096);
+    std::fs::remove_file(&log).unwrap();
+    let err = file.read_at(&mut buf, 4096).unwrap_err();
+    assert_eq!(err.raw_os_error(), Some(libc::EIO), "{err}");
+    let err = file.read_at(&mut buf, 8192).unwrap_err();
+    assert_eq!(err.raw_os_error(), Some(libc::EIO), "{err}");
+    drop(file);
+    drop(mount);
+    assert!(!log.exists(), "nothing recreated the deleted log");
+}
+
+#[test]
 fn reads_fail_closed_when_the_log_cannot_be_written() {
     let ws = Workspace::new();
     let data = pattern(1 << 20, 3);

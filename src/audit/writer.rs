@@ -18,16 +18,16 @@
 //! - a record is acknowledged only after the `write(2)` of the batch holding its line
 //!   succeeded (and `fdatasync`, with [`SyncPolicy::Always`]), and only if the log had not
 //!   failed meanwhile;
-//! - after any write or sync failure the log is failed for good: the caller that hit it,
-//!   every caller whose record was not acknowledged yet and every later call error, and
-//!   nothing more is written;
+//! - after any write or sync failure (a full disk, an I/O error, the file deleted) the log
+//!   is failed for good: the caller that hit it, every caller whose record was not
+//!   acknowledged yet and every later call error, and nothing more is written;
 //! - the only key in memory is the current `K_i`; each record overwrites it with `K_{i+1}`;
 //! - an anchor checkpoint is written only after the log was synced up to it, and names a
 //!   record whose line was written (the last of a batch).
 
 use std::fs::{DirBuilder, File, OpenOptions};
 use std::io::Write;
-use std::os::unix::fs::{DirBuilderExt, FileExt, OpenOptionsExt};
+use std::os::unix::fs::{DirBuilderExt, FileExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -187,6 +187,16 @@ impl Output {
         self.file.write_all(&batch.lines).map_err(io_error(path))?;
         if sync {
             self.file.sync_data().map_err(io_error(path))?;
+        }
+        // Lines written to a log file deleted while mounted would be lost with it.
+        if self.file.metadata().map_err(io_error(path))?.nlink() == 0 {
+            return Err(AuditError::Io {
+                path: path.to_owned(),
+                source: std::io::Error::new(
+                    std::io::ErrorKind::NotFound,
+                    "the audit log file was deleted while mounted",
+                ),
+            });
         }
         let mut due = batch.checkpoint;
         if let Some(anchor) = &mut self.anchor {
@@ -1000,6 +1010,27 @@ mod tests {
             2,
             "nothing after the failure reached the log"
         );
+    }
+
+    #[test]
+    fn a_deleted_log_fails_closed() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.log");
+        let me = Identity::generate().recipient();
+        let log =
+            AuditLog::open_segment(&path, &me, SyncPolicy::default(), None, Value::Null).unwrap();
+        log.record(read_event(0)).unwrap();
+        std::fs::remove_file(&path).unwrap();
+        match log.record(read_event(1)) {
+            Err(AuditError::Io { source, .. }) => {
+                assert_eq!(source.kind(), std::io::ErrorKind::NotFound)
+            }
+            other => panic!("expected the deleted log to fail the record, got {other:?}"),
+        }
+        assert!(matches!(
+            log.record(read_event(2)),
+            Err(AuditError::Failed { .. })
+        ));
     }
 
     #[test]
