@@ -109,15 +109,22 @@ pub struct ReadProfile {
     /// Bytes per read-ahead request once the window is large enough: the window is
     /// refilled whenever a whole part of it is missing.
     pub part_size: u64,
+    /// Requests the mount serves at once (FUSE threads). A thread waits for the backend
+    /// on a cache miss, so a slow backend needs more of them; a local one needs no more
+    /// than the cores that decrypt, and more only costs wake-ups across idle cores.
+    pub request_threads: usize,
 }
 
 impl Default for ReadProfile {
-    /// A local disk: two requests (one per core decrypting) of 1 MiB, an 8 MiB window.
+    /// A local disk: two read-ahead requests (one per core decrypting) of 1 MiB, an 8 MiB
+    /// window, one request thread per core (at least two).
     fn default() -> Self {
+        let cores = std::thread::available_parallelism().map_or(2, usize::from);
         ReadProfile {
             parallel_requests: 2,
             max_readahead: 8 << 20,
             part_size: 1 << 20,
+            request_threads: cores.clamp(2, 16),
         }
     }
 }

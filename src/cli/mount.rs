@@ -19,8 +19,6 @@ use smpfs::keys::Identity;
 use smpfs::options::{AuditTarget, MountOptions};
 use smpfs::vault::{Vault, VaultConfig};
 
-/// FUSE request threads (and locked reply buffers, one each).
-const FUSE_THREADS: usize = 8;
 /// Largest read request: 1 MiB (the kernel's max_pages limit of 256 pages).
 const MAX_READ: usize = 1 << 20;
 
@@ -211,6 +209,8 @@ fn serve(
     readiness: &mut Readiness,
 ) -> Result<()> {
     let backend = source.open(&options.backend, false)?;
+    // FUSE request threads, each with a locked reply buffer.
+    let request_threads = backend.read_profile().request_threads;
     let audit = match audit_path {
         Some(path) => {
             let detail = serde_json::json!({
@@ -247,7 +247,7 @@ fn serve(
     };
     let config = VaultConfig {
         cache_size: options.cache_size as usize,
-        reply_buffers: FUSE_THREADS,
+        reply_buffers: request_threads,
         max_read: MAX_READ,
         gpu_sink: options.gpu_sink,
         volumes: options.volumes,
@@ -297,7 +297,7 @@ fn serve(
     } else {
         SessionACL::Owner
     };
-    fuse_config.n_threads = Some(FUSE_THREADS);
+    fuse_config.n_threads = Some(request_threads);
     fuse_config.clone_fd = true;
     let mut session = Session::new(fs, mountpoint, &fuse_config)
         .with_context(|| format!("mounting on {}", mountpoint.display()))?;

@@ -328,6 +328,7 @@ fn read_ahead_keeps_the_window_full_with_requests_of_the_part_size() {
             parallel_requests: 4,
             max_readahead: 16 << 20,
             part_size: 2 << 20,
+            request_threads: 8,
         },
         requests: Mutex::new(Vec::new()),
     });

@@ -533,6 +533,7 @@ impl Backend for GDriveBackend {
             parallel_requests: 8,
             max_readahead: 64 << 20,
             part_size: 8 << 20,
+            request_threads: 8,
         }
     }
 
