@@ -48,23 +48,43 @@ fn reads_by_cat_python_and_dd_are_recorded_and_the_auditor_verifies() {
             .arg(&log),
     );
 
-    let mount = ws.mount(&[]);
+    // Others may read (allow_other), so that one reader can run as another user.
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(ws.dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let mount = ws.mount(&["allow_other"]);
     let file = ws.mnt().join("study/CT/1.dcm");
-    run_ok(
-        Command::new("cat")
-            .arg(&file)
-            .stdout(std::process::Stdio::null()),
-    );
-    run_ok(
-        Command::new("python3")
+    // Runs a reader to completion; returns its pid.
+    let run = |cmd: &mut Command| {
+        let mut child = cmd.stdout(std::process::Stdio::null()).spawn().unwrap();
+        let pid = child.id();
+        assert!(child.wait().unwrap().success(), "{cmd:?}");
+        pid
+    };
+    let mut pids = std::collections::HashMap::new();
+    pids.insert("cat", run(Command::new("cat").arg(&file)));
+    pids.insert(
+        "python3",
+        run(Command::new("python3")
             .arg("-c")
-            .arg(format!("open({:?}, 'rb').read()", file)),
+            .arg(format!("open({:?}, 'rb').read()", file))),
     );
-    run_ok(
-        Command::new("dd")
+    pids.insert(
+        "dd",
+        run(Command::new("dd")
             .arg(format!("if={}", file.display()))
-            .args(["of=/dev/null", "bs=4k", "count=3"]),
+            .args(["of=/dev/null", "bs=4k", "count=3"])),
     );
+    // head, as uid 1234 / gid 5678.
+    let other = run(Command::new("setpriv")
+        .args([
+            "--reuid=1234",
+            "--regid=5678",
+            "--clear-groups",
+            "head",
+            "-c",
+            "1000",
+        ])
+        .arg(&file));
     assert!(mount.unmount().success());
 
     let all = records(&log);
@@ -79,9 +99,9 @@ fn reads_by_cat_python_and_dd_are_recorded_and_the_auditor_verifies() {
         assert!(!reads.is_empty(), "no read records for {process}");
         for r in &reads {
             assert_eq!(r["path"], "study/CT/1.dcm");
-            assert_eq!(r["uid"], 0);
+            assert_eq!((&r["uid"], &r["gid"]), (&0.into(), &0.into()));
             assert_eq!(r["result"], "ok");
-            assert!(r["pid"].as_u64().unwrap() > 0);
+            assert_eq!(r["pid"], pids[process], "{process}'s own pid");
         }
         assert_eq!(events("open", process).len(), 1, "{process} opened once");
         assert_eq!(
@@ -89,6 +109,12 @@ fn reads_by_cat_python_and_dd_are_recorded_and_the_auditor_verifies() {
             1,
             "{process} released once"
         );
+    }
+    let head = events("read", "head");
+    assert!(!head.is_empty(), "no read records for head");
+    for r in head.iter().chain(&events("open", "head")) {
+        assert_eq!((&r["uid"], &r["gid"]), (&1234.into(), &5678.into()), "{r}");
+        assert_eq!(r["pid"], other);
     }
     // dd read exactly three 4 KiB blocks: three read requests with those offsets.
     let dd: Vec<u64> = events("read", "dd")
