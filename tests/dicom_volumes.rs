@@ -61,7 +61,7 @@ fn volumes_match_pydicom_and_nibabel() {
 
     let mount = ws.mount(&["volumes"]);
     let summary = python("check_volumes.py", &[&ws.plain(), &mount.mnt, &series_json]);
-    assert!(summary.contains("\"designed\": 7"), "{summary}");
+    assert!(summary.contains("\"designed\": 8"), "{summary}");
     assert!(mount.unmount().success());
 
     let records = records(&ws.dir.path().join("audit.log"));

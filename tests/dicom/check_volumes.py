@@ -32,6 +32,16 @@ def fail(message):
 
 def frames_of(ds):
     """(position, orientation, spacing, slope, intercept, pixels) per frame."""
+    if "PerFrameFunctionalGroupsSequence" in ds:
+        shared = ds.SharedFunctionalGroupsSequence[0]
+        orientation = np.array(shared.PlaneOrientationSequence[0].ImageOrientationPatient, float)
+        spacing = np.array(shared.PixelMeasuresSequence[0].PixelSpacing, float)
+        transform = shared.PixelValueTransformationSequence[0]
+        slope, intercept = float(transform.RescaleSlope), float(transform.RescaleIntercept)
+        pixels = ds.pixel_array
+        return [(np.array(item.PlanePositionSequence[0].ImagePositionPatient, float),
+                 orientation, spacing, slope, intercept, pixels[f])
+                for f, item in enumerate(ds.PerFrameFunctionalGroupsSequence)]
     orientation = np.array(ds.ImageOrientationPatient, dtype=float)
     spacing = np.array(ds.PixelSpacing, dtype=float)
     slope = float(ds.get("RescaleSlope", 1))
@@ -122,14 +132,15 @@ def main():
         return sorted(os.path.join(root, f) for f in os.listdir(root))
 
     checked = 0
-    for name in ["ct", "ct_rle", "rescale", "rtdose", "rtdose_rle", "mr"]:
+    for name in ["ct", "ct_rle", "rescale", "rtdose", "rtdose_rle", "mr", "enhanced"]:
         nii = os.path.join(volumes, uids[name] + ".nii")
         if not os.path.exists(nii):
             error = os.path.join(volumes, uids[name] + ".nii.error")
             reason = open(error).read() if os.path.exists(error) else "no entry"
             fail(f"{name}: no volume ({reason.strip()})")
             continue
-        image = check_volume(name, nii, files(name), single_frame=not name.startswith("rtdose"))
+        image = check_volume(name, nii, files(name),
+                             single_frame=not name.startswith("rtdose") and name != "enhanced")
         checked += 1
         if image is not None:
             dtype = image.header.get_data_dtype()

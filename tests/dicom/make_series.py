@@ -8,7 +8,8 @@ normal, files in shuffled order), ct_rle/ (the same, RLE Lossless, own series), 
 slice with another orientation), rtdose/ (rtdose.dcm: 15 frames placed by
 GridFrameOffsetVector) and rtdose_rle/ (rtdose_rle.dcm, own series), mr/, mr_j2k/ and
 mr_jpegls/ (MR_small.dcm natively, as JPEG 2000 Lossless and as JPEG-LS Lossless, one
-series each), dicomdirtests/ (the
+series each), enhanced/ (one Enhanced CT multi-frame file, geometry in functional groups,
+frames in shuffled order), dicomdirtests/ (the
 bundled series as they are) and notdicom.txt. Prints a JSON map from directory to
 SeriesInstanceUID for the designed series.
 """
@@ -59,6 +60,50 @@ def ct_series(out, count, series_uid, rle=False, slope=None, skip=None, tilt=Non
         ds.save_as(os.path.join(out, f"slice{k:03d}.dcm"))
 
 
+def enhanced_series(out, count, series_uid):
+    """One Enhanced CT multi-frame file: CT_small's pixels as `count` frames (stored in
+    shuffled order) whose geometry is only in the functional groups: shared pixel measures,
+    orientation and rescale; a plane position per frame."""
+    from pydicom.dataset import Dataset
+    from pydicom.sequence import Sequence
+    os.makedirs(out, exist_ok=True)
+    ds = pydicom.dcmread(os.path.join(TEST_FILES, "CT_small.dcm"))
+    base = ds.pixel_array.astype(np.int16)
+    for keyword in ["ImagePositionPatient", "ImageOrientationPatient", "PixelSpacing",
+                    "RescaleSlope", "RescaleIntercept", "SliceLocation"]:
+        if keyword in ds:
+            delattr(ds, keyword)
+    ds.SOPClassUID = "1.2.840.10008.5.1.4.1.1.2.1"
+    ds.file_meta.MediaStorageSOPClassUID = ds.SOPClassUID
+    ds.SeriesInstanceUID = series_uid
+    ds.SOPInstanceUID = generate_uid()
+    ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+    origin = np.array([-120.5, 33.25, 17.0])
+    order = list(range(count))
+    random.Random(11).shuffle(order)
+    ds.NumberOfFrames = count
+    measures, orientation, rescale, shared = Dataset(), Dataset(), Dataset(), Dataset()
+    measures.PixelSpacing = [0.75, 0.5]
+    measures.SliceThickness = 2.5
+    orientation.ImageOrientationPatient = [float(round(v, 6)) for v in list(ROW) + list(COL)]
+    rescale.RescaleSlope = 1
+    rescale.RescaleIntercept = -1024
+    rescale.RescaleType = "HU"
+    shared.PixelMeasuresSequence = Sequence([measures])
+    shared.PlaneOrientationSequence = Sequence([orientation])
+    shared.PixelValueTransformationSequence = Sequence([rescale])
+    ds.SharedFunctionalGroupsSequence = Sequence([shared])
+    per_frame = []
+    for k in order:
+        position, item = Dataset(), Dataset()
+        position.ImagePositionPatient = [float(round(v, 4)) for v in origin + 2.5 * k * NORMAL]
+        item.PlanePositionSequence = Sequence([position])
+        per_frame.append(item)
+    ds.PerFrameFunctionalGroupsSequence = Sequence(per_frame)
+    ds.PixelData = np.stack([base + np.int16(k * 7) for k in order]).tobytes()
+    ds.save_as(os.path.join(out, "enhanced.dcm"))
+
+
 def resave(source, out, series_uid):
     os.makedirs(out, exist_ok=True)
     ds = pydicom.dcmread(os.path.join(TEST_FILES, source))
@@ -71,7 +116,7 @@ def main():
     count = int(sys.argv[2]) if len(sys.argv) > 2 else 12
     uids = {name: generate_uid() for name in
             ["ct", "ct_rle", "rescale", "missing", "mixed", "rtdose", "rtdose_rle",
-             "mr", "mr_j2k", "mr_jpegls"]}
+             "mr", "mr_j2k", "mr_jpegls", "enhanced"]}
     ct_series(os.path.join(out, "ct"), count, uids["ct"])
     if len(sys.argv) > 2:
         print(json.dumps({"ct": uids["ct"]}))
@@ -86,6 +131,7 @@ def main():
     resave("MR_small.dcm", os.path.join(out, "mr"), uids["mr"])
     resave("MR_small_jp2klossless.dcm", os.path.join(out, "mr_j2k"), uids["mr_j2k"])
     resave("MR_small_jpeg_ls_lossless.dcm", os.path.join(out, "mr_jpegls"), uids["mr_jpegls"])
+    enhanced_series(os.path.join(out, "enhanced"), 6, uids["enhanced"])
     shutil.copytree(os.path.join(TEST_FILES, "dicomdirtests"), os.path.join(out, "dicomdirtests"))
     for name in os.listdir(os.path.join(out, "dicomdirtests")):
         if name.upper().startswith("DICOMDIR"):
