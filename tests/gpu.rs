@@ -562,18 +562,7 @@ fn loads_are_audited_before_copying_and_the_log_verifies() {
         .unwrap();
     assert_eq!(release["detail"]["bytes_read"], 150_000);
 
-    let out = smpfs()
-        .args(["audit", "verify"])
-        .arg(&log)
-        .arg("--identity")
-        .arg(&ws.identity)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    common::assert_audit_verifies(&log, &ws.identity);
     let out = run_ok(
         smpfs()
             .args(["audit", "show", "--path", "vol.raw"])

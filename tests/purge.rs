@@ -6,7 +6,10 @@ mod common;
 use std::io::Read;
 use std::process::Command;
 
-use common::{is_mounted, occurrences_in_memory, run_ok, smpfs, vm_locked_bytes, Workspace};
+use common::{
+    assert_audit_verifies, is_mounted, occurrences_in_memory, run_ok, smpfs, vm_locked_bytes,
+    Workspace,
+};
 use serde_json::Value;
 
 fn canary_file(ws: &Workspace) -> (Vec<u8>, Vec<u8>) {
@@ -131,18 +134,7 @@ fn purge_with_a_file_open_wipes_first_then_detaches_and_the_daemon_exits_0() {
         .filter_map(|l| l.split("\"event\":\"").nth(1)?.split('"').next())
         .collect();
     assert_eq!(events[events.len() - 2..], ["purge", "unmount"]);
-    let out = Command::new(env!("CARGO_BIN_EXE_smpfs"))
-        .args(["audit", "verify"])
-        .arg(ws.dir.path().join("audit.log"))
-        .arg("--identity")
-        .arg(&ws.identity)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_audit_verifies(&ws.dir.path().join("audit.log"), &ws.identity);
 }
 
 /// The `purge` records of the newest segment of the log at `path`, and its last two events.
@@ -190,16 +182,5 @@ fn umount_and_fusermount3_end_with_exactly_one_purge_record_and_exit_0() {
             "{unmount:?}: the file read had its key dropped: {detail}"
         );
     }
-    let out = smpfs()
-        .args(["audit", "verify"])
-        .arg(&log)
-        .arg("--identity")
-        .arg(&ws.identity)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_audit_verifies(&log, &ws.identity);
 }

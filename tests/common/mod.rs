@@ -147,6 +147,22 @@ pub fn occurrences_in_memory(pid: u32, needle: &[u8]) -> usize {
     hits
 }
 
+/// Asserts that `smpfs audit verify LOG --identity IDENTITY` succeeds.
+pub fn assert_audit_verifies(log: &Path, identity: &Path) {
+    let out = smpfs()
+        .args(["audit", "verify"])
+        .arg(log)
+        .arg("--identity")
+        .arg(identity)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 /// Bytes of locked memory of process `pid` (`VmLck` in /proc).
 pub fn vm_locked_bytes(pid: u32) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
