@@ -423,3 +423,71 @@ fn audit_checkpoints_go_to_s3_under_object_lock_and_verify_reads_them() {
     assert!(!bad.status.success());
     assert!(stderr(&bad).contains("anchor"), "{}", stderr(&bad));
 }
+
+/// The endpoint can come from the standard AWS configuration instead of `-o endpoint=`:
+/// `AWS_ENDPOINT_URL`, or a named profile (`-o profile=`) of `AWS_CONFIG_FILE` that sets
+/// `endpoint_url` and a region.
+#[test]
+fn the_endpoint_comes_from_aws_endpoint_url_or_a_named_profile() {
+    let moto = Moto::start();
+    moto.create_bucket(BUCKET);
+    let ws = Workspace::new();
+    let data = pattern(200_000, 9);
+    ws.write_plain("scan.bin", &data);
+    run_ok(&mut seal_to(&ws, &moto, &ws.plain(), "s3://scans/env"));
+    let config = ws.dir.path().join("aws-config");
+    std::fs::write(
+        &config,
+        format!(
+            "[profile lab]\nregion = eu-west-1\nendpoint_url = {}\n",
+            moto.endpoint()
+        ),
+    )
+    .unwrap();
+    let mount = |configure: &dyn Fn(&mut Command), options: &str| {
+        let mut cmd = smpfs();
+        aws_env(&mut cmd);
+        configure(&mut cmd);
+        cmd.arg("mount")
+            .arg("s3://scans/env")
+            .arg(ws.mnt())
+            .arg("-i")
+            .arg(&ws.identity)
+            .args(["-o", options]);
+        run_ok(&mut cmd);
+        assert_eq!(std::fs::read(ws.mnt().join("scan.bin")).unwrap(), data);
+        run_ok(Command::new("umount").arg(ws.mnt()));
+        // The daemon releases the audit log when it exits.
+        std::thread::sleep(Duration::from_millis(300));
+    };
+    mount(
+        &|cmd| {
+            cmd.env("AWS_ENDPOINT_URL", moto.endpoint());
+        },
+        "path_style",
+    );
+    mount(
+        &|cmd| {
+            cmd.env("AWS_CONFIG_FILE", &config);
+        },
+        "profile=lab,path_style",
+    );
+    // An unknown profile is a clear error, not a silent fall back to the defaults.
+    let out = aws_env(&mut smpfs())
+        .env("AWS_CONFIG_FILE", &config)
+        .arg("mount")
+        .arg("s3://scans/env")
+        .arg(ws.mnt())
+        .arg("-i")
+        .arg(&ws.identity)
+        .args(["-o", "profile=nosuch,path_style,timeout=3s"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "an unknown profile mounted");
+    assert!(
+        stderr(&out).contains("profile=nosuch") && stderr(&out).contains("no such profile"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(!common::is_mounted(&ws.mnt()));
+}

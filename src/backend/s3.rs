@@ -151,6 +151,7 @@ impl S3Backend {
                     .with_initial_backoff(Duration::from_millis(100)),
             );
         if let Some(profile) = &options.profile {
+            require_profile(&runtime, profile)?;
             loader = loader.profile_name(profile);
         }
         if let Some(endpoint) = &options.endpoint {
@@ -178,6 +179,33 @@ impl S3Backend {
             etags: RwLock::new(HashMap::new()),
         })
     }
+}
+
+/// Fails unless the AWS config or credentials files (`AWS_CONFIG_FILE`,
+/// `AWS_SHARED_CREDENTIALS_FILE`, or `~/.aws/`) define `profile`: the SDK would quietly
+/// go on without it.
+fn require_profile(runtime: &BlockingRuntime, profile: &str) -> Result<(), BackendError> {
+    use aws_types::os_shim_internal::{Env, Fs};
+    let profiles = runtime.runtime().block_on(aws_config::profile::load(
+        &Fs::real(),
+        &Env::real(),
+        &aws_config::profile::profile_file::ProfileFiles::default(),
+        None,
+    ));
+    let known = match &profiles {
+        Ok(set) => set.get_profile(profile).is_some(),
+        Err(_) => false,
+    };
+    if known {
+        return Ok(());
+    }
+    Err(BackendError::BadSource {
+        source_text: format!("profile={profile}"),
+        reason: match profiles {
+            Ok(_) => "no such profile in the AWS config or credentials files".to_owned(),
+            Err(e) => format!("the AWS config files cannot be read: {e}"),
+        },
+    })
 }
 
 impl Inner {
