@@ -189,7 +189,7 @@ fn require_profile(runtime: &BlockingRuntime, profile: &str) -> Result<(), Backe
     let profiles = runtime.runtime().block_on(aws_config::profile::load(
         &Fs::real(),
         &Env::real(),
-        &aws_config::profile::profile_file::ProfileFiles::default(),
+        &aws_runtime::env_config::file::EnvConfigFiles::default(),
         None,
     ));
     let known = match &profiles {
