@@ -192,19 +192,14 @@ fn require_profile(runtime: &BlockingRuntime, profile: &str) -> Result<(), Backe
         &aws_runtime::env_config::file::EnvConfigFiles::default(),
         None,
     ));
-    let known = match &profiles {
-        Ok(set) => set.get_profile(profile).is_some(),
-        Err(_) => false,
+    let reason = match profiles {
+        Ok(set) if set.get_profile(profile).is_some() => return Ok(()),
+        Ok(_) => "no such profile in the AWS config or credentials files".to_owned(),
+        Err(e) => format!("the AWS config files cannot be read: {e}"),
     };
-    if known {
-        return Ok(());
-    }
     Err(BackendError::BadSource {
         source_text: format!("profile={profile}"),
-        reason: match profiles {
-            Ok(_) => "no such profile in the AWS config or credentials files".to_owned(),
-            Err(e) => format!("the AWS config files cannot be read: {e}"),
-        },
+        reason,
     })
 }
 

@@ -4,8 +4,7 @@
 //!
 //! Invariants: a volume's plaintext exists only in one [`LockedBuf`] (zeroized when the
 //! vault drops it: see `Vault::release`) and in the wiped, locked heap while a slice is
-//! parsed; error
-//! texts name tags, counts and spacings, never patient attributes.
+//! parsed; error texts name tags, counts and spacings, never patient attributes.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
