@@ -113,11 +113,15 @@ pub struct ReadProfile {
     /// on a cache miss, so a slow backend needs more of them; a local one needs no more
     /// than the cores that decrypt, and more only costs wake-ups across idle cores.
     pub request_threads: usize,
+    /// Bytes of an object the first request fetches: the header and the chunks that fit
+    /// after it, so a remote backend serves a small file in one round trip. At least 4 KiB.
+    pub first_read: u64,
 }
 
 impl Default for ReadProfile {
     /// A local disk: two read-ahead requests (one per core decrypting) of 1 MiB, an 8 MiB
-    /// window, one request thread per core (at least two).
+    /// window, one request thread per core (at least two), and a first read of the header
+    /// only (a local read costs no round trip).
     fn default() -> Self {
         let cores = std::thread::available_parallelism().map_or(2, usize::from);
         ReadProfile {
@@ -125,6 +129,22 @@ impl Default for ReadProfile {
             max_readahead: 8 << 20,
             part_size: 1 << 20,
             request_threads: cores.clamp(2, 16),
+            first_read: 4 << 10,
+        }
+    }
+}
+
+impl ReadProfile {
+    /// A remote store where every request costs a round trip: eight requests of 8 MiB in
+    /// flight, a 64 MiB window, eight request threads waiting on misses, and a first read
+    /// of 256 KiB, which holds most DICOM slices whole (header, data and last chunk).
+    pub fn remote() -> Self {
+        ReadProfile {
+            parallel_requests: 8,
+            max_readahead: 64 << 20,
+            part_size: 8 << 20,
+            request_threads: 8,
+            first_read: 256 << 10,
         }
     }
 }

@@ -493,7 +493,9 @@ fn open_sealed(file: &std::path::Path, identity_path: &std::path::Path) -> Resul
         .to_owned();
     let size = std::fs::metadata(&real)?.len();
     let backend: Arc<dyn Backend> = Arc::new(LocalBackend::open(std::path::Path::new("/"))?);
-    Ok(SealedObject::open(backend, &key, size, &identity, 0)?)
+    let first_read = backend.read_profile().first_read;
+    let (object, _) = SealedObject::open(backend, &key, size, &identity, 0, first_read)?;
+    Ok(object)
 }
 
 /// Decrypts one sealed object to stdout through a locked buffer. The last chunk is

@@ -914,7 +914,9 @@ impl Vault {
         Ok(())
     }
 
-    /// Opens a header and authenticates the last chunk, so `st_size` is authenticated.
+    /// Opens a header and authenticates the last chunk, so `st_size` is authenticated. The
+    /// chunks that came with the header (see [`ReadProfile::first_read`]) go into the cache;
+    /// one that fails to open there is left for its read to report.
     fn open_object(
         &self,
         key: &str,
@@ -922,7 +924,16 @@ impl Vault {
         identity: &Identity,
         ino: Ino,
     ) -> Result<SealedObject, VaultError> {
-        let object = SealedObject::open(Arc::clone(&self.backend), key, size, identity, ino)?;
+        let (object, first_bytes) = SealedObject::open(
+            Arc::clone(&self.backend),
+            key,
+            size,
+            identity,
+            ino,
+            self.profile.first_read,
+        )?;
+        let (prefetched, chunks) = object.prefetched(&first_bytes);
+        let _ = self.cache.with_chunks(&prefetched, chunks, |_, _| {});
         let last = object.layout().chunk_count() - 1;
         self.cache.with_chunks(&object, last..last + 1, |_, _| {})?;
         Ok(object)

@@ -1,5 +1,6 @@
 //! One sealed object opened for reading: its authenticated layout and chunk keys.
 
+use std::ops::Range;
 use std::sync::Arc;
 
 use rayon::prelude::*;
@@ -21,17 +22,20 @@ pub struct SealedObject {
 }
 
 impl SealedObject {
-    /// Reads and opens the header of object `key` (listed with `size` bytes), checks that
+    /// Reads the first `first_read` bytes of object `key` (listed with `size` bytes; all of
+    /// it if smaller, and more if the header is longer) and opens the header; checks that
     /// the key ends with the sealed logical path and that the size matches the header.
-    /// `id` names the object in the chunk cache.
+    /// `id` names the object in the chunk cache. Returns the bytes read with the object,
+    /// for [`SealedObject::prefetched`].
     pub fn open(
         backend: Arc<dyn Backend>,
         key: &str,
         size: u64,
         identity: &Identity,
         id: u64,
-    ) -> Result<Self, VaultError> {
-        let header = read_header(backend.as_ref(), key, size)?;
+        first_read: u64,
+    ) -> Result<(Self, Vec<u8>), VaultError> {
+        let (header, first_bytes) = read_first(backend.as_ref(), key, size, first_read)?;
         let opened = header.open(identity).map_err(|source| VaultError::Format {
             key: key.to_owned(),
             source,
@@ -51,13 +55,31 @@ impl SealedObject {
                 actual: size,
             });
         }
-        Ok(SealedObject {
+        let object = SealedObject {
             id,
             key: key.to_owned(),
             file_id: header.file_id(),
             opened,
             backend,
-        })
+        };
+        Ok((object, first_bytes))
+    }
+
+    /// The chunks lying wholly within `first_bytes` (the object's bytes from offset 0, as
+    /// [`SealedObject::open`] returned them), with a source that loads them from there
+    /// instead of the backend.
+    pub fn prefetched<'a>(&'a self, first_bytes: &'a [u8]) -> (Prefetched<'a>, Range<u64>) {
+        let layout = &self.opened.layout;
+        let within = (0..layout.chunk_count())
+            .take_while(|&i| {
+                layout.chunk_offset(i) + self.sealed_len(i) as u64 <= first_bytes.len() as u64
+            })
+            .count() as u64;
+        let source = Prefetched {
+            object: self,
+            first_bytes,
+        };
+        (source, 0..within)
     }
 
     /// The authenticated layout (plaintext size, chunk size).
@@ -76,14 +98,19 @@ impl SealedObject {
     }
 }
 
-/// Fetches the header: a first read of up to 4 KiB, then the rest if it is longer.
-fn read_header(backend: &dyn Backend, key: &str, size: u64) -> Result<Header, VaultError> {
+/// Fetches the first `first_read` bytes (at least 4 KiB, at most `size`), then the rest of
+/// the header if it is longer, and parses the header.
+fn read_first(
+    backend: &dyn Backend,
+    key: &str,
+    size: u64,
+    first_read: u64,
+) -> Result<(Header, Vec<u8>), VaultError> {
     let format_err = |source| VaultError::Format {
         key: key.to_owned(),
         source,
     };
-    let first = size.min(4096) as usize;
-    let mut buf = vec![0u8; first];
+    let mut buf = vec![0u8; size.min(first_read.max(4096)) as usize];
     backend.read_range(key, 0, &mut [&mut buf])?;
     let len = format::header_len(&buf).map_err(format_err)?;
     if len as u64 > size {
@@ -94,7 +121,30 @@ fn read_header(backend: &dyn Backend, key: &str, size: u64) -> Result<Header, Va
         backend.read_range(key, buf.len() as u64, &mut [&mut rest])?;
         buf.extend_from_slice(&rest);
     }
-    Header::parse(&buf).map_err(format_err)
+    let header = Header::parse(&buf).map_err(format_err)?;
+    Ok((header, buf))
+}
+
+impl SealedObject {
+    /// Authenticates and decrypts chunks `first..first + bufs.len()` in place.
+    fn open_chunks(&self, first: u64, bufs: &mut [&mut [u8]]) -> Result<(), VaultError> {
+        let layout = &self.opened.layout;
+        let open = |(i, buf): (usize, &mut &mut [u8])| {
+            let index = first + i as u64;
+            self.opened
+                .chunks
+                .open_chunk(index, layout.is_last(index), buf)
+                .map_err(|source| VaultError::Format {
+                    key: self.key.clone(),
+                    source,
+                })
+        };
+        if bufs.len() > 1 {
+            bufs.par_iter_mut().enumerate().try_for_each(open)
+        } else {
+            bufs.iter_mut().enumerate().try_for_each(open)
+        }
+    }
 }
 
 impl ChunkSource for SealedObject {
@@ -113,23 +163,46 @@ impl ChunkSource for SealedObject {
     }
 
     fn load(&self, first: u64, bufs: &mut [&mut [u8]]) -> Result<(), VaultError> {
-        let layout = &self.opened.layout;
-        self.backend
-            .read_range(&self.key, layout.chunk_offset(first), bufs)?;
-        let open = |(i, buf): (usize, &mut &mut [u8])| {
-            let index = first + i as u64;
-            self.opened
-                .chunks
-                .open_chunk(index, layout.is_last(index), buf)
-                .map_err(|source| VaultError::Format {
-                    key: self.key.clone(),
-                    source,
+        let offset = self.opened.layout.chunk_offset(first);
+        self.backend.read_range(&self.key, offset, bufs)?;
+        self.open_chunks(first, bufs)
+    }
+}
+
+/// A [`ChunkSource`] for the chunks of an object that its first read already fetched; see
+/// [`SealedObject::prefetched`]. Loading a chunk beyond those bytes is a short read.
+pub struct Prefetched<'a> {
+    object: &'a SealedObject,
+    first_bytes: &'a [u8],
+}
+
+impl ChunkSource for Prefetched<'_> {
+    type Error = VaultError;
+
+    fn object_id(&self) -> u64 {
+        self.object.object_id()
+    }
+
+    fn sealed_len(&self, index: u64) -> usize {
+        self.object.sealed_len(index)
+    }
+
+    fn plain_len(&self, index: u64) -> usize {
+        self.object.plain_len(index)
+    }
+
+    fn load(&self, first: u64, bufs: &mut [&mut [u8]]) -> Result<(), VaultError> {
+        let mut at = self.object.opened.layout.chunk_offset(first) as usize;
+        for buf in bufs.iter_mut() {
+            let bytes = self.first_bytes.get(at..at + buf.len()).ok_or_else(|| {
+                VaultError::Backend(crate::backend::BackendError::ShortRead {
+                    key: self.object.key.clone(),
+                    end: (at + buf.len()) as u64,
                 })
-        };
-        if bufs.len() > 1 {
-            bufs.par_iter_mut().enumerate().try_for_each(open)
-        } else {
-            bufs.iter_mut().enumerate().try_for_each(open)
+            })?;
+            buf.copy_from_slice(bytes);
+            at += buf.len();
         }
+        self.object.open_chunks(first, bufs)
     }
 }

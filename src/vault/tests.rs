@@ -317,6 +317,75 @@ impl Backend for RemoteLike {
     }
 }
 
+impl RemoteLike {
+    /// A vault over `f`'s bucket with the remote backends' read profile; returns the
+    /// backend too, to look at its requests.
+    fn vault(f: &Fixture) -> (Arc<Vault>, Arc<RemoteLike>) {
+        let backend = Arc::new(RemoteLike {
+            inner: LocalBackend::open(f.bucket.path()).unwrap(),
+            profile: crate::backend::ReadProfile::remote(),
+            requests: Mutex::new(Vec::new()),
+        });
+        let config = VaultConfig {
+            cache_size: 16 << 20,
+            ..VaultConfig::default()
+        };
+        let vault = Vault::new(backend.clone(), f.identity(), config, None).unwrap();
+        (Arc::new(vault), backend)
+    }
+}
+
+#[test]
+fn a_remote_first_request_brings_the_header_with_the_first_chunks() {
+    let f = Fixture::new();
+    let slice = pattern(200_000, 5);
+    let big = pattern(1_000_000, 6);
+    f.seal("a/slice", &slice);
+    f.seal("b/big", &big);
+    let (v, backend) = RemoteLike::vault(&f);
+    assert_eq!(read_all(&v, "a/slice").unwrap(), slice);
+    let slice_len = std::fs::metadata(f.object_path("a/slice")).unwrap().len();
+    assert_eq!(
+        *backend.requests.lock(),
+        [slice_len],
+        "header, data and last chunk of a small file in one request"
+    );
+    backend.requests.lock().clear();
+    resolve(&v, "b/big").unwrap();
+    let last_chunk = (1_000_000 % 65_536 + TAG_LEN) as u64;
+    assert_eq!(*backend.requests.lock(), [256 << 10, last_chunk]);
+    assert_eq!(read_all(&v, "b/big").unwrap(), big);
+}
+
+#[test]
+fn a_tampered_chunk_that_came_with_the_header_fails_its_reads_only() {
+    let f = Fixture::new();
+    let data = pattern(200_000, 7);
+    f.seal("slice", &data);
+    let mut bytes = std::fs::read(f.object_path("slice")).unwrap();
+    let header_len = bytes.len() - 200_000 - 4 * TAG_LEN;
+    bytes[header_len + 65_536 + TAG_LEN + 10] ^= 0x80; // inside chunk 1
+    std::fs::write(f.object_path("slice"), bytes).unwrap();
+    let (v, _) = RemoteLike::vault(&f);
+    let fh = v.open(resolve(&v, "slice").unwrap().ino, ME).unwrap();
+    let mut out = vec![0u8; 65_536];
+    assert_eq!(v.read(fh, 0, &mut out, ME).unwrap(), 65_536);
+    assert_eq!(out, data[..65_536]);
+    let err = v.read(fh, 65_536, &mut out, ME).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            VaultError::Format {
+                source: FormatError::ChunkTampered { index: 1 },
+                ..
+            }
+        ),
+        "{err}"
+    );
+    v.read(fh, 2 * 65_536, &mut out, ME).unwrap();
+    assert_eq!(out, data[2 * 65_536..3 * 65_536]);
+}
+
 #[test]
 fn read_ahead_keeps_the_window_full_with_requests_of_the_part_size() {
     let f = Fixture::new();
@@ -329,6 +398,7 @@ fn read_ahead_keeps_the_window_full_with_requests_of_the_part_size() {
             max_readahead: 16 << 20,
             part_size: 2 << 20,
             request_threads: 8,
+            first_read: 4 << 10,
         },
         requests: Mutex::new(Vec::new()),
     });

@@ -529,12 +529,7 @@ impl Backend for GDriveBackend {
     }
 
     fn read_profile(&self) -> ReadProfile {
-        ReadProfile {
-            parallel_requests: 8,
-            max_readahead: 64 << 20,
-            part_size: 8 << 20,
-            request_threads: 8,
-        }
+        ReadProfile::remote()
     }
 
     fn describe(&self) -> String {
