@@ -501,6 +501,10 @@ class Handler(BaseHTTPRequestHandler):
 
 
 class Server(ThreadingHTTPServer):
+    # A client opening many connections at once (parallel ranged reads) must not have its
+    # SYNs dropped by a full accept queue (the default is 5): each costs a 1 s retransmit.
+    request_queue_size = 128
+
     def handle_error(self, request, client_address):
         """Clients that hang up mid-answer (timeouts under test) are not errors."""
         if not isinstance(sys.exc_info()[1], (BrokenPipeError, ConnectionResetError)):

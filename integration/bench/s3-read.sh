@@ -7,6 +7,8 @@
 #   integration/bench/s3-read.sh
 # Environment:
 #   SIZE_MIB=256   size of the random test file
+#   SMALL=200      number of small random files (SMALL_KIB each) for the small-file read
+#   SMALL_KIB=128  size of each small file (an MR slice is about 128 KiB)
 #   REPS=3         repetitions of each measurement (every one is reported, and the median)
 #   REPORT=FILE    also write the Markdown report to FILE
 #   SMPFS_BIN=PATH measure that binary instead of building a release one
@@ -14,12 +16,20 @@
 # Each repetition, in this order: the raw rate (`curl`, one GET of the sealed object, to
 # /dev/null), then `dd bs=1M` of the file through a fresh mount of each peer (unmounted
 # after, so nothing is cached between repetitions). smpfs runs with its defaults (audit log
-# on). Every mount is checked against the plaintext with `cmp` once, untimed. Target: smpfs
-# ahead of both peers and at least 90% of the raw GET rate. Informational: exits 0 either way.
+# on). Every mount is checked against the plaintext with `cmp` once, untimed. The CPU time of
+# the smpfs daemon and of s3rver during the smpfs read is reported per GiB. Target: smpfs
+# ahead of both peers and at least 90% of the raw GET rate.
+#
+# Small files: each repetition also reads SMALL files of SMALL_KIB (a DICOM series) with one
+# `cat` through a fresh mount of each peer; the time includes each peer's first look at the
+# directory, which for smpfs checks every header. Reported in files per second.
+# Informational: exits 0 either way.
 set -euo pipefail
 shopt -s inherit_errexit
 
 SIZE_MIB=${SIZE_MIB:-256}
+SMALL=${SMALL:-200}
+SMALL_KIB=${SMALL_KIB:-128}
 REPS=${REPS:-3}
 REPORT=${REPORT:-}
 
@@ -30,6 +40,7 @@ die() { echo "s3-read: $*" >&2; exit 1; }
 [ -f Cargo.toml ] && grep -q '^name = "smpfs"' Cargo.toml || die "run from the smpfs repository root"
 [[ "$SIZE_MIB" =~ ^[1-9][0-9]*$ ]] || die "SIZE_MIB must be a positive integer"
 [[ "$REPS" =~ ^[1-9][0-9]*$ ]] || die "REPS must be a positive integer"
+[[ "$SMALL" =~ ^[1-9][0-9]*$ && "$SMALL_KIB" =~ ^[1-9][0-9]*$ ]] || die "SMALL and SMALL_KIB must be positive integers"
 
 bash integration/install-deps.sh >&2
 need_apt=()
@@ -72,7 +83,7 @@ cleanup() {
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
-mkdir -p "$WORK/plain" "$WORK/s3rver" "$MNT"
+mkdir -p "$WORK/plain/small" "$WORK/s3rver" "$MNT"
 
 BUCKET=smpfs-bench
 PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
@@ -86,9 +97,12 @@ curl -s -o /dev/null "$ENDPOINT/" || die "s3rver did not start: $(cat "$WORK/s3r
 log "writing a ${SIZE_MIB} MiB random file and putting it in the bucket three ways"
 head -c $(( SIZE_MIB << 20 )) /dev/urandom > "$WORK/plain/data.bin"
 PLAIN_BYTES=$(( SIZE_MIB << 20 ))
+for i in $(seq -w "$SMALL"); do
+  head -c $(( SMALL_KIB << 10 )) /dev/urandom > "$WORK/plain/small/slice-$i.bin"
+done
 RECIPIENT=$("$SMPFS" keygen --out "$WORK/id.key" 2>/dev/null)
 SMPFS_OPTS="endpoint=$ENDPOINT,path_style"
-"$SMPFS" seal "$WORK/plain/data.bin" --to "$RECIPIENT" --out "s3://$BUCKET/smpfs" -o "$SMPFS_OPTS" >&2
+"$SMPFS" seal "$WORK/plain" --to "$RECIPIENT" --out "s3://$BUCKET/smpfs" -o "$SMPFS_OPTS" >&2
 
 export RCLONE_CONFIG=$WORK/rclone.conf
 cat > "$RCLONE_CONFIG" <<EOF
@@ -106,8 +120,8 @@ remote = s3:$BUCKET/crypt
 password = $(rclone obscure bench-password)
 password2 = $(rclone obscure bench-salt)
 EOF
-rclone copy "$WORK/plain/data.bin" crypt: >&2
-rclone copy "$WORK/plain/data.bin" "s3:$BUCKET/plain" >&2
+rclone copy "$WORK/plain" crypt: >&2
+rclone copy "$WORK/plain" "s3:$BUCKET/plain" >&2
 echo "S3RVER:S3RVER" > "$WORK/s3fs.passwd"
 chmod 600 "$WORK/s3fs.passwd"
 SEALED_BYTES=$(stat -c %s "$WORK/s3rver/$BUCKET/smpfs/data.bin._S3rver_object" 2>/dev/null \
@@ -130,32 +144,64 @@ unmount() {
   for _ in $(seq 100); do mountpoint -q "$MNT" || return 0; sleep 0.1; done
   die "$MNT is still mounted"
 }
-# Seconds to read the file through a fresh mount made by `$1`.
+# CPU seconds (user + system) process $1 has used so far.
+cpu_of() { awk -v tck="$(getconf CLK_TCK)" '{printf "%.3f\n", ($14 + $15) / tck}' "/proc/$1/stat"; }
+# CPU seconds per GiB read, from a CPU delta.
+per_gib() { python3 -c "print(f'{($2 - $1) / ($PLAIN_BYTES / 2**30):.2f}')"; }
+# Reads the file through a fresh mount made by `$1`; prints GB/s, then the CPU seconds per
+# GiB the mount's process (the newest one naming the mount point) and the server spent.
 timed_read() {
   "$1"
-  local start end
+  local start end client client0 server0
+  client=$(pgrep -n -f -- "$MNT")
+  client0=$(cpu_of "$client") server0=$(cpu_of "$SERVER_PID")
   start=$(date +%s.%N)
   dd if="$MNT/data.bin" of=/dev/null bs=1M status=none
   end=$(date +%s.%N)
+  echo "$(python3 -c "print(f'{$PLAIN_BYTES / ($end - $start) / 1e9:.3f}')")" \
+    "$(per_gib "$client0" "$(cpu_of "$client")")" "$(per_gib "$server0" "$(cpu_of "$SERVER_PID")")"
   unmount
-  python3 -c "print(f'{$PLAIN_BYTES / ($end - $start) / 1e9:.3f}')"
+}
+
+# Reads every small file with one `cat` through a fresh mount made by `$1`; prints files/s.
+small_read() {
+  "$1"
+  local start end
+  start=$(date +%s.%N)
+  cat "$MNT"/small/* > /dev/null
+  end=$(date +%s.%N)
+  unmount
+  python3 -c "print(f'{$SMALL / ($end - $start):.0f}')"
 }
 
 log "checking every mount's bytes once (untimed)"
+SMALL_SUM=$(cat "$WORK"/plain/small/* | sha256sum)
 for m in mount_smpfs mount_rclone mount_s3fs; do
   "$m"
   cmp "$MNT/data.bin" "$WORK/plain/data.bin" || die "$m returned different bytes"
+  [ "$(cat "$MNT"/small/* | sha256sum)" = "$SMALL_SUM" ] || die "$m returned different small files"
   unmount
 done
 
-raw=() smpfs=() rclone=() s3fs=()
+raw=() raw_cpu=() smpfs=() smpfs_cpu=() server_cpu=() rclone=() s3fs=()
+small_smpfs=() small_rclone=() small_s3fs=()
 for rep in $(seq "$REPS"); do
+  server0=$(cpu_of "$SERVER_PID")
   secs=$(curl -s -o /dev/null -w '%{time_total}' "$ENDPOINT/$BUCKET/smpfs/data.bin")
   raw+=("$(python3 -c "print(f'{$SEALED_BYTES / $secs / 1e9:.3f}')")")
-  smpfs+=("$(timed_read mount_smpfs)")
-  rclone+=("$(timed_read mount_rclone)")
-  s3fs+=("$(timed_read mount_s3fs)")
-  log "rep $rep: raw ${raw[-1]}, smpfs ${smpfs[-1]}, rclone crypt ${rclone[-1]}, s3fs ${s3fs[-1]} GB/s"
+  raw_cpu+=("$(per_gib "$server0" "$(cpu_of "$SERVER_PID")")")
+  read -r rate client server < <(timed_read mount_smpfs)
+  smpfs+=("$rate") smpfs_cpu+=("$client") server_cpu+=("$server")
+  read -r rate _ _ < <(timed_read mount_rclone)
+  rclone+=("$rate")
+  read -r rate _ _ < <(timed_read mount_s3fs)
+  s3fs+=("$rate")
+  small_smpfs+=("$(small_read mount_smpfs)")
+  small_rclone+=("$(small_read mount_rclone)")
+  small_s3fs+=("$(small_read mount_s3fs)")
+  log "rep $rep: small files/s: smpfs ${small_smpfs[-1]}, rclone crypt ${small_rclone[-1]}, s3fs ${small_s3fs[-1]}"
+  log "rep $rep: raw ${raw[-1]}, smpfs ${smpfs[-1]}, rclone crypt ${rclone[-1]}, s3fs ${s3fs[-1]} GB/s;" \
+    "CPU s/GiB: smpfs ${smpfs_cpu[-1]}, s3rver ${server_cpu[-1]} (${raw_cpu[-1]} for the raw GET)"
 done
 
 median() { printf '%s\n' "$@" | sort -g | awk '{a[NR]=$1} END {print (NR%2) ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2}'; }
@@ -163,6 +209,9 @@ RAW=$(median "${raw[@]}")
 SMPFS_MED=$(median "${smpfs[@]}")
 RCLONE=$(median "${rclone[@]}")
 S3FS=$(median "${s3fs[@]}")
+SMPFS_CPU=$(median "${smpfs_cpu[@]}")
+SERVER_CPU=$(median "${server_cpu[@]}")
+RAW_CPU=$(median "${raw_cpu[@]}")
 ratio() { python3 -c "print(f'{$1 / $2:.2f}')"; }
 verdict() { python3 -c "print('PASS' if $1 else 'MISS')"; }
 report=$(cat <<EOF
@@ -178,6 +227,16 @@ report=$(cat <<EOF
 | smpfs >= 90% of the raw GET rate | **$(ratio "$SMPFS_MED" "$RAW")** of raw | **$(verdict "$SMPFS_MED >= 0.9 * $RAW")** |
 | smpfs ahead of rclone crypt | **$(ratio "$SMPFS_MED" "$RCLONE")x** | **$(verdict "$SMPFS_MED > $RCLONE")** |
 | smpfs ahead of s3fs | **$(ratio "$SMPFS_MED" "$S3FS")x** | **$(verdict "$SMPFS_MED > $S3FS")** |
+
+| small files ($SMALL x $SMALL_KIB KiB, one \`cat\`, fresh mount) | median files/s | runs files/s |
+|---|---|---|
+| smpfs | $(median "${small_smpfs[@]}") | ${small_smpfs[*]} |
+| rclone mount of a crypt remote | $(median "${small_rclone[@]}") | ${small_rclone[*]} |
+| s3fs (plain, unencrypted) | $(median "${small_s3fs[@]}") | ${small_s3fs[*]} |
+
+CPU per GiB read (medians): during the smpfs read, smpfs $SMPFS_CPU s and s3rver $SERVER_CPU s;
+s3rver $RAW_CPU s during the raw GET. With $(nproc) CPUs that bounds the smpfs read at
+$(python3 -c "print(f'{$(nproc) / ($SMPFS_CPU + $SERVER_CPU) * 2**30 / 1e9:.2f}')") GB/s if it used every CPU.
 EOF
 )
 echo "$report"
