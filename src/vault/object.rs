@@ -82,6 +82,26 @@ impl SealedObject {
         (source, 0..within)
     }
 
+    /// Authenticates and decrypts chunks `first..first + bufs.len()` in place.
+    fn open_chunks(&self, first: u64, bufs: &mut [&mut [u8]]) -> Result<(), VaultError> {
+        let layout = &self.opened.layout;
+        let open = |(i, buf): (usize, &mut &mut [u8])| {
+            let index = first + i as u64;
+            self.opened
+                .chunks
+                .open_chunk(index, layout.is_last(index), buf)
+                .map_err(|source| VaultError::Format {
+                    key: self.key.clone(),
+                    source,
+                })
+        };
+        if bufs.len() > 1 {
+            bufs.par_iter_mut().enumerate().try_for_each(open)
+        } else {
+            bufs.iter_mut().enumerate().try_for_each(open)
+        }
+    }
+
     /// The authenticated layout (plaintext size, chunk size).
     pub fn layout(&self) -> &Layout {
         &self.opened.layout
@@ -123,28 +143,6 @@ fn read_first(
     }
     let header = Header::parse(&buf).map_err(format_err)?;
     Ok((header, buf))
-}
-
-impl SealedObject {
-    /// Authenticates and decrypts chunks `first..first + bufs.len()` in place.
-    fn open_chunks(&self, first: u64, bufs: &mut [&mut [u8]]) -> Result<(), VaultError> {
-        let layout = &self.opened.layout;
-        let open = |(i, buf): (usize, &mut &mut [u8])| {
-            let index = first + i as u64;
-            self.opened
-                .chunks
-                .open_chunk(index, layout.is_last(index), buf)
-                .map_err(|source| VaultError::Format {
-                    key: self.key.clone(),
-                    source,
-                })
-        };
-        if bufs.len() > 1 {
-            bufs.par_iter_mut().enumerate().try_for_each(open)
-        } else {
-            bufs.iter_mut().enumerate().try_for_each(open)
-        }
-    }
 }
 
 impl ChunkSource for SealedObject {
