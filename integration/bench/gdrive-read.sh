@@ -9,6 +9,7 @@
 #   SIZE_MIB=256   size of the random test file
 #   REPS=3         repetitions of each measurement (every one is reported, and the median)
 #   REPORT=FILE    also write the Markdown report to FILE
+#   SMPFS_BIN=PATH measure that binary instead of building a release one
 #
 # Raw rate: `curl` downloads the whole object (`files/ID?alt=media`, one GET) from the
 # fake; also reported, the rate of one `curl --parallel` fetching it as 8 MiB ranges, 8 in
@@ -23,40 +24,16 @@ SIZE_MIB=${SIZE_MIB:-256}
 REPS=${REPS:-3}
 REPORT=${REPORT:-}
 
-log() { echo "==> $*" >&2; }
-die() { echo "gdrive-read: $*" >&2; exit 1; }
+BENCH=gdrive-read
+source integration/bench/remote-common.sh
+positive SIZE_MIB "$SIZE_MIB" REPS "$REPS"
+bench_setup
+mkdir -p "$WORK/plain"
 
-[ "$(id -u)" = 0 ] || die "run as root (mounts FUSE)"
-[ -f Cargo.toml ] && grep -q '^name = "smpfs"' Cargo.toml || die "run from the smpfs repository root"
-[[ "$SIZE_MIB" =~ ^[1-9][0-9]*$ ]] || die "SIZE_MIB must be a positive integer"
-[[ "$REPS" =~ ^[1-9][0-9]*$ ]] || die "REPS must be a positive integer"
-
-bash integration/install-deps.sh >&2
-command -v curl >/dev/null || die "curl is needed"
-log "cargo build --release --bin smpfs"
-cargo build --release --bin smpfs >&2
-SMPFS=$PWD/target/release/smpfs
-
-WORK=$(mktemp -d /tmp/smpfs-gdrive-bench.XXXXXX)
-MNT=$WORK/mnt
-FAKE_PID=
-cleanup() {
-  local rc=$?
-  trap - EXIT INT TERM
-  if mountpoint -q "$MNT" 2>/dev/null; then umount "$MNT" 2>/dev/null || umount -l "$MNT" || true; fi
-  [ -n "$FAKE_PID" ] && kill "$FAKE_PID" 2>/dev/null || true
-  rm -rf "$WORK"
-  exit "$rc"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-mkdir -p "$WORK/plain" "$MNT"
-
-PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-ENDPOINT=http://127.0.0.1:$PORT
-python3 tests/fake_gdrive.py --port "$PORT" --key-out "$WORK/sa.json" &
-FAKE_PID=$!
-for _ in $(seq 100); do [ -s "$WORK/sa.json" ] && curl -s -o /dev/null "$ENDPOINT/" && break; sleep 0.1; done
+python3 tests/fake_gdrive.py --port "$PORT" --key-out "$WORK/sa.json" 2>"$WORK/fake.log" &
+SERVER_PID=$!
+wait_for_server "the fake Drive server" "$WORK/fake.log"
+for _ in $(seq 100); do [ -s "$WORK/sa.json" ] && break; sleep 0.1; done
 OPTS="gdrive_endpoint=$ENDPOINT,gdrive_credentials=$WORK/sa.json"
 
 log "sealing a ${SIZE_MIB} MiB random file to the fake Drive"
@@ -69,8 +46,6 @@ OBJECT_BYTES=$(admin state | python3 -c 'import json,sys; print([e["size"] for e
 TOKEN=$(admin token | python3 -c 'import json,sys; print(json.load(sys.stdin)["access_token"])')
 PLAIN_BYTES=$(( SIZE_MIB << 20 ))
 
-# CPU seconds (user + system) process $1 has used so far.
-cpu_of() { awk -v tck="$(getconf CLK_TCK)" '{printf "%.3f\n", ($14 + $15) / tck}' "/proc/$1/stat"; }
 gbps() { python3 -c "print(f'{$1 / $2 / 1e9:.3f}')"; }
 # CPU seconds per GiB moved, from a CPU delta and a byte count.
 per_gib() { python3 -c "print(f'{($2 - $1) / ($3 / 2**30):.2f}')"; }
@@ -93,12 +68,12 @@ for rep in $(seq "$REPS"); do
   ranged+=("$(gbps "$OBJECT_BYTES" "$(python3 -c "print($end - $start)")")")
   "$SMPFS" mount "gdrive:///My Drive/bench" "$MNT" -i "$WORK/id.key" -o "$OPTS,audit=off"
   DAEMON=$(pgrep -n -f -- "$MNT")
-  daemon0=$(cpu_of "$DAEMON") fake0=$(cpu_of "$FAKE_PID")
+  daemon0=$(cpu_of "$DAEMON") fake0=$(cpu_of "$SERVER_PID")
   start=$(date +%s.%N)
   dd if="$MNT/data.bin" of=/dev/null bs=1M status=none
   end=$(date +%s.%N)
   mount_cpu+=("$(per_gib "$daemon0" "$(cpu_of "$DAEMON")" "$PLAIN_BYTES")")
-  fake_cpu+=("$(per_gib "$fake0" "$(cpu_of "$FAKE_PID")" "$PLAIN_BYTES")")
+  fake_cpu+=("$(per_gib "$fake0" "$(cpu_of "$SERVER_PID")" "$PLAIN_BYTES")")
   umount "$MNT"
   mount+=("$(gbps "$PLAIN_BYTES" "$(python3 -c "print($end - $start)")")")
   log "rep $rep: raw ${raw[-1]}, 8 ranges ${ranged[-1]}, mount ${mount[-1]} GB/s" \
@@ -109,7 +84,6 @@ log "checking the mount's bytes once (untimed)"
 cmp "$MNT/data.bin" "$WORK/plain/data.bin" || die "the mount returned different bytes"
 umount "$MNT"
 
-median() { printf '%s\n' "$@" | sort -g | awk '{a[NR]=$1} END {print (NR%2) ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2}'; }
 RAW=$(median "${raw[@]}")
 RANGED=$(median "${ranged[@]}")
 MOUNT=$(median "${mount[@]}")

@@ -24,54 +24,17 @@ OBJECTS=${OBJECTS:-10000}
 REPS=${REPS:-3}
 REPORT=${REPORT:-}
 
-log() { echo "==> $*" >&2; }
-die() { echo "s3-list: $*" >&2; exit 1; }
-
-[ "$(id -u)" = 0 ] || die "run as root (mounts FUSE)"
-[ -f Cargo.toml ] && grep -q '^name = "smpfs"' Cargo.toml || die "run from the smpfs repository root"
-[[ "$OBJECTS" =~ ^[1-9][0-9]*$ ]] || die "OBJECTS must be a positive integer"
-[[ "$REPS" =~ ^[1-9][0-9]*$ ]] || die "REPS must be a positive integer"
-
-bash integration/install-deps.sh >&2
-command -v rclone >/dev/null 2>&1 || {
-  log "apt-get install rclone"
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends rclone >/dev/null
-}
-if [ -n "${SMPFS_BIN:-}" ]; then
-  SMPFS=$SMPFS_BIN
-else
-  log "cargo build --release --bin smpfs"
-  cargo build --release --bin smpfs >&2
-  SMPFS=$PWD/target/release/smpfs
-fi
-
-# The workplace's CA settings break plain-http endpoints for some clients (FACTS.md).
-unset AWS_CA_BUNDLE AWS_PROFILE AWS_ENDPOINT_URL AWS_SESSION_TOKEN
-export AWS_ACCESS_KEY_ID=bench AWS_SECRET_ACCESS_KEY=bench AWS_REGION=us-east-1
-export AWS_EC2_METADATA_DISABLED=true
-
-WORK=$(mktemp -d /tmp/smpfs-s3-list.XXXXXX)
-MNT=$WORK/mnt
-SERVER_PID=
-cleanup() {
-  local rc=$?
-  trap - EXIT INT TERM
-  if mountpoint -q "$MNT" 2>/dev/null; then umount "$MNT" 2>/dev/null || umount -l "$MNT" || true; fi
-  [ -n "$SERVER_PID" ] && kill "$SERVER_PID" 2>/dev/null || true
-  rm -rf "$WORK"
-  exit "$rc"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-mkdir -p "$MNT"
+BENCH=s3-list
+source integration/bench/remote-common.sh
+positive OBJECTS "$OBJECTS" REPS "$REPS"
+need_commands rclone:rclone
+bench_setup
+s3_client_env bench bench
 
 BUCKET=smpfs-list-bench
-PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-ENDPOINT=http://127.0.0.1:$PORT
 moto_server -H 127.0.0.1 -p "$PORT" >"$WORK/moto.log" 2>&1 &
 SERVER_PID=$!
-for _ in $(seq 100); do curl -s -o /dev/null "$ENDPOINT/" && break; sleep 0.1; done
-curl -s -o /dev/null "$ENDPOINT/" || die "moto_server did not start: $(cat "$WORK/moto.log")"
+wait_for_server moto_server "$WORK/moto.log"
 
 log "putting $OBJECTS objects (16 in flight)"
 python3 - "$ENDPOINT" "$BUCKET" "$OBJECTS" <<'EOF'
@@ -178,7 +141,6 @@ for rep in $(seq "$REPS"); do
   log "rep $rep: boto3 ${raw[-1]} s, walk ${walk[-1]} s, rclone ${rclone[-1]} s, smpfs mount ${smpfs[-1]} s"
 done
 
-median() { printf '%s\n' "$@" | sort -g | awk '{a[NR]=$1} END {print (NR%2) ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2}'; }
 RAW=$(median "${raw[@]}")
 WALK=$(median "${walk[@]}")
 RCLONE=$(median "${rclone[@]}")

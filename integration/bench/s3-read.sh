@@ -33,66 +33,25 @@ SMALL_KIB=${SMALL_KIB:-128}
 REPS=${REPS:-3}
 REPORT=${REPORT:-}
 
-log() { echo "==> $*" >&2; }
-die() { echo "s3-read: $*" >&2; exit 1; }
-
-[ "$(id -u)" = 0 ] || die "run as root (mounts FUSE)"
-[ -f Cargo.toml ] && grep -q '^name = "smpfs"' Cargo.toml || die "run from the smpfs repository root"
-[[ "$SIZE_MIB" =~ ^[1-9][0-9]*$ ]] || die "SIZE_MIB must be a positive integer"
-[[ "$REPS" =~ ^[1-9][0-9]*$ ]] || die "REPS must be a positive integer"
-[[ "$SMALL" =~ ^[1-9][0-9]*$ && "$SMALL_KIB" =~ ^[1-9][0-9]*$ ]] || die "SMALL and SMALL_KIB must be positive integers"
-
-bash integration/install-deps.sh >&2
-need_apt=()
-for pkg_cmd in rclone:rclone s3fs:s3fs curl:curl npm:npm; do
-  command -v "${pkg_cmd#*:}" >/dev/null 2>&1 || need_apt+=("${pkg_cmd%%:*}")
-done
-if [ ${#need_apt[@]} -gt 0 ]; then
-  log "apt-get install ${need_apt[*]}"
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null
-fi
+BENCH=s3-read
+source integration/bench/remote-common.sh
+positive SIZE_MIB "$SIZE_MIB" REPS "$REPS" SMALL "$SMALL" SMALL_KIB "$SMALL_KIB"
+need_commands rclone:rclone s3fs:s3fs npm:npm
 TOOLS=$PWD/target/bench-tools
 if [ ! -x "$TOOLS/node_modules/.bin/s3rver" ]; then
   log "npm install s3rver@3 (into $TOOLS)"
   mkdir -p "$TOOLS"
   (cd "$TOOLS" && npm install --silent --no-audit --no-fund s3rver@3 >/dev/null)
 fi
-if [ -n "${SMPFS_BIN:-}" ]; then
-  SMPFS=$SMPFS_BIN
-else
-  log "cargo build --release --bin smpfs"
-  cargo build --release --bin smpfs >&2
-  SMPFS=$PWD/target/release/smpfs
-fi
-
-# The workplace's CA settings break plain-http endpoints for some clients (FACTS.md).
-unset AWS_CA_BUNDLE AWS_PROFILE AWS_ENDPOINT_URL AWS_SESSION_TOKEN
-export AWS_ACCESS_KEY_ID=S3RVER AWS_SECRET_ACCESS_KEY=S3RVER AWS_REGION=us-east-1
-export AWS_EC2_METADATA_DISABLED=true
-
-WORK=$(mktemp -d /tmp/smpfs-s3-bench.XXXXXX)
-MNT=$WORK/mnt
-SERVER_PID=
-cleanup() {
-  local rc=$?
-  trap - EXIT INT TERM
-  if mountpoint -q "$MNT" 2>/dev/null; then umount "$MNT" 2>/dev/null || umount -l "$MNT" || true; fi
-  [ -n "$SERVER_PID" ] && kill "$SERVER_PID" 2>/dev/null || true
-  rm -rf "$WORK"
-  exit "$rc"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-mkdir -p "$WORK/plain/small" "$WORK/s3rver" "$MNT"
+bench_setup
+s3_client_env S3RVER S3RVER
+mkdir -p "$WORK/plain/small" "$WORK/s3rver"
 
 BUCKET=smpfs-bench
-PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-ENDPOINT=http://127.0.0.1:$PORT
 "$TOOLS/node_modules/.bin/s3rver" -d "$WORK/s3rver" -a 127.0.0.1 -p "$PORT" \
   --configure-bucket "$BUCKET" --silent >"$WORK/s3rver.log" 2>&1 &
 SERVER_PID=$!
-for _ in $(seq 100); do curl -s -o /dev/null "$ENDPOINT/" && break; sleep 0.1; done
-curl -s -o /dev/null "$ENDPOINT/" || die "s3rver did not start: $(cat "$WORK/s3rver.log")"
+wait_for_server s3rver "$WORK/s3rver.log"
 
 log "writing a ${SIZE_MIB} MiB random file and putting it in the bucket three ways"
 head -c $(( SIZE_MIB << 20 )) /dev/urandom > "$WORK/plain/data.bin"
@@ -144,8 +103,6 @@ unmount() {
   for _ in $(seq 100); do mountpoint -q "$MNT" || return 0; sleep 0.1; done
   die "$MNT is still mounted"
 }
-# CPU seconds (user + system) process $1 has used so far.
-cpu_of() { awk -v tck="$(getconf CLK_TCK)" '{printf "%.3f\n", ($14 + $15) / tck}' "/proc/$1/stat"; }
 # CPU seconds per GiB read, from a CPU delta.
 per_gib() { python3 -c "print(f'{($2 - $1) / ($PLAIN_BYTES / 2**30):.2f}')"; }
 # Reads the file through a fresh mount made by `$1`; prints GB/s, then the CPU seconds per
@@ -204,7 +161,6 @@ for rep in $(seq "$REPS"); do
     "CPU s/GiB: smpfs ${smpfs_cpu[-1]}, s3rver ${server_cpu[-1]} (${raw_cpu[-1]} for the raw GET)"
 done
 
-median() { printf '%s\n' "$@" | sort -g | awk '{a[NR]=$1} END {print (NR%2) ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2}'; }
 RAW=$(median "${raw[@]}")
 SMPFS_MED=$(median "${smpfs[@]}")
 RCLONE=$(median "${rclone[@]}")

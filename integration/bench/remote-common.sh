@@ -1,0 +1,83 @@
+# Shared by the remote-backend benchmarks (s3-read.sh, s3-list.sh, gdrive-read.sh); source it
+# after setting BENCH (the script's name, for messages). It checks that it runs as root from
+# the repository root, installs the test dependencies, and provides the helpers below.
+# bench_setup then sets SMPFS (the binary measured: $SMPFS_BIN, or a fresh release build),
+# WORK (a scratch directory), MNT (a mount point in it), PORT (a free loopback port),
+# ENDPOINT (http://127.0.0.1:PORT) and a cleanup on exit that unmounts MNT, kills SERVER_PID
+# (set it when starting the server) and removes WORK.
+
+log() { echo "==> $*" >&2; }
+die() { echo "$BENCH: $*" >&2; exit 1; }
+
+# Exits unless every argument is a positive integer: `positive NAME VALUE ...`.
+positive() {
+  while [ $# -gt 0 ]; do
+    [[ "$2" =~ ^[1-9][0-9]*$ ]] || die "$1 must be a positive integer"
+    shift 2
+  done
+}
+
+# The median of the arguments (the mean of the middle two for an even count).
+median() { printf '%s\n' "$@" | sort -g | awk '{a[NR]=$1} END {print (NR%2) ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2}'; }
+
+# CPU seconds (user + system) process $1 has used so far.
+cpu_of() { awk -v tck="$(getconf CLK_TCK)" '{printf "%.3f\n", ($14 + $15) / tck}' "/proc/$1/stat"; }
+
+# Installs the Debian packages of the given commands that are missing: `need_commands PKG:CMD ...`.
+need_commands() {
+  local missing=() pkg_cmd
+  for pkg_cmd in "$@"; do
+    command -v "${pkg_cmd#*:}" >/dev/null 2>&1 || missing+=("${pkg_cmd%%:*}")
+  done
+  if [ ${#missing[@]} -gt 0 ]; then
+    log "apt-get install ${missing[*]}"
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  fi
+}
+
+bench_setup() {
+  if [ -n "${SMPFS_BIN:-}" ]; then
+    SMPFS=$SMPFS_BIN
+  else
+    log "cargo build --release --bin smpfs"
+    cargo build --release --bin smpfs >&2
+    SMPFS=$PWD/target/release/smpfs
+  fi
+  WORK=$(mktemp -d "/tmp/smpfs-$BENCH.XXXXXX")
+  MNT=$WORK/mnt
+  mkdir -p "$MNT"
+  SERVER_PID=
+  trap bench_cleanup EXIT
+  trap 'exit 130' INT TERM
+  PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+  ENDPOINT=http://127.0.0.1:$PORT
+}
+
+bench_cleanup() {
+  local rc=$?
+  trap - EXIT INT TERM
+  if mountpoint -q "$MNT" 2>/dev/null; then umount "$MNT" 2>/dev/null || umount -l "$MNT" || true; fi
+  [ -n "$SERVER_PID" ] && kill "$SERVER_PID" 2>/dev/null || true
+  rm -rf "$WORK"
+  exit "$rc"
+}
+
+# Waits up to 10 s for ENDPOINT to answer HTTP; `wait_for_server WHAT LOG`.
+wait_for_server() {
+  for _ in $(seq 100); do curl -s -o /dev/null "$ENDPOINT/" && return 0; sleep 0.1; done
+  die "$1 did not start: $(cat "$2" 2>/dev/null)"
+}
+
+# Clients of the loopback S3 servers: plain-http endpoints, static keys, no instance
+# metadata. The workplace's CA settings break plain-http endpoints for some clients
+# (FACTS.md). `s3_client_env KEY_ID SECRET`.
+s3_client_env() {
+  unset AWS_CA_BUNDLE AWS_PROFILE AWS_ENDPOINT_URL AWS_SESSION_TOKEN
+  export AWS_ACCESS_KEY_ID=$1 AWS_SECRET_ACCESS_KEY=$2 AWS_REGION=us-east-1
+  export AWS_EC2_METADATA_DISABLED=true
+}
+
+[ "$(id -u)" = 0 ] || die "run as root (mounts FUSE)"
+[ -f Cargo.toml ] && grep -q '^name = "smpfs"' Cargo.toml || die "run from the smpfs repository root"
+bash integration/install-deps.sh >&2
+need_commands curl:curl
