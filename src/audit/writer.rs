@@ -867,6 +867,16 @@ mod tests {
             .collect()
     }
 
+    /// A new log, `audit.log` in a fresh directory, to a fresh recipient, default syncing.
+    fn fresh_log() -> (tempfile::TempDir, PathBuf, Recipient, AuditLog) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.log");
+        let me = Identity::generate().recipient();
+        let log =
+            AuditLog::open_segment(&path, &me, SyncPolicy::default(), None, Value::Null).unwrap();
+        (dir, path, me, log)
+    }
+
     fn read_event(i: u64) -> Event {
         Event::new(EventKind::Read)
             .actor(&Actor::from_request(1000, 1000, std::process::id()))
@@ -959,11 +969,7 @@ mod tests {
 
     #[test]
     fn second_writer_is_refused_and_reserved_events_are_rejected() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("audit.log");
-        let me = Identity::generate().recipient();
-        let log =
-            AuditLog::open_segment(&path, &me, SyncPolicy::default(), None, Value::Null).unwrap();
+        let (_dir, path, me, log) = fresh_log();
         assert!(matches!(
             AuditLog::open_segment(&path, &me, SyncPolicy::default(), None, Value::Null),
             Err(AuditError::InUse { .. })
@@ -979,11 +985,7 @@ mod tests {
 
     #[test]
     fn write_failure_fails_closed_for_good() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("audit.log");
-        let me = Identity::generate().recipient();
-        let log =
-            AuditLog::open_segment(&path, &me, SyncPolicy::default(), None, Value::Null).unwrap();
+        let (_dir, path, _, log) = fresh_log();
         log.record(read_event(0)).unwrap();
         // write(2) on /dev/full fails with ENOSPC, as on a full disk.
         let full = OpenOptions::new().write(true).open("/dev/full").unwrap();
@@ -1014,11 +1016,7 @@ mod tests {
 
     #[test]
     fn a_deleted_log_fails_closed() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("audit.log");
-        let me = Identity::generate().recipient();
-        let log =
-            AuditLog::open_segment(&path, &me, SyncPolicy::default(), None, Value::Null).unwrap();
+        let (_dir, path, _, log) = fresh_log();
         log.record(read_event(0)).unwrap();
         std::fs::remove_file(&path).unwrap();
         match log.record(read_event(1)) {
@@ -1074,11 +1072,7 @@ mod tests {
 
     #[test]
     fn torn_tail_is_truncated_and_noted() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("audit.log");
-        let me = Identity::generate().recipient();
-        let log =
-            AuditLog::open_segment(&path, &me, SyncPolicy::default(), None, Value::Null).unwrap();
+        let (_dir, path, me, log) = fresh_log();
         log.record(read_event(0)).unwrap();
         drop(log);
         let intact = std::fs::read(&path).unwrap();
@@ -1242,11 +1236,7 @@ mod tests {
     /// to lead the next batch when that one ends.
     #[test]
     fn a_caller_asleep_behind_a_batch_is_woken_to_lead_the_next() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("audit.log");
-        let me = Identity::generate().recipient();
-        let log =
-            AuditLog::open_segment(&path, &me, SyncPolicy::default(), None, Value::Null).unwrap();
+        let (_dir, path, _, log) = fresh_log();
         // Holding the output keeps the first caller's batch in flight.
         let output = log.shared.output.lock();
         std::thread::scope(|s| {
@@ -1352,11 +1342,7 @@ mod tests {
 
     #[test]
     fn a_failed_batch_fails_each_of_its_callers_and_every_later_call() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("audit.log");
-        let me = Identity::generate().recipient();
-        let log =
-            AuditLog::open_segment(&path, &me, SyncPolicy::default(), None, Value::Null).unwrap();
+        let (_dir, path, _, log) = fresh_log();
         log.record(read_event(0)).unwrap();
         log.replace_file(OpenOptions::new().write(true).open("/dev/full").unwrap());
         log.shared.state.lock().writing = true;
