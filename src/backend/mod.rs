@@ -69,6 +69,21 @@ pub trait Backend: Send + Sync {
         bufs: &mut [&mut [u8]],
     ) -> Result<(), BackendError>;
 
+    /// Like [`Backend::read_range`], telling `arrival` as each buffer completes so the
+    /// caller can process bytes while they are still in the backend's receive buffer. A
+    /// backend that reads straight into `bufs` (a local file) need not call it: the caller
+    /// must treat a buffer it was not told about as filled in place.
+    fn read_range_arriving(
+        &self,
+        key: &str,
+        offset: u64,
+        bufs: &mut [&mut [u8]],
+        arrival: &mut dyn Arrival,
+    ) -> Result<(), BackendError> {
+        let _ = arrival;
+        self.read_range(key, offset, bufs)
+    }
+
     /// The size of object `key`, or `None` if there is none.
     fn stat(&self, key: &str) -> Result<Option<u64>, BackendError>;
 
@@ -95,6 +110,15 @@ pub trait Backend: Send + Sync {
 
     /// A short description for logs, such as the root directory.
     fn describe(&self) -> String;
+}
+
+/// Told, during [`Backend::read_range_arriving`], that a buffer of the read is complete.
+pub trait Arrival {
+    /// Buffer number `index` is complete. `bytes` holds its content when that arrived in
+    /// one piece and `buf` has not been written; with `None` the content is already in
+    /// `buf`. Either way `buf` must afterwards hold what the caller wants there. A backend
+    /// that retries a read calls this again for every buffer of the new attempt.
+    fn complete(&mut self, index: usize, bytes: Option<&[u8]>, buf: &mut [u8]);
 }
 
 /// How the shared read-ahead drives a backend: a window that starts at 1 MiB and doubles

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use tokio::runtime::Runtime;
 
-use super::BackendError;
+use super::{Arrival, BackendError};
 
 /// A multi-threaded tokio runtime with a deadline for every blocking call. It must be
 /// created after the daemon forks (tokio's threads do not survive `fork`).
@@ -62,10 +62,13 @@ impl BlockingRuntime {
     }
 }
 
-/// Copies the pieces of a streamed body, in order, into a list of buffers that together
-/// hold exactly the range asked for: more bytes is an error, fewer is a short read.
+/// Spreads the pieces of a streamed body, in order, over a list of buffers that together
+/// hold exactly the range asked for (more bytes is an error, fewer is a short read), and
+/// tells an [`Arrival`] as each buffer completes. A buffer whose bytes come in one piece
+/// is handed over straight from the piece, without a copy into the buffer.
 pub struct BufFiller<'a, 'b> {
     bufs: &'a mut [&'b mut [u8]],
+    arrival: &'a mut dyn Arrival,
     key: &'a str,
     offset: u64,
     buf_index: usize,
@@ -76,10 +79,16 @@ pub struct BufFiller<'a, 'b> {
 
 impl<'a, 'b> BufFiller<'a, 'b> {
     /// A filler for the range of object `key` that starts at `offset`.
-    pub fn new(bufs: &'a mut [&'b mut [u8]], key: &'a str, offset: u64) -> Self {
+    pub fn new(
+        bufs: &'a mut [&'b mut [u8]],
+        arrival: &'a mut dyn Arrival,
+        key: &'a str,
+        offset: u64,
+    ) -> Self {
         let total = bufs.iter().map(|b| b.len()).sum();
         BufFiller {
             bufs,
+            arrival,
             key,
             offset,
             buf_index: 0,
@@ -104,12 +113,22 @@ impl<'a, 'b> BufFiller<'a, 'b> {
         }
         self.copied += bytes.len();
         while !bytes.is_empty() {
-            let buf = &mut self.bufs[self.buf_index];
-            let n = (buf.len() - self.within).min(bytes.len());
+            let index = self.buf_index;
+            let buf = &mut *self.bufs[index];
+            let len = buf.len();
+            if self.within == 0 && bytes.len() >= len {
+                let (whole, rest) = bytes.split_at(len);
+                self.arrival.complete(index, Some(whole), buf);
+                bytes = rest;
+                self.buf_index += 1;
+                continue;
+            }
+            let n = (len - self.within).min(bytes.len());
             buf[self.within..self.within + n].copy_from_slice(&bytes[..n]);
             bytes = &bytes[n..];
             self.within += n;
-            if self.within == buf.len() {
+            if self.within == len {
+                self.arrival.complete(index, None, buf);
                 self.buf_index += 1;
                 self.within = 0;
             }
@@ -129,6 +148,17 @@ impl<'a, 'b> BufFiller<'a, 'b> {
     }
 }
 
+/// The [`Arrival`] of a plain read: bytes that came in one piece are copied in.
+pub struct CopyIn;
+
+impl Arrival for CopyIn {
+    fn complete(&mut self, _index: usize, bytes: Option<&[u8]>, buf: &mut [u8]) {
+        if let Some(bytes) = bytes {
+            buf.copy_from_slice(bytes);
+        }
+    }
+}
+
 /// The pause before retry number `attempt` (0 for the first retry): 100 ms doubling up to
 /// 3.2 s, with up to 50% random jitter so parallel requests do not retry in step.
 pub fn backoff(attempt: u32) -> Duration {
@@ -145,11 +175,23 @@ pub fn backoff(attempt: u32) -> Duration {
 mod tests {
     use super::*;
 
+    /// Records what a filler reported, copying like [`CopyIn`].
+    #[derive(Default)]
+    struct Recorder(Vec<(usize, bool)>);
+
+    impl Arrival for Recorder {
+        fn complete(&mut self, index: usize, bytes: Option<&[u8]>, buf: &mut [u8]) {
+            self.0.push((index, bytes.is_some()));
+            CopyIn.complete(index, bytes, buf);
+        }
+    }
+
     #[test]
     fn filler_spreads_pieces_over_buffers_and_checks_the_length() {
         let (mut a, mut b) = ([0u8; 3], [0u8; 4]);
         let mut bufs: [&mut [u8]; 2] = [&mut a, &mut b];
-        let mut filler = BufFiller::new(&mut bufs, "k", 10);
+        let mut recorder = Recorder::default();
+        let mut filler = BufFiller::new(&mut bufs, &mut recorder, "k", 10);
         assert_eq!(filler.total(), 7);
         filler.push(b"ab").unwrap();
         filler.push(b"cdef").unwrap();
@@ -160,15 +202,31 @@ mod tests {
         filler.push(b"g").unwrap();
         filler.finish().unwrap();
         assert_eq!((&a, &b), (b"abc", b"defg"));
+        assert_eq!(recorder.0, [(0, false), (1, false)]);
 
         let mut c = [0u8; 4];
         let mut bufs: [&mut [u8]; 1] = [&mut c];
-        let mut short = BufFiller::new(&mut bufs, "k", 10);
+        let mut copy = CopyIn;
+        let mut short = BufFiller::new(&mut bufs, &mut copy, "k", 10);
         short.push(b"xy").unwrap();
         assert!(matches!(
             short.finish(),
             Err(BackendError::ShortRead { end: 14, .. })
         ));
+    }
+
+    #[test]
+    fn buffers_that_arrive_in_one_piece_are_handed_over_from_it() {
+        let (mut a, mut b, mut c) = ([0u8; 2], [0u8; 3], [0u8; 2]);
+        let mut bufs: [&mut [u8]; 3] = [&mut a, &mut b, &mut c];
+        let mut recorder = Recorder::default();
+        let mut filler = BufFiller::new(&mut bufs, &mut recorder, "k", 0);
+        filler.push(b"abcd").unwrap();
+        filler.push(b"efg").unwrap();
+        filler.finish().unwrap();
+        assert_eq!((&a, &b, &c), (b"ab", b"cde", b"fg"));
+        // a whole in the first piece; b split over both; c whole in the second.
+        assert_eq!(recorder.0, [(0, true), (1, false), (2, true)]);
     }
 
     #[test]

@@ -34,8 +34,8 @@ use sha2::{Digest, Sha256};
 use tokio::sync::Semaphore;
 use tokio::task::JoinHandle;
 
-use super::remote::{BlockingRuntime, BufFiller};
-use super::{validate_key, Backend, BackendError, ObjectInfo, ObjectWriter, ReadProfile};
+use super::remote::{BlockingRuntime, BufFiller, CopyIn};
+use super::{validate_key, Arrival, Backend, BackendError, ObjectInfo, ObjectWriter, ReadProfile};
 use crate::audit::CheckpointStore;
 
 /// Objects at least this large are uploaded in parts of this size.
@@ -242,14 +242,16 @@ where
     }
 }
 
-/// Copies a streamed body into `bufs` in order; fails if it is longer or shorter.
+/// Spreads a streamed body over `bufs` in order, telling `arrival`; fails if it is longer
+/// or shorter.
 async fn fill_from(
     mut body: ByteStream,
     bufs: &mut [&mut [u8]],
+    arrival: &mut dyn Arrival,
     key: &str,
     offset: u64,
 ) -> Result<(), BackendError> {
-    let mut filler = BufFiller::new(bufs, key, offset);
+    let mut filler = BufFiller::new(bufs, arrival, key, offset);
     while let Some(bytes) = body
         .try_next()
         .await
@@ -337,6 +339,16 @@ impl Backend for S3Backend {
         offset: u64,
         bufs: &mut [&mut [u8]],
     ) -> Result<(), BackendError> {
+        self.read_range_arriving(key, offset, bufs, &mut CopyIn)
+    }
+
+    fn read_range_arriving(
+        &self,
+        key: &str,
+        offset: u64,
+        bufs: &mut [&mut [u8]],
+        arrival: &mut dyn Arrival,
+    ) -> Result<(), BackendError> {
         validate_key(key)?;
         let total: u64 = bufs.iter().map(|b| b.len() as u64).sum();
         if total == 0 {
@@ -373,7 +385,7 @@ impl Backend for S3Backend {
                     })
                 }
             };
-            fill_from(output.body, bufs, key, offset).await
+            fill_from(output.body, bufs, arrival, key, offset).await
         })
     }
 

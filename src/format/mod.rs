@@ -458,6 +458,33 @@ impl Siv {
         }
         result.map_err(|_| ())
     }
+
+    /// Authenticates and decrypts `sealed` (ciphertext ‖ tag) into `out`, which must be as
+    /// long: the plaintext first, then a copy of the tag, as [`Siv::open`] leaves it. On
+    /// failure every byte of `out` is zeroed.
+    fn open_into(
+        &self,
+        nonce: [u8; 12],
+        aad: &[u8],
+        sealed: &[u8],
+        out: &mut [u8],
+    ) -> Result<(), ()> {
+        let plain_len = sealed.len() - TAG_LEN;
+        let (ciphertext, tag) = sealed.split_at(plain_len);
+        let (plain, tag_out) = out.split_at_mut(plain_len);
+        let result = self.0.open_separate_gather(
+            Nonce::assume_unique_for_key(nonce),
+            Aad::from(aad),
+            ciphertext,
+            tag,
+            plain,
+        );
+        tag_out.copy_from_slice(tag);
+        if result.is_err() {
+            out.zeroize();
+        }
+        result.map_err(|_| ())
+    }
 }
 
 /// Seals and opens the chunks of one file with the file's payload key.
@@ -501,6 +528,25 @@ impl ChunkCipher {
         }
         self.cipher
             .open(Self::nonce(index, last), &self.aad, buf)
+            .map_err(|()| FormatError::ChunkTampered { index })
+    }
+
+    /// Like [`ChunkCipher::open_chunk`], reading the sealed chunk from `sealed` and writing
+    /// into `out` (as long as `sealed`), so a chunk is decrypted straight from where it was
+    /// received. On failure `out` is zeroed.
+    pub fn open_chunk_into(
+        &self,
+        index: u64,
+        last: bool,
+        sealed: &[u8],
+        out: &mut [u8],
+    ) -> Result<(), FormatError> {
+        if sealed.len() < TAG_LEN || out.len() != sealed.len() {
+            out.zeroize();
+            return Err(FormatError::ChunkTampered { index });
+        }
+        self.cipher
+            .open_into(Self::nonce(index, last), &self.aad, sealed, out)
             .map_err(|()| FormatError::ChunkTampered { index })
     }
 }

@@ -113,6 +113,59 @@ fn every_single_byte_change_is_detected() {
 }
 
 #[test]
+fn opening_into_another_buffer_matches_opening_in_place_and_fails_the_same() {
+    let id = Identity::generate();
+    let data = pattern(2 * 4096 + 100);
+    let sealed = seal_all(
+        &[id.recipient()],
+        "p/q",
+        &data,
+        12,
+        &SealRandomness::generate(1),
+    );
+    let opened = Header::parse(&sealed).unwrap().open(&id).unwrap();
+    let layout = opened.layout;
+    for index in 0..layout.chunk_count() {
+        let start = layout.chunk_offset(index) as usize;
+        let chunk = &sealed[start..start + layout.chunk_plain_len(index) + TAG_LEN];
+        let last = layout.is_last(index);
+        let mut in_place = chunk.to_vec();
+        opened
+            .chunks
+            .open_chunk(index, last, &mut in_place)
+            .unwrap();
+        let mut out = vec![0xEE; chunk.len()];
+        opened
+            .chunks
+            .open_chunk_into(index, last, chunk, &mut out)
+            .unwrap();
+        assert_eq!(out, in_place, "chunk {index}");
+
+        // A flipped bit, the wrong index or a wrong-sized output fails and leaves zeros.
+        let mut bad = chunk.to_vec();
+        bad[7] ^= 0x10;
+        let mut out = vec![0xEE; chunk.len()];
+        assert!(opened
+            .chunks
+            .open_chunk_into(index, last, &bad, &mut out)
+            .is_err());
+        assert!(out.iter().all(|&b| b == 0));
+        let mut out = vec![0xEE; chunk.len()];
+        assert!(opened
+            .chunks
+            .open_chunk_into(index + 1, last, chunk, &mut out)
+            .is_err());
+        assert!(out.iter().all(|&b| b == 0));
+        let mut short = vec![0xEE; chunk.len() - 1];
+        assert!(opened
+            .chunks
+            .open_chunk_into(index, last, chunk, &mut short)
+            .is_err());
+        assert!(short.iter().all(|&b| b == 0));
+    }
+}
+
+#[test]
 fn truncation_extension_reordering_and_swaps_fail() {
     let id = Identity::generate();
     let data = pattern(3 * 4096);

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use rayon::prelude::*;
 
 use super::VaultError;
-use crate::backend::Backend;
+use crate::backend::{Arrival, Backend};
 use crate::cache::ChunkSource;
 use crate::format::{self, Header, Layout, OpenedFile, TAG_LEN};
 use crate::keys::Identity;
@@ -84,22 +84,42 @@ impl SealedObject {
 
     /// Authenticates and decrypts chunks `first..first + bufs.len()` in place.
     fn open_chunks(&self, first: u64, bufs: &mut [&mut [u8]]) -> Result<(), VaultError> {
-        let layout = &self.opened.layout;
-        let open = |(i, buf): (usize, &mut &mut [u8])| {
-            let index = first + i as u64;
-            self.opened
-                .chunks
-                .open_chunk(index, layout.is_last(index), buf)
-                .map_err(|source| VaultError::Format {
-                    key: self.key.clone(),
-                    source,
-                })
-        };
-        if bufs.len() > 1 {
-            bufs.par_iter_mut().enumerate().try_for_each(open)
+        let chunks = bufs
+            .iter_mut()
+            .enumerate()
+            .map(|(i, buf)| (first + i as u64, &mut **buf))
+            .collect();
+        self.open_in_place(chunks)
+    }
+
+    /// Authenticates and decrypts each `(chunk index, sealed chunk)` in place, in parallel
+    /// when there are several.
+    fn open_in_place(&self, mut chunks: Vec<(u64, &mut [u8])>) -> Result<(), VaultError> {
+        let open = |(index, buf): &mut (u64, &mut [u8])| self.open_chunk(*index, None, buf);
+        if chunks.len() > 1 {
+            chunks.par_iter_mut().try_for_each(open)
         } else {
-            bufs.iter_mut().enumerate().try_for_each(open)
+            chunks.iter_mut().try_for_each(open)
         }
+    }
+
+    /// Opens chunk `index` from `sealed` into `buf`, or in place in `buf` without `sealed`.
+    fn open_chunk(
+        &self,
+        index: u64,
+        sealed: Option<&[u8]>,
+        buf: &mut [u8],
+    ) -> Result<(), VaultError> {
+        let last = self.opened.layout.is_last(index);
+        let chunks = &self.opened.chunks;
+        match sealed {
+            Some(sealed) => chunks.open_chunk_into(index, last, sealed, buf),
+            None => chunks.open_chunk(index, last, buf),
+        }
+        .map_err(|source| VaultError::Format {
+            key: self.key.clone(),
+            source,
+        })
     }
 
     /// The authenticated layout (plaintext size, chunk size).
@@ -160,10 +180,41 @@ impl ChunkSource for SealedObject {
         self.opened.layout.chunk_plain_len(index)
     }
 
+    /// Chunks that a remote backend receives are opened as they arrive, straight from its
+    /// receive buffer; those a backend read into their slots directly are opened after the
+    /// read, in parallel.
     fn load(&self, first: u64, bufs: &mut [&mut [u8]]) -> Result<(), VaultError> {
         let offset = self.opened.layout.chunk_offset(first);
-        self.backend.read_range(&self.key, offset, bufs)?;
-        self.open_chunks(first, bufs)
+        let mut arrival = OpenOnArrival {
+            object: self,
+            first,
+            outcomes: (0..bufs.len()).map(|_| None).collect(),
+        };
+        self.backend
+            .read_range_arriving(&self.key, offset, bufs, &mut arrival)?;
+        let mut pending = Vec::new();
+        for ((i, buf), outcome) in bufs.iter_mut().enumerate().zip(arrival.outcomes) {
+            match outcome {
+                Some(result) => result?,
+                None => pending.push((first + i as u64, &mut **buf)),
+            }
+        }
+        self.open_in_place(pending)
+    }
+}
+
+/// The [`Arrival`] of a chunk load: opens each chunk as the backend completes it.
+struct OpenOnArrival<'a> {
+    object: &'a SealedObject,
+    first: u64,
+    /// Per buffer, the outcome of opening it; `None` while the backend has not said.
+    outcomes: Vec<Option<Result<(), VaultError>>>,
+}
+
+impl Arrival for OpenOnArrival<'_> {
+    fn complete(&mut self, index: usize, bytes: Option<&[u8]>, buf: &mut [u8]) {
+        let chunk = self.first + index as u64;
+        self.outcomes[index] = Some(self.object.open_chunk(chunk, bytes, buf));
     }
 }
 

@@ -294,10 +294,26 @@ impl Backend for RemoteLike {
         offset: u64,
         bufs: &mut [&mut [u8]],
     ) -> Result<(), BackendError> {
-        self.requests
-            .lock()
-            .push(bufs.iter().map(|b| b.len() as u64).sum());
-        self.inner.read_range(key, offset, bufs)
+        self.read_range_arriving(key, offset, bufs, &mut crate::backend::remote::CopyIn)
+    }
+    /// Delivers the range like a streamed body, in pieces of [`RemoteLike::PIECE`] bytes,
+    /// so that some chunks arrive in one piece and others split over two.
+    fn read_range_arriving(
+        &self,
+        key: &str,
+        offset: u64,
+        bufs: &mut [&mut [u8]],
+        arrival: &mut dyn crate::backend::Arrival,
+    ) -> Result<(), BackendError> {
+        let total = bufs.iter().map(|b| b.len()).sum::<usize>();
+        self.requests.lock().push(total as u64);
+        let mut body = vec![0u8; total];
+        self.inner.read_range(key, offset, &mut [&mut body])?;
+        let mut filler = crate::backend::remote::BufFiller::new(bufs, arrival, key, offset);
+        for piece in body.chunks(Self::PIECE) {
+            filler.push(piece)?;
+        }
+        filler.finish()
     }
     fn stat(&self, key: &str) -> Result<Option<u64>, BackendError> {
         self.inner.stat(key)
@@ -318,6 +334,9 @@ impl Backend for RemoteLike {
 }
 
 impl RemoteLike {
+    /// Bytes per piece of a streamed body: more than a 64 KiB chunk, less than two.
+    const PIECE: usize = 100_000;
+
     /// A vault over `f`'s bucket with the remote backends' read profile; returns the
     /// backend too, to look at its requests.
     fn vault(f: &Fixture) -> (Arc<Vault>, Arc<RemoteLike>) {
@@ -384,6 +403,41 @@ fn a_tampered_chunk_that_came_with_the_header_fails_its_reads_only() {
     );
     v.read(fh, 2 * 65_536, &mut out, ME).unwrap();
     assert_eq!(out, data[2 * 65_536..3 * 65_536]);
+}
+
+#[test]
+fn chunks_streamed_by_a_remote_backend_are_opened_as_they_arrive_and_checked() {
+    let f = Fixture::new();
+    let data = pattern((3 << 20) + 1000, 8);
+    f.seal("big", &data);
+    let (v, _) = RemoteLike::vault(&f);
+    assert_eq!(read_all(&v, "big").unwrap(), data);
+
+    // Tamper with a chunk far past the first read: it arrives in a streamed read-ahead part.
+    let mut bytes = std::fs::read(f.object_path("big")).unwrap();
+    let header_len = bytes.len() - data.len() - 49 * TAG_LEN;
+    let sealed_chunk = 65_536 + TAG_LEN;
+    bytes[header_len + 40 * sealed_chunk + 1000] ^= 0x01;
+    std::fs::write(f.object_path("big"), bytes).unwrap();
+    let (v, _) = RemoteLike::vault(&f);
+    let fh = v.open(resolve(&v, "big").unwrap().ino, ME).unwrap();
+    let mut out = vec![0u8; 1 << 20];
+    assert_eq!(v.read(fh, 0, &mut out, ME).unwrap(), 1 << 20);
+    assert_eq!(out, data[..1 << 20]);
+    let err = v.read(fh, 40 * 65_536, &mut out[..65_536], ME).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            VaultError::Format {
+                source: FormatError::ChunkTampered { index: 40 },
+                ..
+            }
+        ),
+        "{err}"
+    );
+    let mut tail = vec![0u8; 65_536];
+    assert_eq!(v.read(fh, 41 * 65_536, &mut tail, ME).unwrap(), 65_536);
+    assert_eq!(tail, data[41 * 65_536..42 * 65_536]);
 }
 
 #[test]

@@ -20,7 +20,7 @@ use parking_lot::Mutex;
 use super::auth::{default_token_path, Auth};
 use super::{Connector, GDriveOptions};
 use crate::backend::remote::{backoff, BlockingRuntime, BufFiller};
-use crate::backend::BackendError;
+use crate::backend::{Arrival, BackendError};
 
 /// Drive's public API, where requests go unless `gdrive_endpoint=` says otherwise.
 const GOOGLE_APIS: &str = "https://www.googleapis.com";
@@ -348,16 +348,17 @@ impl Drive {
     }
 
     /// Downloads `url` (a media URL) bytes `offset..` into `bufs` with a `Range` header,
-    /// through the hub's client and token.
+    /// through the hub's client and token, telling `arrival` as each buffer completes.
     pub async fn download(
         &self,
         url: &str,
         key: &str,
         offset: u64,
         bufs: &mut [&mut [u8]],
+        arrival: &mut dyn Arrival,
     ) -> Result<(), Failure> {
         let context = || format!("reading {key:?} at {offset}");
-        let mut filler = BufFiller::new(bufs, key, offset);
+        let mut filler = BufFiller::new(bufs, arrival, key, offset);
         let end = offset + filler.total() as u64 - 1;
         let token = self
             .auth

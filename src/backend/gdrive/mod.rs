@@ -32,8 +32,8 @@ use parking_lot::{Mutex, RwLock};
 pub use auth::{default_client_secret_path, default_token_path};
 pub use location::{DriveRoot, GDriveLocation};
 
-use super::remote::BlockingRuntime;
-use super::{validate_key, Backend, BackendError, ObjectInfo, ObjectWriter, ReadProfile};
+use super::remote::{BlockingRuntime, CopyIn};
+use super::{validate_key, Arrival, Backend, BackendError, ObjectInfo, ObjectWriter, ReadProfile};
 use client::{quote, Drive, Failure, Kind};
 use upload::{DriveWriter, Target};
 
@@ -435,6 +435,16 @@ impl Backend for GDriveBackend {
         offset: u64,
         bufs: &mut [&mut [u8]],
     ) -> Result<(), BackendError> {
+        self.read_range_arriving(key, offset, bufs, &mut CopyIn)
+    }
+
+    fn read_range_arriving(
+        &self,
+        key: &str,
+        offset: u64,
+        bufs: &mut [&mut [u8]],
+        arrival: &mut dyn Arrival,
+    ) -> Result<(), BackendError> {
         if bufs.iter().all(|b| b.is_empty()) {
             return Ok(());
         }
@@ -461,7 +471,9 @@ impl Backend for GDriveBackend {
                         listed.id
                     ));
                     match drive
-                        .retrying(last, async || drive.download(&url, key, offset, bufs).await)
+                        .retrying(last, async || {
+                            drive.download(&url, key, offset, bufs, arrival).await
+                        })
                         .await
                     {
                         Err(f) if f.kind == Kind::Forbidden => {
@@ -483,7 +495,9 @@ impl Backend for GDriveBackend {
                 listed.id
             ));
             drive
-                .retrying(last, async || drive.download(&url, key, offset, bufs).await)
+                .retrying(last, async || {
+                    drive.download(&url, key, offset, bufs, arrival).await
+                })
                 .await
                 .map_err(|f| {
                     if f.kind == Kind::NotFound {
