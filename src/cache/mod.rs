@@ -4,8 +4,8 @@
 //! Invariants:
 //! - every byte of plaintext smpfs produces lives in the arena: mmap'd anonymous memory that
 //!   is mlocked (never swapped), MADV_DONTDUMP (never in a core file) and MADV_DONTFORK;
-//! - ciphertext is read straight into a slot and decrypted in place, so plaintext never
-//!   exists outside locked memory;
+//! - ciphertext is read straight into a slot and decrypted in place, or decrypted into the
+//!   slot from a network receive buffer, so plaintext never exists outside locked memory;
 //! - a slot's old plaintext is overwritten before reuse; reply buffers (which only ever
 //!   hold copies of plaintext the slots hold or held) are zeroized at every purge, and
 //!   the whole arena is zeroized before it is unmapped.
@@ -54,7 +54,7 @@ pub struct ChunkKey {
     pub chunk: u64,
 }
 
-/// Where chunks come from: fetches sealed chunks and decrypts them in place.
+/// Where chunks come from: fetches sealed chunks and decrypts them into their slots.
 pub trait ChunkSource {
     /// Error of a failed load; the cache passes it through.
     type Error;
@@ -65,7 +65,8 @@ pub trait ChunkSource {
     /// Plaintext bytes of chunk `index`.
     fn plain_len(&self, index: u64) -> usize;
     /// Reads chunks `first..first + bufs.len()` (each buffer exactly `sealed_len` long)
-    /// and authenticates and decrypts each in place. On error no buffer may hold plaintext.
+    /// and authenticates and decrypts each into its buffer (the plaintext first). On error
+    /// no buffer may hold plaintext.
     fn load(&self, first: u64, bufs: &mut [&mut [u8]]) -> Result<(), Self::Error>;
 }
 
