@@ -78,9 +78,8 @@ pub trait Backend: Send + Sync {
         key: &str,
         offset: u64,
         bufs: &mut [&mut [u8]],
-        arrival: &mut dyn Arrival,
+        _arrival: &mut dyn Arrival,
     ) -> Result<(), BackendError> {
-        let _ = arrival;
         self.read_range(key, offset, bufs)
     }
 
