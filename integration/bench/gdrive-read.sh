@@ -18,7 +18,8 @@
 # flight (the mount's request pattern, without decryption). Mount rate: `dd bs=1M` of the
 # file through a fresh `smpfs mount` (remounted for every repetition, audit off), which
 # fetches it as parallel ranged GETs of the pinned revision and decrypts it; the CPU time
-# the daemon and the fake spend on it is reported per GiB. Target: mount >= 80% of raw.
+# the daemon and the fake spend on it is reported per GiB, and how busy all CPUs were
+# during the raw download and during the mount read. Target: mount >= 80% of raw.
 # Small files: each repetition also reads SMALL files of SMALL_KIB with one `cat` through a
 # fresh mount (which includes checking their headers), in files per second.
 # Informational: exits 0 either way.
@@ -67,10 +68,12 @@ for ((at = 0; at < OBJECT_BYTES; at += 8 << 20)); do
     "$ENDPOINT/drive/v3/files/$ID?alt=media")
 done
 
-raw=() ranged=() mount=() mount_cpu=() fake_cpu=() small=()
+raw=() raw_busy=() ranged=() mount=() mount_busy=() mount_cpu=() fake_cpu=() small=()
 for rep in $(seq "$REPS"); do
+  ticks0=$(cpu_ticks)
   secs=$(curl -s -o /dev/null -w '%{time_total}' -H "Authorization: Bearer $TOKEN" \
     "$ENDPOINT/drive/v3/files/$ID?alt=media")
+  raw_busy+=("$(busy_pct "$ticks0" "$(cpu_ticks)")")
   raw+=("$(gbps "$OBJECT_BYTES" "$secs")")
   start=$(date +%s.%N)
   curl -s --parallel --parallel-max 8 "${RANGES[@]}"
@@ -78,10 +81,11 @@ for rep in $(seq "$REPS"); do
   ranged+=("$(gbps "$OBJECT_BYTES" "$(python3 -c "print($end - $start)")")")
   "$SMPFS" mount "gdrive:///My Drive/bench" "$MNT" -i "$WORK/id.key" -o "$OPTS,audit=off"
   DAEMON=$(pgrep -n -f -- "$MNT")
-  daemon0=$(cpu_of "$DAEMON") fake0=$(cpu_of "$SERVER_PID")
+  daemon0=$(cpu_of "$DAEMON") fake0=$(cpu_of "$SERVER_PID") ticks0=$(cpu_ticks)
   start=$(date +%s.%N)
   dd if="$MNT/data.bin" of=/dev/null bs=1M status=none
   end=$(date +%s.%N)
+  mount_busy+=("$(busy_pct "$ticks0" "$(cpu_ticks)")")
   mount_cpu+=("$(per_gib "$daemon0" "$(cpu_of "$DAEMON")" "$PLAIN_BYTES")")
   fake_cpu+=("$(per_gib "$fake0" "$(cpu_of "$SERVER_PID")" "$PLAIN_BYTES")")
   umount "$MNT"
@@ -94,7 +98,8 @@ for rep in $(seq "$REPS"); do
   small+=("$(python3 -c "print(f'{$SMALL / ($end - $start):.0f}')")")
   log "rep $rep: small files ${small[-1]}/s"
   log "rep $rep: raw ${raw[-1]}, 8 ranges ${ranged[-1]}, mount ${mount[-1]} GB/s" \
-    "(smpfs ${mount_cpu[-1]}, fake ${fake_cpu[-1]} CPU s/GiB)"
+    "(smpfs ${mount_cpu[-1]}, fake ${fake_cpu[-1]} CPU s/GiB;" \
+    "CPUs ${raw_busy[-1]}% busy during raw, ${mount_busy[-1]}% during mount)"
 done
 log "checking the mount's bytes once (untimed)"
 "$SMPFS" mount "gdrive:///My Drive/bench" "$MNT" -i "$WORK/id.key" -o "$OPTS,audit=off"
@@ -120,6 +125,8 @@ report=$(cat <<EOF
 CPU during the mount read, per GiB read (median): smpfs daemon $MOUNT_CPU s, fake server
 $FAKE_CPU s. With $(nproc) CPUs that bounds the mount at
 $(python3 -c "print(f'{$(nproc) / ($MOUNT_CPU + $FAKE_CPU) * 2**30 / 1e9:.2f}')") GB/s if it used every CPU, whatever the read path's latency.
+All CPUs together were $(median "${raw_busy[@]}")% busy during the raw download and $(median "${mount_busy[@]}")% during the
+mount read (medians; runs: ${raw_busy[*]} and ${mount_busy[*]}).
 
 mount / raw = **$RATIO** (target >= 0.80): **$VERDICT**
 

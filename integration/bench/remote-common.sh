@@ -23,6 +23,13 @@ median() { printf '%s\n' "$@" | sort -g | awk '{a[NR]=$1} END {print (NR%2) ? a[
 # CPU seconds (user + system) process $1 has used so far.
 cpu_of() { awk -v tck="$(getconf CLK_TCK)" '{printf "%.3f\n", ($14 + $15) / tck}' "/proc/$1/stat"; }
 
+# Idle and total jiffies of all CPUs so far, as "IDLE TOTAL" (/proc/stat, idle + iowait).
+cpu_ticks() { awk '/^cpu / {print $5 + $6, $2 + $3 + $4 + $5 + $6 + $7 + $8 + $9}' /proc/stat; }
+# Percent of all CPUs busy between two cpu_ticks readings: `busy_pct "$before" "$after"`.
+busy_pct() {
+  python3 -c "i0, t0 = map(int, '$1'.split()); i1, t1 = map(int, '$2'.split()); print(round(100 - 100 * (i1 - i0) / max(t1 - t0, 1)))"
+}
+
 # Installs the Debian packages of the given commands that are missing: `need_commands PKG:CMD ...`.
 need_commands() {
   local missing=() pkg_cmd
