@@ -3,6 +3,7 @@
 //! filler that copies a streamed body into the caller's buffers; and the backoff between
 //! retries.
 
+use std::cell::OnceCell;
 use std::future::Future;
 use std::time::Duration;
 
@@ -50,8 +51,49 @@ impl BlockingRuntime {
         what: impl FnOnce() -> String,
         future: impl Future<Output = Result<T, BackendError>>,
     ) -> Result<T, BackendError> {
+        self.bounded(&self.runtime, what, future)
+    }
+
+    /// Like [`BlockingRuntime::run`], but on a single-threaded runtime of the calling
+    /// thread, so that the connections `future` opens are driven on this thread: a
+    /// response body is received and consumed here, with no hand-off between threads for
+    /// each piece of it. `future` must use only connections opened on this thread (a
+    /// client of its own): a connection shared with other threads would depend on this
+    /// thread to make progress. Work on shared clients goes to [`BlockingRuntime::runtime`].
+    pub fn run_here<T>(
+        &self,
+        what: impl FnOnce() -> String,
+        future: impl Future<Output = Result<T, BackendError>>,
+    ) -> Result<T, BackendError> {
+        thread_local! {
+            static HERE: OnceCell<Runtime> = const { OnceCell::new() };
+        }
+        HERE.with(|cell| {
+            let runtime = match cell.get() {
+                Some(runtime) => runtime,
+                None => {
+                    let runtime = tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build()
+                        .map_err(|source| BackendError::Io {
+                            context: "starting a reading thread's runtime".into(),
+                            source,
+                        })?;
+                    cell.get_or_init(|| runtime)
+                }
+            };
+            self.bounded(runtime, what, future)
+        })
+    }
+
+    fn bounded<T>(
+        &self,
+        runtime: &Runtime,
+        what: impl FnOnce() -> String,
+        future: impl Future<Output = Result<T, BackendError>>,
+    ) -> Result<T, BackendError> {
         let timeout = self.timeout;
-        self.runtime
+        runtime
             .block_on(async { tokio::time::timeout(timeout, future).await })
             .unwrap_or_else(|_| {
                 Err(BackendError::Timeout {
@@ -227,6 +269,36 @@ mod tests {
         assert_eq!((&a, &b, &c), (b"ab", b"cde", b"fg"));
         // a whole in the first piece; b split over both; c whole in the second.
         assert_eq!(recorder.0, [(0, true), (1, false), (2, true)]);
+    }
+
+    #[test]
+    fn run_here_runs_on_the_calling_thread_under_the_timeout() {
+        let runtime = BlockingRuntime::new("test", 1, Duration::from_millis(200)).unwrap();
+        let caller = std::thread::current().id();
+        let ran_on = runtime
+            .run_here(String::new, async {
+                tokio::task::yield_now().await;
+                Ok(std::thread::current().id())
+            })
+            .unwrap();
+        assert_eq!(ran_on, caller);
+        let slow = runtime.run_here(|| "sleeping".into(), async {
+            tokio::time::sleep(Duration::from_secs(5)).await;
+            Ok(())
+        });
+        assert!(
+            matches!(slow, Err(BackendError::Timeout { .. })),
+            "{slow:?}"
+        );
+        // A task spawned by the future runs on this thread's runtime, as a connection does.
+        let spawned_on = runtime
+            .run_here(String::new, async {
+                Ok(tokio::spawn(async { std::thread::current().id() })
+                    .await
+                    .unwrap())
+            })
+            .unwrap();
+        assert_eq!(spawned_on, caller);
     }
 
     #[test]

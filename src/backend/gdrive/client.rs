@@ -7,7 +7,10 @@
 //!   connections are retried with exponential backoff; a 401 gets one fresh token
 //!   (`force_refreshed_token`) and one more try; anything else fails at once.
 
+use std::collections::HashMap;
+use std::future::Future;
 use std::sync::Arc;
+use std::thread::ThreadId;
 use std::time::Duration;
 
 use google_drive3::api::File;
@@ -160,6 +163,21 @@ pub struct Drive {
     pub runtime: BlockingRuntime,
     /// `…/drive/v3/`, for the downloads sent by hand.
     base_url: String,
+    connector: Connector,
+    /// Each reading thread's own HTTP client, for downloads run by [`Drive::block_here`].
+    clients_here: Mutex<HashMap<ThreadId, HttpClient>>,
+}
+
+/// The hyper client the hub uses; cloning one shares its connection pool.
+pub type HttpClient =
+    google_drive3::hyper_util::client::legacy::Client<Connector, google_drive3::common::Body>;
+
+fn http_client(connector: Connector, idle_per_host: usize) -> HttpClient {
+    google_drive3::hyper_util::client::legacy::Client::builder(
+        google_drive3::hyper_util::rt::TokioExecutor::new(),
+    )
+    .pool_max_idle_per_host(idle_per_host)
+    .build(connector)
 }
 
 impl Drive {
@@ -177,12 +195,7 @@ impl Drive {
                 }
             }
         })?;
-        let client = google_drive3::hyper_util::client::legacy::Client::builder(
-            google_drive3::hyper_util::rt::TokioExecutor::new(),
-        )
-        .pool_max_idle_per_host(32)
-        .build(connector);
-        let mut hub = DriveHub::new(client, auth.clone());
+        let mut hub = DriveHub::new(http_client(connector.clone(), 32), auth.clone());
         let root = options
             .endpoint
             .as_deref()
@@ -197,6 +210,8 @@ impl Drive {
             auth,
             runtime,
             base_url,
+            connector,
+            clients_here: Mutex::new(HashMap::new()),
         }))
     }
 
@@ -222,6 +237,60 @@ impl Drive {
         )
     }
 
+    /// Like [`Drive::block`], on the calling thread's own runtime
+    /// ([`BlockingRuntime::run_here`]), for [`Drive::download`]: its responses are then
+    /// received on the thread that consumes them.
+    pub fn block_here<T>(
+        &self,
+        what: impl Fn() -> String,
+        future: impl AsyncFnOnce(&Mutex<Option<String>>) -> Result<T, Failure>,
+    ) -> Result<T, BackendError> {
+        let last = Mutex::new(None);
+        self.runtime.run_here(
+            || match last.lock().take() {
+                Some(error) => format!("{} (last error: {error})", what()),
+                None => what(),
+            },
+            async { future(&last).await.map_err(|f| f.error) },
+        )
+    }
+
+    /// Runs `future` on the shared runtime, wherever this is awaited: inside
+    /// [`Drive::block_here`], work on the clients all threads share (the hub's, the token
+    /// server's) must go there.
+    pub async fn on_shared_runtime<T: Send + 'static>(
+        &self,
+        future: impl Future<Output = T> + Send + 'static,
+    ) -> Result<T, tokio::task::JoinError> {
+        self.runtime.runtime().spawn(future).await
+    }
+
+    /// An access token, fetched on the shared runtime.
+    pub async fn token(&self) -> Result<String, google_drive3::yup_oauth2::Error> {
+        let auth = self.auth.clone();
+        self.on_shared_runtime(async move { auth.token().await })
+            .await
+            .unwrap_or_else(|e| Err(token_task_failed(e)))
+    }
+
+    /// A fresh access token (after a 401), fetched on the shared runtime.
+    pub async fn refresh(&self) -> Result<String, google_drive3::yup_oauth2::Error> {
+        let auth = self.auth.clone();
+        self.on_shared_runtime(async move { auth.refresh().await })
+            .await
+            .unwrap_or_else(|e| Err(token_task_failed(e)))
+    }
+
+    /// This thread's own HTTP client, for [`Drive::block_here`] only: its connections are
+    /// driven by this thread's runtime, so no other runtime may use them.
+    pub fn client_here(&self) -> HttpClient {
+        self.clients_here
+            .lock()
+            .entry(std::thread::current().id())
+            .or_insert_with(|| http_client(self.connector.clone(), 8))
+            .clone()
+    }
+
     /// Runs `attempt` until it succeeds, retrying transient failures with backoff and a
     /// 401 once with a fresh token; notes each transient error in `last`.
     pub async fn retrying<T>(
@@ -245,7 +314,7 @@ impl Drive {
                 Kind::Unauthorized if !refreshed => {
                     tracing::info!("access token refused; getting a new one");
                     refreshed = true;
-                    self.auth.refresh().await.map_err(|e| {
+                    self.refresh().await.map_err(|e| {
                         token_failure(format!("refreshing {}", self.auth.describe()), e)
                     })?;
                 }
@@ -309,7 +378,6 @@ impl Drive {
             "parents": [parent],
         });
         let token = self
-            .auth
             .token()
             .await
             .map_err(|e| token_failure(context(), e))?;
@@ -348,9 +416,11 @@ impl Drive {
     }
 
     /// Downloads `url` (a media URL) bytes `offset..` into `bufs` with a `Range` header,
-    /// through the hub's client and token, telling `arrival` as each buffer completes.
+    /// telling `arrival` as each buffer completes, through `client`: this thread's own
+    /// ([`Drive::client_here`]) inside [`Drive::block_here`], the hub's anywhere else.
     pub async fn download(
         &self,
+        client: &HttpClient,
         url: &str,
         key: &str,
         offset: u64,
@@ -361,7 +431,6 @@ impl Drive {
         let mut filler = BufFiller::new(bufs, arrival, key, offset);
         let end = offset + filler.total() as u64 - 1;
         let token = self
-            .auth
             .token()
             .await
             .map_err(|e| token_failure(context(), e))?;
@@ -376,9 +445,7 @@ impl Drive {
                     message: e.to_string(),
                 })
             })?;
-        let response = self
-            .hub
-            .client
+        let response = client
             .request(request)
             .await
             .map_err(|e| Failure::transient(context(), e.to_string()))?;
@@ -406,6 +473,10 @@ impl Drive {
         }
         filler.finish().map_err(Failure::fatal)
     }
+}
+
+fn token_task_failed(error: tokio::task::JoinError) -> google_drive3::yup_oauth2::Error {
+    google_drive3::yup_oauth2::Error::UserError(format!("getting an access token failed: {error}"))
 }
 
 /// A Drive query string literal's content: `\` and `'` escaped.

@@ -463,19 +463,25 @@ impl Backend for GDriveBackend {
             })
         };
         let context = || format!("reading {key:?} at {offset}");
-        drive.block(context, async |last| {
-            if let Some(revision) = &listed.revision {
-                if !self.unpinned.lock().contains(&listed.id) {
-                    let url = drive.url(&format!(
-                        "files/{}/revisions/{revision}?alt=media",
-                        listed.id
-                    ));
+        if let Some(revision) = &listed.revision {
+            if !self.unpinned.lock().contains(&listed.id) {
+                let url = drive.url(&format!(
+                    "files/{}/revisions/{revision}?alt=media",
+                    listed.id
+                ));
+                // On this thread's own runtime and client, so the body is received where
+                // its chunks are decrypted.
+                let client = drive.client_here();
+                let pinned = drive.block_here(context, async |last| {
                     match drive
                         .retrying(last, async || {
-                            drive.download(&url, key, offset, bufs, arrival).await
+                            drive
+                                .download(&client, &url, key, offset, bufs, arrival)
+                                .await
                         })
                         .await
                     {
+                        Ok(()) => Ok(true),
                         Err(f) if f.kind == Kind::Forbidden => {
                             tracing::warn!(
                                 key,
@@ -484,19 +490,30 @@ impl Backend for GDriveBackend {
                                 f.error
                             );
                             self.unpinned.lock().insert(listed.id.clone());
+                            Ok(false)
                         }
-                        Err(f) if f.kind == Kind::NotFound => return Err(changed()),
-                        other => return other,
+                        Err(f) if f.kind == Kind::NotFound => Err(changed()),
+                        Err(f) => Err(f),
                     }
+                })?;
+                if pinned {
+                    return Ok(());
                 }
             }
+        }
+        // Unpinned: the current content, then a check that it is still the listed revision.
+        // This uses the hub, so it runs on the shared runtime.
+        drive.block(context, async |last| {
             let url = drive.url(&format!(
                 "files/{}?alt=media&supportsAllDrives=true",
                 listed.id
             ));
             drive
                 .retrying(last, async || {
-                    drive.download(&url, key, offset, bufs, arrival).await
+                    let client = &drive.hub.client;
+                    drive
+                        .download(client, &url, key, offset, bufs, arrival)
+                        .await
                 })
                 .await
                 .map_err(|f| {

@@ -281,7 +281,7 @@ async fn upload(
             }
             Kind::Unauthorized if !refreshed => {
                 refreshed = true;
-                drive.auth.refresh().await.map_err(|e| {
+                drive.refresh().await.map_err(|e| {
                     token_failure(format!("refreshing {}", drive.auth.describe()), e).error
                 })?;
             }
