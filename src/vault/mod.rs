@@ -800,7 +800,8 @@ impl Vault {
     }
 
     /// Grows the window while reads stay sequential and prefetches it in the background,
-    /// in parts that the workers fetch in parallel.
+    /// in parts that the workers fetch in parallel. `offset..end` is the non-empty range
+    /// just read.
     fn read_ahead(self: &Arc<Self>, handle: &Arc<Handle>, offset: u64, end: u64) {
         let Source::Sealed(object) = &handle.source else {
             return;
@@ -824,9 +825,8 @@ impl Vault {
                     .min(layout.plaintext_len)
                     .saturating_sub(1),
             ) + 1;
-            let from = ra
-                .prefetched_until
-                .max(layout.chunk_of(end.min(layout.plaintext_len - 1)) + 1);
+            // From the chunk after the last one this read touched (`end` is exclusive).
+            let from = ra.prefetched_until.max(layout.chunk_of(end - 1) + 1);
             // Refill whenever a whole part is missing (half the window while the window is
             // smaller than two parts), or up to the end of the file: a remote backend gets
             // requests of its part size, never one per read, and the window stays full.

@@ -495,6 +495,28 @@ fn read_ahead_keeps_the_window_full_with_requests_of_the_part_size() {
 }
 
 #[test]
+fn read_ahead_starts_at_the_chunk_after_a_chunk_aligned_read() {
+    let f = Fixture::new();
+    let data = pattern((8 << 20) + 1000, 10);
+    f.seal("big", &data);
+    let (v, backend) = RemoteLike::vault(&f);
+    let fh = v.open(resolve(&v, "big").unwrap().ino, ME).unwrap();
+    let mut out = vec![0u8; 1 << 20];
+    for i in 0..4u64 {
+        let n = v.read(fh, i << 20, &mut out, ME).unwrap();
+        assert_eq!(&out[..n], &data[(i << 20) as usize..][..n]);
+    }
+    // Each 1 MiB read ends on a chunk boundary; the chunk right after it must be part of
+    // the read-ahead, or the next read fetches it alone, a round trip of its own.
+    let one_chunk = (65_536 + TAG_LEN) as u64;
+    let requests = backend.requests.lock();
+    assert!(
+        !requests.contains(&one_chunk),
+        "a lone chunk was fetched: {requests:?}"
+    );
+}
+
+#[test]
 fn purge_drops_keys_and_fails_later_reads() {
     let f = Fixture::new();
     f.seal("x", &pattern(100_000, 6));
