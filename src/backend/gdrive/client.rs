@@ -7,10 +7,10 @@
 //!   connections are retried with exponential backoff; a 401 gets one fresh token
 //!   (`force_refreshed_token`) and one more try; anything else fails at once.
 
-use std::collections::HashMap;
+use std::cell::RefCell;
 use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::thread::ThreadId;
 use std::time::Duration;
 
 use google_drive3::api::File;
@@ -164,8 +164,17 @@ pub struct Drive {
     /// `…/drive/v3/`, for the downloads sent by hand.
     base_url: String,
     connector: Connector,
-    /// Each reading thread's own HTTP client, for downloads run by [`Drive::block_here`].
-    clients_here: Mutex<HashMap<ThreadId, HttpClient>>,
+    /// Names this client in each thread's [`CLIENTS_HERE`].
+    id: u64,
+}
+
+/// Source of [`Drive`] ids.
+static NEXT_DRIVE_ID: AtomicU64 = AtomicU64::new(0);
+
+thread_local! {
+    /// This thread's own HTTP client of each [`Drive`] (by id), for downloads run by
+    /// [`Drive::block_here`]; they go with the thread, as its runtime does.
+    static CLIENTS_HERE: RefCell<Vec<(u64, HttpClient)>> = const { RefCell::new(Vec::new()) };
 }
 
 /// The hyper client the hub uses; cloning one shares its connection pool.
@@ -211,7 +220,7 @@ impl Drive {
             runtime,
             base_url,
             connector,
-            clients_here: Mutex::new(HashMap::new()),
+            id: NEXT_DRIVE_ID.fetch_add(1, Ordering::Relaxed),
         }))
     }
 
@@ -227,38 +236,44 @@ impl Drive {
         what: impl Fn() -> String,
         future: impl AsyncFnOnce(&Mutex<Option<String>>) -> Result<T, Failure>,
     ) -> Result<T, BackendError> {
-        let last = Mutex::new(None);
-        self.runtime.run(
-            || match last.lock().take() {
-                Some(error) => format!("{} (last error: {error})", what()),
-                None => what(),
-            },
-            async { future(&last).await.map_err(|f| f.error) },
-        )
+        self.block_with(false, what, future)
     }
 
     /// Like [`Drive::block`], on the calling thread's own runtime
-    /// ([`BlockingRuntime::run_here`]), for [`Drive::download`]: its responses are then
-    /// received on the thread that consumes them.
+    /// ([`BlockingRuntime::run_here`]), for [`Drive::download`] through
+    /// [`Drive::client_here`]: its responses are then received on the thread that
+    /// consumes them.
     pub fn block_here<T>(
         &self,
         what: impl Fn() -> String,
         future: impl AsyncFnOnce(&Mutex<Option<String>>) -> Result<T, Failure>,
     ) -> Result<T, BackendError> {
+        self.block_with(true, what, future)
+    }
+
+    fn block_with<T>(
+        &self,
+        here: bool,
+        what: impl Fn() -> String,
+        future: impl AsyncFnOnce(&Mutex<Option<String>>) -> Result<T, Failure>,
+    ) -> Result<T, BackendError> {
         let last = Mutex::new(None);
-        self.runtime.run_here(
-            || match last.lock().take() {
-                Some(error) => format!("{} (last error: {error})", what()),
-                None => what(),
-            },
-            async { future(&last).await.map_err(|f| f.error) },
-        )
+        let what = || match last.lock().take() {
+            Some(error) => format!("{} (last error: {error})", what()),
+            None => what(),
+        };
+        let future = async { future(&last).await.map_err(|f| f.error) };
+        if here {
+            self.runtime.run_here(what, future)
+        } else {
+            self.runtime.run(what, future)
+        }
     }
 
     /// Runs `future` on the shared runtime, wherever this is awaited: inside
-    /// [`Drive::block_here`], work on the clients all threads share (the hub's, the token
-    /// server's) must go there.
-    pub async fn on_shared_runtime<T: Send + 'static>(
+    /// [`Drive::block_here`], work on a client all threads share (the token server's)
+    /// must go there.
+    async fn on_shared_runtime<T: Send + 'static>(
         &self,
         future: impl Future<Output = T> + Send + 'static,
     ) -> Result<T, tokio::task::JoinError> {
@@ -284,11 +299,15 @@ impl Drive {
     /// This thread's own HTTP client, for [`Drive::block_here`] only: its connections are
     /// driven by this thread's runtime, so no other runtime may use them.
     pub fn client_here(&self) -> HttpClient {
-        self.clients_here
-            .lock()
-            .entry(std::thread::current().id())
-            .or_insert_with(|| http_client(self.connector.clone(), 8))
-            .clone()
+        CLIENTS_HERE.with(|clients| {
+            let mut clients = clients.borrow_mut();
+            if let Some((_, client)) = clients.iter().find(|(id, _)| *id == self.id) {
+                return client.clone();
+            }
+            let client = http_client(self.connector.clone(), 8);
+            clients.push((self.id, client.clone()));
+            client
+        })
     }
 
     /// Runs `attempt` until it succeeds, retrying transient failures with backoff and a
