@@ -361,6 +361,113 @@ impl GDriveBackend {
             len,
         )?))
     }
+
+    /// Reads a listed file's bytes: its listed revision, or, where revisions may not be
+    /// read, the current content checked against the listing afterwards. With `here`, the
+    /// pinned download runs on this thread's own runtime and client
+    /// ([`Drive::block_here`]).
+    fn read_listed(
+        &self,
+        key: &str,
+        offset: u64,
+        bufs: &mut [&mut [u8]],
+        arrival: &mut dyn Arrival,
+        here: bool,
+    ) -> Result<(), BackendError> {
+        if bufs.iter().all(|b| b.is_empty()) {
+            return Ok(());
+        }
+        let listed = self
+            .files
+            .read()
+            .get(key)
+            .cloned()
+            .ok_or_else(|| BackendError::NotFound {
+                key: key.to_owned(),
+            })?;
+        let drive = &self.drive;
+        let changed = || {
+            Failure::fatal(BackendError::Changed {
+                key: key.to_owned(),
+            })
+        };
+        let context = || format!("reading {key:?} at {offset}");
+        if let Some(revision) = &listed.revision {
+            if !self.unpinned.lock().contains(&listed.id) {
+                let url = drive.url(&format!(
+                    "files/{}/revisions/{revision}?alt=media",
+                    listed.id
+                ));
+                let client = if here {
+                    drive.client_here()
+                } else {
+                    drive.hub.client.clone()
+                };
+                let read_pinned = async |last: &Mutex<Option<String>>| match drive
+                    .retrying(last, async || {
+                        drive
+                            .download(&client, &url, key, offset, bufs, arrival)
+                            .await
+                    })
+                    .await
+                {
+                    Ok(()) => Ok(true),
+                    Err(f) if f.kind == Kind::Forbidden => {
+                        tracing::warn!(
+                            key,
+                            "this account may not read revisions ({}); reading the current \
+                                 content and checking it is still the listed revision",
+                            f.error
+                        );
+                        self.unpinned.lock().insert(listed.id.clone());
+                        Ok(false)
+                    }
+                    Err(f) if f.kind == Kind::NotFound => Err(changed()),
+                    Err(f) => Err(f),
+                };
+                let pinned = if here {
+                    drive.block_here(context, read_pinned)?
+                } else {
+                    drive.block(context, read_pinned)?
+                };
+                if pinned {
+                    return Ok(());
+                }
+            }
+        }
+        // Unpinned: the current content, then a check that it is still the listed revision.
+        // This uses the hub, so it runs on the shared runtime.
+        drive.block(context, async |last| {
+            let url = drive.url(&format!(
+                "files/{}?alt=media&supportsAllDrives=true",
+                listed.id
+            ));
+            drive
+                .retrying(last, async || {
+                    let client = &drive.hub.client;
+                    drive
+                        .download(client, &url, key, offset, bufs, arrival)
+                        .await
+                })
+                .await
+                .map_err(|f| {
+                    if f.kind == Kind::NotFound {
+                        changed()
+                    } else {
+                        f
+                    }
+                })?;
+            let now = drive
+                .retrying(last, async || {
+                    drive.get(&listed.id, "headRevisionId,md5Checksum").await
+                })
+                .await?;
+            if now.head_revision_id != listed.revision || now.md5_checksum != listed.md5 {
+                return Err(changed());
+            }
+            Ok(())
+        })
+    }
 }
 
 impl Backend for GDriveBackend {
@@ -435,9 +542,12 @@ impl Backend for GDriveBackend {
         offset: u64,
         bufs: &mut [&mut [u8]],
     ) -> Result<(), BackendError> {
-        self.read_range_arriving(key, offset, bufs, &mut CopyIn)
+        self.read_listed(key, offset, bufs, &mut CopyIn, false)
     }
 
+    /// Chunk loads (read-ahead and misses, from long-lived threads) are received on the
+    /// calling thread; plain reads (headers, often from short-lived threads checking a
+    /// directory) use the shared client's pooled connections.
     fn read_range_arriving(
         &self,
         key: &str,
@@ -445,94 +555,7 @@ impl Backend for GDriveBackend {
         bufs: &mut [&mut [u8]],
         arrival: &mut dyn Arrival,
     ) -> Result<(), BackendError> {
-        if bufs.iter().all(|b| b.is_empty()) {
-            return Ok(());
-        }
-        let listed = self
-            .files
-            .read()
-            .get(key)
-            .cloned()
-            .ok_or_else(|| BackendError::NotFound {
-                key: key.to_owned(),
-            })?;
-        let drive = &self.drive;
-        let changed = || {
-            Failure::fatal(BackendError::Changed {
-                key: key.to_owned(),
-            })
-        };
-        let context = || format!("reading {key:?} at {offset}");
-        if let Some(revision) = &listed.revision {
-            if !self.unpinned.lock().contains(&listed.id) {
-                let url = drive.url(&format!(
-                    "files/{}/revisions/{revision}?alt=media",
-                    listed.id
-                ));
-                // On this thread's own runtime and client, so the body is received where
-                // its chunks are decrypted.
-                let client = drive.client_here();
-                let pinned = drive.block_here(context, async |last| {
-                    match drive
-                        .retrying(last, async || {
-                            drive
-                                .download(&client, &url, key, offset, bufs, arrival)
-                                .await
-                        })
-                        .await
-                    {
-                        Ok(()) => Ok(true),
-                        Err(f) if f.kind == Kind::Forbidden => {
-                            tracing::warn!(
-                                key,
-                                "this account may not read revisions ({}); reading the current \
-                                 content and checking it is still the listed revision",
-                                f.error
-                            );
-                            self.unpinned.lock().insert(listed.id.clone());
-                            Ok(false)
-                        }
-                        Err(f) if f.kind == Kind::NotFound => Err(changed()),
-                        Err(f) => Err(f),
-                    }
-                })?;
-                if pinned {
-                    return Ok(());
-                }
-            }
-        }
-        // Unpinned: the current content, then a check that it is still the listed revision.
-        // This uses the hub, so it runs on the shared runtime.
-        drive.block(context, async |last| {
-            let url = drive.url(&format!(
-                "files/{}?alt=media&supportsAllDrives=true",
-                listed.id
-            ));
-            drive
-                .retrying(last, async || {
-                    let client = &drive.hub.client;
-                    drive
-                        .download(client, &url, key, offset, bufs, arrival)
-                        .await
-                })
-                .await
-                .map_err(|f| {
-                    if f.kind == Kind::NotFound {
-                        changed()
-                    } else {
-                        f
-                    }
-                })?;
-            let now = drive
-                .retrying(last, async || {
-                    drive.get(&listed.id, "headRevisionId,md5Checksum").await
-                })
-                .await?;
-            if now.head_revision_id != listed.revision || now.md5_checksum != listed.md5 {
-                return Err(changed());
-            }
-            Ok(())
-        })
+        self.read_listed(key, offset, bufs, arrival, true)
     }
 
     fn stat(&self, key: &str) -> Result<Option<u64>, BackendError> {
