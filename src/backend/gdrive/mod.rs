@@ -1,5 +1,6 @@
 //! A folder on Google Drive as a bucket, through `google-drive3` (listing, metadata and
-//! uploads on the generated calls; ranged downloads sent with the hub's client and token).
+//! uploads on the generated calls; ranged downloads sent by hand with the hub's token, chunk
+//! loads over the loading thread's own client, see [`Drive::block_here`]).
 //!
 //! Invariants:
 //! - the listing is recursive from the source folder; each folder's entries get unique,
