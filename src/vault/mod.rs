@@ -229,6 +229,13 @@ struct Readahead {
 pub struct Vault {
     backend: Arc<dyn Backend>,
     identity: RwLock<Option<Identity>>,
+    /// Held shared by every request that uses keys or plaintext (resolving, open, read,
+    /// release, GPU loads, read-ahead jobs) and exclusively by [`Vault::purge`]: a purge
+    /// waits for the requests in flight, and nothing started before it can put a key or
+    /// plaintext back after it. Lock order: this gate, then `identity`.
+    purge_gate: RwLock<()>,
+    /// Purges so far; a read-ahead job queued before the latest one is dropped.
+    purges: AtomicU64,
     cache: ChunkCache,
     tree: RwLock<Tree>,
     handles: Mutex<HashMap<u64, Arc<Handle>>>,
@@ -287,6 +294,8 @@ impl Vault {
         Ok(Vault {
             backend,
             identity: RwLock::new(Some(identity)),
+            purge_gate: RwLock::new(()),
+            purges: AtomicU64::new(0),
             cache,
             tree: RwLock::new(tree),
             handles: Mutex::new(HashMap::new()),
@@ -339,6 +348,7 @@ impl Vault {
     /// Attributes of `ino`; a file not checked since an unlock has its directory resolved
     /// again first.
     pub fn getattr(&self, ino: Ino) -> Result<Attr, VaultError> {
+        let _gate = self.purge_gate.read();
         self.resolve_parent_of(ino)?;
         self.tree.read().attr(ino).ok_or(VaultError::NotFound)
     }
@@ -360,6 +370,7 @@ impl Vault {
 
     /// Looks `name` up in directory `parent`, resolving the directory first.
     pub fn lookup(&self, parent: Ino, name: &str) -> Result<Attr, VaultError> {
+        let _gate = self.purge_gate.read();
         self.resolve_dir(parent)?;
         let tree = self.tree.read();
         let ino = tree.child(parent, name).ok_or(VaultError::NotFound)?;
@@ -368,6 +379,7 @@ impl Vault {
 
     /// The entries of directory `ino` (without `.` and `..`), resolving it first.
     pub fn readdir(&self, ino: Ino) -> Result<Vec<DirEntry>, VaultError> {
+        let _gate = self.purge_gate.read();
         self.resolve_dir(ino)?;
         self.tree.read().entries(ino)
     }
@@ -380,6 +392,7 @@ impl Vault {
     /// Opens file `ino` for reading; returns a handle for [`Vault::read`]. The open is
     /// audited (or the refusal, as `denied`) before it is answered.
     pub fn open(&self, ino: Ino, caller: Caller) -> Result<u64, VaultError> {
+        let _gate = self.purge_gate.read();
         let actor = Actor::from_request(caller.uid, caller.gid, caller.pid);
         if self.identity.read().is_none() {
             let path = self.tree.read().key(ino).unwrap_or_default();
@@ -478,6 +491,7 @@ impl Vault {
 
     /// Forgets a handle, recording how many bytes were read through it.
     pub fn release(&self, fh: u64, caller: Caller) {
+        let _gate = self.purge_gate.read();
         let Some(handle) = self.handles.lock().remove(&fh) else {
             return;
         };
@@ -522,6 +536,7 @@ impl Vault {
         out: &mut [u8],
         caller: Caller,
     ) -> Result<usize, VaultError> {
+        let _gate = self.purge_gate.read();
         if self.identity.read().is_none() {
             let actor = Actor::from_request(caller.uid, caller.gid, caller.pid);
             self.record(
@@ -573,6 +588,7 @@ impl Vault {
 
     /// Describes open file `fh` for the GPU info ioctl; refused like a read while locked.
     pub fn file_info(&self, fh: u64) -> Result<FileInfo, VaultError> {
+        let _gate = self.purge_gate.read();
         if self.is_locked() {
             return Err(VaultError::Purged);
         }
@@ -613,6 +629,7 @@ impl Vault {
         load: &Load,
         caller: Caller,
     ) -> Result<u64, VaultError> {
+        let _gate = self.purge_gate.read();
         let detail = serde_json::json!({
             "sink": self.gpu.sink_name(),
             "device": load.target.device,
@@ -713,9 +730,6 @@ impl Vault {
         let last = layout.chunk_of(end - 1);
         let mut start = layout.chunk_of(offset);
         while start <= last {
-            if self.is_locked() {
-                return Err(VaultError::Purged);
-            }
             let stop = (start + per_window).min(last + 1);
             if stop <= last {
                 self.prefetch(object, stop..(stop + per_window).min(last + 1));
@@ -746,6 +760,7 @@ impl Vault {
     /// ([`Vault::part_chunks`]), so a remote backend has several requests in flight.
     fn prefetch(self: &Arc<Self>, object: &Arc<SealedObject>, chunks: std::ops::Range<u64>) {
         let part_chunks = self.part_chunks(object);
+        let purges = self.purges.load(Ordering::Acquire);
         let mut start = chunks.start;
         while start < chunks.end {
             let part = start..(start + part_chunks).min(chunks.end);
@@ -753,6 +768,10 @@ impl Vault {
             let vault = Arc::clone(self);
             let object = Arc::clone(object);
             self.readahead_workers.spawn(move || {
+                let _gate = vault.purge_gate.read();
+                if vault.purges.load(Ordering::Acquire) != purges {
+                    return;
+                }
                 // Errors surface on the real read of these chunks; nothing to report here.
                 let _ = vault.cache.with_chunks(object.as_ref(), part, |_, _| {});
             });
@@ -765,9 +784,6 @@ impl Vault {
         offset: u64,
         out: &mut [u8],
     ) -> Result<usize, VaultError> {
-        if self.identity.read().is_none() {
-            return Err(VaultError::Purged);
-        }
         let object = match &handle.source {
             Source::Sealed(object) => object,
             Source::Volume(_, data) => return Ok(copy_from(data, offset, out)),
@@ -942,8 +958,13 @@ impl Vault {
     /// Zeroizes the cache and GPU staging memory and drops the identity and every file key;
     /// later opens, reads and GPU loads fail with [`VaultError::Purged`]. Audited as
     /// `purge`. Returns the bytes zeroized.
+    ///
+    /// Waits for the requests in flight first (a remote read at most its timeout, a GPU
+    /// load until it is copied), so when it returns no key or plaintext is left behind.
     pub fn purge(&self) -> usize {
         let started = std::time::Instant::now();
+        let gate = self.purge_gate.write();
+        self.purges.fetch_add(1, Ordering::AcqRel);
         self.identity.write().take();
         let open_files = {
             let mut handles = self.handles.lock();
@@ -955,6 +976,7 @@ impl Vault {
         self.assembled.lock().clear();
         self.last_volume.lock().take();
         let bytes = self.cache.purge() + self.gpu.purge();
+        drop(gate);
         let detail = serde_json::json!({
             "bytes_zeroized": bytes,
             "file_keys_dropped": files,

@@ -732,3 +732,164 @@ fn a_gpu_load_over_a_tampered_chunk_fails_with_the_integrity_error() {
         131_072
     );
 }
+
+/// A local backend whose ranged reads from `hold_from` on wait while it is held, to put a
+/// purge in the middle of requests.
+struct Held {
+    inner: LocalBackend,
+    hold_from: u64,
+    held: std::sync::Mutex<bool>,
+    released: std::sync::Condvar,
+    /// Reads waiting now.
+    waiting: AtomicU64,
+}
+
+impl Held {
+    fn vault(f: &Fixture, hold_from: u64) -> (Arc<Vault>, Arc<Held>) {
+        let backend = Arc::new(Held {
+            inner: LocalBackend::open(f.bucket.path()).unwrap(),
+            hold_from,
+            held: std::sync::Mutex::new(false),
+            released: std::sync::Condvar::new(),
+            waiting: AtomicU64::new(0),
+        });
+        let config = VaultConfig {
+            cache_size: 16 << 20,
+            ..VaultConfig::default()
+        };
+        let vault = Vault::new(backend.clone(), f.identity(), config, None).unwrap();
+        (Arc::new(vault), backend)
+    }
+
+    fn hold(&self, held: bool) {
+        *self.held.lock().unwrap() = held;
+        self.released.notify_all();
+    }
+
+    /// Waits until `n` reads are held.
+    fn wait_for_held(&self, n: u64) {
+        while self.waiting.load(Ordering::SeqCst) < n {
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+    }
+}
+
+impl Backend for Held {
+    fn list(&self) -> Result<Vec<crate::backend::ObjectInfo>, BackendError> {
+        self.inner.list()
+    }
+    fn read_range(
+        &self,
+        key: &str,
+        offset: u64,
+        bufs: &mut [&mut [u8]],
+    ) -> Result<(), BackendError> {
+        if offset >= self.hold_from {
+            self.waiting.fetch_add(1, Ordering::SeqCst);
+            let mut held = self.held.lock().unwrap();
+            while *held {
+                held = self.released.wait(held).unwrap();
+            }
+            self.waiting.fetch_sub(1, Ordering::SeqCst);
+        }
+        self.inner.read_range(key, offset, bufs)
+    }
+    fn stat(&self, key: &str) -> Result<Option<u64>, BackendError> {
+        self.inner.stat(key)
+    }
+    fn create(
+        &self,
+        key: &str,
+        overwrite: bool,
+    ) -> Result<Box<dyn crate::backend::ObjectWriter>, BackendError> {
+        self.inner.create(key, overwrite)
+    }
+    fn read_profile(&self) -> crate::backend::ReadProfile {
+        self.inner.read_profile()
+    }
+    fn describe(&self) -> String {
+        "held".into()
+    }
+}
+
+/// Runs `purge` on another thread; asserts it is still waiting after a while.
+fn purge_in_background(v: &Arc<Vault>) -> std::thread::JoinHandle<usize> {
+    let (done, finished) = std::sync::mpsc::channel();
+    let vault = Arc::clone(v);
+    let purge = std::thread::spawn(move || {
+        let bytes = vault.purge();
+        let _ = done.send(());
+        bytes
+    });
+    assert!(
+        finished
+            .recv_timeout(std::time::Duration::from_millis(300))
+            .is_err(),
+        "the purge returned while a request was in flight"
+    );
+    purge
+}
+
+#[test]
+fn a_purge_waits_for_an_open_in_flight_and_leaves_no_handle_or_key_behind() {
+    let f = Fixture::new();
+    f.seal("x", &pattern(100_000, 8));
+    let (v, backend) = Held::vault(&f, 0);
+    let ino = resolve(&v, "x").unwrap().ino;
+    v.purge();
+    v.unlock(f.identity()).unwrap();
+    // The open resolves the file's header again, and waits in the backend.
+    backend.hold(true);
+    let opening = {
+        let v = Arc::clone(&v);
+        std::thread::spawn(move || v.open(ino, ME))
+    };
+    backend.wait_for_held(1);
+    let purge = purge_in_background(&v);
+    backend.hold(false);
+    let fh = opening
+        .join()
+        .unwrap()
+        .expect("the open finished before the purge");
+    purge.join().unwrap();
+    assert!(v.handles.lock().is_empty(), "a handle outlived the purge");
+    assert!(
+        v.tree.read().opened_files().is_empty(),
+        "a file key outlived the purge"
+    );
+    assert!(matches!(
+        v.read(fh, 0, &mut [0u8; 10], ME),
+        Err(VaultError::Purged)
+    ));
+}
+
+#[test]
+fn a_purge_waits_for_read_ahead_in_flight_and_drops_the_queued_jobs() {
+    let f = Fixture::new();
+    f.seal("x", &pattern(4 << 20, 9));
+    // Chunk 0 sits below 64 KiB of ciphertext; every later chunk above.
+    let (v, backend) = Held::vault(&f, 1 << 16);
+    let ino = resolve(&v, "x").unwrap().ino;
+    let object = v.tree.read().object(ino).unwrap();
+    backend.hold(true);
+    // Four parts of 16 chunks: two in flight (the local profile's workers), two queued.
+    v.prefetch(&object, 1..65);
+    backend.wait_for_held(2);
+    let loads = || v.cache.stats().loads.load(Ordering::SeqCst);
+    let before = loads();
+    let purge = purge_in_background(&v);
+    backend.hold(false);
+    purge.join().unwrap();
+    let after_purge = loads();
+    assert_eq!(
+        after_purge - before,
+        32,
+        "the two parts in flight finished first"
+    );
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    assert_eq!(
+        loads(),
+        after_purge,
+        "a queued part was loaded after the purge"
+    );
+}
