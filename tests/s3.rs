@@ -125,24 +125,36 @@ fn sealed_tree_reads_back_exactly_and_reseal_skips_what_arrived() {
     );
 }
 
-/// More than 1000 objects: the listing follows continuation tokens.
+/// More than 1000 objects: the listing follows continuation tokens, also within a shard
+/// (a "directory" listed on its own, in parallel with its siblings), and finds the objects
+/// above the shards, at every level it descended through, and nested inside them.
 #[test]
-fn listing_paginates_past_1000_objects() {
+fn listing_paginates_past_1000_objects_and_covers_every_shard() {
     let moto = Moto::start();
     moto.create_bucket(BUCKET);
     let ws = Workspace::new();
-    for i in 0..1050 {
+    for i in 0..1020 {
         ws.write_plain(
-            &format!("many/{i:04}.txt"),
+            &format!("many/big/{i:04}.txt"),
             format!("object {i}").as_bytes(),
         );
     }
+    ws.write_plain("top.txt", b"at the root");
+    ws.write_plain("many/beside.txt", b"beside the shards");
+    ws.write_plain("many/small/x.txt", b"x");
+    ws.write_plain("many/small/deeper/y.txt", b"y");
     run_ok(&mut seal_to(&ws, &moto, &ws.plain(), "s3://scans"));
     let mount = ws.mount_source("s3://scans", &[&moto.endpoint_option(), "audit=off"]);
-    let names = std::fs::read_dir(ws.mnt().join("many")).unwrap().count();
-    assert_eq!(names, 1050, "log:\n{}", mount.log_text());
-    let last = std::fs::read_to_string(ws.mnt().join("many/1049.txt")).unwrap();
-    assert_eq!(last, "object 1049");
+    let names = std::fs::read_dir(ws.mnt().join("many/big"))
+        .unwrap()
+        .count();
+    assert_eq!(names, 1020, "log:\n{}", mount.log_text());
+    let read = |path: &str| std::fs::read_to_string(ws.mnt().join(path)).unwrap();
+    assert_eq!(read("many/big/1019.txt"), "object 1019");
+    assert_eq!(read("top.txt"), "at the root");
+    assert_eq!(read("many/beside.txt"), "beside the shards");
+    assert_eq!(read("many/small/x.txt"), "x");
+    assert_eq!(read("many/small/deeper/y.txt"), "y");
 }
 
 /// pydicom's bundled DICOM files, sealed to S3 and read back through the mount, are

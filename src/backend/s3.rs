@@ -44,6 +44,10 @@ const PART_SIZE: usize = 8 << 20;
 const PARTS_IN_FLIGHT: usize = 4;
 /// Attempts per request (the first and the retries), within the timeout.
 const MAX_ATTEMPTS: u32 = 4;
+/// Listing requests in flight at once, one per shard of the prefix.
+const LISTINGS_IN_FLIGHT: usize = 8;
+/// Levels of single "directories" a listing descends through to find its shards.
+const MAX_DESCENT: usize = 4;
 
 /// `s3://bucket/prefix`: where the objects are. The prefix is empty or ends with `/`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -203,7 +207,71 @@ fn require_profile(runtime: &BlockingRuntime, profile: &str) -> Result<(), Backe
     })
 }
 
+/// An object as listed: key relative to the location's prefix, size, ETag.
+type Listed = (String, u64, String);
+
 impl Inner {
+    /// All pages of one ListObjectsV2 listing of `prefix`, each bounded by the timeout:
+    /// the objects under it (all of them, or with `delimited` only those directly in it)
+    /// and, with `delimited`, its "directories" (full key prefixes ending in `/`).
+    async fn list_pages(
+        &self,
+        prefix: &str,
+        delimited: bool,
+    ) -> Result<(Vec<Listed>, Vec<String>), BackendError> {
+        let mut request = self
+            .client
+            .list_objects_v2()
+            .bucket(&self.location.bucket)
+            .prefix(prefix);
+        if delimited {
+            request = request.delimiter("/");
+        }
+        let mut pages = request.into_paginator().send();
+        let (mut listed, mut dirs) = (Vec::new(), Vec::new());
+        let timeout = self.runtime.timeout();
+        loop {
+            let page = tokio::time::timeout(timeout, pages.next())
+                .await
+                .map_err(|_| BackendError::Timeout {
+                    context: self.describe_listing(),
+                    timeout,
+                })?;
+            let Some(page) = page else {
+                return Ok((listed, dirs));
+            };
+            let page = page.map_err(|e| remote_error(self.describe_listing(), e))?;
+            dirs.extend(
+                page.common_prefixes()
+                    .iter()
+                    .filter_map(|dir| dir.prefix())
+                    .filter(|dir| dir.len() > prefix.len() && dir.starts_with(prefix))
+                    .map(str::to_owned),
+            );
+            for object in page.contents() {
+                let (Some(key), Some(size)) = (object.key(), object.size()) else {
+                    continue;
+                };
+                let Some(key) = key.strip_prefix(&self.location.prefix) else {
+                    continue;
+                };
+                // Zero-length "folder" markers made by consoles are not objects.
+                if key.is_empty() || key.ends_with('/') {
+                    continue;
+                }
+                let etag = object.e_tag().unwrap_or_default().to_owned();
+                listed.push((key.to_owned(), size.max(0) as u64, etag));
+            }
+        }
+    }
+
+    fn describe_listing(&self) -> String {
+        format!(
+            "listing s3://{}/{}",
+            self.location.bucket, self.location.prefix
+        )
+    }
+
     fn full_key(&self, key: &str) -> String {
         format!("{}{key}", self.location.prefix)
     }
@@ -266,37 +334,44 @@ async fn fill_from(
 }
 
 impl Backend for S3Backend {
+    /// Lists the prefix in shards: a listing's pages are sequential (each needs the
+    /// previous one's token), so the first level that holds more than one "directory" is
+    /// listed with delimiter `/`, then each of its directories flat, several at once.
     fn list(&self) -> Result<Vec<ObjectInfo>, BackendError> {
         let inner = &self.inner;
-        let location = &inner.location;
-        let context = || format!("listing s3://{}/{}", location.bucket, location.prefix);
-        let listed = inner.runtime.run(context, async {
-            let mut pages = inner
-                .client
-                .list_objects_v2()
-                .bucket(&location.bucket)
-                .prefix(&location.prefix)
-                .into_paginator()
-                .send();
+        let listed = inner.runtime.runtime().block_on(async {
             let mut listed = Vec::new();
-            while let Some(page) = pages.next().await {
-                let page = page.map_err(|e| remote_error(context(), e))?;
-                for object in page.contents() {
-                    let (Some(key), Some(size)) = (object.key(), object.size()) else {
-                        continue;
-                    };
-                    let Some(key) = key.strip_prefix(&location.prefix) else {
-                        continue;
-                    };
-                    // Zero-length "folder" markers made by consoles are not objects.
-                    if key.is_empty() || key.ends_with('/') {
-                        continue;
+            let mut level = inner.location.prefix.clone();
+            let mut depth = 0;
+            let shards = loop {
+                let (objects, dirs) = inner.list_pages(&level, true).await?;
+                listed.extend(objects);
+                match dirs.as_slice() {
+                    [only] if depth < MAX_DESCENT => {
+                        level = only.clone();
+                        depth += 1;
                     }
-                    let etag = object.e_tag().unwrap_or_default().to_owned();
-                    listed.push((key.to_owned(), size.max(0) as u64, etag));
+                    _ => break dirs,
                 }
+            };
+            let mut shards = shards.into_iter();
+            let mut running = tokio::task::JoinSet::new();
+            loop {
+                while running.len() < LISTINGS_IN_FLIGHT {
+                    let Some(shard) = shards.next() else { break };
+                    let inner = Arc::clone(inner);
+                    running.spawn(async move { inner.list_pages(&shard, false).await });
+                }
+                let Some(done) = running.join_next().await else {
+                    break;
+                };
+                let (objects, _) = done.map_err(|e| BackendError::Unavailable {
+                    context: inner.describe_listing(),
+                    message: e.to_string(),
+                })??;
+                listed.extend(objects);
             }
-            Ok(listed)
+            Ok::<_, BackendError>(listed)
         })?;
         let mut etags = self.etags.write();
         etags.clear();
