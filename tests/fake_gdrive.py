@@ -10,8 +10,8 @@
   authorization_code and refresh_token grants, plus an authorization page that redirects
   straight back with a code.
 
-Test controls under /_admin/ (JSON): config (page_size, token_ttl, faults, revoked,
-forbid_revisions), file (add an entry with any name), replace (new revision), prune (drop
+Test controls under /_admin/ (JSON): config (page_size, list_delay (seconds before each
+files.list answer), token_ttl, faults, revoked, forbid_revisions), file (add an entry with any name), replace (new revision), prune (drop
 old revisions), drive (add a shared drive), token (issue an access token), state, stats.
 
 Run: fake_gdrive.py --port PORT [--key-out SA.json] [--client-out CLIENT.json]
@@ -55,6 +55,7 @@ refresh_tokens = {}  # refresh token -> scopes
 codes = {}  # authorization code -> scopes
 config = {
     "page_size": 1000,
+    "list_delay": 0,
     "token_ttl": 3600,
     "faults": [],
     "revoked": False,
@@ -314,6 +315,7 @@ class Handler(BaseHTTPRequestHandler):
         q = re.sub(LITERAL + r" in parents", lambda m: f"'{self.resolve(unquote(m.group(1)))}' in parents", q)
         size = min(int(query.get("pageSize", 100)), config["page_size"])
         start = int(query.get("pageToken") or 0)
+        time.sleep(config["list_delay"])
         with lock:
             found = sorted(
                 (e for e in files.values() if matches(e, q)), key=lambda e: (e["name"], e["id"])

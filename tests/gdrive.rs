@@ -439,6 +439,43 @@ fn dead_or_hung_servers_give_eio_within_the_timeout() {
     );
 }
 
+/// A listing of many requests may take longer than `timeout=` as a whole: each request is
+/// bounded, not the whole walk of the tree.
+#[test]
+fn a_listing_longer_than_the_timeout_mounts_when_each_request_is_within_it() {
+    let fake = FakeDrive::start();
+    let ws = Workspace::new();
+    for folder in ["a", "b", "c"] {
+        for i in 0..3 {
+            ws.write_plain(
+                &format!("{folder}/f{i}.txt"),
+                format!("{folder} {i}").as_bytes(),
+            );
+        }
+    }
+    run_ok(&mut seal_to(
+        &ws,
+        &fake,
+        &ws.plain(),
+        "gdrive:///My Drive/d",
+    ));
+    // Pages of 2 entries, each answered after 0.5 s: 8 pages for the 4 folders, 4 s.
+    fake.admin("config", json!({"page_size": 2, "list_delay": 0.5}));
+    let started = Instant::now();
+    let mount = ws.mount_source(
+        "gdrive:///My Drive/d",
+        &[&fake.options(), "audit=off", "timeout=2s"],
+    );
+    let listing = started.elapsed();
+    assert!(listing > Duration::from_secs(2), "listed in {listing:?}");
+    fake.admin("config", json!({"list_delay": 0}));
+    for folder in ["a", "b", "c"] {
+        let text = std::fs::read_to_string(ws.mnt().join(format!("{folder}/f2.txt")))
+            .unwrap_or_else(|e| panic!("{e}; log:\n{}", mount.log_text()));
+        assert_eq!(text, format!("{folder} 2"));
+    }
+}
+
 /// Revoked service-account credentials fail the mount at once with the server's reason;
 /// nothing is mounted.
 #[test]

@@ -168,6 +168,14 @@ pub struct Drive {
     id: u64,
 }
 
+/// `what`, followed by the last transient error seen, if any (taken from `last`).
+fn with_last_error(what: impl Fn() -> String, last: &Mutex<Option<String>>) -> String {
+    match last.lock().take() {
+        Some(error) => format!("{} (last error: {error})", what()),
+        None => what(),
+    }
+}
+
 /// Source of [`Drive`] ids.
 static NEXT_DRIVE_ID: AtomicU64 = AtomicU64::new(0);
 
@@ -251,6 +259,37 @@ impl Drive {
         self.block_with(true, what, future)
     }
 
+    /// Like [`Drive::block`] for work of many requests (a listing), which is not bounded
+    /// as a whole: each of its requests must be, with [`Drive::bounded`].
+    pub fn block_each<T>(
+        &self,
+        future: impl AsyncFnOnce(&Mutex<Option<String>>) -> Result<T, Failure>,
+    ) -> Result<T, BackendError> {
+        let last = Mutex::new(None);
+        self.runtime
+            .runtime()
+            .block_on(async { future(&last).await.map_err(|f| f.error) })
+    }
+
+    /// `future` (one request and its retries), failing with a fatal
+    /// [`BackendError::Timeout`] once the timeout has passed.
+    pub async fn bounded<T>(
+        &self,
+        what: impl Fn() -> String,
+        last: &Mutex<Option<String>>,
+        future: impl Future<Output = Result<T, Failure>>,
+    ) -> Result<T, Failure> {
+        let timeout = self.runtime.timeout();
+        tokio::time::timeout(timeout, future)
+            .await
+            .unwrap_or_else(|_| {
+                Err(Failure::fatal(BackendError::Timeout {
+                    context: with_last_error(what, last),
+                    timeout,
+                }))
+            })
+    }
+
     fn block_with<T>(
         &self,
         here: bool,
@@ -258,10 +297,7 @@ impl Drive {
         future: impl AsyncFnOnce(&Mutex<Option<String>>) -> Result<T, Failure>,
     ) -> Result<T, BackendError> {
         let last = Mutex::new(None);
-        let what = || match last.lock().take() {
-            Some(error) => format!("{} (last error: {error})", what()),
-            None => what(),
-        };
+        let what = || with_last_error(&what, &last);
         let future = async { future(&last).await.map_err(|f| f.error) };
         if here {
             self.runtime.run_here(what, future)

@@ -258,12 +258,13 @@ impl GDriveBackend {
         let mut entries = Vec::new();
         let mut token: Option<String> = None;
         loop {
+            let page = drive.retrying(last, async || {
+                drive
+                    .children_page(folder, extra, drive_id, token.as_deref())
+                    .await
+            });
             let (page, next) = drive
-                .retrying(last, async || {
-                    drive
-                        .children_page(folder, extra, drive_id, token.as_deref())
-                        .await
-                })
+                .bounded(|| format!("listing Drive folder {folder}"), last, page)
                 .await?;
             entries.extend(page);
             match next {
@@ -474,8 +475,10 @@ impl GDriveBackend {
 impl Backend for GDriveBackend {
     fn list(&self) -> Result<Vec<ObjectInfo>, BackendError> {
         let context = || format!("listing {}", self.location);
-        let (objects, listed, folders) = self.drive.block(context, async |last| {
-            let root = self.root(last, false).await?.ok_or_else(|| {
+        // Not bounded as a whole (a large tree takes many requests): each request is.
+        let (objects, listed, folders) = self.drive.block_each(async |last| {
+            let root = self.drive.bounded(context, last, self.root(last, false));
+            let root = root.await?.ok_or_else(|| {
                 Failure::fatal(BackendError::BadSource {
                     source_text: self.location.to_string(),
                     reason: "no such folder".into(),
