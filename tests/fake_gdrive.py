@@ -61,7 +61,8 @@ config = {
     "revoked": False,
     "forbid_revisions": [],
 }
-stats = {"requests": 0, "token_grants": {}, "faults_served": 0, "media": 0}
+stats = {"requests": 0, "token_grants": {}, "faults_served": 0, "media": 0, "lists_at_once": 0}
+lists_in_flight = 0
 public_key = None
 base_url = ""
 
@@ -315,8 +316,13 @@ class Handler(BaseHTTPRequestHandler):
         q = re.sub(LITERAL + r" in parents", lambda m: f"'{self.resolve(unquote(m.group(1)))}' in parents", q)
         size = min(int(query.get("pageSize", 100)), config["page_size"])
         start = int(query.get("pageToken") or 0)
+        global lists_in_flight
+        with lock:
+            lists_in_flight += 1
+            stats["lists_at_once"] = max(stats["lists_at_once"], lists_in_flight)
         time.sleep(config["list_delay"])
         with lock:
+            lists_in_flight -= 1
             found = sorted(
                 (e for e in files.values() if matches(e, q)), key=lambda e: (e["name"], e["id"])
             )

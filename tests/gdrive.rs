@@ -440,9 +440,9 @@ fn dead_or_hung_servers_give_eio_within_the_timeout() {
 }
 
 /// A listing of many requests may take longer than `timeout=` as a whole: each request is
-/// bounded, not the whole walk of the tree.
+/// bounded, not the whole walk of the tree. The folders of one level are listed at once.
 #[test]
-fn a_listing_longer_than_the_timeout_mounts_when_each_request_is_within_it() {
+fn a_listing_longer_than_the_timeout_mounts_and_lists_a_level_at_once() {
     let fake = FakeDrive::start();
     let ws = Workspace::new();
     for folder in ["a", "b", "c"] {
@@ -459,7 +459,8 @@ fn a_listing_longer_than_the_timeout_mounts_when_each_request_is_within_it() {
         &ws.plain(),
         "gdrive:///My Drive/d",
     ));
-    // Pages of 2 entries, each answered after 0.5 s: 8 pages for the 4 folders, 4 s.
+    // Pages of 2 entries, each answered after 0.5 s: 8 pages for the 4 folders, 2 s after
+    // the first level if the three folders of the second are listed at once (4 s if not).
     fake.admin("config", json!({"page_size": 2, "list_delay": 0.5}));
     let started = Instant::now();
     let mount = ws.mount_source(
@@ -468,6 +469,8 @@ fn a_listing_longer_than_the_timeout_mounts_when_each_request_is_within_it() {
     );
     let listing = started.elapsed();
     assert!(listing > Duration::from_secs(2), "listed in {listing:?}");
+    // a, b and c (the second level) were listed together.
+    assert_eq!(fake.stats()["lists_at_once"], 3, "{}", fake.stats());
     fake.admin("config", json!({"list_delay": 0}));
     for folder in ["a", "b", "c"] {
         let text = std::fs::read_to_string(ws.mnt().join(format!("{folder}/f2.txt")))

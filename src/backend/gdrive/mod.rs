@@ -22,11 +22,12 @@ mod location;
 pub mod names;
 mod upload;
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures_util::stream::{self, StreamExt, TryStreamExt};
 use google_drive3::api::File;
 use parking_lot::{Mutex, RwLock};
 
@@ -45,6 +46,8 @@ type Connector = google_drive3::hyper_rustls::HttpsConnector<
 
 /// Drive's MIME type of folders.
 const FOLDER: &str = "application/vnd.google-apps.folder";
+/// Folders of one level of the tree listed at once.
+const FOLDERS_IN_FLIGHT: usize = 8;
 /// Prefix of the MIME types of Google-native documents (no binary content).
 const NATIVE: &str = "application/vnd.google-apps.";
 
@@ -486,46 +489,56 @@ impl Backend for GDriveBackend {
             })?;
             let (mut objects, mut listed, mut folders) =
                 (Vec::new(), HashMap::new(), HashMap::new());
-            let mut pending = VecDeque::from([(root.id.clone(), String::new())]);
-            while let Some((folder, prefix)) = pending.pop_front() {
-                let entries = self
-                    .all_children(last, &folder, "", root.drive_id.as_deref())
-                    .await?;
-                let naming: Vec<names::Entry<'_, _>> = entries
-                    .iter()
-                    .map(|f| names::Entry {
-                        id: f.id.as_deref().unwrap_or_default(),
-                        name: f.name.as_deref().unwrap_or_default(),
-                        created: f.created_time,
+            // Level by level, several folders of a level at once; `buffered` keeps the
+            // answers in order, so the result does not depend on which answers first.
+            let mut level = vec![(root.id.clone(), String::new())];
+            let drive_id = root.drive_id.as_deref();
+            while !level.is_empty() {
+                let answers: Vec<(String, Vec<File>)> = stream::iter(level.drain(..))
+                    .map(|(folder, prefix)| async move {
+                        let entries = self.all_children(last, &folder, "", drive_id).await?;
+                        Ok::<_, Failure>((prefix, entries))
                     })
-                    .collect();
-                for (file, name) in entries.iter().zip(names::local_names(&naming)) {
-                    let Some(name) = name else { continue };
-                    let key = format!("{prefix}{name}");
-                    let id = file.id.clone().unwrap_or_default();
-                    let mime = file.mime_type.as_deref().unwrap_or_default();
-                    if mime == FOLDER {
-                        pending.push_back((id.clone(), format!("{key}/")));
-                        folders.insert(key, id);
-                    } else if mime.starts_with(NATIVE) {
-                        tracing::info!(
-                            key,
-                            mime,
-                            "skipping a Google-native document (no binary content)"
-                        );
-                    } else {
-                        objects.push(ObjectInfo {
-                            key: key.clone(),
-                            size: file.size.unwrap_or(0).max(0) as u64,
-                        });
-                        listed.insert(
-                            key,
-                            Listed {
-                                id,
-                                revision: file.head_revision_id.clone(),
-                                md5: file.md5_checksum.clone(),
-                            },
-                        );
+                    .buffered(FOLDERS_IN_FLIGHT)
+                    .try_collect()
+                    .await?;
+                for (prefix, entries) in answers {
+                    let naming: Vec<names::Entry<'_, _>> = entries
+                        .iter()
+                        .map(|f| names::Entry {
+                            id: f.id.as_deref().unwrap_or_default(),
+                            name: f.name.as_deref().unwrap_or_default(),
+                            created: f.created_time,
+                        })
+                        .collect();
+                    for (file, name) in entries.iter().zip(names::local_names(&naming)) {
+                        let Some(name) = name else { continue };
+                        let key = format!("{prefix}{name}");
+                        let id = file.id.clone().unwrap_or_default();
+                        let mime = file.mime_type.as_deref().unwrap_or_default();
+                        if mime == FOLDER {
+                            level.push((id.clone(), format!("{key}/")));
+                            folders.insert(key, id);
+                        } else if mime.starts_with(NATIVE) {
+                            tracing::info!(
+                                key,
+                                mime,
+                                "skipping a Google-native document (no binary content)"
+                            );
+                        } else {
+                            objects.push(ObjectInfo {
+                                key: key.clone(),
+                                size: file.size.unwrap_or(0).max(0) as u64,
+                            });
+                            listed.insert(
+                                key,
+                                Listed {
+                                    id,
+                                    revision: file.head_revision_id.clone(),
+                                    md5: file.md5_checksum.clone(),
+                                },
+                            );
+                        }
                     }
                 }
             }
