@@ -35,8 +35,9 @@ while IFS= read -r -d '' f; do
   if ! cmp -s "$f" "$work/mnt/$rel"; then
     echo "MISMATCH (bytes): $rel"; failures=$((failures + 1)); continue
   fi
-  a=$(dcmdump "$f" 2>&1; echo "exit=$?")
-  b=$(dcmdump "$work/mnt/$rel" 2>&1; echo "exit=$?")
+  # dcmdump prints some values raw; NUL bytes cannot live in a shell variable.
+  a=$(dcmdump "$f" 2>&1 | tr -d '\0'; echo "exit=${PIPESTATUS[0]}")
+  b=$(dcmdump "$work/mnt/$rel" 2>&1 | tr -d '\0'; echo "exit=${PIPESTATUS[0]}")
   if [ "${a//$work\/plain/X}" != "${b//$work\/mnt/X}" ]; then
     echo "MISMATCH (dcmdump): $rel"; failures=$((failures + 1))
   fi
