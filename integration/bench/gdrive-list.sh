@@ -31,11 +31,8 @@ source integration/bench/remote-common.sh
 positive PATIENTS "$PATIENTS" REPS "$REPS"
 bench_setup
 
-python3 tests/fake_gdrive.py --port "$PORT" --key-out "$WORK/sa.json" 2>"$WORK/fake.log" &
-SERVER_PID=$!
-wait_for_server "the fake Drive server" "$WORK/fake.log"
-for _ in $(seq 100); do [ -s "$WORK/sa.json" ] && break; sleep 0.1; done
-OPTS="gdrive_endpoint=$ENDPOINT,gdrive_credentials=$WORK/sa.json,audit=off"
+start_fake_drive
+OPTS="$OPTS,audit=off"
 
 log "making $PATIENTS x 10 folders of 10 files on the fake"
 python3 - "$ENDPOINT" "$PATIENTS" "$LIST_DELAY" <<'PY'

@@ -38,11 +38,7 @@ positive SIZE_MIB "$SIZE_MIB" REPS "$REPS" SMALL "$SMALL" SMALL_KIB "$SMALL_KIB"
 bench_setup
 mkdir -p "$WORK/plain/small"
 
-python3 tests/fake_gdrive.py --port "$PORT" --key-out "$WORK/sa.json" 2>"$WORK/fake.log" &
-SERVER_PID=$!
-wait_for_server "the fake Drive server" "$WORK/fake.log"
-for _ in $(seq 100); do [ -s "$WORK/sa.json" ] && break; sleep 0.1; done
-OPTS="gdrive_endpoint=$ENDPOINT,gdrive_credentials=$WORK/sa.json"
+start_fake_drive
 
 log "sealing a ${SIZE_MIB} MiB random file and $SMALL small ones to the fake Drive"
 head -c $(( SIZE_MIB << 20 )) /dev/urandom > "$WORK/plain/data.bin"

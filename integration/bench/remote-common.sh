@@ -1,6 +1,7 @@
-# Shared by the remote-backend benchmarks (s3-read.sh, s3-list.sh, gdrive-read.sh); source it
-# after setting BENCH (the script's name, for messages). It checks that it runs as root from
-# the repository root, installs the test dependencies, and provides the helpers below.
+# Shared by the remote-backend benchmarks (s3-read.sh, s3-list.sh, gdrive-read.sh,
+# gdrive-list.sh); source it after setting BENCH (the script's name, for messages). It
+# checks that it runs as root from the repository root, installs the test dependencies, and
+# provides the helpers below.
 # bench_setup then sets SMPFS (the binary measured: $SMPFS_BIN, or a fresh release build),
 # WORK (a scratch directory), MNT (a mount point in it), PORT (a free loopback port),
 # ENDPOINT (http://127.0.0.1:PORT) and a cleanup on exit that unmounts MNT, kills SERVER_PID
@@ -73,6 +74,16 @@ bench_cleanup() {
 wait_for_server() {
   for _ in $(seq 100); do curl -s -o /dev/null "$ENDPOINT/" && return 0; sleep 0.1; done
   die "$1 did not start: $(cat "$2" 2>/dev/null)"
+}
+
+# Starts the tests' fake Drive server on PORT (sets SERVER_PID), waits for its
+# service-account key, and sets OPTS to the smpfs `-o` options that reach it.
+start_fake_drive() {
+  python3 tests/fake_gdrive.py --port "$PORT" --key-out "$WORK/sa.json" 2>"$WORK/fake.log" &
+  SERVER_PID=$!
+  wait_for_server "the fake Drive server" "$WORK/fake.log"
+  for _ in $(seq 100); do [ -s "$WORK/sa.json" ] && break; sleep 0.1; done
+  OPTS="gdrive_endpoint=$ENDPOINT,gdrive_credentials=$WORK/sa.json"
 }
 
 # Clients of the loopback S3 servers: plain-http endpoints, static keys, no instance
