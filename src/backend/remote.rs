@@ -86,21 +86,30 @@ impl BlockingRuntime {
         })
     }
 
+    /// `future`'s output, or [`BackendError::Timeout`] (described by `what`) once the
+    /// timeout has passed: the bound of one request awaited inside a longer task.
+    pub async fn within<T>(
+        &self,
+        what: impl FnOnce() -> String,
+        future: impl Future<Output = T>,
+    ) -> Result<T, BackendError> {
+        tokio::time::timeout(self.timeout, future)
+            .await
+            .map_err(|_| BackendError::Timeout {
+                context: what(),
+                timeout: self.timeout,
+            })
+    }
+
     fn bounded<T>(
         &self,
         runtime: &Runtime,
         what: impl FnOnce() -> String,
         future: impl Future<Output = Result<T, BackendError>>,
     ) -> Result<T, BackendError> {
-        let timeout = self.timeout;
         runtime
-            .block_on(async { tokio::time::timeout(timeout, future).await })
-            .unwrap_or_else(|_| {
-                Err(BackendError::Timeout {
-                    context: what(),
-                    timeout,
-                })
-            })
+            .block_on(self.within(what, future))
+            .and_then(|result| result)
     }
 }
 

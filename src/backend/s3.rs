@@ -29,6 +29,7 @@ use aws_sdk_s3::types::{
 };
 use aws_sdk_s3::Client;
 use base64::Engine as _;
+use futures_util::stream::{self, StreamExt, TryStreamExt};
 use parking_lot::RwLock;
 use sha2::{Digest, Sha256};
 use tokio::sync::Semaphore;
@@ -229,14 +230,11 @@ impl Inner {
         }
         let mut pages = request.into_paginator().send();
         let (mut listed, mut dirs) = (Vec::new(), Vec::new());
-        let timeout = self.runtime.timeout();
         loop {
-            let page = tokio::time::timeout(timeout, pages.next())
-                .await
-                .map_err(|_| BackendError::Timeout {
-                    context: self.describe_listing(),
-                    timeout,
-                })?;
+            let page = self
+                .runtime
+                .within(|| self.describe_listing(), pages.next())
+                .await?;
             let Some(page) = page else {
                 return Ok((listed, dirs));
             };
@@ -354,21 +352,10 @@ impl Backend for S3Backend {
                     _ => break dirs,
                 }
             };
-            let mut shards = shards.into_iter();
-            let mut running = tokio::task::JoinSet::new();
-            loop {
-                while running.len() < LISTINGS_IN_FLIGHT {
-                    let Some(shard) = shards.next() else { break };
-                    let inner = Arc::clone(inner);
-                    running.spawn(async move { inner.list_pages(&shard, false).await });
-                }
-                let Some(done) = running.join_next().await else {
-                    break;
-                };
-                let (objects, _) = done.map_err(|e| BackendError::Unavailable {
-                    context: inner.describe_listing(),
-                    message: e.to_string(),
-                })??;
+            let mut shards = stream::iter(&shards)
+                .map(|shard| inner.list_pages(shard, false))
+                .buffer_unordered(LISTINGS_IN_FLIGHT);
+            while let Some((objects, _)) = shards.try_next().await? {
                 listed.extend(objects);
             }
             Ok::<_, BackendError>(listed)
@@ -563,13 +550,10 @@ impl S3Writer {
                 .checksum_sha256(&checksum)
                 .body(ByteStream::from(body))
                 .send();
-            let timeout = inner.runtime.timeout();
-            let answer = tokio::time::timeout(timeout, sent)
-                .await
-                .map_err(|_| BackendError::Timeout {
-                    context: context.clone(),
-                    timeout,
-                })?
+            let answer = inner
+                .runtime
+                .within(|| context.clone(), sent)
+                .await?
                 .map_err(|e| remote_error(context.clone(), e))?;
             if answer
                 .checksum_sha256()

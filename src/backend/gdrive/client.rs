@@ -279,15 +279,10 @@ impl Drive {
         last: &Mutex<Option<String>>,
         future: impl Future<Output = Result<T, Failure>>,
     ) -> Result<T, Failure> {
-        let timeout = self.runtime.timeout();
-        tokio::time::timeout(timeout, future)
+        self.runtime
+            .within(|| with_last_error(what, last), future)
             .await
-            .unwrap_or_else(|_| {
-                Err(Failure::fatal(BackendError::Timeout {
-                    context: with_last_error(what, last),
-                    timeout,
-                }))
-            })
+            .map_err(Failure::fatal)?
     }
 
     fn block_with<T>(

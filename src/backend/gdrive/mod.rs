@@ -475,11 +475,64 @@ impl GDriveBackend {
     }
 }
 
+/// What a listing found, by local key: the files (with what pins their reads) and the
+/// folders.
+#[derive(Default)]
+struct Walk {
+    objects: Vec<ObjectInfo>,
+    listed: HashMap<String, Listed>,
+    folders: HashMap<String, String>,
+}
+
+impl Walk {
+    /// Adds the entries of the folder at `prefix` under their local names (Google-native
+    /// documents skipped with a log line); returns its subfolders to list, as (id, prefix).
+    fn add(&mut self, prefix: &str, entries: &[File]) -> Vec<(String, String)> {
+        let naming: Vec<names::Entry<'_, _>> = entries
+            .iter()
+            .map(|f| names::Entry {
+                id: f.id.as_deref().unwrap_or_default(),
+                name: f.name.as_deref().unwrap_or_default(),
+                created: f.created_time,
+            })
+            .collect();
+        let mut subfolders = Vec::new();
+        for (file, name) in entries.iter().zip(names::local_names(&naming)) {
+            let Some(name) = name else { continue };
+            let key = format!("{prefix}{name}");
+            let id = file.id.clone().unwrap_or_default();
+            let mime = file.mime_type.as_deref().unwrap_or_default();
+            if mime == FOLDER {
+                subfolders.push((id.clone(), format!("{key}/")));
+                self.folders.insert(key, id);
+            } else if mime.starts_with(NATIVE) {
+                tracing::info!(
+                    key,
+                    mime,
+                    "skipping a Google-native document (no binary content)"
+                );
+            } else {
+                self.objects.push(ObjectInfo {
+                    key: key.clone(),
+                    size: file.size.unwrap_or(0).max(0) as u64,
+                });
+                let listed = Listed {
+                    id,
+                    revision: file.head_revision_id.clone(),
+                    md5: file.md5_checksum.clone(),
+                };
+                self.listed.insert(key, listed);
+            }
+        }
+        subfolders
+    }
+}
+
 impl Backend for GDriveBackend {
     fn list(&self) -> Result<Vec<ObjectInfo>, BackendError> {
         let context = || format!("listing {}", self.location);
         // Not bounded as a whole (a large tree takes many requests): each request is.
-        let (objects, listed, folders) = self.drive.block_each(async |last| {
+        let walk = self.drive.block_each(async |last| {
             let root = self.drive.bounded(context, last, self.root(last, false));
             let root = root.await?.ok_or_else(|| {
                 Failure::fatal(BackendError::BadSource {
@@ -487,10 +540,9 @@ impl Backend for GDriveBackend {
                     reason: "no such folder".into(),
                 })
             })?;
-            let (mut objects, mut listed, mut folders) =
-                (Vec::new(), HashMap::new(), HashMap::new());
             // Level by level, several folders of a level at once; `buffered` keeps the
             // answers in order, so the result does not depend on which answers first.
+            let mut walk = Walk::default();
             let mut level = vec![(root.id.clone(), String::new())];
             let drive_id = root.drive_id.as_deref();
             while !level.is_empty() {
@@ -503,54 +555,18 @@ impl Backend for GDriveBackend {
                     .try_collect()
                     .await?;
                 for (prefix, entries) in answers {
-                    let naming: Vec<names::Entry<'_, _>> = entries
-                        .iter()
-                        .map(|f| names::Entry {
-                            id: f.id.as_deref().unwrap_or_default(),
-                            name: f.name.as_deref().unwrap_or_default(),
-                            created: f.created_time,
-                        })
-                        .collect();
-                    for (file, name) in entries.iter().zip(names::local_names(&naming)) {
-                        let Some(name) = name else { continue };
-                        let key = format!("{prefix}{name}");
-                        let id = file.id.clone().unwrap_or_default();
-                        let mime = file.mime_type.as_deref().unwrap_or_default();
-                        if mime == FOLDER {
-                            level.push((id.clone(), format!("{key}/")));
-                            folders.insert(key, id);
-                        } else if mime.starts_with(NATIVE) {
-                            tracing::info!(
-                                key,
-                                mime,
-                                "skipping a Google-native document (no binary content)"
-                            );
-                        } else {
-                            objects.push(ObjectInfo {
-                                key: key.clone(),
-                                size: file.size.unwrap_or(0).max(0) as u64,
-                            });
-                            listed.insert(
-                                key,
-                                Listed {
-                                    id,
-                                    revision: file.head_revision_id.clone(),
-                                    md5: file.md5_checksum.clone(),
-                                },
-                            );
-                        }
-                    }
+                    level.extend(walk.add(&prefix, &entries));
                 }
             }
-            Ok((objects, listed, folders))
+            Ok(walk)
         })?;
-        *self.files.write() = listed;
+        *self.files.write() = walk.listed;
         self.drive
             .runtime
             .runtime()
             .block_on(self.folders.lock())
-            .extend(folders);
-        Ok(objects)
+            .extend(walk.folders);
+        Ok(walk.objects)
     }
 
     fn read_range(
