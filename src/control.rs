@@ -22,6 +22,19 @@ pub enum ControlError {
     },
     #[error("the daemon refused: {0}")]
     Refused(String),
+    #[error(
+        "{0} is a stale mount: its smpfs daemon is gone (and its keys and cache with it); \
+         clear it with `umount {0}` (as root) or `fusermount3 -u {0}`"
+    )]
+    Stale(PathBuf),
+    #[error("the daemon of {0} closed the connection without a reply (did it crash?)")]
+    NoReply(PathBuf),
+}
+
+/// Whether `path` is a FUSE mount whose daemon is gone (the kernel answers ENOTCONN).
+pub fn is_stale_mount(path: &Path) -> bool {
+    std::fs::metadata(path)
+        .is_err_and(|e| e.raw_os_error() == Some(nix::errno::Errno::ENOTCONN as i32))
 }
 
 /// What a client can ask of a mount's daemon.
@@ -79,6 +92,7 @@ pub fn bind(mountpoint: &Path) -> Result<(UnixListener, PathBuf), ControlError> 
         .mode(0o700)
         .create(dir)
         .map_err(io)?;
+    remove_stale_sockets(dir);
     match std::fs::remove_file(&path) {
         Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(io(e)),
         _ => {}
@@ -86,6 +100,30 @@ pub fn bind(mountpoint: &Path) -> Result<(UnixListener, PathBuf), ControlError> 
     let listener = UnixListener::bind(&path).map_err(io)?;
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).map_err(io)?;
     Ok((listener, path))
+}
+
+/// Removes the sockets in `dir` that no daemon listens on any more (left by daemons that
+/// were killed); ones that cannot be checked are kept.
+fn remove_stale_sockets(dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if path.extension().is_some_and(|e| e == "sock")
+            && UnixStream::connect(&path)
+                .is_err_and(|e| e.kind() == std::io::ErrorKind::ConnectionRefused)
+        {
+            match std::fs::remove_file(&path) {
+                Ok(()) => {
+                    tracing::info!(socket = %path.display(), "removed a stale control socket")
+                }
+                Err(e) => {
+                    tracing::debug!(socket = %path.display(), "stale control socket kept: {e}")
+                }
+            }
+        }
+    }
 }
 
 /// Serves commands forever: `handle` runs each one and returns the reply or an error text.
@@ -116,6 +154,14 @@ pub fn serve(listener: UnixListener, mut handle: impl FnMut(Command) -> Result<S
 
 /// Sends `command` to the daemon of `mountpoint` and returns its reply.
 pub fn send(mountpoint: &Path, command: Command) -> Result<String, ControlError> {
+    if is_stale_mount(mountpoint) {
+        return Err(ControlError::Stale(
+            std::path::absolute(mountpoint).map_err(|source| ControlError::Io {
+                path: mountpoint.to_owned(),
+                source,
+            })?,
+        ));
+    }
     let mountpoint = mountpoint
         .canonicalize()
         .map_err(|source| ControlError::Io {
@@ -125,15 +171,18 @@ pub fn send(mountpoint: &Path, command: Command) -> Result<String, ControlError>
     let path = socket_path(&mountpoint);
     let mut stream =
         UnixStream::connect(&path).map_err(|_| ControlError::NoDaemon(mountpoint.clone()))?;
-    let io = |source| ControlError::Io {
-        path: path.clone(),
-        source,
-    };
-    stream
-        .write_all(format!("{}\n", command.word()).as_bytes())
-        .map_err(io)?;
     let mut reply = String::new();
-    BufReader::new(&stream).read_line(&mut reply).map_err(io)?;
+    let exchanged = stream
+        .write_all(format!("{}\n", command.word()).as_bytes())
+        .and_then(|()| BufReader::new(&stream).read_line(&mut reply));
+    if exchanged.is_err() || reply.is_empty() {
+        // The daemon went away mid-command: the mount is stale now, or it crashed.
+        return Err(if is_stale_mount(&mountpoint) {
+            ControlError::Stale(mountpoint)
+        } else {
+            ControlError::NoReply(mountpoint)
+        });
+    }
     match reply.trim_end().split_once(' ') {
         Some(("ok", text)) => Ok(text.to_owned()),
         Some(("error", text)) => Err(ControlError::Refused(text.to_owned())),
@@ -167,5 +216,20 @@ mod tests {
             send(other.path(), Command::Lock),
             Err(ControlError::NoDaemon(_))
         ));
+    }
+
+    #[test]
+    fn sockets_without_a_listener_are_removed_and_live_ones_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let live_path = dir.path().join("live.sock");
+        let _live = UnixListener::bind(&live_path).unwrap();
+        let stale_path = dir.path().join("stale.sock");
+        drop(UnixListener::bind(&stale_path).unwrap());
+        let other = dir.path().join("notes.txt");
+        std::fs::write(&other, b"x").unwrap();
+        remove_stale_sockets(dir.path());
+        assert!(live_path.exists());
+        assert!(!stale_path.exists());
+        assert!(other.exists());
     }
 }

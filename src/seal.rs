@@ -46,12 +46,13 @@ pub enum SealError {
     Memory(#[from] CacheError),
 }
 
-/// One file to seal: where it is and the logical path it is sealed as (also its key).
+/// One file to seal: where it is and its logical path (its key below the destination; the
+/// header binds the object's whole location in the bucket, see [`Backend::location`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SealJob {
     /// The plaintext file.
     pub source: PathBuf,
-    /// Path relative to the seal root; the object key in the bucket.
+    /// Path relative to the seal root; the object's key below the destination.
     pub logical_path: String,
     /// Plaintext size when planned.
     pub size: u64,
@@ -210,7 +211,7 @@ fn seal_stream(
     let randomness = SealRandomness::generate(options.recipients.len());
     let (header, opened) = format::seal_header(
         &options.recipients,
-        logical_path,
+        &backend.location(logical_path),
         size,
         options.chunk_log2,
         &randomness,

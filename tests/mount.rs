@@ -4,6 +4,7 @@ mod common;
 
 use std::collections::BTreeSet;
 use std::os::unix::fs::FileExt;
+use std::path::Path;
 use std::process::Command;
 
 use common::{is_mounted, pattern, run_ok, smpfs, Workspace};
@@ -322,6 +323,18 @@ fn bad_identity_is_a_clear_error_and_nothing_is_mounted() {
     assert!(!is_mounted(&ws.mnt()));
 }
 
+/// `smpfs cat BUCKET PATH`, unchecked.
+fn cat(ws: &Workspace, bucket: &Path, path: &str) -> std::process::Output {
+    smpfs()
+        .arg("cat")
+        .arg(bucket)
+        .arg(path)
+        .arg("-i")
+        .arg(&ws.identity)
+        .output()
+        .unwrap()
+}
+
 #[test]
 fn cat_decrypts_one_file_and_refuses_tampering() {
     let ws = Workspace::new();
@@ -329,18 +342,25 @@ fn cat_decrypts_one_file_and_refuses_tampering() {
     ws.write_plain("dir/x.bin", &data);
     ws.seal_all();
     let object = ws.bucket().join("dir/x.bin");
-    let out = run_ok(smpfs().arg("cat").arg(&object).arg("-i").arg(&ws.identity));
+    let out = run_ok(
+        smpfs()
+            .arg("cat")
+            .arg(ws.bucket())
+            .arg("dir/x.bin")
+            .arg("-i")
+            .arg(&ws.identity),
+    );
     assert_eq!(out.stdout, data);
     // A copy under another name is a moved object: refused.
     std::fs::copy(&object, ws.bucket().join("moved.bin")).unwrap();
-    let out = smpfs()
-        .arg("cat")
-        .arg(ws.bucket().join("moved.bin"))
-        .arg("-i")
-        .arg(&ws.identity)
-        .output()
-        .unwrap();
+    let out = cat(&ws, &ws.bucket(), "moved.bin");
     assert!(!out.status.success() && out.stdout.is_empty());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("moved or swapped"));
+    // A path that is not in the bucket, or not a path in it, is said so.
+    let out = cat(&ws, &ws.bucket(), "dir/none.bin");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("has no file \"dir/none.bin\""));
+    let out = cat(&ws, &ws.bucket(), "/etc/passwd");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("relative to the bucket"));
     // Truncation is caught before any byte is written.
     let len = std::fs::metadata(&object).unwrap().len();
     std::fs::OpenOptions::new()
@@ -349,13 +369,7 @@ fn cat_decrypts_one_file_and_refuses_tampering() {
         .unwrap()
         .set_len(len - 16)
         .unwrap();
-    let out = smpfs()
-        .arg("cat")
-        .arg(&object)
-        .arg("-i")
-        .arg(&ws.identity)
-        .output()
-        .unwrap();
+    let out = cat(&ws, &ws.bucket(), "dir/x.bin");
     assert!(!out.status.success());
     assert!(out.stdout.is_empty());
 }

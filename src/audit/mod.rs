@@ -44,6 +44,11 @@ pub enum AuditError {
     },
     #[error("{path}: already exists; refusing to overwrite an audit log")]
     AlreadyExists { path: PathBuf },
+    #[error(
+        "{path}: not an smpfs audit log (it does not start with a mount record); it was left \
+         untouched: give another path, or move the file aside"
+    )]
+    NotALog { path: PathBuf },
     #[error("{path}: the audit log is in use by another process")]
     InUse { path: PathBuf },
     #[error(

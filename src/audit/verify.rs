@@ -232,18 +232,26 @@ impl<'a> Verifier<'a> {
         lines: &mut Lines,
     ) -> Result<(), AuditError> {
         let (Some(chain), Some(span)) = (&self.chain, self.span) else {
-            return Err(if record.seq > 0 {
-                AuditError::Deleted {
-                    line: number,
-                    first: 0,
-                    last: record.seq - 1,
-                }
-            } else {
-                AuditError::Modified {
-                    line: number,
-                    seq: 0,
-                }
-            });
+            return Err(
+                if record.seq > 0 && lines.peek_seq(0)? == Some(self.expected) {
+                    AuditError::Reordered {
+                        line: number,
+                        seq: record.seq,
+                        expected: self.expected,
+                    }
+                } else if record.seq > 0 {
+                    AuditError::Deleted {
+                        line: number,
+                        first: 0,
+                        last: record.seq - 1,
+                    }
+                } else {
+                    AuditError::Modified {
+                        line: number,
+                        seq: 0,
+                    }
+                },
+            );
         };
         if !chain.verifies(covered, &record.tag) {
             return Err(self
@@ -305,7 +313,9 @@ impl<'a> Verifier<'a> {
             why: format!("it repeats seq {seq} from {whence} in the log"),
         };
         if self.sealed {
-            return Ok(if seq > expected {
+            return Ok(if seq > expected && lines.peek_seq(0)? == Some(expected) {
+                reordered
+            } else if seq > expected {
                 deleted
             } else {
                 AuditError::Inserted {
@@ -463,10 +473,18 @@ impl<'a> Verifier<'a> {
                     )));
                 }
                 if record.seq > self.expected {
-                    return Err(AuditError::Deleted {
-                        line: number,
-                        first: self.expected,
-                        last: record.seq - 1,
+                    return Err(if lines.peek_seq(0)? == Some(self.expected) {
+                        AuditError::Reordered {
+                            line: number,
+                            seq: record.seq,
+                            expected: self.expected,
+                        }
+                    } else {
+                        AuditError::Deleted {
+                            line: number,
+                            first: self.expected,
+                            last: record.seq - 1,
+                        }
                     });
                 }
                 if record.prev != self.prev {
@@ -848,6 +866,27 @@ mod tests {
                 other => panic!("swapping lines {} and {}: {other:?}", a + 1, b + 1),
             }
         }
+    }
+
+    #[test]
+    fn every_pair_of_adjacent_records_swapped_is_reported_as_reordered() {
+        let fixture = Fixture::new();
+        let original = fixture.lines();
+        let mut wrong = Vec::new();
+        for a in 0..RECORDS - 1 {
+            let mut lines = original.clone();
+            lines.swap(a, a + 1);
+            fixture.write(&lines);
+            match fixture.verify() {
+                Err(AuditError::Reordered {
+                    line,
+                    seq,
+                    expected,
+                }) if (line, seq, expected) == (a + 1, a as u64 + 1, a as u64) => {}
+                other => wrong.push(format!("lines {} and {}: {other:?}", a + 1, a + 2)),
+            }
+        }
+        assert!(wrong.is_empty(), "{wrong:#?}");
     }
 
     #[test]

@@ -46,6 +46,8 @@ use crate::keys::Recipient;
 
 /// Longest line the writer reads back when it reopens a log.
 const MAX_LINE: u64 = 16 << 20;
+/// How every log's first line begins: the first record's `seq` and the opening of its `time`.
+const FIRST_RECORD_HEAD: &[u8] = b"{\"seq\":0,\"time\":\"";
 /// How long a caller waiting for a batch watches for its end before it sleeps: a few
 /// `write(2)`s to a page-cache file.
 const WATCH: Duration = Duration::from_micros(20);
@@ -313,6 +315,7 @@ impl AuditLog {
             .map_err(io_error(path))?;
         let locked = lock(file, path)?;
         let file = &locked.file;
+        check_is_log(file, path)?;
         let mut detail = Map::new();
         detail.insert("mount".to_owned(), mount_detail);
         let torn = recover_torn_tail(file, path)?;
@@ -819,23 +822,52 @@ fn last_record(file: &File, path: &Path) -> Result<Option<Record>, AuditError> {
     read_record(file, path, start, len - 1).map(Some)
 }
 
-/// The auditor named by the log's first record (its `mount` detail).
-fn log_auditor(file: &File, path: &Path) -> Result<Recipient, AuditError> {
+/// Where the first line ends (its `\n`), reading at most [`MAX_LINE`] bytes; `None` if
+/// no `\n` comes first.
+fn first_line_end(file: &File, path: &Path) -> Result<Option<u64>, AuditError> {
     let mut head = vec![0u8; 64 << 10];
-    let mut end = None;
     let mut offset = 0u64;
-    while end.is_none() && offset < MAX_LINE {
+    while offset < MAX_LINE {
         let n = file.read_at(&mut head, offset).map_err(io_error(path))?;
         if n == 0 {
-            break;
+            return Ok(None);
         }
-        end = head[..n]
-            .iter()
-            .position(|&b| b == b'\n')
-            .map(|i| offset + i as u64);
+        if let Some(i) = head[..n].iter().position(|&b| b == b'\n') {
+            return Ok(Some(offset + i as u64));
+        }
         offset += n as u64;
     }
-    let end = end.ok_or_else(|| AuditError::Corrupt {
+    Ok(None)
+}
+
+/// Refuses, before anything is written, a non-empty file that does not start as an smpfs
+/// audit log: a complete first line that is a valid `mount` record at seq 0, or, in a file
+/// of one unfinished line, the start of one (a writer killed during its first record).
+fn check_is_log(file: &File, path: &Path) -> Result<(), AuditError> {
+    let len = file.metadata().map_err(io_error(path))?.len();
+    if len == 0 {
+        return Ok(());
+    }
+    let is_log = match first_line_end(file, path)? {
+        Some(end) => read_record(file, path, 0, end)
+            .is_ok_and(|first| first.event == EventKind::Mount && first.seq == 0),
+        None => {
+            let mut head = [0u8; FIRST_RECORD_HEAD.len()];
+            len < MAX_LINE && file.read_exact_at(&mut head, 0).is_ok() && head == FIRST_RECORD_HEAD
+        }
+    };
+    if is_log {
+        Ok(())
+    } else {
+        Err(AuditError::NotALog {
+            path: path.to_owned(),
+        })
+    }
+}
+
+/// The auditor named by the log's first record (its `mount` detail).
+fn log_auditor(file: &File, path: &Path) -> Result<Recipient, AuditError> {
+    let end = first_line_end(file, path)?.ok_or_else(|| AuditError::Corrupt {
         path: path.to_owned(),
         reason: "its first line is too long".to_owned(),
     })?;
@@ -1090,6 +1122,53 @@ mod tests {
         assert_eq!(detail["unsealed_previous_segment"], 0);
         assert_eq!(records[2].seq, 2);
         assert_eq!(records[2].prev, records[1].tag);
+    }
+
+    #[test]
+    fn a_file_that_is_not_a_log_is_refused_and_left_untouched() {
+        let dir = tempfile::tempdir().unwrap();
+        let me = Identity::generate().recipient();
+        let mut binary: Vec<u8> = (0..100_000u32).map(|i| (i * 7 + 3) as u8).collect();
+        binary[50_000] = b'\n';
+        let not_logs: [(&str, Vec<u8>); 4] = [
+            ("binary", binary),
+            (
+                "text-without-newline",
+                b"patient notes, no newline".to_vec(),
+            ),
+            ("text", b"line one\nline two\n".to_vec()),
+            ("json-lines", b"{\"seq\":0,\"time\":\"x\"}\n".to_vec()),
+        ];
+        for (name, content) in not_logs {
+            let path = dir.path().join(name);
+            std::fs::write(&path, &content).unwrap();
+            let result =
+                AuditLog::open_segment(&path, &me, SyncPolicy::default(), None, Value::Null);
+            assert!(
+                matches!(result, Err(AuditError::NotALog { .. })),
+                "{name}: {:?}",
+                result.err()
+            );
+            assert_eq!(
+                std::fs::read(&path).unwrap(),
+                content,
+                "{name} was modified"
+            );
+        }
+    }
+
+    #[test]
+    fn a_log_torn_in_its_first_record_is_recovered() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.log");
+        std::fs::write(&path, b"{\"seq\":0,\"time\":\"2026-12-04T05:").unwrap();
+        let me = Identity::generate().recipient();
+        let log =
+            AuditLog::open_segment(&path, &me, SyncPolicy::default(), None, Value::Null).unwrap();
+        log.seal(Value::Null).unwrap();
+        let records = lines(&path);
+        assert_eq!(records.len(), 2);
+        assert_eq!(records[0].seq, 0);
     }
 
     #[test]

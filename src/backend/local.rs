@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use nix::fcntl::{openat2, renameat2, OFlag, OpenHow, RenameFlags, ResolveFlag, AT_FDCWD};
 use nix::sys::stat::Mode;
 
-use super::{validate_key, Backend, BackendError, ObjectInfo, ObjectWriter};
+use super::{validate_key, Backend, BackendError, ObjectInfo, ObjectWriter, MAX_KEY_LEN};
 
 /// Prefix of the hidden files that hold objects still being written.
 pub const PARTIAL_PREFIX: &str = ".smpfs-partial.";
@@ -22,6 +22,8 @@ pub const PARTIAL_PREFIX: &str = ".smpfs-partial.";
 /// A directory used as a bucket.
 pub struct LocalBackend {
     root: PathBuf,
+    /// The directory's own name, the first component of every object's location.
+    name: String,
     root_fd: OwnedFd,
 }
 
@@ -39,8 +41,22 @@ impl LocalBackend {
             Mode::empty(),
         )
         .map_err(|e| io_err(format!("bucket directory {}", root.display()))(e.into()))?;
+        let real = root
+            .canonicalize()
+            .map_err(io_err(format!("bucket directory {}", root.display())))?;
+        let name = match real.file_name() {
+            None => String::new(),
+            Some(name) => name
+                .to_str()
+                .ok_or_else(|| BackendError::BadSource {
+                    source_text: root.display().to_string(),
+                    reason: "the directory's name is not UTF-8".to_owned(),
+                })?
+                .to_owned(),
+        };
         Ok(LocalBackend {
             root: root.to_owned(),
+            name,
             root_fd,
         })
     }
@@ -62,16 +78,35 @@ impl LocalBackend {
 }
 
 impl Backend for LocalBackend {
+    /// Walks the directory. An entry that cannot be read (a directory nested deeper than
+    /// PATH_MAX, one without permission) is skipped, as are directories whose path below
+    /// the root is already too long for a key; both are counted in one warning.
     fn list(&self) -> Result<Vec<ObjectInfo>, BackendError> {
+        let root_len = self.root.as_os_str().len();
+        let too_deep = std::cell::Cell::new(0u64);
+        let mut unreadable: Vec<walkdir::Error> = Vec::new();
         let mut objects = Vec::new();
-        for entry in walkdir::WalkDir::new(&self.root)
+        let walk = walkdir::WalkDir::new(&self.root)
             .follow_links(false)
             .min_depth(1)
-        {
-            let entry = entry.map_err(|e| {
-                let context = format!("listing {}", self.root.display());
-                io_err(context)(e.into())
-            })?;
+            .into_iter()
+            .filter_entry(|entry| {
+                let within = entry.path().as_os_str().len() <= root_len + 1 + MAX_KEY_LEN;
+                too_deep.set(too_deep.get() + u64::from(!within));
+                within
+            });
+        for entry in walk {
+            let entry = match entry {
+                Ok(entry) => entry,
+                Err(e) if e.depth() == 0 => {
+                    let context = format!("listing {}", self.root.display());
+                    return Err(io_err(context)(e.into()));
+                }
+                Err(e) => {
+                    unreadable.push(e);
+                    continue;
+                }
+            };
             let file_type = entry.file_type();
             if file_type.is_dir() {
                 continue;
@@ -103,6 +138,29 @@ impl Backend for LocalBackend {
                 key: key.to_owned(),
                 size,
             });
+        }
+        if too_deep.get() > 0 {
+            tracing::warn!(
+                entries = too_deep.get(),
+                "skipping entries of {} nested deeper than a key may be ({MAX_KEY_LEN} bytes)",
+                self.root.display()
+            );
+        }
+        if let Some(first) = unreadable.first() {
+            let path = first
+                .path()
+                .map(|p| p.to_string_lossy())
+                .unwrap_or_default();
+            let shown: String = path.chars().take(120).collect();
+            tracing::warn!(
+                entries = unreadable.len(),
+                "skipping unreadable entries of {}; the first: {shown:?}{}: {}",
+                self.root.display(),
+                if shown.len() < path.len() { "…" } else { "" },
+                first
+                    .io_error()
+                    .map_or_else(|| first.to_string(), ToString::to_string)
+            );
         }
         Ok(objects)
     }
@@ -168,6 +226,17 @@ impl Backend for LocalBackend {
             key: key.to_owned(),
             overwrite,
         }))
+    }
+
+    /// The directory's name, then the key: a local bucket is known by its name, so a tree
+    /// sealed into `site/p1` cannot pass for one sealed into `site/p2`, while the bucket
+    /// can still be moved or copied elsewhere under the same name.
+    fn location(&self, key: &str) -> String {
+        if self.name.is_empty() {
+            key.to_owned()
+        } else {
+            format!("{}/{key}", self.name)
+        }
     }
 
     fn describe(&self) -> String {
@@ -251,6 +320,29 @@ mod tests {
         let mut w = backend.create(key, false).unwrap();
         w.write_all(data).unwrap();
         w.commit().unwrap();
+    }
+
+    #[test]
+    fn a_directory_nested_deeper_than_path_max_is_skipped_not_fatal() {
+        let (dir, b) = bucket();
+        put(&b, "ok/file", b"x");
+        // 30 levels of 200-byte names: 6 kB, past PATH_MAX, made one level at a time.
+        let name = "d".repeat(200);
+        let mut fd = nix::fcntl::open(dir.path(), OFlag::O_DIRECTORY, Mode::empty()).unwrap();
+        for _ in 0..30 {
+            nix::sys::stat::mkdirat(&fd, name.as_str(), Mode::from_bits_truncate(0o700)).unwrap();
+            fd = nix::fcntl::openat(&fd, name.as_str(), OFlag::O_DIRECTORY, Mode::empty()).unwrap();
+        }
+        let file = nix::fcntl::openat(
+            &fd,
+            "deep.bin",
+            OFlag::O_CREAT | OFlag::O_WRONLY,
+            Mode::from_bits_truncate(0o600),
+        )
+        .unwrap();
+        drop(file);
+        let keys: Vec<String> = b.list().unwrap().into_iter().map(|o| o.key).collect();
+        assert_eq!(keys, ["ok/file"]);
     }
 
     #[test]

@@ -467,6 +467,10 @@ impl Backend for S3Backend {
         ReadProfile::remote()
     }
 
+    fn location(&self, key: &str) -> String {
+        self.inner.full_key(key)
+    }
+
     fn describe(&self) -> String {
         let location = &self.inner.location;
         format!("S3 bucket s3://{}/{}", location.bucket, location.prefix)

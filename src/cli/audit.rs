@@ -16,6 +16,8 @@ use serde_json::Value;
 use smpfs::audit::{verify, AuditLog};
 use smpfs::keys::Recipient;
 
+use super::output::{out, say};
+
 /// Columns of `show`'s table: (heading, record field, right-aligned).
 const COLUMNS: [(&str, &str, bool); 10] = [
     ("TIME", "time", false),
@@ -94,7 +96,7 @@ pub enum AuditCommand {
 
 /// Runs an audit command. `verify` prints the report and fails unless the log verifies.
 pub fn run(command: AuditCommand) -> Result<()> {
-    let result = match command {
+    match command {
         AuditCommand::Init { auditor, log } => init(&auditor, &log),
         AuditCommand::Verify {
             log,
@@ -119,28 +121,13 @@ pub fn run(command: AuditCommand) -> Result<()> {
             show(&log, &filter, json)
         }
         AuditCommand::Export { log, csv: _ } => export_csv(&log),
-    };
-    match result {
-        Err(e) if is_broken_pipe(&e) => Ok(()),
-        other => other,
     }
-}
-
-fn is_broken_pipe(error: &anyhow::Error) -> bool {
-    error.chain().any(|cause| {
-        cause
-            .downcast_ref::<std::io::Error>()
-            .is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe)
-            || cause
-                .downcast_ref::<csv::Error>()
-                .is_some_and(|e| matches!(e.kind(), csv::ErrorKind::Io(io) if io.kind() == std::io::ErrorKind::BrokenPipe))
-    })
 }
 
 fn init(auditor: &str, log: &Path) -> Result<()> {
     let auditor: Recipient = auditor.parse()?;
     AuditLog::init(log, &auditor)?;
-    eprintln!(
+    say!(
         "created audit log {} for auditor {auditor}; only that auditor's identity can verify it",
         log.display()
     );
@@ -161,7 +148,7 @@ fn verify_log(log: &Path, identity: &Path, anchor: Option<&str>, options: &[Stri
     let identity = super::load_identity(identity, None)?;
     let report = verify(log, &identity, anchor.as_ref())
         .with_context(|| format!("audit log {} does NOT verify", log.display()))?;
-    println!("{report}");
+    out!("{report}")?;
     Ok(())
 }
 
@@ -223,12 +210,12 @@ fn for_each_record(log: &Path, mut each: impl FnMut(&[u8], &Value) -> Result<()>
             break;
         }
         if line.pop() != Some(b'\n') {
-            eprintln!("smpfs: line {number} is incomplete (torn tail); skipped");
+            say!("smpfs: line {number} is incomplete (torn tail); skipped");
             break;
         }
         match serde_json::from_slice::<Value>(&line) {
             Ok(record) if record.is_object() => each(&line, &record)?,
-            _ => eprintln!("smpfs: line {number} is not a record; skipped"),
+            _ => say!("smpfs: line {number} is not a record; skipped"),
         }
     }
     Ok(())
@@ -259,7 +246,7 @@ fn printable(text: &str) -> String {
 }
 
 fn show(log: &Path, filter: &Filter, json: bool) -> Result<()> {
-    eprintln!("note: `show` does not verify the log; use `smpfs audit verify` for that");
+    say!("note: `show` does not verify the log; use `smpfs audit verify` for that");
     let mut out = BufWriter::new(std::io::stdout().lock());
     if json {
         for_each_record(log, |line, record| {
@@ -318,7 +305,7 @@ fn show(log: &Path, filter: &Filter, json: bool) -> Result<()> {
         Ok(())
     })?;
     out.flush()?;
-    eprintln!("{count} records");
+    say!("{count} records");
     Ok(())
 }
 

@@ -8,6 +8,8 @@ use std::os::fd::OwnedFd;
 use anyhow::{Context, Result};
 use nix::unistd::{fork, pipe, setsid, ForkResult};
 
+use super::output::say;
+
 /// The child's end of the readiness pipe; `None` in the foreground.
 pub struct Readiness(Option<File>);
 
@@ -50,7 +52,7 @@ pub fn daemonize(failure_status: u8) -> Result<Readiness> {
             if report.is_empty() {
                 report = "mount daemon exited before the mount was live (see its log)".into();
             }
-            eprintln!("smpfs: {report}");
+            say!("smpfs: {report}");
             std::process::exit(failure_status.into());
         }
         ForkResult::Child => {

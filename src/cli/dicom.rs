@@ -12,6 +12,8 @@ use smpfs::dicom::profile::Profile;
 use smpfs::dicom::pseudonym::PseudonymKeys;
 use smpfs::seal::{SealJob, SealOptions};
 
+use super::output::{out, say};
+
 /// De-identifies and seals `jobs`, then seals the run's report. Prints one line per skipped
 /// or failed file and a summary to stderr, and the report's object key to stdout. Fails
 /// (after sealing the rest and the report) if any file failed; skipped files do not fail.
@@ -26,7 +28,7 @@ pub fn seal_deidentified(
     smpfs::heap::protect().context("protecting memory for de-identification")?;
     let (keys, created) = PseudonymKeys::load_or_create(key_path)?;
     if created {
-        eprintln!(
+        say!(
             "created de-identification key {} (mode 0600): keep it secret and backed up; \
              the same key gives the same pseudonyms",
             key_path.display()
@@ -53,7 +55,7 @@ pub fn seal_deidentified(
             Status::SkippedBurnedIn => {
                 tracing::warn!(path = %file.path, "skipped: Burned In Annotation is YES");
             }
-            Status::Failed => bar.suspend(|| eprintln!("smpfs: not sealed: {}: {why}", file.path)),
+            Status::Failed => bar.suspend(|| say!("smpfs: not sealed: {}: {why}", file.path)),
         }
     };
     let report = batch::run(
@@ -69,7 +71,7 @@ pub fn seal_deidentified(
     let secs = started.elapsed().as_secs_f64();
     let report_key = batch::seal_report(backend, &report, options)?;
     let s = report.summary;
-    eprintln!(
+    say!(
         "de-identified ({}) and sealed {} of {} files into {} in {:.2}s ({:.0} files/s); \
          skipped {} not DICOM, {} with burned-in annotation; {} failed",
         profile.name(),
@@ -82,8 +84,8 @@ pub fn seal_deidentified(
         s.skipped_burned_in,
         s.failed,
     );
-    eprintln!("report sealed as {report_key} (read it with `smpfs cat`)");
-    println!("{report_key}");
+    say!("report sealed as {report_key} (read it with `smpfs cat`)");
+    out!("{report_key}")?;
     if s.failed > 0 {
         bail!("{} files were not sealed", s.failed);
     }
@@ -91,11 +93,10 @@ pub fn seal_deidentified(
 }
 
 /// Prints a sealed DICOM file's header to stdout.
-pub fn inspect(file: &Path, identity: &Path) -> Result<()> {
+pub fn inspect(args: &super::ObjectArgs) -> Result<()> {
     super::init_stderr_logging();
     smpfs::heap::protect().context("protecting memory for inspection")?;
-    let object = super::open_sealed(file, identity)?;
-    smpfs::dicom::inspect::inspect(&object)
-        .with_context(|| format!("inspecting {}", file.display()))?;
+    let object = super::open_sealed(args)?;
+    smpfs::dicom::inspect::inspect(&object).with_context(|| format!("inspecting {}", args.path))?;
     Ok(())
 }

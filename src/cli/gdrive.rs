@@ -6,6 +6,8 @@ use std::path::PathBuf;
 use anyhow::{Context, Result};
 use smpfs::backend::gdrive;
 
+use super::output::say;
+
 #[derive(clap::Subcommand)]
 pub enum GdriveCommand {
     /// Log in with a browser and cache the token (read-only and file scopes) for later
@@ -32,7 +34,7 @@ pub fn run(command: GdriveCommand) -> Result<()> {
             let client_secret = client_secret.unwrap_or_else(gdrive::default_client_secret_path);
             let token = token.unwrap_or_else(gdrive::default_token_path);
             gdrive::login(&client_secret, &token).context("Google Drive login")?;
-            eprintln!("logged in; token cached in {} (mode 0600)", token.display());
+            say!("logged in; token cached in {} (mode 0600)", token.display());
             Ok(())
         }
     }

@@ -6,6 +6,7 @@ mod daemon;
 mod dicom;
 mod gdrive;
 mod mount;
+mod output;
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -17,13 +18,15 @@ use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
 use rayon::prelude::*;
 
-use smpfs::backend::{Backend, LocalBackend, Source};
+use smpfs::backend::Source;
 use smpfs::cache::{ChunkSource, LockedRegion};
 use smpfs::format::{CHUNK_LOG2_RANGE, TAG_LEN};
 use smpfs::keys::{Identity, KeyError, Recipient};
 use smpfs::seal::{plan, seal_file, SealOptions, Sealed};
 use smpfs::vault::SealedObject;
 use zeroize::Zeroizing;
+
+use output::{escape_controls, is_broken_pipe, out, say, OneLine};
 
 #[derive(Parser)]
 #[command(
@@ -54,21 +57,9 @@ enum Command {
     Seal(SealArgs),
     /// Print a sealed DICOM file's header attributes (up to the pixel data), decrypted in
     /// locked memory, to standard output.
-    Inspect {
-        /// The sealed object on disk.
-        file: PathBuf,
-        /// Identity file to open it with.
-        #[arg(long, short)]
-        identity: PathBuf,
-    },
-    /// Decrypt one sealed file to standard output.
-    Cat {
-        /// The sealed object on disk.
-        file: PathBuf,
-        /// Identity file to open it with.
-        #[arg(long, short)]
-        identity: PathBuf,
-    },
+    Inspect(ObjectArgs),
+    /// Decrypt one sealed file of a bucket to standard output.
+    Cat(ObjectArgs),
     /// Mount a bucket read-only; returns once the mount is live (unless -f).
     Mount(mount::MountArgs),
     /// Purge a mount now: zeroize its cache, drop its keys, seal its audit segment, and
@@ -108,6 +99,21 @@ enum Command {
         #[command(subcommand)]
         command: gdrive::GdriveCommand,
     },
+}
+
+/// One sealed file of a bucket, for `cat` and `inspect`.
+#[derive(clap::Args)]
+struct ObjectArgs {
+    /// The bucket: a directory, s3://BUCKET[/PREFIX] or a Drive folder, as for `mount`.
+    bucket: String,
+    /// The file's path in the bucket, as a mount of it shows it (e.g. `CT/1.dcm`).
+    path: String,
+    /// Identity file to open it with.
+    #[arg(long, short)]
+    identity: PathBuf,
+    /// Backend options, comma-separated, as for `seal` (endpoint=URL, region=, …).
+    #[arg(short = 'o', value_name = "OPTIONS")]
+    options: Vec<String>,
 }
 
 #[derive(clap::Args)]
@@ -154,7 +160,7 @@ struct SealArgs {
 /// Runs the command line and turns errors into a message and exit status 1.
 pub fn main() -> ExitCode {
     if let Err(e) = smpfs::harden::harden_process() {
-        eprintln!("smpfs: {e}");
+        say!("smpfs: {e}");
         return ExitCode::FAILURE;
     }
     let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
@@ -168,7 +174,7 @@ pub fn main() -> ExitCode {
         return match mount::mount_helper(args) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
-                eprintln!("mount.smpfs: {}", report(&e));
+                say!("mount.smpfs: {}", report(&e));
                 ExitCode::from(mount::MOUNT_FAILURE)
             }
         };
@@ -181,8 +187,8 @@ pub fn main() -> ExitCode {
             passphrase_file,
         } => keygen(&out, passphrase, passphrase_file.as_deref()),
         Command::Seal(args) => seal(args),
-        Command::Inspect { file, identity } => dicom::inspect(&file, &identity),
-        Command::Cat { file, identity } => cat(&file, &identity),
+        Command::Inspect(args) => dicom::inspect(&args),
+        Command::Cat(args) => cat(&args),
         Command::Mount(args) => mount::mount(args, 1),
         Command::Audit { command } => audit::run(command),
         Command::Gdrive { command } => gdrive::run(command),
@@ -193,8 +199,10 @@ pub fn main() -> ExitCode {
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
+        // The reader of our output went away (`| head`): nothing more is wanted.
+        Err(e) if is_broken_pipe(&e) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("smpfs: {}", report(&e));
+            say!("smpfs: {}", report(&e));
             ExitCode::FAILURE
         }
     }
@@ -243,25 +251,28 @@ pub fn report(error: &anyhow::Error) -> String {
             text.push_str(&cause);
         }
     }
-    text
+    escape_controls(&text).into_owned()
 }
 
 fn shred(paths: &[PathBuf], passes: u32) -> Result<()> {
     init_stderr_logging();
-    eprintln!("note: {}", smpfs::shred::LIMITS);
+    say!("note: {}", smpfs::shred::LIMITS);
     let report = smpfs::shred::shred(paths, passes, &mut |path| {
-        eprintln!("shredded {}", path.display())
+        say!("shredded {}", path.display())
     })?;
-    println!(
+    out!(
         "shredded {} files ({} bytes, {passes} passes), {} directories, {} symlinks",
-        report.files, report.bytes, report.dirs, report.symlinks
-    );
+        report.files,
+        report.bytes,
+        report.dirs,
+        report.symlinks
+    )?;
     Ok(())
 }
 
 fn control(mountpoint: &std::path::Path, command: smpfs::control::Command) -> Result<()> {
     let reply = smpfs::control::send(mountpoint, command)?;
-    println!("{}: {reply}", mountpoint.display());
+    out!("{}: {reply}", mountpoint.display())?;
     Ok(())
 }
 
@@ -330,7 +341,8 @@ fn init_stderr_logging() {
     }
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+        .with_writer(|| OneLine::new(std::io::stderr()))
+        .log_internal_errors(false)
         .try_init();
 }
 
@@ -356,8 +368,8 @@ fn keygen(
     }
     let identity = Identity::generate();
     identity.save_new(out, passphrase.as_deref().map(String::as_str))?;
-    eprintln!("wrote identity to {} (keep it private)", out.display());
-    println!("{}", identity.recipient());
+    say!("wrote identity to {} (keep it private)", out.display());
+    out!("{}", identity.recipient())?;
     Ok(())
 }
 
@@ -390,20 +402,20 @@ fn seal(args: SealArgs) -> Result<()> {
     let backend_options = backend_options(&args.options, "seal")?;
     let out: Source = args.out.parse()?;
     if let Source::Local(dir) = &out {
-        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-        let out_real = dir.canonicalize()?;
+        let out_real = resolve_to_be(dir).with_context(|| format!("{}", dir.display()))?;
         for source in &args.sources {
             let real = source
                 .canonicalize()
                 .with_context(|| format!("{}", source.display()))?;
             if out_real.starts_with(&real) {
                 bail!(
-                    "output {} is inside source {}",
+                    "output {} is inside source {}; nothing was created",
                     dir.display(),
                     source.display()
                 );
             }
         }
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }
     let jobs = plan(&args.sources)?;
     let total: u64 = jobs.iter().map(|j| j.size).sum();
@@ -456,15 +468,15 @@ fn seal(args: SealArgs) -> Result<()> {
     });
     bar.finish_and_clear();
     for failure in &failures {
-        eprintln!("smpfs: not sealed: {failure}");
+        say!("smpfs: not sealed: {failure}");
     }
     let secs = started.elapsed().as_secs_f64();
     let bytes = sealed_bytes.load(Ordering::Relaxed);
     let kept = already_there.load(Ordering::Relaxed);
     if kept > 0 {
-        eprintln!("{kept} files were already sealed there (kept; --overwrite replaces them)");
+        say!("{kept} files were already sealed there (kept; --overwrite replaces them)");
     }
-    eprintln!(
+    say!(
         "sealed {} of {} files ({:.1} MiB) into {} in {:.2}s ({:.0} MiB/s)",
         jobs.len() - failures.len() - kept as usize,
         jobs.len(),
@@ -479,30 +491,54 @@ fn seal(args: SealArgs) -> Result<()> {
     Ok(())
 }
 
-/// Opens one sealed object on disk with the identity at `identity_path` (asking for its
-/// passphrase if it has one); the identity is dropped before returning.
-fn open_sealed(file: &std::path::Path, identity_path: &std::path::Path) -> Result<SealedObject> {
-    let identity = load_identity(identity_path, None)?;
-    let real = file
-        .canonicalize()
-        .with_context(|| format!("{}", file.display()))?;
-    let key = real
-        .to_str()
-        .context("path is not UTF-8")?
-        .trim_start_matches('/')
-        .to_owned();
-    let size = std::fs::metadata(&real)?.len();
-    let backend: Arc<dyn Backend> = Arc::new(LocalBackend::open(std::path::Path::new("/"))?);
+/// Where `path` will be once created: its deepest existing ancestor resolved (symlinks
+/// and `..` as the kernel will follow them), joined with the components still missing.
+fn resolve_to_be(path: &std::path::Path) -> std::io::Result<PathBuf> {
+    let absolute = std::path::absolute(path)?;
+    let mut existing = absolute.as_path();
+    let mut missing = Vec::new();
+    while std::fs::symlink_metadata(existing).is_err() {
+        let (Some(parent), Some(name)) = (existing.parent(), existing.file_name()) else {
+            break;
+        };
+        missing.push(name);
+        existing = parent;
+    }
+    let mut resolved = existing.canonicalize()?;
+    for name in missing.into_iter().rev() {
+        match name.to_str() {
+            Some("..") => {
+                resolved.pop();
+            }
+            Some(".") => {}
+            _ => resolved.push(name),
+        }
+    }
+    Ok(resolved)
+}
+
+/// Opens one sealed file of a bucket with the identity of `args` (asking for its
+/// passphrase if it has one), checking it as a mount does; the identity is dropped before
+/// returning.
+fn open_sealed(args: &ObjectArgs) -> Result<SealedObject> {
+    let source = mount::parse_source(&args.bucket)?;
+    let backend = source.open(&backend_options(&args.options, "cat")?, false)?;
+    smpfs::backend::validate_key(&args.path)
+        .context("give the file's path relative to the bucket")?;
+    let size = backend
+        .stat(&args.path)?
+        .with_context(|| format!("{source} has no file {:?}", args.path))?;
+    let identity = load_identity(&args.identity, None)?;
     let first_read = backend.read_profile().first_read;
-    let (object, _) = SealedObject::open(backend, &key, size, &identity, 0, first_read)?;
+    let (object, _) = SealedObject::open(backend, &args.path, size, &identity, 0, first_read)?;
     Ok(object)
 }
 
 /// Decrypts one sealed object to stdout through a locked buffer. The last chunk is
 /// authenticated first, so a truncated file fails before any output.
-fn cat(file: &std::path::Path, identity_path: &std::path::Path) -> Result<()> {
+fn cat(args: &ObjectArgs) -> Result<()> {
     init_stderr_logging();
-    let object = open_sealed(file, identity_path)?;
+    let object = open_sealed(args)?;
     let layout = *object.layout();
     let slot = layout.chunk_size() + TAG_LEN;
     let region = Arc::new(LockedRegion::new(slot)?);

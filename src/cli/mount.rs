@@ -50,7 +50,7 @@ pub struct MountArgs {
 
 /// Parses the source; a local bucket must be an existing directory (made absolute, since
 /// the daemon changes directory).
-fn parse_source(text: &str) -> Result<Source> {
+pub(super) fn parse_source(text: &str) -> Result<Source> {
     Ok(match text.parse::<Source>()? {
         Source::Local(path) => {
             if !path.is_dir() {
@@ -89,10 +89,12 @@ fn init_file_logging(path: &Path) -> Result<()> {
         .with_context(|| format!("opening log file {}", path.display()))?;
     let filter = tracing_subscriber::EnvFilter::try_from_env("SMPFS_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,fuser=error"));
+    let file = std::sync::Arc::new(file);
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(false)
-        .with_writer(std::sync::Mutex::new(file))
+        .with_writer(move || super::output::OneLine::new(std::sync::Arc::clone(&file)))
+        .log_internal_errors(false)
         .try_init();
     Ok(())
 }
@@ -149,6 +151,14 @@ const TEST_SINKS_VAR: &str = "SMPFS_ALLOW_TEST_SINK";
 pub fn mount(args: MountArgs, failure_status: u8) -> Result<()> {
     let options = MountOptions::parse(&args.options)?;
     let source = parse_source(&args.source)?;
+    if smpfs::control::is_stale_mount(&args.mountpoint) {
+        let shown = std::path::absolute(&args.mountpoint)?;
+        bail!(
+            "mountpoint {0} is a stale mount (its smpfs daemon is gone); clear it with \
+             `umount {0}` (as root) or `fusermount3 -u {0}`, then mount again",
+            shown.display()
+        );
+    }
     if !args.mountpoint.is_dir() {
         bail!(
             "mountpoint {} is not a directory",
@@ -209,8 +219,6 @@ fn serve(
     readiness: &mut Readiness,
 ) -> Result<()> {
     let backend = source.open(&options.backend, false)?;
-    // FUSE request threads, each with a locked reply buffer.
-    let request_threads = backend.read_profile().request_threads;
     let audit = match audit_path {
         Some(path) => {
             let detail = serde_json::json!({
@@ -245,6 +253,38 @@ fn serve(
             None
         }
     };
+    let result = serve_audited(
+        mountpoint,
+        options,
+        source,
+        backend,
+        audit.clone(),
+        (identity, identity_path),
+        readiness,
+    );
+    if let (Err(e), Some(log)) = (&result, &audit) {
+        // A mount refused after its segment started closes the segment, so the log does
+        // not read as a crashed writer. A segment already sealed (by the vault) stays so.
+        let detail = serde_json::json!({ "clean": false, "mount_failed": super::report(e) });
+        if let Err(seal) = log.seal(detail) {
+            tracing::debug!("audit segment of the failed mount: {seal}");
+        }
+    }
+    result
+}
+
+/// Mounts and serves with the audit log already open (see [`serve`]).
+fn serve_audited(
+    mountpoint: &Path,
+    options: &MountOptions,
+    source: &Source,
+    backend: Arc<dyn smpfs::backend::Backend>,
+    audit: Option<Arc<AuditLog>>,
+    (identity, identity_path): (Identity, &Path),
+    readiness: &mut Readiness,
+) -> Result<()> {
+    let request_threads = backend.read_profile().request_threads;
+    // FUSE request threads, each with a locked reply buffer.
     let config = VaultConfig {
         cache_size: options.cache_size as usize,
         reply_buffers: request_threads,
@@ -351,11 +391,12 @@ fn serve(
     }
     tracing::info!(mountpoint = %mountpoint.display(), "mount is live");
     readiness.ready();
-    session.run().context("serving FUSE requests")?;
+    let served = session.run().context("serving FUSE requests");
     // destroy() purged and sealed already after an orderly unmount; this is for a kernel
     // connection lost without it (a second call only zeroizes the cache again).
     vault.unmount();
     let _ = std::fs::remove_file(&control_path);
+    served?;
     tracing::info!("exited cleanly");
     Ok(())
 }

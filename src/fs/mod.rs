@@ -18,6 +18,8 @@ use crate::vault::{Attr, Caller, Vault, VaultError};
 
 /// How long the kernel may cache names and attributes (the tree is fixed per mount).
 const TTL: Duration = Duration::from_secs(60);
+/// Directory entries fetched from the vault at a time while filling one readdir reply.
+const READDIR_PAGE: usize = 128;
 
 /// Mount-wide settings the adapter applies to every reply.
 #[derive(Debug, Clone)]
@@ -98,6 +100,7 @@ fn errno(error: &VaultError) -> Errno {
         | VaultError::Audit(_)
         | VaultError::Volume(_) => Errno::EIO,
         VaultError::PastEof { .. } | VaultError::NotSealed => Errno::EINVAL,
+        VaultError::Interrupted => Errno::EINTR,
         VaultError::Gpu(gpu) => match gpu {
             GpuError::AbiVersion { .. }
             | GpuError::BadArgument(_)
@@ -127,7 +130,8 @@ fn detail(error: &VaultError) -> Detail {
         | VaultError::SizeMismatch { .. }
         | VaultError::Backend(_)
         | VaultError::Cache(_)
-        | VaultError::Volume(_) => Detail::Io,
+        | VaultError::Volume(_)
+        | VaultError::Interrupted => Detail::Io,
         VaultError::Gpu(gpu) => match gpu {
             GpuError::AbiVersion { .. } => Detail::AbiVersion,
             GpuError::BadArgument(_) => Detail::BadArgument,
@@ -209,7 +213,7 @@ impl Filesystem for SmpFs {
         let Some(name) = name.to_str() else {
             return reply.error(Errno::ENOENT);
         };
-        match self.vault.lookup(parent.0, name) {
+        match self.vault.lookup(parent.0, name, caller(req)) {
             Ok(attr) => reply.entry(&TTL, &self.file_attr(attr), Generation(0)),
             Err(e) => reply.error(fail("lookup", req, &e)),
         }
@@ -217,7 +221,7 @@ impl Filesystem for SmpFs {
 
     fn getattr(&self, req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
         self.vault.touch();
-        match self.vault.getattr(ino.0) {
+        match self.vault.getattr(ino.0, caller(req)) {
             Ok(attr) => reply.attr(&TTL, &self.file_attr(attr)),
             Err(e) => reply.error(fail("getattr", req, &e)),
         }
@@ -288,29 +292,37 @@ impl Filesystem for SmpFs {
         mut reply: ReplyDirectory,
     ) {
         self.vault.touch();
-        let entries = match self.vault.readdir(ino.0) {
-            Ok(entries) => entries,
-            Err(e) => return reply.error(fail("readdir", req, &e)),
-        };
+        // Offsets: 1 is `.`, 2 is `..`, and an entry's is its inode + 2, so the next call
+        // continues after it in O(log n) however large the directory.
         let parent = self.vault.parent(ino.0).unwrap_or(ino.0);
-        let dots = [
-            (ino.0, FileType::Directory, "."),
-            (parent, FileType::Directory, ".."),
-        ];
-        let all = dots.into_iter().chain(entries.iter().map(|e| {
-            let kind = if e.is_dir {
-                FileType::Directory
-            } else {
-                FileType::RegularFile
-            };
-            (e.ino, kind, e.name.as_str())
-        }));
-        for (i, (child, kind, name)) in all.enumerate().skip(offset as usize) {
-            if reply.add(INodeNo(child), i as u64 + 1, kind, name) {
-                break;
+        for (dot_offset, dot_ino, name) in [(1, ino.0, "."), (2, parent, "..")] {
+            if offset < dot_offset
+                && reply.add(INodeNo(dot_ino), dot_offset, FileType::Directory, name)
+            {
+                return reply.ok();
             }
         }
-        reply.ok();
+        let mut after = offset.checked_sub(2).filter(|&ino| ino > 0);
+        loop {
+            let page = match self.vault.readdir(ino.0, after, READDIR_PAGE, caller(req)) {
+                Ok(page) => page,
+                Err(e) => return reply.error(fail("readdir", req, &e)),
+            };
+            let Some(last) = page.last() else {
+                return reply.ok();
+            };
+            after = Some(last.ino);
+            for entry in &page {
+                let kind = if entry.is_dir {
+                    FileType::Directory
+                } else {
+                    FileType::RegularFile
+                };
+                if reply.add(INodeNo(entry.ino), entry.ino + 2, kind, &entry.name) {
+                    return reply.ok();
+                }
+            }
+        }
     }
 
     fn flush(
@@ -360,7 +372,7 @@ impl Filesystem for SmpFs {
         match command {
             // The kernel tells the caller ENOTTY.
             None => reply.error(Errno::ENOSYS),
-            Some(Command::Info) => match self.vault.file_info(fh.0) {
+            Some(Command::Info) => match self.vault.file_info(fh.0, caller(req)) {
                 Ok(info) => {
                     let info = abi::Info {
                         plaintext_size: info.size,

@@ -32,6 +32,13 @@ pub type PassphraseSource<'a> = &'a mut dyn FnMut() -> Result<Zeroizing<String>,
 pub enum KeyError {
     #[error("not a valid smpfs recipient (expected `smpfs1…`): {0}")]
     BadRecipient(String),
+    #[error(
+        "a secret key was given where a recipient belongs (not printed here); give the \
+         public recipient instead: `smpfs keygen` printed it, and it starts with `smpfs1`"
+    )]
+    SecretKeyAsRecipient,
+    #[error("{path}: is a directory, not an identity file")]
+    NotAFile { path: PathBuf },
     #[error("{path}: not a valid smpfs identity file (expected one SMPFS-SECRET-KEY-1… line)")]
     BadIdentity { path: PathBuf },
     #[error(
@@ -95,13 +102,30 @@ impl FromStr for Recipient {
     type Err = KeyError;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let bad = || KeyError::BadRecipient(s.to_owned());
-        let (hrp, data) = bech32::decode(s.trim()).map_err(|_| bad())?;
+        let text = s.trim();
+        let upper = text.to_uppercase();
+        if upper.starts_with("SMPFS-SECRET-KEY-") || upper.starts_with("SMPFS-ENCRYPTED-KEY-") {
+            return Err(KeyError::SecretKeyAsRecipient);
+        }
+        let bad = || KeyError::BadRecipient(excerpt(text));
+        let (hrp, data) = bech32::decode(text).map_err(|_| bad())?;
         if hrp.to_lowercase() != RECIPIENT_HRP {
             return Err(bad());
         }
         let bytes: [u8; 32] = data.try_into().map_err(|_| bad())?;
         Ok(Recipient::from(bytes))
+    }
+}
+
+/// The start of a rejected recipient text, for its error: enough to recognise a typo,
+/// never a whole pasted secret.
+fn excerpt(text: &str) -> String {
+    const SHOWN: usize = 12;
+    let start: String = text.chars().take(SHOWN).collect();
+    if text.chars().count() > SHOWN {
+        format!("{start:?}… ({} characters)", text.chars().count())
+    } else {
+        format!("{start:?}")
     }
 }
 
@@ -273,7 +297,13 @@ fn read_private(path: &Path) -> Result<Zeroizing<String>, KeyError> {
         path: path.to_owned(),
         source,
     };
-    let mode = fs::metadata(path).map_err(io)?.permissions().mode();
+    let metadata = fs::metadata(path).map_err(io)?;
+    if metadata.is_dir() {
+        return Err(KeyError::NotAFile {
+            path: path.to_owned(),
+        });
+    }
+    let mode = metadata.permissions().mode();
     if mode & 0o077 != 0 {
         return Err(KeyError::InsecurePermissions {
             path: path.to_owned(),
@@ -315,6 +345,40 @@ mod tests {
             .parse::<Recipient>()
             .is_err());
         assert!("age1xyz".parse::<Recipient>().is_err());
+    }
+
+    #[test]
+    fn a_secret_key_given_as_recipient_is_named_and_never_echoed() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("id");
+        Identity::generate().save_new(&path, None).unwrap();
+        let text = fs::read_to_string(&path).unwrap();
+        let secret = text.lines().find(|l| !l.starts_with('#')).unwrap();
+        for given in [
+            secret.to_owned(),
+            secret.to_lowercase(),
+            format!("  {secret}\n"),
+        ] {
+            let err = given.parse::<Recipient>().unwrap_err();
+            assert!(matches!(err, KeyError::SecretKeyAsRecipient));
+            let message = err.to_string();
+            assert!(message.contains("secret key"), "{message}");
+            assert!(!message.contains(&secret[20..30]), "{message}");
+        }
+        let long_garbage = "x".repeat(200);
+        let message = long_garbage.parse::<Recipient>().unwrap_err().to_string();
+        assert!(
+            message.contains("200 characters") && message.len() < 120,
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn a_directory_given_as_identity_is_named_as_such() {
+        let dir = tempfile::tempdir().unwrap();
+        let err = Identity::load(dir.path()).unwrap_err();
+        assert!(matches!(err, KeyError::NotAFile { .. }), "{err}");
+        assert!(!err.to_string().contains("chmod"));
     }
 
     #[test]

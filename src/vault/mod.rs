@@ -7,12 +7,13 @@
 //! and checks the object's size and path. Objects that are not sealed, not sealed to this
 //! identity, malformed, truncated, extended or moved are hidden, with one warning each.
 
+mod interrupt;
 mod object;
 mod tree;
 mod volumes;
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::sync::Weak;
 
@@ -53,8 +54,15 @@ pub enum VaultError {
         #[source]
         source: FormatError,
     },
-    #[error("{key}: sealed as {sealed_as:?}, which the object key does not end with (moved or swapped object)")]
-    PathMismatch { key: String, sealed_as: String },
+    #[error(
+        "{key}: sealed for location {sealed_as:?} in its bucket but found at {location:?} \
+         (moved or swapped object)"
+    )]
+    PathMismatch {
+        key: String,
+        location: String,
+        sealed_as: String,
+    },
     #[error(
         "{key}: object is {actual} bytes but its header says {expected} (truncated or extended)"
     )]
@@ -77,10 +85,31 @@ pub enum VaultError {
     Volume(String),
     #[error("GPU loads and info are for sealed files, not volumes")]
     NotSealed,
+    #[error("interrupted: the caller was signalled while the directory was being checked")]
+    Interrupted,
+}
+
+impl VaultError {
+    /// Why an object is hidden, in a few words, for counting hidden objects by reason.
+    fn kind(&self) -> &'static str {
+        match self {
+            VaultError::Format {
+                source: FormatError::NoMatchingRecipient,
+                ..
+            } => "not sealed to this identity",
+            VaultError::Format { .. } => "not valid sealed objects",
+            VaultError::PathMismatch { .. } => "moved or swapped",
+            VaultError::SizeMismatch { .. } => "truncated or extended",
+            VaultError::Backend(_) => "unreadable",
+            _ => "failing to open",
+        }
+    }
 }
 
 /// Threads that read and check headers when a directory is first resolved.
 const RESOLVE_THREADS: usize = 8;
+/// Headers checked between two looks at whether the caller was signalled.
+const INTERRUPT_CHECK_EVERY: usize = 64;
 /// Plaintext a GPU load decrypts per step; the next step's chunks are prefetched in the
 /// background meanwhile.
 const GPU_WINDOW: u64 = 4 << 20;
@@ -197,6 +226,8 @@ impl Source {
 }
 
 struct Handle {
+    /// The file it reads, to open it again after a lock.
+    ino: Ino,
     source: Source,
     readahead: Mutex<Readahead>,
     /// The last caller's audit identity, reused while the same thread keeps reading.
@@ -239,6 +270,9 @@ pub struct Vault {
     cache: ChunkCache,
     tree: RwLock<Tree>,
     handles: Mutex<HashMap<u64, Arc<Handle>>>,
+    /// Handles open when the mount was locked, by the file they read: their keys and
+    /// plaintext were dropped, and they are opened again on their first use after unlock.
+    locked_handles: Mutex<HashMap<u64, Ino>>,
     next_handle: AtomicU64,
     readahead_workers: Workers,
     /// How the backend wants read-ahead scheduled.
@@ -299,6 +333,7 @@ impl Vault {
             cache,
             tree: RwLock::new(tree),
             handles: Mutex::new(HashMap::new()),
+            locked_handles: Mutex::new(HashMap::new()),
             next_handle: AtomicU64::new(1),
             readahead_workers: Workers::new(profile.parallel_requests, "smpfs-readahead"),
             profile,
@@ -338,7 +373,7 @@ impl Vault {
 
     /// How long no request arrived while no file was open; zero while a file is open.
     pub fn idle_for(&self) -> std::time::Duration {
-        if !self.handles.lock().is_empty() {
+        if !self.handles.lock().is_empty() || !self.locked_handles.lock().is_empty() {
             return std::time::Duration::ZERO;
         }
         let last = std::time::Duration::from_millis(self.last_request_ms.load(Ordering::Relaxed));
@@ -346,16 +381,16 @@ impl Vault {
     }
 
     /// Attributes of `ino`; a file not checked since an unlock has its directory resolved
-    /// again first.
-    pub fn getattr(&self, ino: Ino) -> Result<Attr, VaultError> {
+    /// again first (on behalf of `caller`).
+    pub fn getattr(&self, ino: Ino, caller: Caller) -> Result<Attr, VaultError> {
         let _gate = self.purge_gate.read();
-        self.resolve_parent_of(ino)?;
+        self.resolve_parent_of(ino, caller)?;
         self.tree.read().attr(ino).ok_or(VaultError::NotFound)
     }
 
     /// Resolves the directory of `ino` if `ino` is a file not checked since an unlock (the
     /// kernel may still know its name from before).
-    fn resolve_parent_of(&self, ino: Ino) -> Result<(), VaultError> {
+    fn resolve_parent_of(&self, ino: Ino, caller: Caller) -> Result<(), VaultError> {
         let unresolved_parent = {
             let tree = self.tree.read();
             tree.is_unresolved_file(ino)
@@ -363,25 +398,32 @@ impl Vault {
                 .flatten()
         };
         match unresolved_parent {
-            Some(parent) => self.resolve_dir(parent),
+            Some(parent) => self.resolve_dir(parent, caller),
             None => Ok(()),
         }
     }
 
     /// Looks `name` up in directory `parent`, resolving the directory first.
-    pub fn lookup(&self, parent: Ino, name: &str) -> Result<Attr, VaultError> {
+    pub fn lookup(&self, parent: Ino, name: &str, caller: Caller) -> Result<Attr, VaultError> {
         let _gate = self.purge_gate.read();
-        self.resolve_dir(parent)?;
+        self.resolve_dir(parent, caller)?;
         let tree = self.tree.read();
         let ino = tree.child(parent, name).ok_or(VaultError::NotFound)?;
         tree.attr(ino).ok_or(VaultError::NotFound)
     }
 
-    /// The entries of directory `ino` (without `.` and `..`), resolving it first.
-    pub fn readdir(&self, ino: Ino) -> Result<Vec<DirEntry>, VaultError> {
+    /// Up to `limit` entries of directory `ino` (without `.` and `..`) in name order,
+    /// after entry `after` (from the start without it), resolving the directory first.
+    pub fn readdir(
+        &self,
+        ino: Ino,
+        after: Option<Ino>,
+        limit: usize,
+        caller: Caller,
+    ) -> Result<Vec<DirEntry>, VaultError> {
         let _gate = self.purge_gate.read();
-        self.resolve_dir(ino)?;
-        self.tree.read().entries(ino)
+        self.resolve_dir(ino, caller)?;
+        self.tree.read().entries(ino, after, limit)
     }
 
     /// The parent of directory `ino` (the root is its own parent).
@@ -404,26 +446,43 @@ impl Vault {
             )?;
             return Err(VaultError::Purged);
         }
-        self.resolve_parent_of(ino)?;
+        let handle = self.open_handle(ino, caller, actor, serde_json::Value::Null)?;
+        let fh = self.next_handle.fetch_add(1, Ordering::Relaxed);
+        self.handles.lock().insert(fh, handle);
+        Ok(fh)
+    }
+
+    /// Opens file `ino` for `actor` (resolving its directory first if needed) and audits
+    /// the open, with `detail` when it is not null.
+    fn open_handle(
+        &self,
+        ino: Ino,
+        caller: Caller,
+        actor: Actor,
+        detail: serde_json::Value,
+    ) -> Result<Arc<Handle>, VaultError> {
+        self.resolve_parent_of(ino, caller)?;
         let entry = self.tree.read().virtual_file(ino);
         let source = match entry {
-            Some(entry) => self.open_virtual(ino, entry, &actor)?,
+            Some(entry) => self.open_virtual(ino, entry, &actor, caller)?,
             None => {
                 let object = self.tree.read().object(ino)?;
                 let source = Source::Sealed(object);
-                self.record(source.event(EventKind::Open, &actor).result("ok"))?;
+                let mut event = source.event(EventKind::Open, &actor).result("ok");
+                if !detail.is_null() {
+                    event = event.detail(detail);
+                }
+                self.record(event)?;
                 source
             }
         };
-        let fh = self.next_handle.fetch_add(1, Ordering::Relaxed);
-        let handle = Arc::new(Handle {
+        Ok(Arc::new(Handle {
+            ino,
             source,
             readahead: Mutex::new(Readahead::default()),
             actor: Mutex::new(actor),
             bytes_read: AtomicU64::new(0),
-        });
-        self.handles.lock().insert(fh, handle);
-        Ok(fh)
+        }))
     }
 
     /// Opens a `.volumes` file: a volume is assembled (or shared with the handles already
@@ -433,6 +492,7 @@ impl Vault {
         ino: Ino,
         entry: Arc<Virtual>,
         actor: &Actor,
+        caller: Caller,
     ) -> Result<Source, VaultError> {
         let event = |source: &Source| {
             source
@@ -448,7 +508,7 @@ impl Vault {
             let mut assembled = self.assembled.lock();
             match assembled.get(&ino).and_then(Weak::upgrade) {
                 Some(data) => Ok(data),
-                None => self.assemble(plan).map(|data| {
+                None => self.assemble(plan, caller).map(|data| {
                     let data = Arc::new(data);
                     assembled.insert(ino, Arc::downgrade(&data));
                     data
@@ -472,11 +532,15 @@ impl Vault {
     }
 
     /// Decrypts and decodes the slices of `plan` into a new locked buffer.
-    fn assemble(&self, plan: &volume::VolumePlan<Ino>) -> Result<LockedBuf, VaultError> {
+    fn assemble(
+        &self,
+        plan: &volume::VolumePlan<Ino>,
+        caller: Caller,
+    ) -> Result<LockedBuf, VaultError> {
         let started = std::time::Instant::now();
         let mut objects = Vec::with_capacity(plan.members.len());
         for (ino, _) in &plan.members {
-            self.resolve_parent_of(*ino)?;
+            self.resolve_parent_of(*ino, caller)?;
             objects.push(self.tree.read().object(*ino)?);
         }
         let volume = volumes::assemble(&self.cache, plan, &objects)?;
@@ -493,6 +557,7 @@ impl Vault {
     pub fn release(&self, fh: u64, caller: Caller) {
         let _gate = self.purge_gate.read();
         let Some(handle) = self.handles.lock().remove(&fh) else {
+            self.locked_handles.lock().remove(&fh);
             return;
         };
         // The kernel sends release without a process (pid 0) once the last descriptor is
@@ -547,7 +612,7 @@ impl Vault {
             )?;
             return Err(VaultError::Purged);
         }
-        let handle = self.handle(fh)?;
+        let handle = self.handle(fh, caller)?;
         let requested = out.len() as u64;
         let result = self.read_handle(&handle, offset, out);
         let actor = handle.actor(caller);
@@ -578,21 +643,31 @@ impl Vault {
         result
     }
 
-    fn handle(&self, fh: u64) -> Result<Arc<Handle>, VaultError> {
-        self.handles
+    /// The open handle `fh`. A handle that was open when the mount was locked is opened
+    /// again here, for `caller` and audited as an `open`, once the keys are back.
+    fn handle(&self, fh: u64, caller: Caller) -> Result<Arc<Handle>, VaultError> {
+        if let Some(handle) = self.handles.lock().get(&fh) {
+            return Ok(Arc::clone(handle));
+        }
+        let ino = *self
+            .locked_handles
             .lock()
             .get(&fh)
-            .cloned()
-            .ok_or(VaultError::BadHandle)
+            .ok_or(VaultError::BadHandle)?;
+        let actor = Actor::from_request(caller.uid, caller.gid, caller.pid);
+        let detail = serde_json::json!({ "reopened_after_unlock": fh });
+        let handle = self.open_handle(ino, caller, actor, detail)?;
+        self.locked_handles.lock().remove(&fh);
+        Ok(Arc::clone(self.handles.lock().entry(fh).or_insert(handle)))
     }
 
     /// Describes open file `fh` for the GPU info ioctl; refused like a read while locked.
-    pub fn file_info(&self, fh: u64) -> Result<FileInfo, VaultError> {
+    pub fn file_info(&self, fh: u64, caller: Caller) -> Result<FileInfo, VaultError> {
         let _gate = self.purge_gate.read();
         if self.is_locked() {
             return Err(VaultError::Purged);
         }
-        let handle = self.handle(fh)?;
+        let handle = self.handle(fh, caller)?;
         Ok(match handle.source.gpu()? {
             GpuSource::Sealed(object) => FileInfo {
                 size: object.layout().plaintext_len,
@@ -647,7 +722,7 @@ impl Vault {
             )?;
             return Err(VaultError::Purged);
         }
-        let handle = self.handle(fh)?;
+        let handle = self.handle(fh, caller)?;
         let actor = handle.actor(caller);
         let event = |kind| {
             handle
@@ -862,10 +937,12 @@ impl Vault {
         }
     }
 
-    /// Resolves directory `ino`'s files if not done yet (see the module docs).
-    fn resolve_dir(&self, ino: Ino) -> Result<(), VaultError> {
+    /// Resolves directory `ino`'s files if not done yet (see the module docs). Stops
+    /// early with [`VaultError::Interrupted`] once `caller` has a signal pending (the
+    /// files checked so far stay checked); hidden files are counted in one warning.
+    fn resolve_dir(&self, ino: Ino, caller: Caller) -> Result<(), VaultError> {
         if Some(ino) == self.volumes_dir {
-            return self.resolve_volumes(ino);
+            return self.resolve_volumes(ino, caller);
         }
         let pending = self.tree.read().unresolved_files(ino)?;
         if pending.is_empty() {
@@ -875,14 +952,23 @@ impl Vault {
         let identity = identity.as_ref().ok_or(VaultError::Purged)?;
         // Header reads are I/O-bound: a few threads, each taking the next pending file.
         let threads = RESOLVE_THREADS.min(pending.len());
-        let next = Mutex::new(pending.into_iter());
+        let next = Mutex::new(pending.into_iter().enumerate());
+        let interrupted = AtomicBool::new(false);
         let results = Mutex::new(Vec::new());
         std::thread::scope(|scope| {
             for _ in 0..threads {
                 scope.spawn(|| loop {
-                    let Some((file_ino, key, size)) = next.lock().next() else {
+                    let Some((n, (file_ino, key, size))) = next.lock().next() else {
                         return;
                     };
+                    if n % INTERRUPT_CHECK_EVERY == INTERRUPT_CHECK_EVERY - 1
+                        && interrupt::signal_pending(caller.pid)
+                    {
+                        interrupted.store(true, Ordering::Relaxed);
+                    }
+                    if interrupted.load(Ordering::Relaxed) {
+                        return;
+                    }
                     let opened = self.open_object(&key, size, identity, file_ino);
                     // Key agreement copies key material onto this thread's stack.
                     crate::harden::scrub_stack();
@@ -891,14 +977,23 @@ impl Vault {
             }
         });
         let mut tree = self.tree.write();
+        let mut hidden = tree::Skipped::default();
         for (file_ino, result) in results.into_inner() {
             match result {
                 Ok(object) => tree.set_object(file_ino, Arc::new(object)),
                 Err(e) => {
-                    tracing::warn!("hiding object: {e}");
+                    hidden.note(e.kind(), &e);
                     tree.hide(file_ino);
                 }
             }
+        }
+        let place = match tree.path_of(ino) {
+            dir if dir.is_empty() => "the bucket's root".to_owned(),
+            dir => format!("{dir:?}"),
+        };
+        hidden.warn(&place);
+        if interrupted.into_inner() {
+            return Err(VaultError::Interrupted);
         }
         tree.mark_resolved(ino);
         Ok(())
@@ -906,14 +1001,14 @@ impl Vault {
 
     /// Populates `.volumes` (inode `dir`) once: resolves every directory, reads every
     /// file's DICOM header and adds one entry per series.
-    fn resolve_volumes(&self, dir: Ino) -> Result<(), VaultError> {
+    fn resolve_volumes(&self, dir: Ino, caller: Caller) -> Result<(), VaultError> {
         let mut ready = self.volumes_ready.lock();
         if *ready {
             return Ok(());
         }
         let dirs = self.tree.read().dirs(dir);
         for other in dirs {
-            self.resolve_dir(other)?;
+            self.resolve_dir(other, caller)?;
         }
         let files = self.tree.read().opened_files();
         let started = std::time::Instant::now();
@@ -969,7 +1064,8 @@ impl Vault {
         let open_files = {
             let mut handles = self.handles.lock();
             let n = handles.len();
-            handles.clear();
+            let mut locked = self.locked_handles.lock();
+            locked.extend(handles.drain().map(|(fh, handle)| (fh, handle.ino)));
             n
         };
         let files = self.tree.write().drop_objects();

@@ -24,7 +24,8 @@ pub struct SealedObject {
 impl SealedObject {
     /// Reads the first `first_read` bytes of object `key` (listed with `size` bytes; all of
     /// it if smaller, and more if the header is longer) and opens the header; checks that
-    /// the key ends with the sealed logical path and that the size matches the header.
+    /// the object lies exactly where it was sealed to ([`Backend::location`] of `key` is
+    /// the sealed path) and that the size matches the header.
     /// `id` names the object in the chunk cache. Returns the bytes read with the object,
     /// for [`SealedObject::prefetched`].
     pub fn open(
@@ -40,11 +41,12 @@ impl SealedObject {
             key: key.to_owned(),
             source,
         })?;
-        let path = &opened.logical_path;
-        if !(key == path || key.ends_with(&format!("/{path}"))) {
+        let location = backend.location(key);
+        if opened.logical_path != location {
             return Err(VaultError::PathMismatch {
                 key: key.to_owned(),
-                sealed_as: path.clone(),
+                location,
+                sealed_as: opened.logical_path.clone(),
             });
         }
         let expected = opened.layout.object_len();

@@ -67,15 +67,34 @@ impl Fixture {
         Arc::new(Vault::new(self.backend(), self.identity(), config, None).unwrap())
     }
 
+    /// A vault that audits to a fresh log; returns the log's path (in the plain dir).
+    fn audited_vault(&self) -> (Arc<Vault>, std::path::PathBuf) {
+        let path = self.plain.path().join("audit.log");
+        let log = crate::audit::AuditLog::open_segment(
+            &path,
+            &self.identity().recipient(),
+            crate::audit::SyncPolicy::default(),
+            None,
+            serde_json::Value::Null,
+        )
+        .unwrap();
+        let config = VaultConfig {
+            cache_size: 16 << 20,
+            ..VaultConfig::default()
+        };
+        let vault = Vault::new(self.backend(), self.identity(), config, Some(Arc::new(log)));
+        (Arc::new(vault.unwrap()), path)
+    }
+
     fn object_path(&self, key: &str) -> std::path::PathBuf {
         self.bucket.path().join(key)
     }
 }
 
 fn resolve(vault: &Vault, path: &str) -> Result<Attr, VaultError> {
-    let mut attr = vault.getattr(ROOT_INO)?;
+    let mut attr = vault.getattr(ROOT_INO, ME)?;
     for name in path.split('/') {
-        attr = vault.lookup(attr.ino, name)?;
+        attr = vault.lookup(attr.ino, name, ME)?;
     }
     Ok(attr)
 }
@@ -108,7 +127,7 @@ fn tree_and_reads_match_the_plaintext() {
     f.seal_as("study/MR/4k.bin", &pattern(50_000, 2), &f.identity(), 12);
     let v = f.vault();
     let names = |ino| {
-        v.readdir(ino)
+        v.readdir(ino, None, usize::MAX, ME)
             .unwrap()
             .into_iter()
             .map(|e| e.name)
@@ -152,7 +171,7 @@ fn tree_and_reads_match_the_plaintext() {
         0
     );
     assert!(matches!(
-        v.lookup(ROOT_INO, "missing"),
+        v.lookup(ROOT_INO, "missing", ME),
         Err(VaultError::NotFound)
     ));
     assert!(matches!(v.open(ct.ino, ME), Err(VaultError::IsADirectory)));
@@ -172,14 +191,14 @@ fn objects_we_cannot_open_are_hidden() {
     std::fs::write(f.object_path("tiny"), b"SM").unwrap();
     let v = f.vault();
     let names: Vec<String> = v
-        .readdir(ROOT_INO)
+        .readdir(ROOT_INO, None, usize::MAX, ME)
         .unwrap()
         .into_iter()
         .map(|e| e.name)
         .collect();
     assert_eq!(names, ["mine"]);
     assert!(matches!(
-        v.lookup(ROOT_INO, "theirs"),
+        v.lookup(ROOT_INO, "theirs", ME),
         Err(VaultError::NotFound)
     ));
 }
@@ -206,7 +225,7 @@ fn truncated_extended_moved_and_swapped_objects_are_hidden() {
     std::fs::write(path("b"), a).unwrap();
     let v = f.vault();
     let names: Vec<String> = v
-        .readdir(ROOT_INO)
+        .readdir(ROOT_INO, None, usize::MAX, ME)
         .unwrap()
         .into_iter()
         .map(|e| e.name)
@@ -327,6 +346,9 @@ impl Backend for RemoteLike {
     }
     fn read_profile(&self) -> crate::backend::ReadProfile {
         self.profile
+    }
+    fn location(&self, key: &str) -> String {
+        self.inner.location(key)
     }
     fn describe(&self) -> String {
         "remote-like".into()
@@ -532,6 +554,45 @@ fn purge_drops_keys_and_fails_later_reads() {
 }
 
 #[test]
+fn a_handle_open_across_lock_and_unlock_reads_again_and_is_audited_as_reopened() {
+    let f = Fixture::new();
+    let data = pattern(100_000, 7);
+    f.seal("x", &data);
+    let (v, log) = f.audited_vault();
+    let fh = v.open(resolve(&v, "x").unwrap().ino, ME).unwrap();
+    let mut first = [0u8; 10];
+    v.read(fh, 0, &mut first, ME).unwrap();
+    v.purge();
+    assert!(
+        v.handles.lock().is_empty(),
+        "a handle kept its keys over the lock"
+    );
+    assert!(matches!(
+        v.read(fh, 0, &mut [0u8; 10], ME),
+        Err(VaultError::Purged)
+    ));
+    v.unlock(f.identity()).unwrap();
+    let mut again = vec![0u8; 1000];
+    assert_eq!(v.read(fh, 50_000, &mut again, ME).unwrap(), 1000);
+    assert_eq!(again, data[50_000..51_000]);
+    assert!(matches!(
+        v.read(fh + 1, 0, &mut [0u8; 1], ME),
+        Err(VaultError::BadHandle)
+    ));
+    v.release(fh, ME);
+    assert!(matches!(
+        v.read(fh, 0, &mut [0u8; 1], ME),
+        Err(VaultError::BadHandle)
+    ));
+    let text = std::fs::read_to_string(&log).unwrap();
+    let reopened = text
+        .lines()
+        .filter(|l| l.contains("\"event\":\"open\"") && l.contains("reopened_after_unlock"))
+        .count();
+    assert_eq!(reopened, 1, "{text}");
+}
+
+#[test]
 fn hostile_and_clashing_keys_are_skipped_when_building_the_tree() {
     let listing = [
         "ok/file",
@@ -658,7 +719,7 @@ fn gpu_loads_copy_exactly_the_range_through_the_staging_pipeline() {
             .unwrap(),
         0
     );
-    let info = v.file_info(fh4k).unwrap();
+    let info = v.file_info(fh4k, ME).unwrap();
     assert_eq!((info.size, info.chunk_size), (50_000, 4096));
 }
 
@@ -693,7 +754,7 @@ fn gpu_loads_are_refused_past_eof_into_small_targets_and_when_locked() {
         v.gpu_load(fh, &load(shm.target(0), 0, 1), ME),
         Err(VaultError::Purged)
     ));
-    assert!(matches!(v.file_info(fh), Err(VaultError::Purged)));
+    assert!(matches!(v.file_info(fh, ME), Err(VaultError::Purged)));
 }
 
 #[test]
@@ -806,6 +867,9 @@ impl Backend for Held {
     }
     fn read_profile(&self) -> crate::backend::ReadProfile {
         self.inner.read_profile()
+    }
+    fn location(&self, key: &str) -> String {
+        self.inner.location(key)
     }
     fn describe(&self) -> String {
         "held".into()

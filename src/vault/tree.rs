@@ -1,11 +1,51 @@
 //! The directory tree built from a bucket listing: inode numbers, names, parents.
 
 use std::collections::BTreeMap;
+use std::fmt::Display;
+use std::ops::Bound;
 use std::sync::Arc;
 
 use super::volumes::Virtual;
 use super::{Attr, DirEntry, SealedObject, VaultError};
 use crate::backend::{validate_key, ObjectInfo};
+
+/// Entries left out of the tree or hidden from it, counted by reason, so that a bucket full
+/// of junk costs one warning rather than one per entry.
+#[derive(Default)]
+pub struct Skipped {
+    counts: BTreeMap<&'static str, u64>,
+    first: Option<String>,
+}
+
+impl Skipped {
+    /// Counts one entry left out for `reason`; `what` (the entry and its error) is logged
+    /// at debug level, and kept for the warning if it is the first.
+    pub fn note(&mut self, reason: &'static str, what: &dyn Display) {
+        tracing::debug!("hiding object: {what}");
+        *self.counts.entry(reason).or_default() += 1;
+        if self.first.is_none() {
+            self.first = Some(what.to_string());
+        }
+    }
+
+    /// Logs one warning for everything counted in `place`, if anything was.
+    pub fn warn(&self, place: &str) {
+        let Some(first) = &self.first else {
+            return;
+        };
+        let total: u64 = self.counts.values().sum();
+        let reasons = self
+            .counts
+            .iter()
+            .map(|(reason, n)| format!("{n} {reason}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        tracing::warn!(
+            "hiding {total} objects in {place} ({reasons}); the first: {first} \
+             (SMPFS_LOG=debug lists each)"
+        );
+    }
+}
 
 /// An inode number; the root is [`ROOT_INO`].
 pub type Ino = u64;
@@ -31,6 +71,8 @@ enum NodeKind {
 
 struct Node {
     parent: Ino,
+    /// The name in its parent directory (empty for the root).
+    name: String,
     kind: NodeKind,
 }
 
@@ -40,12 +82,13 @@ pub struct Tree {
 }
 
 impl Tree {
-    /// Builds the tree; keys that are hostile or clash with a directory are skipped with a
-    /// warning.
+    /// Builds the tree; keys that are hostile or clash with a directory are skipped, with
+    /// one warning that counts them (each is logged at debug level).
     pub fn build(objects: Vec<ObjectInfo>) -> Tree {
         let mut tree = Tree {
             nodes: vec![Node {
                 parent: ROOT_INO,
+                name: String::new(),
                 kind: NodeKind::Dir {
                     children: BTreeMap::new(),
                     resolved: false,
@@ -55,15 +98,17 @@ impl Tree {
         let mut objects = objects;
         // Directories first where a name is both (`a` and `a/b`): the longer keys win.
         objects.sort_by_key(|o| std::cmp::Reverse(o.key.matches('/').count()));
+        let mut skipped = Skipped::default();
         for object in objects {
             if let Err(e) = validate_key(&object.key) {
-                tracing::warn!("hiding object: {e}");
+                skipped.note("a name that is not a safe path", &e);
                 continue;
             }
             if let Err(reason) = tree.insert(&object) {
-                tracing::warn!(key = object.key.as_str(), "hiding object: {reason}");
+                skipped.note(reason, &format_args!("{:?}: {reason}", object.key));
             }
         }
+        skipped.warn("the bucket's listing");
         tree
     }
 
@@ -105,7 +150,11 @@ impl Tree {
     }
 
     fn add(&mut self, parent: Ino, name: &str, kind: NodeKind) -> Ino {
-        self.nodes.push(Node { parent, kind });
+        self.nodes.push(Node {
+            parent,
+            name: name.to_owned(),
+            kind,
+        });
         let ino = self.nodes.len() as Ino;
         if let Some(Node {
             kind: NodeKind::Dir { children, .. },
@@ -135,6 +184,17 @@ impl Tree {
     /// The inode of `name` in directory `dir`.
     pub fn child(&self, dir: Ino, name: &str) -> Option<Ino> {
         self.children(dir).ok()?.get(name).copied()
+    }
+
+    /// The `/`-separated path of `ino` from the root (empty for the root).
+    pub fn path_of(&self, mut ino: Ino) -> String {
+        let mut names = Vec::new();
+        while let Some(node) = self.node(ino).filter(|_| ino != ROOT_INO) {
+            names.push(node.name.as_str());
+            ino = node.parent;
+        }
+        names.reverse();
+        names.join("/")
     }
 
     /// The parent of `ino`.
@@ -167,11 +227,22 @@ impl Tree {
         }
     }
 
-    /// The visible entries of directory `ino`: subdirectories and resolved files.
-    pub fn entries(&self, ino: Ino) -> Result<Vec<DirEntry>, VaultError> {
-        Ok(self
-            .children(ino)?
-            .iter()
+    /// The visible entries of directory `ino` (subdirectories and resolved files) in name
+    /// order, after child `after` (from the start without it; it may be hidden since), at
+    /// most `limit` of them. Costs O(log n + limit), so paging through a directory is linear.
+    pub fn entries(
+        &self,
+        ino: Ino,
+        after: Option<Ino>,
+        limit: usize,
+    ) -> Result<Vec<DirEntry>, VaultError> {
+        let children = self.children(ino)?;
+        let start = match after.and_then(|child| self.node(child)) {
+            Some(node) => Bound::Excluded(node.name.as_str()),
+            None => Bound::Unbounded,
+        };
+        Ok(children
+            .range::<str, _>((start, Bound::Unbounded))
             .filter_map(|(name, &child)| {
                 self.attr(child).map(|attr| DirEntry {
                     ino: child,
@@ -179,6 +250,7 @@ impl Tree {
                     is_dir: attr.is_dir,
                 })
             })
+            .take(limit)
             .collect())
     }
 
@@ -230,15 +302,18 @@ impl Tree {
 
     /// Removes file `ino` from its directory (it stays a tombstone in the table).
     pub fn hide(&mut self, ino: Ino) {
-        let Some(parent) = self.parent(ino) else {
+        let Some(Node { parent, name, .. }) = self.node(ino) else {
             return;
         };
+        let (parent, name) = (*parent, name.clone());
         if let Some(Node {
             kind: NodeKind::Dir { children, .. },
             ..
         }) = self.node_mut(parent)
         {
-            children.retain(|_, child| *child != ino);
+            if children.get(&name) == Some(&ino) {
+                children.remove(&name);
+            }
         }
     }
 

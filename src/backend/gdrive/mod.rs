@@ -619,6 +619,16 @@ impl Backend for GDriveBackend {
         ReadProfile::remote()
     }
 
+    fn location(&self, key: &str) -> String {
+        self.location
+            .path
+            .iter()
+            .map(String::as_str)
+            .chain([key])
+            .collect::<Vec<_>>()
+            .join("/")
+    }
+
     fn describe(&self) -> String {
         format!("Google Drive folder {}", self.location)
     }
