@@ -26,7 +26,7 @@ use smpfs::seal::{plan, seal_file, SealOptions, Sealed};
 use smpfs::vault::SealedObject;
 use zeroize::Zeroizing;
 
-use output::{escape_controls, is_broken_pipe, out, say, OneLine};
+use output::{escape_controls, escaped_fields, is_broken_pipe, out, say};
 
 #[derive(Parser)]
 #[command(
@@ -341,7 +341,9 @@ fn init_stderr_logging() {
     }
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(|| OneLine::new(std::io::stderr()))
+        .fmt_fields(escaped_fields())
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_writer(std::io::stderr)
         .log_internal_errors(false)
         .try_init();
 }

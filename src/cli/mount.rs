@@ -89,11 +89,11 @@ fn init_file_logging(path: &Path) -> Result<()> {
         .with_context(|| format!("opening log file {}", path.display()))?;
     let filter = tracing_subscriber::EnvFilter::try_from_env("SMPFS_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,fuser=error"));
-    let file = std::sync::Arc::new(file);
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .fmt_fields(super::output::escaped_fields())
         .with_ansi(false)
-        .with_writer(move || super::output::OneLine::new(std::sync::Arc::clone(&file)))
+        .with_writer(std::sync::Mutex::new(file))
         .log_internal_errors(false)
         .try_init();
     Ok(())

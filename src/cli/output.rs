@@ -2,7 +2,9 @@
 //! stay one line whatever an object name holds.
 
 use std::borrow::Cow;
-use std::io::Write;
+
+use tracing_subscriber::field::MakeExt;
+use tracing_subscriber::fmt::FormatFields;
 
 /// Writes one line to standard error; a closed or full stderr is ignored (the message has
 /// nowhere to go), where `eprintln!` would panic.
@@ -53,47 +55,26 @@ pub fn is_broken_pipe(error: &anyhow::Error) -> bool {
     })
 }
 
-/// A `tracing` writer for one event: it collects the formatted event and writes it as
-/// exactly one line, with control characters inside it escaped. Write errors are dropped.
-pub struct OneLine<W: Write> {
-    inner: W,
-    event: Vec<u8>,
-}
-
-impl<W: Write> OneLine<W> {
-    /// Collects one event for `inner`.
-    pub fn new(inner: W) -> Self {
-        OneLine {
-            inner,
-            event: Vec::with_capacity(256),
+/// How log events show their fields: values with control characters escaped (see
+/// [`escape_controls`]), so that every event stays one line, whatever names it carries.
+/// The message is written bare, other fields as `name=value` (strings quoted).
+pub fn escaped_fields() -> impl for<'writer> FormatFields<'writer> + Send + Sync + 'static {
+    tracing_subscriber::fmt::format::debug_fn(|writer, field, value| {
+        let text = format!("{value:?}");
+        let text = escape_controls(&text);
+        if field.name() == "message" {
+            write!(writer, "{text}")
+        } else {
+            write!(writer, "{field}={text}")
         }
-    }
-}
-
-impl<W: Write> Write for OneLine<W> {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.event.extend_from_slice(buf);
-        Ok(buf.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl<W: Write> Drop for OneLine<W> {
-    fn drop(&mut self) {
-        let text = String::from_utf8_lossy(&self.event);
-        let body = text.strip_suffix('\n').unwrap_or(&text);
-        let line = format!("{}\n", escape_controls(body));
-        let _ = self.inner.write_all(line.as_bytes());
-        let _ = self.inner.flush();
-    }
+    })
+    .delimited(" ")
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::io::Write;
 
     #[test]
     fn control_characters_are_escaped_and_plain_text_is_kept() {
@@ -105,18 +86,32 @@ mod tests {
     }
 
     #[test]
-    fn an_event_with_a_newline_in_a_name_is_written_as_one_line() {
-        let mut sink = Vec::new();
-        {
-            let mut writer = OneLine::new(&mut sink);
-            writer.write_all(b"WARN hiding object: ").unwrap();
-            writer
-                .write_all(b"x\n2026-12-04T00:00:00Z  INFO forged\n")
-                .unwrap();
+    fn an_event_with_a_newline_in_a_name_is_logged_as_one_line() {
+        #[derive(Clone, Default)]
+        struct Sink(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+        impl Write for Sink {
+            fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+                self.0.lock().unwrap().extend_from_slice(buf);
+                Ok(buf.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
         }
-        let text = String::from_utf8(sink).unwrap();
+        let sink = Sink::default();
+        let writer = sink.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .fmt_fields(escaped_fields())
+            .with_ansi(false)
+            .with_writer(move || writer.clone())
+            .finish();
+        let name = "x\n2026-12-04T00:00:00Z  INFO forged";
+        tracing::subscriber::with_default(subscriber, || {
+            tracing::warn!(key = name, "hiding object: {name}");
+        });
+        let text = String::from_utf8(sink.0.lock().unwrap().clone()).unwrap();
         assert_eq!(text.lines().count(), 1, "{text}");
-        assert!(text.ends_with("forged\n"));
-        assert!(text.contains("x\\n2026"));
+        assert!(text.contains("hiding object: x\\n2026"), "{text}");
+        assert!(text.contains("key=\"x\\n2026"), "{text}");
     }
 }

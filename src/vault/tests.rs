@@ -593,6 +593,75 @@ fn a_handle_open_across_lock_and_unlock_reads_again_and_is_audited_as_reopened()
 }
 
 #[test]
+fn listing_pages_continue_after_their_last_entry_even_past_hidden_ones() {
+    let f = Fixture::new();
+    for name in ["a", "b", "d", "e"] {
+        f.seal(name, name.as_bytes());
+    }
+    std::fs::write(f.object_path("c"), b"junk").unwrap();
+    let v = f.vault();
+    let c = v.tree.read().child(ROOT_INO, "c");
+    assert!(c.is_some(), "listed before its header is checked");
+    let names = |after, limit| -> Vec<String> {
+        v.readdir(ROOT_INO, after, limit, ME)
+            .unwrap()
+            .into_iter()
+            .map(|e| e.name)
+            .collect()
+    };
+    assert_eq!(names(None, 2), ["a", "b"]);
+    let b = v.lookup(ROOT_INO, "b", ME).unwrap().ino;
+    assert_eq!(names(Some(b), 2), ["d", "e"]);
+    assert_eq!(names(c, 10), ["d", "e"], "after a hidden entry");
+    let e = v.lookup(ROOT_INO, "e", ME).unwrap().ino;
+    assert!(names(Some(e), 10).is_empty());
+}
+
+#[test]
+fn resolving_a_directory_stops_when_the_caller_is_signalled_and_resumes_later() {
+    use nix::sys::signal::{kill, Signal};
+    let f = Fixture::new();
+    f.seal("dir/good", b"good");
+    for i in 0..1000 {
+        std::fs::write(f.object_path(&format!("dir/junk{i:04}")), b"junk").unwrap();
+    }
+    let v = f.vault();
+    let dir = v.lookup(ROOT_INO, "dir", ME).unwrap().ino;
+    // A stopped process with SIGINT pending stands for a reader hit by Ctrl-C.
+    let mut child = std::process::Command::new("sleep")
+        .arg("30")
+        .spawn()
+        .unwrap();
+    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+    kill(pid, Signal::SIGSTOP).unwrap();
+    kill(pid, Signal::SIGINT).unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(100));
+    let signalled = Caller {
+        pid: child.id(),
+        ..ME
+    };
+    let interrupted = v.readdir(dir, None, usize::MAX, signalled);
+    kill(pid, Signal::SIGKILL).unwrap();
+    child.wait().unwrap();
+    assert!(
+        matches!(interrupted, Err(VaultError::Interrupted)),
+        "{interrupted:?}"
+    );
+    let unchecked = v.tree.read().unresolved_files(dir).unwrap().len();
+    assert!(
+        (1..=1001 - 64).contains(&unchecked),
+        "{unchecked} files left unchecked"
+    );
+    let names: Vec<String> = v
+        .readdir(dir, None, usize::MAX, ME)
+        .unwrap()
+        .into_iter()
+        .map(|e| e.name)
+        .collect();
+    assert_eq!(names, ["good"]);
+}
+
+#[test]
 fn hostile_and_clashing_keys_are_skipped_when_building_the_tree() {
     let listing = [
         "ok/file",
