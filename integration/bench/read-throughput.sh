@@ -170,7 +170,7 @@ fi
 for rep in $(seq "$REPS"); do
   log "repetition $rep/$REPS"
   measure "$L_TMPFS" dd_read "$WORK/plain/$FILE"
-  measure "$L_CAT" "$SMPFS" cat "$SEALED" -i "$WORK/id"
+  measure "$L_CAT" "$SMPFS" cat "$WORK/bucket" "$FILE" -i "$WORK/id"
   smpfs_mount "${smpfs_o[@]}"
   measure "$L_SMPFS" dd_read "$SMNT/$FILE"
   unmount_quietly "$SMNT"
