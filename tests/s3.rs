@@ -208,6 +208,69 @@ print(count, parsed)
     eprintln!("compared {}", String::from_utf8_lossy(&out.stdout));
 }
 
+/// Two trees sealed side by side under one bucket with the same relative paths cannot swap
+/// objects: each header binds its prefix, so the mount hides the swapped objects and `cat`
+/// refuses them, while the untouched ones read back.
+#[test]
+fn objects_swapped_between_two_prefixes_are_refused() {
+    let moto = Moto::start();
+    moto.create_bucket(BUCKET);
+    let ws = Workspace::new();
+    let (one, two) = (pattern(90_000, 1), pattern(90_000, 2));
+    ws.write_plain("p1/CT/1.dcm", &one);
+    ws.write_plain("p1/CT/2.dcm", &one);
+    ws.write_plain("p2/CT/1.dcm", &two);
+    for p in ["p1", "p2"] {
+        run_ok(&mut seal_to(
+            &ws,
+            &moto,
+            &ws.plain().join(p),
+            &format!("s3://{BUCKET}/site/{p}"),
+        ));
+    }
+    moto.python(&format!(
+        "b = '{BUCKET}'\n\
+         one = s3.get_object(Bucket=b, Key='site/p1/CT/1.dcm')['Body'].read()\n\
+         two = s3.get_object(Bucket=b, Key='site/p2/CT/1.dcm')['Body'].read()\n\
+         s3.put_object(Bucket=b, Key='site/p1/CT/1.dcm', Body=two)\n\
+         s3.put_object(Bucket=b, Key='site/p2/CT/1.dcm', Body=one)\n"
+    ));
+    // Mounted at the parent prefix, as a site would.
+    let mount = ws.mount_source(
+        &format!("s3://{BUCKET}/site"),
+        &[&moto.endpoint_option(), "audit=off"],
+    );
+    assert_eq!(std::fs::read(ws.mnt().join("p1/CT/2.dcm")).unwrap(), one);
+    for swapped in ["p1/CT/1.dcm", "p2/CT/1.dcm"] {
+        let error = std::fs::read(ws.mnt().join(swapped)).unwrap_err();
+        assert_eq!(error.kind(), std::io::ErrorKind::NotFound, "{swapped}");
+    }
+    drop(mount);
+    let mut cat = smpfs();
+    let out = aws_env(&mut cat)
+        .args(["cat", &format!("s3://{BUCKET}/site/p1"), "CT/1.dcm", "-i"])
+        .arg(&ws.identity)
+        .arg("-o")
+        .arg(moto.endpoint_option())
+        .output()
+        .unwrap();
+    assert!(!out.status.success() && out.stdout.is_empty());
+    assert!(
+        stderr(&out).contains("moved or swapped"),
+        "{}",
+        stderr(&out)
+    );
+    let mut cat = smpfs();
+    let out = run_ok(
+        aws_env(&mut cat)
+            .args(["cat", &format!("s3://{BUCKET}/site"), "p1/CT/2.dcm", "-i"])
+            .arg(&ws.identity)
+            .arg("-o")
+            .arg(moto.endpoint_option()),
+    );
+    assert_eq!(out.stdout, one);
+}
+
 /// Reading a file whose object is replaced after the mount listed it fails with EIO: the
 /// read is pinned to the listed ETag, so no bytes of the new version are ever served.
 #[test]
