@@ -211,7 +211,7 @@ fn seal_stream(
     let randomness = SealRandomness::generate(options.recipients.len());
     let (header, opened) = format::seal_header(
         &options.recipients,
-        &backend.location(logical_path),
+        &backend.location(logical_path)?,
         size,
         options.chunk_log2,
         &randomness,

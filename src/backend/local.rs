@@ -231,12 +231,12 @@ impl Backend for LocalBackend {
     /// The directory's name, then the key: a local bucket is known by its name, so a tree
     /// sealed into `site/p1` cannot pass for one sealed into `site/p2`, while the bucket
     /// can still be moved or copied elsewhere under the same name.
-    fn location(&self, key: &str) -> String {
-        if self.name.is_empty() {
+    fn location(&self, key: &str) -> Result<String, BackendError> {
+        Ok(if self.name.is_empty() {
             key.to_owned()
         } else {
             format!("{}/{key}", self.name)
-        }
+        })
     }
 
     fn describe(&self) -> String {

@@ -103,9 +103,9 @@ pub trait Backend: Send + Sync {
     }
 
     /// Where object `key` lies, as a sealed header binds it: it names the tree as well as
-    /// the path in it. An S3 root `s3://b/site/p1/` gives `site/p1/` ‖ key, a Drive root
-    /// the folder path below its root folder, a local directory its own name ‖ `/` ‖ key.
-    fn location(&self, key: &str) -> String;
+    /// the path in it. An S3 root `s3://b/site/p1/` gives `site/p1/` ‖ key, a Drive folder
+    /// its path from the top of its drive, a local directory its own name ‖ `/` ‖ key.
+    fn location(&self, key: &str) -> Result<String, BackendError>;
 
     /// How reads should be scheduled for this backend's latency.
     fn read_profile(&self) -> ReadProfile {

@@ -467,8 +467,8 @@ impl Backend for S3Backend {
         ReadProfile::remote()
     }
 
-    fn location(&self, key: &str) -> String {
-        self.inner.full_key(key)
+    fn location(&self, key: &str) -> Result<String, BackendError> {
+        Ok(self.inner.full_key(key))
     }
 
     fn describe(&self) -> String {

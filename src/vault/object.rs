@@ -41,7 +41,7 @@ impl SealedObject {
             key: key.to_owned(),
             source,
         })?;
-        let location = backend.location(key);
+        let location = backend.location(key)?;
         if opened.logical_path != location {
             return Err(VaultError::PathMismatch {
                 key: key.to_owned(),

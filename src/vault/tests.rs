@@ -347,7 +347,7 @@ impl Backend for RemoteLike {
     fn read_profile(&self) -> crate::backend::ReadProfile {
         self.profile
     }
-    fn location(&self, key: &str) -> String {
+    fn location(&self, key: &str) -> Result<String, BackendError> {
         self.inner.location(key)
     }
     fn describe(&self) -> String {
@@ -648,9 +648,11 @@ fn resolving_a_directory_stops_when_the_caller_is_signalled_and_resumes_later() 
         "{interrupted:?}"
     );
     let unchecked = v.tree.read().unresolved_files(dir).unwrap().len();
+    // It stopped at the first look at the caller, after 64 headers (give or take the
+    // ones other threads had taken).
     assert!(
-        (1..=1001 - 64).contains(&unchecked),
-        "{unchecked} files left unchecked"
+        unchecked >= 1001 - 2 * INTERRUPT_CHECK_EVERY,
+        "only {unchecked} files left unchecked"
     );
     let names: Vec<String> = v
         .readdir(dir, None, usize::MAX, ME)
@@ -937,7 +939,7 @@ impl Backend for Held {
     fn read_profile(&self) -> crate::backend::ReadProfile {
         self.inner.read_profile()
     }
-    fn location(&self, key: &str) -> String {
+    fn location(&self, key: &str) -> Result<String, BackendError> {
         self.inner.location(key)
     }
     fn describe(&self) -> String {

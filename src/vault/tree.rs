@@ -9,40 +9,39 @@ use super::volumes::Virtual;
 use super::{Attr, DirEntry, SealedObject, VaultError};
 use crate::backend::{validate_key, ObjectInfo};
 
-/// Entries left out of the tree or hidden from it, counted by reason, so that a bucket full
-/// of junk costs one warning rather than one per entry.
+/// Entries left out of the tree or hidden from it, counted by reason with the first of
+/// each, so that a bucket full of junk costs one warning rather than one per entry.
 #[derive(Default)]
 pub struct Skipped {
-    counts: BTreeMap<&'static str, u64>,
-    first: Option<String>,
+    reasons: BTreeMap<&'static str, (u64, String)>,
 }
 
 impl Skipped {
     /// Counts one entry left out for `reason`; `what` (the entry and its error) is logged
-    /// at debug level, and kept for the warning if it is the first.
+    /// at debug level, and kept for the warning if it is the first for its reason.
     pub fn note(&mut self, reason: &'static str, what: &dyn Display) {
         tracing::debug!("hiding object: {what}");
-        *self.counts.entry(reason).or_default() += 1;
-        if self.first.is_none() {
-            self.first = Some(what.to_string());
-        }
+        self.reasons
+            .entry(reason)
+            .and_modify(|(count, _)| *count += 1)
+            .or_insert_with(|| (1, what.to_string()));
     }
 
     /// Logs one warning for everything counted in `place`, if anything was.
     pub fn warn(&self, place: &str) {
-        let Some(first) = &self.first else {
+        if self.reasons.is_empty() {
             return;
-        };
-        let total: u64 = self.counts.values().sum();
+        }
+        let total: u64 = self.reasons.values().map(|(count, _)| count).sum();
         let reasons = self
-            .counts
+            .reasons
             .iter()
-            .map(|(reason, n)| format!("{n} {reason}"))
+            .map(|(reason, (count, first))| format!("{count} {reason} (first: {first})"))
             .collect::<Vec<_>>()
-            .join(", ");
+            .join("; ");
+        let plural = if total == 1 { "" } else { "s" };
         tracing::warn!(
-            "hiding {total} objects in {place} ({reasons}); the first: {first} \
-             (SMPFS_LOG=debug lists each)"
+            "hiding {total} object{plural} in {place}: {reasons}; SMPFS_LOG=debug lists each"
         );
     }
 }

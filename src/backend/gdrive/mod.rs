@@ -50,6 +50,8 @@ const FOLDER: &str = "application/vnd.google-apps.folder";
 const FOLDERS_IN_FLIGHT: usize = 8;
 /// Prefix of the MIME types of Google-native documents (no binary content).
 const NATIVE: &str = "application/vnd.google-apps.";
+/// Deepest folder nesting walked up from a `gdrive://FOLDER_ID` root.
+const MAX_FOLDER_DEPTH: usize = 64;
 
 /// Drive connection settings (`gdrive_credentials=`, `gdrive_token=`, `gdrive_endpoint=`,
 /// `timeout=`).
@@ -109,6 +111,8 @@ pub struct GDriveBackend {
     drive: Arc<Drive>,
     location: GDriveLocation,
     root: tokio::sync::Mutex<Option<Root>>,
+    /// See [`GDriveBackend::folders_above_root`].
+    above_root: std::sync::OnceLock<Vec<String>>,
     /// Folder ids by directory key below the root, for `stat` and uploads.
     folders: tokio::sync::Mutex<HashMap<String, String>>,
     /// Listed files by key.
@@ -130,10 +134,52 @@ impl GDriveBackend {
             drive: Drive::open(options, writable)?,
             location,
             root: tokio::sync::Mutex::new(None),
+            above_root: std::sync::OnceLock::new(),
             folders: tokio::sync::Mutex::new(HashMap::new()),
             files: RwLock::new(HashMap::new()),
             unpinned: Mutex::new(HashSet::new()),
         })
+    }
+
+    /// The names of the folders from the top of the drive (My Drive or a shared drive's
+    /// root, not included) down to the root folder of a `gdrive://FOLDER_ID` source; empty
+    /// for the other forms, which start at the top. Looked up once, then kept. A parent
+    /// this account cannot see ends the walk as the top would.
+    fn folders_above_root(&self) -> Result<&[String], BackendError> {
+        let DriveRoot::Folder(id) = &self.location.root else {
+            return Ok(&[]);
+        };
+        if let Some(names) = self.above_root.get() {
+            return Ok(names);
+        }
+        let names = self.drive.block(
+            || format!("finding the path of Drive folder {id}"),
+            async |last| {
+                let drive = &self.drive;
+                let mut names = Vec::new();
+                let mut current = id.clone();
+                for _ in 0..MAX_FOLDER_DEPTH {
+                    let meta = match drive
+                        .retrying(last, async || drive.get(&current, "id,name,parents").await)
+                        .await
+                    {
+                        Ok(meta) => meta,
+                        Err(f) if f.kind == Kind::NotFound && !names.is_empty() => break,
+                        Err(f) => return Err(f),
+                    };
+                    match meta.parents.as_deref() {
+                        Some([parent, ..]) => {
+                            names.push(meta.name.unwrap_or_default());
+                            current = parent.clone();
+                        }
+                        _ => break,
+                    }
+                }
+                names.reverse();
+                Ok(names)
+            },
+        )?;
+        Ok(self.above_root.get_or_init(|| names))
     }
 
     /// Finds (or with `create`, makes) the source folder; `None` if it does not exist.
@@ -619,14 +665,17 @@ impl Backend for GDriveBackend {
         ReadProfile::remote()
     }
 
-    fn location(&self, key: &str) -> String {
-        self.location
-            .path
+    /// The folders above the root (for a `gdrive://FOLDER_ID` root), the source's path and
+    /// the key: the same location whichever form of source names the folder.
+    fn location(&self, key: &str) -> Result<String, BackendError> {
+        let above = self.folders_above_root()?;
+        Ok(above
             .iter()
+            .chain(&self.location.path)
             .map(String::as_str)
             .chain([key])
             .collect::<Vec<_>>()
-            .join("/")
+            .join("/"))
     }
 
     fn describe(&self) -> String {
