@@ -239,7 +239,12 @@ fn a_dead_mount_is_named_stale_and_its_socket_is_cleaned() {
     ws.seal_all();
     let mut mount = ws.mount(&["audit=off"]);
     let socket = smpfs::control::socket_path(&ws.mnt().canonicalize().unwrap());
-    assert!(socket.exists());
+    // A foreground mount binds its control socket just after the mount shows.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !socket.exists() {
+        assert!(Instant::now() < deadline, "no control socket");
+        std::thread::sleep(Duration::from_millis(20));
+    }
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(mount.pid() as i32),
         nix::sys::signal::Signal::SIGKILL,
