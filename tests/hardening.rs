@@ -230,6 +230,16 @@ fn descriptors_opened_before_lock_read_again_after_unlock() {
     assert!(mount.unmount().success());
 }
 
+/// Waits until a foreground mount has bound its control socket (just after the mount
+/// shows, and after removing stale sockets).
+fn wait_for_socket(socket: &Path) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !socket.exists() {
+        assert!(Instant::now() < deadline, "no control socket");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 /// Defect 11: a mount whose daemon was killed is named stale, with the command that
 /// clears it, by `mount` and by `purge`; its control socket is removed by the next mount.
 #[test]
@@ -240,11 +250,7 @@ fn a_dead_mount_is_named_stale_and_its_socket_is_cleaned() {
     let mut mount = ws.mount(&["audit=off"]);
     let socket = smpfs::control::socket_path(&ws.mnt().canonicalize().unwrap());
     // A foreground mount binds its control socket just after the mount shows.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !socket.exists() {
-        assert!(Instant::now() < deadline, "no control socket");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_for_socket(&socket);
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(mount.pid() as i32),
         nix::sys::signal::Signal::SIGKILL,
@@ -274,6 +280,9 @@ fn a_dead_mount_is_named_stale_and_its_socket_is_cleaned() {
     other.write_plain("b.bin", b"b");
     other.seal_all();
     let live = other.mount(&["audit=off"]);
+    wait_for_socket(&smpfs::control::socket_path(
+        &other.mnt().canonicalize().unwrap(),
+    ));
     assert!(!socket.exists(), "the stale socket is still there");
     drop(live);
     drop(mount);
