@@ -35,7 +35,7 @@ use sha2::{Digest, Sha256};
 use tokio::sync::Semaphore;
 use tokio::task::JoinHandle;
 
-use super::remote::{BlockingRuntime, BufFiller, CopyIn};
+use super::remote::{backoff, BlockingRuntime, BufFiller, CopyIn};
 use super::{validate_key, Arrival, Backend, BackendError, ObjectInfo, ObjectWriter, ReadProfile};
 use crate::audit::CheckpointStore;
 
@@ -429,25 +429,39 @@ impl Backend for S3Backend {
             if let Some(etag) = &etag {
                 request = request.if_match(etag);
             }
-            let output = match request.send().await {
-                Ok(output) => output,
-                Err(e) => {
-                    return Err(match e.raw_response().map(|r| r.status().as_u16()) {
-                        Some(412) => BackendError::Changed {
-                            key: key.to_owned(),
-                        },
-                        Some(416) => BackendError::ShortRead {
-                            key: key.to_owned(),
-                            end: offset + total,
-                        },
-                        Some(404) => BackendError::NotFound {
-                            key: key.to_owned(),
-                        },
-                        _ => remote_error(context(), e),
-                    })
+            // The SDK retries a request that fails before its body arrives; a body cut off
+            // midway (a dropped connection) is asked for again here, as many times.
+            let mut attempt = 0;
+            loop {
+                let output = match request.clone().send().await {
+                    Ok(output) => output,
+                    Err(e) => {
+                        return Err(match e.raw_response().map(|r| r.status().as_u16()) {
+                            Some(412) => BackendError::Changed {
+                                key: key.to_owned(),
+                            },
+                            Some(416) => BackendError::ShortRead {
+                                key: key.to_owned(),
+                                end: offset + total,
+                            },
+                            Some(404) => BackendError::NotFound {
+                                key: key.to_owned(),
+                            },
+                            _ => remote_error(context(), e),
+                        })
+                    }
+                };
+                match fill_from(output.body, &mut *bufs, &mut *arrival, key, offset).await {
+                    Err(BackendError::Unavailable { message, .. })
+                        if attempt + 1 < MAX_ATTEMPTS =>
+                    {
+                        tracing::debug!(key, offset, "body cut off ({message}); reading it again");
+                        tokio::time::sleep(backoff(attempt)).await;
+                        attempt += 1;
+                    }
+                    result => return result,
                 }
-            };
-            fill_from(output.body, bufs, arrival, key, offset).await
+            }
         })
     }
 
