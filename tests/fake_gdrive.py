@@ -5,7 +5,9 @@
   pageSize capped by the config's page_size; pageToken), files.get (metadata, alt=media
   with Range), revisions/{rev}?alt=media with Range, drives.list (q: name = '…'),
   metadata-only files.create (folders), resumable uploads (files.create / files.update,
-  chunks with Content-Range, 308 until complete), and an OAuth token endpoint: the
+  chunks with Content-Range, 308 until complete; a status query, Content-Range
+  `bytes */N`, answers 308 with the Range received so far, or 200 with the file once the
+  upload is complete), and an OAuth token endpoint: the
   service-account JWT grant (RS256 signature checked with the key this server wrote),
   authorization_code and refresh_token grants, plus an authorization page that redirects
   straight back with a code.
@@ -395,6 +397,12 @@ class Handler(BaseHTTPRequestHandler):
             if session is None:
                 return self.error(404, "notFound", "No such upload session.")
             m = re.fullmatch(r"bytes (\d+)-(\d+)/(\d+)", spec)
+            if "done" in session:
+                # A finished session: a status query ("bytes */N") answers with the file,
+                # as Google's does; more bytes are refused.
+                if m:
+                    return self.error(400, "badContentRange", "the upload is already complete")
+                return self.send(200, metadata(files[session["done"]]))
             if not m:
                 have = len(session["data"])
                 return self.send(308, b"", {"Range": f"bytes=0-{have - 1}"} if have else {})
@@ -404,7 +412,6 @@ class Handler(BaseHTTPRequestHandler):
             session["data"] += data
             if len(session["data"]) < total:
                 return self.send(308, b"", {"Range": f"bytes=0-{len(session['data']) - 1}"})
-            del sessions[sid]
             if session["replace"]:
                 entry = files[session["replace"]]
                 add_revision(entry, session["data"])
@@ -413,6 +420,8 @@ class Handler(BaseHTTPRequestHandler):
                 parent = self.resolve((meta.get("parents") or ["root"])[0])
                 entry = add_entry(meta["name"], parent, meta.get("mimeType", "application/octet-stream"),
                                   data=session["data"], drive_id=parent if parent in drives else None)
+            session["done"] = entry["id"]
+            session["data"] = b""
             self.send(200, metadata(entry))
 
     # -- OAuth -------------------------------------------------------------------------

@@ -10,6 +10,10 @@
 //!   few times; the sealer is held back while it runs more than [`WINDOW`] bytes ahead
 //!   of what the server has acknowledged, so progress shows what has been uploaded;
 //! - each upload request must make progress within the timeout;
+//! - an attempt that fails after the server may have received every byte (a dropped
+//!   connection or a stall around the last request) is followed by asking its session
+//!   what became of it: if the file was stored, that is the result; it is never uploaded
+//!   a second time (Drive would keep both copies);
 //! - the MD5 Drive reports for the stored object must match the bytes written.
 
 use std::fs::File;
@@ -21,11 +25,12 @@ use std::time::{Duration, Instant};
 
 use google_drive3::api::File as DriveFile;
 use google_drive3::common::{ContentRange, Delegate, Retry};
+use google_drive3::hyper::header::{AUTHORIZATION, USER_AGENT};
 use md5::{Digest, Md5};
 use parking_lot::{Condvar, Mutex};
 use tokio::task::JoinHandle;
 
-use super::client::{classify_call, token_failure, Drive, Failure, Kind};
+use super::client::{classify_call, classify_status, token_failure, Drive, Failure, Kind};
 use crate::backend::remote::backoff;
 use crate::backend::{BackendError, ObjectWriter};
 
@@ -57,6 +62,8 @@ struct Spool {
     started: Instant,
     /// Milliseconds since `started` of the last sign of progress.
     progress_ms: AtomicU64,
+    /// The upload session of the current attempt, once the server has given one.
+    session: Mutex<Option<String>>,
 }
 
 #[derive(Default)]
@@ -170,6 +177,14 @@ impl Delegate for Progress {
         self.spool.state.lock().abandoned
     }
 
+    /// Notes the attempt's session (the helper also calls this with `None` when the last
+    /// request fails, which must not make the session forgotten before it is asked).
+    fn store_upload_url(&mut self, url: Option<&str>) {
+        if let Some(url) = url {
+            *self.spool.session.lock() = Some(url.to_owned());
+        }
+    }
+
     fn http_error(&mut self, _: &google_drive3::hyper_util::client::legacy::Error) -> Retry {
         if self.connection_retries < 3 {
             self.connection_retries += 1;
@@ -217,6 +232,7 @@ impl DriveWriter {
                 changed: Condvar::new(),
                 started: Instant::now(),
                 progress_ms: AtomicU64::new(0),
+                session: Mutex::new(None),
             }),
             staged,
             md5: Md5::new(),
@@ -272,6 +288,16 @@ async fn upload(
         };
         if spool.state.lock().abandoned {
             return Err(failure.error);
+        }
+        // The server may have stored the file and its answer been lost: ask the session
+        // before starting another, which would store it again. If it cannot be asked,
+        // give up rather than risk a second copy (a re-run finds the file if it is there).
+        let session = spool.session.lock().take();
+        if let Some(url) = session {
+            if let Some(file) = ask_session(&drive, &url, len, &context).await? {
+                tracing::info!("{context}: the upload had completed, its answer was lost");
+                return Ok(file);
+            }
         }
         match failure.kind {
             Kind::Transient if attempts + 1 < MAX_ATTEMPTS => {
@@ -343,6 +369,90 @@ async fn attempt(
     result
         .map(|(_, file)| file)
         .map_err(|e| classify_call(context.to_owned(), e))
+}
+
+/// [`session_outcome`], retrying transient failures, within the timeout.
+async fn ask_session(
+    drive: &Drive,
+    url: &str,
+    len: u64,
+    context: &str,
+) -> Result<Option<DriveFile>, BackendError> {
+    let asking = async {
+        let mut retries = 0;
+        loop {
+            match session_outcome(drive, url, len, context).await {
+                Err(failure) if failure.kind == Kind::Transient && retries < MAX_ATTEMPTS => {
+                    tokio::time::sleep(backoff(retries)).await;
+                    retries += 1;
+                }
+                outcome => return outcome.map_err(|f| f.error),
+            }
+        }
+    };
+    drive
+        .runtime
+        .within(
+            || format!("{context}: asking its upload session what it stored"),
+            asking,
+        )
+        .await?
+}
+
+/// What became of upload session `url` of a `len`-byte object: `Some(file)` if the server
+/// has every byte (the file exists), `None` if it has not (then it never creates the file)
+/// or no longer knows the session.
+async fn session_outcome(
+    drive: &Drive,
+    url: &str,
+    len: u64,
+    context: &str,
+) -> Result<Option<DriveFile>, Failure> {
+    let token = drive
+        .token()
+        .await
+        .map_err(|e| token_failure(context.to_owned(), e))?;
+    let request = google_drive3::hyper::Request::put(url)
+        .header(AUTHORIZATION, format!("Bearer {token}"))
+        .header("Content-Range", format!("bytes */{len}"))
+        .header(USER_AGENT, concat!("smpfs/", env!("CARGO_PKG_VERSION")))
+        .body(google_drive3::common::to_body::<String>(None))
+        .map_err(|e| {
+            Failure::fatal(BackendError::Remote {
+                context: context.to_owned(),
+                message: e.to_string(),
+            })
+        })?;
+    let response = drive
+        .hub
+        .client
+        .request(request)
+        .await
+        .map_err(|e| Failure {
+            kind: Kind::Transient,
+            error: BackendError::Unavailable {
+                context: context.to_owned(),
+                message: e.to_string(),
+            },
+        })?;
+    let status = response.status().as_u16();
+    let body = google_drive3::common::to_bytes(response.into_body())
+        .await
+        .unwrap_or_default();
+    match status {
+        200 | 201 => serde_json::from_slice(&body).map(Some).map_err(|e| {
+            Failure::fatal(BackendError::Remote {
+                context: context.to_owned(),
+                message: format!("the upload session's answer is not a file: {e}"),
+            })
+        }),
+        308 | 404 | 410 => Ok(None),
+        _ => Err(classify_status(
+            context.to_owned(),
+            status,
+            &serde_json::from_slice(&body).unwrap_or_default(),
+        )),
+    }
 }
 
 impl Write for DriveWriter {
