@@ -18,6 +18,7 @@
 mod anchor;
 pub use anchor::{AnchorTarget, CheckpointStore};
 mod record;
+mod reopen;
 mod verify;
 mod writer;
 

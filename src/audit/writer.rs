@@ -27,7 +27,7 @@
 
 use std::fs::{DirBuilder, File, OpenOptions};
 use std::io::Write;
-use std::os::unix::fs::{DirBuilderExt, FileExt, MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -40,14 +40,11 @@ use parking_lot::{Condvar, Mutex, MutexGuard};
 use serde_json::{Map, Value};
 
 use super::anchor::{Anchor, AnchorTarget, Checkpoint};
-use super::record::{io_error, parse_line, random, wrap_key, Body, Chain, Place, Record, ZERO_TAG};
+use super::record::{io_error, random, wrap_key, Body, Chain, Place, ZERO_TAG};
+use super::reopen::{check_is_log, last_record, log_auditor, recover_torn_tail};
 use super::{Actor, AuditError, Event, EventKind, SyncPolicy};
 use crate::keys::Recipient;
 
-/// Longest line the writer reads back when it reopens a log.
-const MAX_LINE: u64 = 16 << 20;
-/// How every log's first line begins: the first record's `seq` and the opening of its `time`.
-const FIRST_RECORD_HEAD: &[u8] = b"{\"seq\":0,\"time\":\"";
 /// How long a caller waiting for a batch watches for its end before it sleeps: a few
 /// `write(2)`s to a page-cache file.
 const WATCH: Duration = Duration::from_micros(20);
@@ -756,137 +753,10 @@ fn sync_parent(path: &Path) -> Result<(), AuditError> {
         .map_err(io_error(dir))
 }
 
-/// The position of the last `\n` before byte `end`, reading backwards in blocks.
-fn last_newline_before(file: &File, end: u64) -> std::io::Result<Option<u64>> {
-    let mut block = vec![0u8; 64 << 10];
-    let mut hi = end;
-    while hi > 0 {
-        let lo = hi.saturating_sub(block.len() as u64);
-        let buf = &mut block[..(hi - lo) as usize];
-        file.read_exact_at(buf, lo)?;
-        if let Some(i) = buf.iter().rposition(|&b| b == b'\n') {
-            return Ok(Some(lo + i as u64));
-        }
-        hi = lo;
-    }
-    Ok(None)
-}
-
-/// Truncates a last line that lacks its `\n` (a write cut short); returns the bytes removed.
-fn recover_torn_tail(file: &File, path: &Path) -> Result<u64, AuditError> {
-    let io = io_error(path);
-    let len = file.metadata().map_err(&io)?.len();
-    if len == 0 {
-        return Ok(0);
-    }
-    let mut last = [0u8];
-    file.read_exact_at(&mut last, len - 1).map_err(&io)?;
-    if last[0] == b'\n' {
-        return Ok(0);
-    }
-    let keep = last_newline_before(file, len)
-        .map_err(&io)?
-        .map_or(0, |newline| newline + 1);
-    file.set_len(keep)
-        .and_then(|()| file.sync_data())
-        .map_err(&io)?;
-    Ok(len - keep)
-}
-
-/// Reads the line `[start, end)` (without its `\n`) and parses it as a record.
-fn read_record(file: &File, path: &Path, start: u64, end: u64) -> Result<Record, AuditError> {
-    let corrupt = |reason: &str| AuditError::Corrupt {
-        path: path.to_owned(),
-        reason: reason.to_owned(),
-    };
-    if end - start > MAX_LINE {
-        return Err(corrupt("a record line is too long"));
-    }
-    let mut line = vec![0u8; (end - start) as usize];
-    file.read_exact_at(&mut line, start)
-        .map_err(io_error(path))?;
-    parse_line(&line)
-        .map(|(record, _)| record)
-        .ok_or_else(|| corrupt("a record line does not parse"))
-}
-
-/// The last complete record of a log whose torn tail was removed; `None` if it is empty.
-fn last_record(file: &File, path: &Path) -> Result<Option<Record>, AuditError> {
-    let len = file.metadata().map_err(io_error(path))?.len();
-    if len == 0 {
-        return Ok(None);
-    }
-    let start = last_newline_before(file, len - 1)
-        .map_err(io_error(path))?
-        .map_or(0, |newline| newline + 1);
-    read_record(file, path, start, len - 1).map(Some)
-}
-
-/// Where the first line ends (its `\n`), reading at most [`MAX_LINE`] bytes; `None` if
-/// no `\n` comes first.
-fn first_line_end(file: &File, path: &Path) -> Result<Option<u64>, AuditError> {
-    let mut head = vec![0u8; 64 << 10];
-    let mut offset = 0u64;
-    while offset < MAX_LINE {
-        let n = file.read_at(&mut head, offset).map_err(io_error(path))?;
-        if n == 0 {
-            return Ok(None);
-        }
-        if let Some(i) = head[..n].iter().position(|&b| b == b'\n') {
-            return Ok(Some(offset + i as u64));
-        }
-        offset += n as u64;
-    }
-    Ok(None)
-}
-
-/// Refuses, before anything is written, a non-empty file that does not start as an smpfs
-/// audit log: a complete first line that is a valid `mount` record at seq 0, or, in a file
-/// of one unfinished line, the start of one (a writer killed during its first record).
-fn check_is_log(file: &File, path: &Path) -> Result<(), AuditError> {
-    let len = file.metadata().map_err(io_error(path))?.len();
-    if len == 0 {
-        return Ok(());
-    }
-    let is_log = match first_line_end(file, path)? {
-        Some(end) => read_record(file, path, 0, end)
-            .is_ok_and(|first| first.event == EventKind::Mount && first.seq == 0),
-        None => {
-            let mut head = [0u8; FIRST_RECORD_HEAD.len()];
-            len < MAX_LINE && file.read_exact_at(&mut head, 0).is_ok() && head == FIRST_RECORD_HEAD
-        }
-    };
-    if is_log {
-        Ok(())
-    } else {
-        Err(AuditError::NotALog {
-            path: path.to_owned(),
-        })
-    }
-}
-
-/// The auditor named by the log's first record (its `mount` detail).
-fn log_auditor(file: &File, path: &Path) -> Result<Recipient, AuditError> {
-    let end = first_line_end(file, path)?.ok_or_else(|| AuditError::Corrupt {
-        path: path.to_owned(),
-        reason: "its first line is too long".to_owned(),
-    })?;
-    read_record(file, path, 0, end)?
-        .detail
-        .as_ref()
-        .and_then(|detail| detail.get("auditor"))
-        .and_then(Value::as_str)
-        .and_then(|auditor| auditor.parse().ok())
-        .ok_or_else(|| AuditError::Corrupt {
-            path: path.to_owned(),
-            reason: "its first record names no auditor".to_owned(),
-        })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::audit::record::unwrap_key;
+    use crate::audit::record::{parse_line, unwrap_key, Record};
     use crate::audit::VerifyReport;
     use crate::keys::Identity;
 

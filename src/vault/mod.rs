@@ -5,15 +5,17 @@
 //! Visibility rule: a directory's files are *resolved* the first time the directory is
 //! listed or looked up in. Resolving reads and authenticates each header with our identity
 //! and checks the object's size and path. Objects that are not sealed, not sealed to this
-//! identity, malformed, truncated, extended or moved are hidden, with one warning each.
+//! identity, malformed, truncated, extended or moved are hidden, counted in one warning
+//! per directory.
 
 mod interrupt;
 mod object;
+mod resolve;
 mod tree;
 mod volumes;
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::sync::Weak;
 
@@ -89,27 +91,6 @@ pub enum VaultError {
     Interrupted,
 }
 
-impl VaultError {
-    /// Why an object is hidden, in a few words, for counting hidden objects by reason.
-    fn kind(&self) -> &'static str {
-        match self {
-            VaultError::Format {
-                source: FormatError::NoMatchingRecipient,
-                ..
-            } => "not sealed to this identity",
-            VaultError::Format { .. } => "not valid sealed objects",
-            VaultError::PathMismatch { .. } => "moved or swapped",
-            VaultError::SizeMismatch { .. } => "truncated or extended",
-            VaultError::Backend(_) => "unreadable",
-            _ => "failing to open",
-        }
-    }
-}
-
-/// Threads that read and check headers when a directory is first resolved.
-const RESOLVE_THREADS: usize = 8;
-/// Headers checked between two looks at whether the caller was signalled.
-const INTERRUPT_CHECK_EVERY: usize = 64;
 /// Plaintext a GPU load decrypts per step; the next step's chunks are prefetched in the
 /// background meanwhile.
 const GPU_WINDOW: u64 = 4 << 20;
@@ -386,21 +367,6 @@ impl Vault {
         let _gate = self.purge_gate.read();
         self.resolve_parent_of(ino, caller)?;
         self.tree.read().attr(ino).ok_or(VaultError::NotFound)
-    }
-
-    /// Resolves the directory of `ino` if `ino` is a file not checked since an unlock (the
-    /// kernel may still know its name from before).
-    fn resolve_parent_of(&self, ino: Ino, caller: Caller) -> Result<(), VaultError> {
-        let unresolved_parent = {
-            let tree = self.tree.read();
-            tree.is_unresolved_file(ino)
-                .then(|| tree.parent(ino))
-                .flatten()
-        };
-        match unresolved_parent {
-            Some(parent) => self.resolve_dir(parent, caller),
-            None => Ok(()),
-        }
     }
 
     /// Looks `name` up in directory `parent`, resolving the directory first.
@@ -935,119 +901,6 @@ impl Vault {
         if let Some(chunks) = prefetch {
             self.prefetch(object, chunks);
         }
-    }
-
-    /// Resolves directory `ino`'s files if not done yet (see the module docs). Stops
-    /// early with [`VaultError::Interrupted`] once `caller` has a signal pending (the
-    /// files checked so far stay checked); hidden files are counted in one warning.
-    fn resolve_dir(&self, ino: Ino, caller: Caller) -> Result<(), VaultError> {
-        if Some(ino) == self.volumes_dir {
-            return self.resolve_volumes(ino, caller);
-        }
-        let pending = self.tree.read().unresolved_files(ino)?;
-        if pending.is_empty() {
-            return Ok(());
-        }
-        let identity = self.identity.read();
-        let identity = identity.as_ref().ok_or(VaultError::Purged)?;
-        // Header reads are I/O-bound: a few threads, each taking the next pending file.
-        let threads = RESOLVE_THREADS.min(pending.len());
-        let next = Mutex::new(pending.into_iter().enumerate());
-        let interrupted = AtomicBool::new(false);
-        let results = Mutex::new(Vec::new());
-        std::thread::scope(|scope| {
-            for _ in 0..threads {
-                scope.spawn(|| loop {
-                    let Some((n, (file_ino, key, size))) = next.lock().next() else {
-                        return;
-                    };
-                    if n % INTERRUPT_CHECK_EVERY == INTERRUPT_CHECK_EVERY - 1
-                        && interrupt::signal_pending(caller.pid)
-                    {
-                        interrupted.store(true, Ordering::Relaxed);
-                    }
-                    if interrupted.load(Ordering::Relaxed) {
-                        return;
-                    }
-                    let opened = self.open_object(&key, size, identity, file_ino);
-                    // Key agreement copies key material onto this thread's stack.
-                    crate::harden::scrub_stack();
-                    results.lock().push((file_ino, opened));
-                });
-            }
-        });
-        let mut tree = self.tree.write();
-        let mut hidden = tree::Skipped::default();
-        for (file_ino, result) in results.into_inner() {
-            match result {
-                Ok(object) => tree.set_object(file_ino, Arc::new(object)),
-                Err(e) => {
-                    hidden.note(e.kind(), &e);
-                    tree.hide(file_ino);
-                }
-            }
-        }
-        let place = match tree.path_of(ino) {
-            dir if dir.is_empty() => "the bucket's root".to_owned(),
-            dir => format!("{dir:?}"),
-        };
-        hidden.warn(&place);
-        if interrupted.into_inner() {
-            return Err(VaultError::Interrupted);
-        }
-        tree.mark_resolved(ino);
-        Ok(())
-    }
-
-    /// Populates `.volumes` (inode `dir`) once: resolves every directory, reads every
-    /// file's DICOM header and adds one entry per series.
-    fn resolve_volumes(&self, dir: Ino, caller: Caller) -> Result<(), VaultError> {
-        let mut ready = self.volumes_ready.lock();
-        if *ready {
-            return Ok(());
-        }
-        let dirs = self.tree.read().dirs(dir);
-        for other in dirs {
-            self.resolve_dir(other, caller)?;
-        }
-        let files = self.tree.read().opened_files();
-        let started = std::time::Instant::now();
-        let entries = volumes::entries(&self.cache, files);
-        let mut tree = self.tree.write();
-        for (name, entry) in entries {
-            tree.add_virtual(dir, &name, Arc::new(entry));
-        }
-        tracing::info!(
-            elapsed_ms = started.elapsed().as_millis() as u64,
-            "{VOLUMES_DIR} populated"
-        );
-        *ready = true;
-        Ok(())
-    }
-
-    /// Opens a header and authenticates the last chunk, so `st_size` is authenticated. The
-    /// chunks that came with the header (see [`ReadProfile::first_read`]) go into the cache;
-    /// one that fails to open there is left for its read to report.
-    fn open_object(
-        &self,
-        key: &str,
-        size: u64,
-        identity: &Identity,
-        ino: Ino,
-    ) -> Result<SealedObject, VaultError> {
-        let (object, first_bytes) = SealedObject::open(
-            Arc::clone(&self.backend),
-            key,
-            size,
-            identity,
-            ino,
-            self.profile.first_read,
-        )?;
-        let (prefetched, chunks) = object.prefetched(&first_bytes);
-        let _ = self.cache.with_chunks(&prefetched, chunks, |_, _| {});
-        let last = object.layout().chunk_count() - 1;
-        self.cache.with_chunks(&object, last..last + 1, |_, _| {})?;
-        Ok(object)
     }
 
     /// Zeroizes the cache and GPU staging memory and drops the identity and every file key;

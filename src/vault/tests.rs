@@ -651,7 +651,7 @@ fn resolving_a_directory_stops_when_the_caller_is_signalled_and_resumes_later() 
     // It stopped at the first look at the caller, after 64 headers (give or take the
     // ones other threads had taken).
     assert!(
-        unchecked >= 1001 - 2 * INTERRUPT_CHECK_EVERY,
+        unchecked >= 1001 - 2 * resolve::INTERRUPT_CHECK_EVERY,
         "only {unchecked} files left unchecked"
     );
     let names: Vec<String> = v
