@@ -15,16 +15,19 @@ use serde::{Deserialize, Serialize};
 
 use super::record::io_error;
 use super::AuditError;
-use crate::backend::BackendError;
 
-/// A store that keeps each checkpoint as its own object, written once.
+/// Why a [`CheckpointStore`] failed, in the store's own terms.
+pub type StoreError = Box<dyn std::error::Error + Send + Sync>;
+
+/// A store that keeps each checkpoint as its own object, written once. The audit side owns
+/// this trait and a storage backend implements it, so the audit log depends on no backend.
 pub trait CheckpointStore: Send + Sync {
     /// Stores a new object `name`; fails rather than replace an existing one.
-    fn put_new(&self, name: &str, bytes: &[u8]) -> Result<(), BackendError>;
+    fn put_new(&self, name: &str, bytes: &[u8]) -> Result<(), StoreError>;
     /// The names of all objects in the store.
-    fn names(&self) -> Result<Vec<String>, BackendError>;
+    fn names(&self) -> Result<Vec<String>, StoreError>;
     /// The bytes of object `name`.
-    fn get(&self, name: &str) -> Result<Vec<u8>, BackendError>;
+    fn get(&self, name: &str) -> Result<Vec<u8>, StoreError>;
     /// Where the store is, for messages.
     fn describe(&self) -> String;
 }
@@ -53,7 +56,7 @@ fn object_name(checkpoint: &Checkpoint) -> String {
     format!("{:010}-{:020}.json", checkpoint.segment, checkpoint.seq)
 }
 
-fn store_error(store: &dyn CheckpointStore) -> impl FnOnce(BackendError) -> AuditError + '_ {
+fn store_error(store: &dyn CheckpointStore) -> impl FnOnce(StoreError) -> AuditError + '_ {
     move |source| AuditError::AnchorStore {
         anchor: store.describe(),
         source,
@@ -245,18 +248,18 @@ mod tests {
     struct MemoryStore(parking_lot::Mutex<std::collections::BTreeMap<String, Vec<u8>>>);
 
     impl CheckpointStore for MemoryStore {
-        fn put_new(&self, name: &str, bytes: &[u8]) -> Result<(), BackendError> {
+        fn put_new(&self, name: &str, bytes: &[u8]) -> Result<(), StoreError> {
             let mut objects = self.0.lock();
             if objects.contains_key(name) {
-                return Err(BackendError::AlreadyExists { key: name.into() });
+                return Err(format!("{name} already exists").into());
             }
             objects.insert(name.into(), bytes.to_vec());
             Ok(())
         }
-        fn names(&self) -> Result<Vec<String>, BackendError> {
+        fn names(&self) -> Result<Vec<String>, StoreError> {
             Ok(self.0.lock().keys().rev().cloned().collect())
         }
-        fn get(&self, name: &str) -> Result<Vec<u8>, BackendError> {
+        fn get(&self, name: &str) -> Result<Vec<u8>, StoreError> {
             Ok(self.0.lock()[name].clone())
         }
         fn describe(&self) -> String {

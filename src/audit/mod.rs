@@ -16,7 +16,7 @@
 //! - [`anchor`]: checkpoint lines.
 
 mod anchor;
-pub use anchor::{AnchorTarget, CheckpointStore};
+pub use anchor::{AnchorTarget, CheckpointStore, StoreError};
 mod record;
 mod reopen;
 mod verify;
@@ -77,7 +77,7 @@ pub enum AuditError {
     AnchorStore {
         anchor: String,
         #[source]
-        source: crate::backend::BackendError,
+        source: anchor::StoreError,
     },
     #[error("line {line} (seq {seq}) was modified: its tag does not match")]
     Modified { line: usize, seq: u64 },

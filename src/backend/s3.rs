@@ -37,7 +37,7 @@ use tokio::task::JoinHandle;
 
 use super::remote::{backoff, BlockingRuntime, BufFiller, CopyIn};
 use super::{validate_key, Arrival, Backend, BackendError, ObjectInfo, ObjectWriter, ReadProfile};
-use crate::audit::CheckpointStore;
+use crate::audit::{CheckpointStore, StoreError};
 
 /// Objects at least this large are uploaded in parts of this size.
 const PART_SIZE: usize = 8 << 20;
@@ -786,7 +786,7 @@ impl S3Checkpoints {
 }
 
 impl CheckpointStore for S3Checkpoints {
-    fn put_new(&self, name: &str, bytes: &[u8]) -> Result<(), BackendError> {
+    fn put_new(&self, name: &str, bytes: &[u8]) -> Result<(), StoreError> {
         let inner = &self.backend.inner;
         let context = || format!("writing checkpoint {}", inner.describe_key(name));
         let mut request = inner
@@ -810,17 +810,18 @@ impl CheckpointStore for S3Checkpoints {
                 .await
                 .map(|_| ())
                 .map_err(|e| remote_error(context(), e))
-        })
+        })?;
+        Ok(())
     }
 
-    fn names(&self) -> Result<Vec<String>, BackendError> {
+    fn names(&self) -> Result<Vec<String>, StoreError> {
         Ok(self.backend.list()?.into_iter().map(|o| o.key).collect())
     }
 
-    fn get(&self, name: &str) -> Result<Vec<u8>, BackendError> {
+    fn get(&self, name: &str) -> Result<Vec<u8>, StoreError> {
         let inner = &self.backend.inner;
         let context = || format!("reading checkpoint {}", inner.describe_key(name));
-        inner.runtime.run(context, async {
+        let bytes = inner.runtime.run(context, async {
             let output = inner
                 .client
                 .get_object()
@@ -838,7 +839,8 @@ impl CheckpointStore for S3Checkpoints {
                     message: e.to_string(),
                 })?;
             Ok(bytes.to_vec())
-        })
+        })?;
+        Ok(bytes)
     }
 
     fn describe(&self) -> String {
