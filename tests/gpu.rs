@@ -317,12 +317,8 @@ print("no driver raised")
 #[test]
 fn the_host_sink_is_refused_outside_tests() {
     let ws = workspace(&[("a.bin", &pattern(10, 1))], &[1]);
-    let out = smpfs()
-        .arg("mount")
-        .arg(ws.bucket())
-        .arg(ws.mnt())
-        .arg("-i")
-        .arg(&ws.identity)
+    let out = ws
+        .mount_command()
         .args(["-f", "-o", "gpu_sink=host"])
         .env_remove("SMPFS_ALLOW_TEST_SINK")
         .output()

@@ -29,12 +29,8 @@ fn seal(ws: &Workspace, source: &Path, out: &Path) {
 
 /// `smpfs mount -f` expected to fail before mounting; returns its output.
 fn failed_mount(ws: &Workspace, options: &str) -> std::process::Output {
-    let out = smpfs()
-        .arg("mount")
-        .arg(ws.bucket())
-        .arg(ws.mnt())
-        .arg("-i")
-        .arg(&ws.identity)
+    let out = ws
+        .mount_command()
         .args(["-f", "-o", options])
         .output()
         .unwrap();
@@ -257,15 +253,7 @@ fn a_dead_mount_is_named_stale_and_its_socket_is_cleaned() {
     )
     .unwrap();
     mount.wait();
-    let again = smpfs()
-        .arg("mount")
-        .arg(ws.bucket())
-        .arg(ws.mnt())
-        .arg("-i")
-        .arg(&ws.identity)
-        .arg("-f")
-        .output()
-        .unwrap();
+    let again = ws.mount_command().arg("-f").output().unwrap();
     assert!(!again.status.success());
     let err = stderr(&again);
     assert!(

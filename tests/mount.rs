@@ -310,14 +310,7 @@ fn bad_identity_is_a_clear_error_and_nothing_is_mounted() {
     ws.seal_all();
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(&ws.identity, std::fs::Permissions::from_mode(0o644)).unwrap();
-    let out = smpfs()
-        .arg("mount")
-        .arg(ws.bucket())
-        .arg(ws.mnt())
-        .arg("-i")
-        .arg(&ws.identity)
-        .output()
-        .unwrap();
+    let out = ws.mount_command().output().unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("chmod 600"));
     assert!(!is_mounted(&ws.mnt()));

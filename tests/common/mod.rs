@@ -90,6 +90,18 @@ impl Workspace {
         );
     }
 
+    /// `smpfs mount BUCKET MNT -i IDENTITY`, to run with more arguments (for mounts that
+    /// are expected to fail, and so never wait for the mount to show).
+    pub fn mount_command(&self) -> Command {
+        let mut cmd = smpfs();
+        cmd.arg("mount")
+            .arg(self.bucket())
+            .arg(self.mnt())
+            .arg("-i")
+            .arg(&self.identity);
+        cmd
+    }
+
     /// Mounts `bucket/` on `mnt/` in the foreground with extra `-o` options.
     pub fn mount(&self, options: &[&str]) -> Mount {
         self.mount_source(self.bucket().to_str().unwrap(), options)
