@@ -372,6 +372,7 @@ fn serve_audited(
     let (control, control_path) = smpfs::control::bind(mountpoint)?;
     {
         let vault = Arc::clone(&vault);
+        let notifier = session.notifier();
         let mountpoint = mountpoint.to_owned();
         let identity_path = identity_path.to_owned();
         let passphrase_file = options.passphrase_file.clone();
@@ -382,6 +383,7 @@ fn serve_audited(
                     control_command(
                         command,
                         &vault,
+                        &notifier,
                         &mountpoint,
                         &identity_path,
                         &passphrase_file,
@@ -401,10 +403,33 @@ fn serve_audited(
     Ok(())
 }
 
+/// After a purge, drops from the kernel's page cache the pages of every file the mount
+/// served (mapped, or read with `kernel_cache`): a live mapping's next access faults, and
+/// the read it makes is refused while the mount is locked (the process gets SIGBUS).
+fn drop_page_cache(vault: &Vault, notifier: &fuser::Notifier) {
+    let files = vault.take_served();
+    let mut failed = 0;
+    for ino in &files {
+        // ENOENT: the kernel had already forgotten the inode, and its pages with it.
+        if let Err(e) = notifier.inval_inode(fuser::INodeNo(*ino), 0, 0) {
+            if e.raw_os_error() != Some(libc::ENOENT) {
+                failed += 1;
+                tracing::error!(ino, "page cache of a served file not dropped: {e}");
+            }
+        }
+    }
+    tracing::info!(
+        files = files.len(),
+        failed,
+        "page cache of the served files dropped"
+    );
+}
+
 /// Runs one `smpfs purge|lock|unlock` command for the daemon.
 fn control_command(
     command: Command,
     vault: &Vault,
+    notifier: &fuser::Notifier,
     mountpoint: &Path,
     identity_path: &Path,
     passphrase_file: &Option<PathBuf>,
@@ -412,6 +437,8 @@ fn control_command(
     match command {
         Command::Purge => {
             let bytes = vault.unmount();
+            // Files mapped and still open keep a detached mount alive: drop their pages.
+            drop_page_cache(vault, notifier);
             tracing::info!(
                 bytes_zeroized = bytes,
                 "purge requested: keys dropped; detaching the mount"
@@ -422,6 +449,7 @@ fn control_command(
         }
         Command::Lock => {
             let bytes = vault.purge();
+            drop_page_cache(vault, notifier);
             tracing::info!(
                 bytes_zeroized = bytes,
                 "locked: keys dropped, reads refused until unlock"

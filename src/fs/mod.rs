@@ -7,9 +7,10 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use fuser::{
-    Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo, IoctlFlags,
-    KernelConfig, LockOwner, OpenAccMode, OpenFlags, ReplyAttr, ReplyData, ReplyDirectory,
-    ReplyEmpty, ReplyEntry, ReplyIoctl, ReplyOpen, ReplyStatfs, ReplyXattr, Request,
+    Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo, InitFlags,
+    IoctlFlags, KernelConfig, LockOwner, OpenAccMode, OpenFlags, ReplyAttr, ReplyData,
+    ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyIoctl, ReplyOpen, ReplyStatfs, ReplyXattr,
+    Request,
 };
 
 use crate::gpu::abi::{self, Command, Detail};
@@ -195,6 +196,17 @@ impl Filesystem for SmpFs {
         // max_pages (the largest request) follows max_write; the mount is read-only.
         if let Err(nearest) = config.set_max_write(self.options.max_read) {
             let _ = config.set_max_write(nearest);
+        }
+        // Shared mappings of direct-I/O files (numpy.memmap, safetensors, Arrow): the
+        // mapped pages go through the page cache, which lock and purge invalidate.
+        if config
+            .add_capabilities(InitFlags::FUSE_DIRECT_IO_ALLOW_MMAP)
+            .is_err()
+        {
+            tracing::warn!(
+                "this kernel cannot map direct-I/O files (Linux 6.6 or later can): shared \
+                 mappings of files here fail with ENODEV"
+            );
         }
         tracing::info!("mounted {}", self.vault.describe());
         Ok(())

@@ -14,7 +14,7 @@ mod resolve;
 mod tree;
 mod volumes;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::sync::Weak;
@@ -254,6 +254,9 @@ pub struct Vault {
     /// Handles open when the mount was locked, by the file they read: their keys and
     /// plaintext were dropped, and they are opened again on their first use after unlock.
     locked_handles: Mutex<HashMap<u64, Ino>>,
+    /// Files opened since [`Vault::take_served`] last ran: the kernel may hold their
+    /// plaintext in its page cache (shared and private mappings, `kernel_cache`).
+    served: Mutex<HashSet<Ino>>,
     next_handle: AtomicU64,
     readahead_workers: Workers,
     /// How the backend wants read-ahead scheduled.
@@ -315,6 +318,7 @@ impl Vault {
             tree: RwLock::new(tree),
             handles: Mutex::new(HashMap::new()),
             locked_handles: Mutex::new(HashMap::new()),
+            served: Mutex::new(HashSet::new()),
             next_handle: AtomicU64::new(1),
             readahead_workers: Workers::new(profile.parallel_requests, "smpfs-readahead"),
             profile,
@@ -428,6 +432,7 @@ impl Vault {
         detail: serde_json::Value,
     ) -> Result<Arc<Handle>, VaultError> {
         self.resolve_parent_of(ino, caller)?;
+        self.served.lock().insert(ino);
         let entry = self.tree.read().virtual_file(ino);
         let source = match entry {
             Some(entry) => self.open_virtual(ino, entry, &actor, caller)?,
@@ -952,6 +957,13 @@ impl Vault {
             }
         }
         bytes
+    }
+
+    /// The files opened (or mapped) since the last call, and forgets them: after a purge,
+    /// the caller drops their pages from the kernel's page cache. Opens fail while the vault
+    /// is locked, so taken after a purge, the list is complete until the next unlock.
+    pub fn take_served(&self) -> Vec<Ino> {
+        self.served.lock().drain().collect()
     }
 
     /// Gives a locked (purged) vault its identity back; files are checked again on access.
