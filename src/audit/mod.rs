@@ -50,7 +50,10 @@ pub enum AuditError {
          untouched: give another path, or move the file aside"
     )]
     NotALog { path: PathBuf },
-    #[error("{path}: the audit log is in use by another process")]
+    #[error(
+        "{path}: the audit log is in use by another process (another mount?); give this \
+         mount a log of its own with `-o audit=PATH`"
+    )]
     InUse { path: PathBuf },
     #[error(
         "{path}: cannot append to this audit log: {reason}; move it aside and start a new \

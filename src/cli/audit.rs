@@ -56,6 +56,9 @@ pub enum AuditCommand {
         /// The auditor's identity file.
         #[arg(long, short)]
         identity: PathBuf,
+        /// The identity's passphrase, as the first line of this file (instead of a prompt).
+        #[arg(long, value_name = "FILE")]
+        passphrase_file: Option<PathBuf>,
         /// The log's anchor: a checkpoint file or s3://BUCKET/PREFIX (catches deletion of
         /// the newest records).
         #[arg(long)]
@@ -101,9 +104,15 @@ pub fn run(command: AuditCommand) -> Result<()> {
         AuditCommand::Verify {
             log,
             identity,
+            passphrase_file,
             anchor,
             options,
-        } => verify_log(&log, &identity, anchor.as_deref(), &options),
+        } => verify_log(
+            &log,
+            (&identity, passphrase_file.as_deref()),
+            anchor.as_deref(),
+            &options,
+        ),
         AuditCommand::Show {
             log,
             path,
@@ -134,7 +143,12 @@ fn init(auditor: &str, log: &Path) -> Result<()> {
     Ok(())
 }
 
-fn verify_log(log: &Path, identity: &Path, anchor: Option<&str>, options: &[String]) -> Result<()> {
+fn verify_log(
+    log: &Path,
+    (identity, passphrase_file): (&Path, Option<&Path>),
+    anchor: Option<&str>,
+    options: &[String],
+) -> Result<()> {
     let backend = super::backend_options(options, "verify")?;
     let anchor = anchor
         .map(|text| {
@@ -145,7 +159,7 @@ fn verify_log(log: &Path, identity: &Path, anchor: Option<&str>, options: &[Stri
             )
         })
         .transpose()?;
-    let identity = super::load_identity(identity, None)?;
+    let identity = super::load_identity(identity, passphrase_file)?;
     let report = verify(log, &identity, anchor.as_ref())
         .with_context(|| format!("audit log {} does NOT verify", log.display()))?;
     out!("{report}")?;

@@ -9,6 +9,7 @@ mod mount;
 mod output;
 
 use std::io::Write;
+use std::os::unix::fs::DirBuilderExt;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -111,6 +112,9 @@ struct ObjectArgs {
     /// Identity file to open it with.
     #[arg(long, short)]
     identity: PathBuf,
+    /// The identity's passphrase, as the first line of this file (instead of a prompt).
+    #[arg(long, value_name = "FILE")]
+    passphrase_file: Option<PathBuf>,
     /// Backend options, comma-separated, as for `seal` (endpoint=URL, region=, …).
     #[arg(short = 'o', value_name = "OPTIONS")]
     options: Vec<String>,
@@ -368,6 +372,13 @@ fn keygen(
     if passphrase.as_ref().is_some_and(|p| p.chars().count() < 8) {
         bail!("passphrase too short: use at least 8 characters");
     }
+    if let Some(dir) = out.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .with_context(|| format!("creating {}", dir.display()))?;
+    }
     let identity = Identity::generate();
     identity.save_new(out, passphrase.as_deref().map(String::as_str))?;
     say!("wrote identity to {} (keep it private)", out.display());
@@ -530,7 +541,7 @@ fn open_sealed(args: &ObjectArgs) -> Result<SealedObject> {
     let size = backend
         .stat(&args.path)?
         .with_context(|| format!("{source} has no file {:?}", args.path))?;
-    let identity = load_identity(&args.identity, None)?;
+    let identity = load_identity(&args.identity, args.passphrase_file.as_deref())?;
     let first_read = backend.read_profile().first_read;
     let (object, _) = SealedObject::open(backend, &args.path, size, &identity, 0, first_read)?;
     Ok(object)

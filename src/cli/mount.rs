@@ -159,11 +159,18 @@ pub fn mount(args: MountArgs, failure_status: u8) -> Result<()> {
             shown.display()
         );
     }
-    if !args.mountpoint.is_dir() {
-        bail!(
-            "mountpoint {} is not a directory",
+    match std::fs::metadata(&args.mountpoint) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => bail!(
+            "mountpoint {} does not exist: create it first (`mkdir -p {0}`)",
             args.mountpoint.display()
-        );
+        ),
+        Ok(meta) if !meta.is_dir() => {
+            bail!(
+                "mountpoint {} is not a directory",
+                args.mountpoint.display()
+            )
+        }
+        _ => {}
     }
     if options.gpu_sink == SinkKind::Host && std::env::var_os(TEST_SINKS_VAR).is_none() {
         bail!(

@@ -1,0 +1,133 @@
+//! Rough edges of the command line a new user hits first: each message says what to do.
+
+mod common;
+
+use std::os::unix::fs::PermissionsExt;
+
+use common::{pattern, run_ok, smpfs, Workspace};
+
+fn stderr(out: &std::process::Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// The README's first command works on a fresh account: the key's folder is created, 0700.
+#[test]
+fn keygen_creates_the_folder_of_the_key() {
+    let ws = Workspace::new();
+    let key = ws.dir.path().join("home/.smpfs/workstation.key");
+    let out = run_ok(smpfs().args(["keygen", "--out"]).arg(&key));
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("smpfs1"));
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(key.parent().unwrap()), 0o700);
+    assert_eq!(mode(&key), 0o600);
+}
+
+/// A mountpoint that does not exist is named as such, with the fix.
+#[test]
+fn a_missing_mountpoint_is_said_to_be_missing() {
+    let ws = Workspace::new();
+    ws.write_plain("a.bin", b"a");
+    ws.seal_all();
+    let missing = ws.dir.path().join("nowhere");
+    let out = smpfs()
+        .arg("mount")
+        .arg(ws.bucket())
+        .arg(&missing)
+        .arg("-i")
+        .arg(&ws.identity)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("does not exist") && stderr(&out).contains("mkdir -p"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+/// A second mount on the same audit log says how to give it its own.
+#[test]
+fn a_second_mount_on_one_audit_log_is_told_about_the_audit_option() {
+    let ws = Workspace::new();
+    ws.write_plain("a.bin", b"a");
+    ws.seal_all();
+    let mount = ws.mount(&[]);
+    let other = ws.dir.path().join("mnt2");
+    std::fs::create_dir(&other).unwrap();
+    let out = smpfs()
+        .arg("mount")
+        .arg(ws.bucket())
+        .arg(&other)
+        .arg("-i")
+        .arg(&ws.identity)
+        .arg("-f")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("-o audit=PATH"), "{}", stderr(&out));
+    drop(mount);
+}
+
+/// `cat`, `inspect` and `audit verify` take a passphrase file, like `mount`.
+#[test]
+fn commands_that_load_an_identity_take_a_passphrase_file() {
+    let ws = Workspace::new();
+    let secret = ws.dir.path().join("passphrase");
+    std::fs::write(&secret, "correct horse battery\n").unwrap();
+    let key = ws.dir.path().join("protected.key");
+    let out = run_ok(
+        smpfs()
+            .args(["keygen", "--out"])
+            .arg(&key)
+            .arg("--passphrase-file")
+            .arg(&secret),
+    );
+    let recipient = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+    let data = pattern(70_000, 3);
+    ws.write_plain("x.bin", &data);
+    run_ok(
+        smpfs()
+            .arg("seal")
+            .arg(ws.plain())
+            .args(["--to", &recipient])
+            .arg("--out")
+            .arg(ws.bucket()),
+    );
+    let out = run_ok(
+        smpfs()
+            .arg("cat")
+            .arg(ws.bucket())
+            .arg("x.bin")
+            .arg("-i")
+            .arg(&key)
+            .arg("--passphrase-file")
+            .arg(&secret),
+    );
+    assert_eq!(out.stdout, data);
+    let log = ws.dir.path().join("audit.log");
+    run_ok(
+        smpfs()
+            .args(["audit", "init", "--auditor", &recipient, "--log"])
+            .arg(&log),
+    );
+    run_ok(
+        smpfs()
+            .args(["audit", "verify"])
+            .arg(&log)
+            .arg("-i")
+            .arg(&key)
+            .arg("--passphrase-file")
+            .arg(&secret),
+    );
+    // Without the file there is no terminal to ask on: a clear refusal.
+    let out = smpfs()
+        .arg("cat")
+        .arg(ws.bucket())
+        .arg("x.bin")
+        .arg("-i")
+        .arg(&key)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    assert!(!out.status.success() && out.stdout.is_empty());
+}
