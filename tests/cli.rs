@@ -131,3 +131,42 @@ fn commands_that_load_an_identity_take_a_passphrase_file() {
         .unwrap();
     assert!(!out.status.success() && out.stdout.is_empty());
 }
+
+/// `audit verify` on the log of a live mount says the last segment is still being written
+/// (and succeeds), instead of reporting a crashed writer.
+#[test]
+fn verifying_the_log_of_a_live_mount_says_it_is_still_being_written() {
+    let ws = Workspace::new();
+    ws.write_plain("a.bin", b"a");
+    ws.seal_all();
+    let log = ws.dir.path().join("audit.log");
+    let mount = ws.mount(&[]);
+    assert_eq!(std::fs::read(ws.mnt().join("a.bin")).unwrap(), b"a");
+    let verify = || {
+        smpfs()
+            .args(["audit", "verify"])
+            .arg(&log)
+            .arg("-i")
+            .arg(&ws.identity)
+            .output()
+            .unwrap()
+    };
+    let live = verify();
+    assert!(live.status.success(), "{}", stderr(&live));
+    assert!(
+        String::from_utf8_lossy(&live.stdout).contains("still being written"),
+        "{}",
+        String::from_utf8_lossy(&live.stdout)
+    );
+    let pid = mount.pid();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    drop(mount);
+    // The same log after its writer was killed: a crash, reported as such.
+    let crashed = verify();
+    assert!(!crashed.status.success());
+    assert!(stderr(&crashed).contains("crashed"), "{}", stderr(&crashed));
+}

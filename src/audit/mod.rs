@@ -31,7 +31,7 @@ use serde::{Deserialize, Serialize};
 use crate::format::FormatError;
 
 pub use verify::{verify, VerifyReport};
-pub use writer::AuditLog;
+pub use writer::{is_being_written, AuditLog};
 
 /// Errors of writing, reading and verifying audit logs. The verification variants name
 /// the first line (1-based) where the log stops verifying.

@@ -737,6 +737,20 @@ fn lock(file: File, path: &Path) -> Result<Locked, AuditError> {
     }
 }
 
+/// Whether a live writer (a mount) holds the log at `path` open: its last segment is then
+/// still being written, not cut short by a crash.
+pub fn is_being_written(path: &Path) -> Result<bool, AuditError> {
+    let file = File::open(path).map_err(io_error(path))?;
+    match Flock::lock(file, FlockArg::LockSharedNonblock) {
+        Ok(_unlocked_on_drop) => Ok(false),
+        Err((_, Errno::EWOULDBLOCK)) => Ok(true),
+        Err((_, errno)) => Err(AuditError::Io {
+            path: path.to_owned(),
+            source: errno.into(),
+        }),
+    }
+}
+
 /// UTC now, RFC 3339 with nanoseconds.
 fn now() -> String {
     humantime::format_rfc3339_nanos(SystemTime::now()).to_string()
