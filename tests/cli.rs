@@ -202,3 +202,64 @@ fn inspect_into_a_closed_pipe_ends_quietly() {
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     assert!(!stderr(&out).contains("Broken pipe"), "{}", stderr(&out));
 }
+
+/// `cat` of a file whose middle chunk was tampered with: with `--out` no file appears; on
+/// stdout the error says how much came before. A good file lands whole, 0600, and an
+/// existing file is never replaced.
+#[test]
+fn cat_out_appears_only_whole_and_stdout_says_what_came_before_a_failure() {
+    let ws = Workspace::new();
+    let data = pattern(300_000, 8);
+    ws.write_plain("x.bin", &data);
+    ws.write_plain("y.bin", &data);
+    ws.seal_all();
+    let cat = |path: &str, out: Option<&std::path::Path>| {
+        let mut cmd = smpfs();
+        cmd.arg("cat")
+            .arg(ws.bucket())
+            .arg(path)
+            .arg("-i")
+            .arg(&ws.identity);
+        if let Some(out) = out {
+            cmd.arg("--out").arg(out);
+        }
+        cmd.output().unwrap()
+    };
+    let good = ws.dir.path().join("good.bin");
+    assert!(cat("y.bin", Some(&good)).status.success());
+    assert_eq!(std::fs::read(&good).unwrap(), data);
+    assert_eq!(
+        std::fs::metadata(&good).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    let again = cat("x.bin", Some(&good));
+    assert!(!again.status.success());
+    assert!(
+        stderr(&again).contains("not replaced"),
+        "{}",
+        stderr(&again)
+    );
+
+    // Flip a byte in chunk 1 (of 5): chunks 0 and 4 still authenticate.
+    let object = ws.bucket().join("x.bin");
+    let mut sealed = std::fs::read(&object).unwrap();
+    let len = sealed.len();
+    sealed[len - 3 * (65_536 + 16)] ^= 1;
+    std::fs::write(&object, &sealed).unwrap();
+    let target = ws.dir.path().join("out/x.bin");
+    std::fs::create_dir(target.parent().unwrap()).unwrap();
+    let failed = cat("x.bin", Some(&target));
+    assert!(!failed.status.success());
+    let left: Vec<_> = std::fs::read_dir(target.parent().unwrap())
+        .unwrap()
+        .collect();
+    assert!(left.is_empty(), "left behind: {left:?}");
+    let streamed = cat("x.bin", None);
+    assert!(!streamed.status.success());
+    assert_eq!(streamed.stdout, data[..65_536]);
+    assert!(
+        stderr(&streamed).contains("65536 bytes were written to stdout"),
+        "{}",
+        stderr(&streamed)
+    );
+}

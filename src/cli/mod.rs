@@ -59,8 +59,15 @@ enum Command {
     /// Print a sealed DICOM file's header attributes (up to the pixel data), decrypted in
     /// locked memory, to standard output.
     Inspect(ObjectArgs),
-    /// Decrypt one sealed file of a bucket to standard output.
-    Cat(ObjectArgs),
+    /// Decrypt one sealed file of a bucket to standard output, or to a new file.
+    Cat {
+        #[command(flatten)]
+        object: ObjectArgs,
+        /// Write to this new file (mode 0600), which appears only once the whole file was
+        /// decrypted and authenticated; an existing file is never replaced.
+        #[arg(long, value_name = "FILE")]
+        out: Option<PathBuf>,
+    },
     /// Mount a bucket read-only; returns once the mount is live (unless -f).
     Mount(mount::MountArgs),
     /// Purge a mount now: zeroize its cache, drop its keys, seal its audit segment, and
@@ -192,7 +199,7 @@ pub fn main() -> ExitCode {
         } => keygen(&out, passphrase, passphrase_file.as_deref()),
         Command::Seal(args) => seal(args),
         Command::Inspect(args) => dicom::inspect(&args),
-        Command::Cat(args) => cat(&args),
+        Command::Cat { object, out } => cat(&object, out.as_deref()),
         Command::Mount(args) => mount::mount(args, 1),
         Command::Audit { command } => audit::run(command),
         Command::Gdrive { command } => gdrive::run(command),
@@ -547,11 +554,46 @@ fn open_sealed(args: &ObjectArgs) -> Result<SealedObject> {
     Ok(object)
 }
 
-/// Decrypts one sealed object to stdout through a locked buffer. The last chunk is
-/// authenticated first, so a truncated file fails before any output.
-fn cat(args: &ObjectArgs) -> Result<()> {
+/// Decrypts one sealed file through a locked buffer, to stdout or to a new file `out`. The
+/// last chunk is authenticated first, so a truncated file fails before any output. A chunk
+/// failing later fails the command: a file `out` then never appears, and on stdout the
+/// error says how many (authenticated) bytes came before it.
+fn cat(args: &ObjectArgs, out: Option<&std::path::Path>) -> Result<()> {
     init_stderr_logging();
     let object = open_sealed(args)?;
+    let Some(out) = out else {
+        let mut written = 0;
+        let result = write_plaintext(&object, &mut std::io::stdout().lock(), &mut written);
+        return result.with_context(|| {
+            format!(
+                "{written} bytes were written to stdout before this error: they were \
+                 authenticated, but the file is incomplete; discard them"
+            )
+        });
+    };
+    let dir = match out.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir,
+        _ => std::path::Path::new("."),
+    };
+    let mut partial = tempfile::Builder::new()
+        .prefix(".smpfs-cat.")
+        .tempfile_in(dir)
+        .with_context(|| format!("creating a file in {}", dir.display()))?;
+    write_plaintext(&object, partial.as_file_mut(), &mut 0)
+        .with_context(|| format!("{} was not written", out.display()))?;
+    partial
+        .as_file()
+        .sync_all()
+        .with_context(|| format!("writing {}", out.display()))?;
+    partial
+        .persist_noclobber(out)
+        .map_err(|e| e.error)
+        .with_context(|| format!("{}: not replaced", out.display()))?;
+    Ok(())
+}
+
+/// Writes the plaintext of `object` to `out` chunk by chunk, counting the bytes written.
+fn write_plaintext(object: &SealedObject, out: &mut dyn Write, written: &mut u64) -> Result<()> {
     let layout = *object.layout();
     let slot = layout.chunk_size() + TAG_LEN;
     let region = Arc::new(LockedRegion::new(slot)?);
@@ -559,14 +601,14 @@ fn cat(args: &ObjectArgs) -> Result<()> {
         .pop()
         .expect("one buffer");
     let count = layout.chunk_count();
-    let mut stdout = std::io::stdout().lock();
     // Authenticate the last chunk first: a truncated or extended file fails before output.
     object.load(count - 1, &mut [&mut buf[..object.sealed_len(count - 1)]])?;
     for index in 0..count {
         let sealed = &mut buf[..object.sealed_len(index)];
         object.load(index, &mut [&mut *sealed])?;
-        stdout.write_all(&sealed[..object.plain_len(index)])?;
+        out.write_all(&sealed[..object.plain_len(index)])?;
+        *written += object.plain_len(index) as u64;
     }
-    stdout.flush()?;
+    out.flush()?;
     Ok(())
 }
