@@ -408,6 +408,35 @@ fn wrong_credentials_fail_the_mount_clearly() {
     assert!(!common::is_mounted(&ws.mnt()));
 }
 
+/// With no credentials anywhere, the mount says what to set, not the SDK's dump of every
+/// provider it tried.
+#[test]
+fn missing_credentials_are_named_with_the_fix() {
+    let moto = Moto::start();
+    let ws = Workspace::new();
+    let home = ws.dir.path().join("home");
+    std::fs::create_dir(&home).unwrap();
+    let out = aws_env(&mut smpfs())
+        .env_remove("AWS_ACCESS_KEY_ID")
+        .env_remove("AWS_SECRET_ACCESS_KEY")
+        .env("HOME", &home)
+        .arg("mount")
+        .arg("s3://scans")
+        .arg(ws.mnt())
+        .arg("-i")
+        .arg(&ws.identity)
+        .args(["-o", &moto.endpoint_option()])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let message = stderr(&out);
+    assert!(
+        message.contains("no AWS credentials found") && message.contains("AWS_ACCESS_KEY_ID"),
+        "{message}"
+    );
+    assert!(!message.contains("CredentialsNotLoaded"), "{message}");
+}
+
 /// An endpoint nobody listens on fails the mount within the timeout.
 #[test]
 fn an_unreachable_endpoint_fails_the_mount_in_bounded_time() {

@@ -284,6 +284,12 @@ fn remote_error<E>(context: String, error: SdkError<E>) -> BackendError
 where
     E: ProvideErrorMetadata + std::error::Error + 'static,
 {
+    if no_credentials(&error) {
+        return BackendError::Remote {
+            context,
+            message: NO_CREDENTIALS.to_owned(),
+        };
+    }
     let status = error.raw_response().map(|r| r.status().as_u16());
     match (&error, status) {
         (SdkError::TimeoutError(_), _) | (SdkError::DispatchFailure(_), _) => {
@@ -306,6 +312,22 @@ where
             }
         }
     }
+}
+
+/// What to do when no credentials were found (said instead of the SDK's dump of every
+/// provider it tried).
+const NO_CREDENTIALS: &str = "no AWS credentials found: set AWS_ACCESS_KEY_ID and \
+     AWS_SECRET_ACCESS_KEY, or name a profile of ~/.aws/credentials (`-o profile=NAME` or \
+     AWS_PROFILE), or run where an instance or container role is available";
+
+/// Whether `error` comes from finding no credentials at all.
+fn no_credentials(error: &(dyn std::error::Error + 'static)) -> bool {
+    std::iter::successors(Some(error), |e| e.source()).any(|e| {
+        matches!(
+            e.downcast_ref::<aws_credential_types::provider::error::CredentialsError>(),
+            Some(aws_credential_types::provider::error::CredentialsError::CredentialsNotLoaded(_))
+        )
+    })
 }
 
 /// Spreads a streamed body over `bufs` in order, telling `arrival`; fails if it is longer
