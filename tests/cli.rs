@@ -263,3 +263,36 @@ fn cat_out_appears_only_whole_and_stdout_says_what_came_before_a_failure() {
         stderr(&streamed)
     );
 }
+
+/// A mount with an identity that opens none of the files says so on the terminal (it still
+/// mounts: the bucket may hold files for others); with the right identity it says nothing.
+#[test]
+fn a_mount_with_an_identity_that_opens_nothing_says_so() {
+    let ws = Workspace::new();
+    for i in 0..20 {
+        ws.write_plain(&format!("study/{i}.dcm"), b"scan");
+    }
+    ws.seal_all();
+    let other = ws.dir.path().join("other.key");
+    run_ok(smpfs().args(["keygen", "--out"]).arg(&other));
+    for (identity, warned) in [(&other, true), (&ws.identity, false)] {
+        let out = smpfs()
+            .arg("mount")
+            .arg(ws.bucket())
+            .arg(ws.mnt())
+            .arg("-i")
+            .arg(identity)
+            .arg("--log-file")
+            .arg(ws.dir.path().join("daemon.log"))
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", stderr(&out));
+        let said = stderr(&out).contains("none of the 16 files checked is sealed to this identity");
+        let status = std::process::Command::new("umount")
+            .arg(ws.mnt())
+            .status()
+            .unwrap();
+        assert!(status.success());
+        assert_eq!(said, warned, "{}", stderr(&out));
+    }
+}

@@ -10,6 +10,9 @@ use nix::unistd::{fork, pipe, setsid, ForkResult};
 
 use super::output::say;
 
+/// The last line of a report that the mount is live (warnings may come before it).
+const READY: &str = "ready\n";
+
 /// The child's end of the readiness pipe; `None` in the foreground.
 pub struct Readiness(Option<File>);
 
@@ -19,10 +22,12 @@ impl Readiness {
         Readiness(None)
     }
 
-    /// Tells the waiting parent the mount is live.
-    pub fn ready(&mut self) {
+    /// Tells the waiting parent the mount is live, with `warnings` for it to print.
+    pub fn ready(&mut self, warnings: &[String]) {
         if let Some(mut pipe) = self.0.take() {
-            let _ = pipe.write_all(b"ready\n");
+            let mut report: String = warnings.iter().map(|w| format!("warning: {w}\n")).collect();
+            report.push_str(READY);
+            let _ = pipe.write_all(report.as_bytes());
         }
     }
 
@@ -46,7 +51,10 @@ pub fn daemonize(failure_status: u8) -> Result<Readiness> {
             drop(write_end);
             let mut report = String::new();
             let _ = File::from(read_end).read_to_string(&mut report);
-            if report == "ready\n" {
+            if let Some(warnings) = report.strip_suffix(READY) {
+                for warning in warnings.lines() {
+                    say!("smpfs: {warning}");
+                }
                 std::process::exit(0);
             }
             if report.is_empty() {

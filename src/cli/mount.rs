@@ -303,7 +303,17 @@ fn serve_audited(
         // Volumes parse decrypted DICOM files on the heap: wipe it on free, lock it in RAM.
         smpfs::heap::protect().context("protecting memory for volumes")?;
     }
+    let recipient = identity.recipient();
     let vault = Arc::new(Vault::new(backend, identity, config, audit)?);
+    let mut warnings = Vec::new();
+    if let Some(probed) = vault.probe_identity()? {
+        let warning = format!(
+            "none of the {probed} files checked is sealed to this identity ({recipient}), so \
+             they are hidden: is it the right identity (-i)?"
+        );
+        tracing::warn!("{warning}");
+        warnings.push(warning);
+    }
     if options.gpu_sink == SinkKind::Host {
         tracing::warn!("gpu_sink=host: GPU loads go to shared memory objects (tests only)");
     }
@@ -399,7 +409,7 @@ fn serve_audited(
             })?;
     }
     tracing::info!(mountpoint = %mountpoint.display(), "mount is live");
-    readiness.ready();
+    readiness.ready(&warnings);
     let served = session.run().context("serving FUSE requests");
     // destroy() purged and sealed already after an orderly unmount; this is for a kernel
     // connection lost without it (a second call only zeroizes the cache again).

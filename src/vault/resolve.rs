@@ -15,6 +15,8 @@ use crate::keys::Identity;
 const RESOLVE_THREADS: usize = 8;
 /// Headers checked between two looks at whether the caller was signalled.
 pub(super) const INTERRUPT_CHECK_EVERY: usize = 64;
+/// Headers read at mount to tell a wrong identity from a bucket sealed to it.
+const PROBED_FILES: usize = 16;
 
 impl VaultError {
     /// Why an object is hidden, in a few words, for counting hidden objects by reason.
@@ -34,6 +36,58 @@ impl VaultError {
 }
 
 impl Vault {
+    /// Reads the headers of up to 16 files (the first ones of the first directories that
+    /// hold files, breadth first) and returns how many were read if *none* of them is
+    /// sealed to this identity: then the mount would likely show only empty folders, and the
+    /// user should hear of it. `None` when one opens, or some fail for another reason, or
+    /// there are no files. Nothing is kept: the files are checked again when listed.
+    pub fn probe_identity(&self) -> Result<Option<usize>, VaultError> {
+        let sample: Vec<(Ino, String, u64)> = {
+            let tree = self.tree.read();
+            tree.dirs(0)
+                .into_iter()
+                .flat_map(|dir| tree.unresolved_files(dir).unwrap_or_default())
+                .take(PROBED_FILES)
+                .collect()
+        };
+        if sample.is_empty() {
+            return Ok(None);
+        }
+        let identity = self.identity.read();
+        let identity = identity.as_ref().ok_or(VaultError::Purged)?;
+        let foreign = std::thread::scope(|scope| {
+            let probes: Vec<_> = sample
+                .iter()
+                .map(|(ino, key, size)| {
+                    scope.spawn(move || {
+                        let opened = SealedObject::open(
+                            Arc::clone(&self.backend),
+                            key,
+                            *size,
+                            identity,
+                            *ino,
+                            self.profile.first_read,
+                        );
+                        crate::harden::scrub_stack();
+                        matches!(
+                            opened,
+                            Err(VaultError::Format {
+                                source: FormatError::NoMatchingRecipient,
+                                ..
+                            })
+                        )
+                    })
+                })
+                .collect();
+            probes
+                .into_iter()
+                .map(|probe| probe.join().unwrap_or(false))
+                .filter(|&foreign| foreign)
+                .count()
+        });
+        Ok((foreign == sample.len()).then_some(foreign))
+    }
+
     /// Resolves the directory of `ino` if `ino` is a file not checked since an unlock (the
     /// kernel may still know its name from before).
     pub(super) fn resolve_parent_of(&self, ino: Ino, caller: Caller) -> Result<(), VaultError> {
