@@ -8,7 +8,8 @@
 # fuzz/seeds/, the format test vectors and pydicom's test files, then runs one target at a
 # time under `nice -n 19` and prints executions, coverage and crashes per target.
 # Corpora grow in fuzz/corpus/ across runs; crashes land in fuzz/artifacts/TARGET/.
-# Environment: FUZZ_JOBS (cargo build jobs, default 1), FUZZ_ARGS (extra libFuzzer flags,
+# Environment: FUZZ_JOBS (cargo build jobs, default 1), FUZZ_BUILD=0 (reuse the last build),
+# FUZZ_ARGS (extra libFuzzer flags,
 # e.g. "-fork=1 -ignore_crashes=1" to keep going past a known crash and collect them all).
 set -euo pipefail
 
@@ -27,8 +28,10 @@ export RUSTFLAGS="-Cpasses=sancov-module -Cllvm-args=-sanitizer-coverage-level=4
 -Cllvm-args=-sanitizer-coverage-inline-8bit-counters -Cllvm-args=-sanitizer-coverage-pc-table \
 -Cllvm-args=-sanitizer-coverage-trace-compares -Cllvm-args=-simplifycfg-branch-fold-threshold=0"
 command -v c++ >/dev/null || { echo "run.sh: needs a C++ compiler for libFuzzer (apt-get install g++)" >&2; exit 1; }
-echo "== building fuzz targets (release, instrumented, $triple)"
-nice -n 19 cargo build --release --target "$triple" -j "${FUZZ_JOBS:-1}" --bins
+if [ "${FUZZ_BUILD:-1}" != 0 ]; then
+    echo "== building fuzz targets (release, instrumented, $triple)"
+    nice -n 19 cargo build --release --target "$triple" -j "${FUZZ_JOBS:-1}" --bins
+fi
 bin="$here/target/$triple/release"
 
 # Seeds: committed ones, the test vectors, generated ones, and pydicom's DICOM files (its

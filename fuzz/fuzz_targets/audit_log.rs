@@ -9,8 +9,7 @@ use std::cell::RefCell;
 use std::sync::Arc;
 
 use libfuzzer_sys::fuzz_target;
-use smpfs::audit::{AnchorTarget, CheckpointStore};
-use smpfs::backend::BackendError;
+use smpfs::audit::{AnchorTarget, CheckpointStore, StoreError};
 use smpfs_fuzz::{auditor, fix_log, split, Fixes, MemoryFile};
 
 #[global_allocator]
@@ -48,24 +47,20 @@ impl Store {
 }
 
 impl CheckpointStore for Store {
-    fn put_new(&self, name: &str, _bytes: &[u8]) -> Result<(), BackendError> {
-        Err(BackendError::AlreadyExists {
-            key: name.to_owned(),
-        })
+    fn put_new(&self, name: &str, _bytes: &[u8]) -> Result<(), StoreError> {
+        Err(format!("{name}: the fuzz anchor store is read-only").into())
     }
 
-    fn names(&self) -> Result<Vec<String>, BackendError> {
+    fn names(&self) -> Result<Vec<String>, StoreError> {
         Ok(self.0.iter().map(|(name, _)| name.clone()).collect())
     }
 
-    fn get(&self, name: &str) -> Result<Vec<u8>, BackendError> {
+    fn get(&self, name: &str) -> Result<Vec<u8>, StoreError> {
         self.0
             .iter()
             .find(|(n, _)| n == name)
             .map(|(_, bytes)| bytes.clone())
-            .ok_or_else(|| BackendError::NotFound {
-                key: name.to_owned(),
-            })
+            .ok_or_else(|| format!("{name}: no such checkpoint").into())
     }
 
     fn describe(&self) -> String {
