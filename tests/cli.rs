@@ -296,3 +296,21 @@ fn a_mount_with_an_identity_that_opens_nothing_says_so() {
         assert_eq!(said, warned, "{}", stderr(&out));
     }
 }
+
+/// `smpfs --version` names the commit it was built from.
+#[test]
+fn the_version_names_the_commit() {
+    let out = run_ok(smpfs().arg("--version"));
+    let text = String::from_utf8(out.stdout).unwrap();
+    let head = std::process::Command::new("git")
+        .args(["rev-parse", "--short=12", "HEAD"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .unwrap();
+    let head = String::from_utf8(head.stdout).unwrap();
+    assert!(
+        text.starts_with(concat!("smpfs ", env!("CARGO_PKG_VERSION"), " ("))
+            && text.contains(head.trim()),
+        "{text}"
+    );
+}

@@ -433,3 +433,40 @@ fn passphrase_protected_identity_mounts_only_with_the_right_passphrase() {
     assert_eq!(std::fs::read(ws.mnt().join("f")).unwrap(), b"protected");
     run_ok(Command::new("umount").arg(ws.mnt()));
 }
+
+/// `getfattr`-style attributes describe a sealed file, and `df` counts the files and their
+/// plaintext bytes.
+#[test]
+fn xattrs_describe_sealed_files_and_statfs_counts_them() {
+    let ws = Workspace::new();
+    ws.write_plain("a.bin", &pattern(100, 1));
+    ws.write_plain("d/b.bin", &pattern(70_000, 2));
+    ws.write_plain("d/empty", b"");
+    ws.seal_all();
+    let mount = ws.mount(&[]);
+    let script = r#"
+import os, sys
+root = sys.argv[1]
+f = os.path.join(root, "d/b.bin")
+print(sorted(os.listxattr(f)))
+print(os.getxattr(f, "user.smpfs.chunk_size").decode())
+print(os.getxattr(f, "user.smpfs.recipients").decode())
+print(len(os.getxattr(f, "user.smpfs.file_id").decode()))
+print(os.getxattr(f, "user.smpfs.sealed").decode())
+print(os.listxattr(os.path.join(root, "d")))
+os.listdir(root); os.listdir(os.path.join(root, "d"))
+st = os.statvfs(root)
+print(st.f_files, st.f_blocks * st.f_frsize)
+"#;
+    let out = run_ok(Command::new("python3").arg("-c").arg(script).arg(ws.mnt()));
+    let text = String::from_utf8(out.stdout).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(
+        lines[0],
+        "['user.smpfs.chunk_size', 'user.smpfs.file_id', 'user.smpfs.recipients', 'user.smpfs.sealed']"
+    );
+    assert_eq!(&lines[1..6], ["65536", "1", "32", "smpfs v1", "[]"]);
+    let blocks = |n: u64| n.div_ceil(4096) * 4096;
+    assert_eq!(lines[6], format!("3 {}", blocks(100 + 70_000)));
+    drop(mount);
+}

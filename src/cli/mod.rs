@@ -32,7 +32,7 @@ use output::{escape_controls, escaped_fields, is_broken_pipe, out, say};
 #[derive(Parser)]
 #[command(
     name = "smpfs",
-    version,
+    version = concat!(env!("CARGO_PKG_VERSION"), " (", env!("SMPFS_COMMIT"), ")"),
     about = "Mount buckets of sealed (client-side encrypted) files read-only"
 )]
 struct Cli {

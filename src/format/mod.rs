@@ -207,6 +207,11 @@ impl Header {
         self.file_id
     }
 
+    /// How many recipients the file key is wrapped to (stanzas do not say which).
+    pub fn recipient_count(&self) -> usize {
+        self.stanzas.len()
+    }
+
     /// Opens the header with `identity`: unwraps the file key, checks the header MAC and
     /// decrypts the logical path. Only then are the layout and path trustworthy.
     pub fn open(&self, identity: &Identity) -> Result<OpenedFile, FormatError> {
@@ -240,7 +245,7 @@ impl Header {
 pub struct OpenedFile {
     /// Where the chunks lie (authenticated by the header MAC).
     pub layout: Layout,
-    /// The path relative to the seal root, as sealed (authenticated).
+    /// The object's location in its bucket, as sealed (authenticated; FORMAT.md §5).
     pub logical_path: String,
     /// Opens and seals this file's chunks.
     pub chunks: ChunkCipher,

@@ -19,6 +19,21 @@ use crate::vault::{Attr, Caller, Vault, VaultError};
 
 /// How long the kernel may cache names and attributes (the tree is fixed per mount).
 const TTL: Duration = Duration::from_secs(60);
+/// The block size `statfs` counts in.
+const STATFS_BLOCK: u32 = 4096;
+
+/// Answers an xattr request for `value`: its size when asked with `size` 0, ERANGE when
+/// `size` is too small, else the value.
+fn reply_sized(reply: ReplyXattr, size: u32, value: &[u8]) {
+    if size == 0 {
+        reply.size(value.len() as u32);
+    } else if (size as usize) < value.len() {
+        reply.error(Errno::ERANGE);
+    } else {
+        reply.data(value);
+    }
+}
+
 /// Directory entries fetched from the vault at a time while filling one readdir reply.
 const READDIR_PAGE: usize = 128;
 
@@ -348,22 +363,30 @@ impl Filesystem for SmpFs {
         reply.ok();
     }
 
-    fn getxattr(
-        &self,
-        _req: &Request,
-        _ino: INodeNo,
-        _name: &OsStr,
-        _size: u32,
-        reply: ReplyXattr,
-    ) {
-        reply.error(Errno::ENODATA);
+    fn getxattr(&self, req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
+        let value = match self.vault.xattrs(ino.0, caller(req)) {
+            Ok(xattrs) => xattrs
+                .into_iter()
+                .find(|(key, _)| OsStr::new(key) == name)
+                .map(|(_, value)| value),
+            Err(e) => return reply.error(fail("getxattr", req, &e)),
+        };
+        match value {
+            Some(value) => reply_sized(reply, size, value.as_bytes()),
+            None => reply.error(Errno::ENODATA),
+        }
     }
 
-    fn listxattr(&self, _req: &Request, _ino: INodeNo, size: u32, reply: ReplyXattr) {
-        if size == 0 {
-            reply.size(0);
-        } else {
-            reply.data(&[]);
+    fn listxattr(&self, req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
+        match self.vault.xattrs(ino.0, caller(req)) {
+            Ok(xattrs) => {
+                let names: Vec<u8> = xattrs
+                    .iter()
+                    .flat_map(|(key, _)| key.bytes().chain([0]))
+                    .collect();
+                reply_sized(reply, size, &names)
+            }
+            Err(e) => reply.error(fail("listxattr", req, &e)),
         }
     }
 
@@ -413,15 +436,17 @@ impl Filesystem for SmpFs {
     }
 
     fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
+        let (bytes, files) = self.vault.usage();
+        let block = STATFS_BLOCK as u64;
         reply.statfs(
+            bytes.div_ceil(block),
             0,
             0,
+            files,
             0,
-            0,
-            0,
-            1 << 16,
+            STATFS_BLOCK,
             crate::backend::MAX_COMPONENT_LEN as u32,
-            1 << 16,
+            STATFS_BLOCK,
         );
     }
 }

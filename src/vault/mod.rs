@@ -396,6 +396,40 @@ impl Vault {
         self.tree.read().entries(ino, after, limit)
     }
 
+    /// The read-only extended attributes of `ino`, by name: for a sealed file its file id
+    /// (hex), recipient count, chunk size and format; none for directories and volumes.
+    pub fn xattrs(
+        &self,
+        ino: Ino,
+        caller: Caller,
+    ) -> Result<Vec<(&'static str, String)>, VaultError> {
+        let _gate = self.purge_gate.read();
+        self.resolve_parent_of(ino, caller)?;
+        let tree = self.tree.read();
+        if tree.attr(ino).is_none() {
+            return Err(VaultError::NotFound);
+        }
+        Ok(match tree.object(ino) {
+            Ok(object) => vec![
+                ("user.smpfs.file_id", hex::encode(object.file_id())),
+                ("user.smpfs.recipients", object.recipients().to_string()),
+                (
+                    "user.smpfs.chunk_size",
+                    object.layout().chunk_size().to_string(),
+                ),
+                ("user.smpfs.sealed", "smpfs v1".to_owned()),
+            ],
+            Err(_) => Vec::new(),
+        })
+    }
+
+    /// What `df` shows: bytes and count of the visible files. A file whose header was
+    /// checked counts its plaintext size; one not checked yet, its object's size (a bound
+    /// from above).
+    pub fn usage(&self) -> (u64, u64) {
+        self.tree.read().usage()
+    }
+
     /// The parent of directory `ino` (the root is its own parent).
     pub fn parent(&self, ino: Ino) -> Result<Ino, VaultError> {
         self.tree.read().parent(ino).ok_or(VaultError::NotFound)

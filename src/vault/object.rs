@@ -18,6 +18,7 @@ pub struct SealedObject {
     key: String,
     file_id: [u8; 16],
     opened: OpenedFile,
+    recipients: usize,
     backend: Arc<dyn Backend>,
 }
 
@@ -61,6 +62,7 @@ impl SealedObject {
             id,
             key: key.to_owned(),
             file_id: header.file_id(),
+            recipients: header.recipient_count(),
             opened,
             backend,
         };
@@ -137,6 +139,11 @@ impl SealedObject {
     /// The random file id from the header.
     pub fn file_id(&self) -> [u8; 16] {
         self.file_id
+    }
+
+    /// How many recipients the file is sealed to.
+    pub fn recipients(&self) -> usize {
+        self.recipients
     }
 }
 

@@ -410,6 +410,27 @@ impl Tree {
         dirs
     }
 
+    /// Bytes and count of the visible files: plaintext sizes where headers were checked,
+    /// listed object sizes elsewhere.
+    pub fn usage(&self) -> (u64, u64) {
+        self.dirs(0)
+            .into_iter()
+            .flat_map(|dir| {
+                self.children(dir)
+                    .map(|c| c.values().copied().collect::<Vec<_>>())
+                    .unwrap_or_default()
+            })
+            .filter_map(|ino| match &self.node(ino)?.kind {
+                NodeKind::File {
+                    object: Some(object),
+                    ..
+                } => Some(object.layout().plaintext_len),
+                NodeKind::File { size, .. } => Some(*size),
+                _ => None,
+            })
+            .fold((0, 0), |(bytes, files), size| (bytes + size, files + 1))
+    }
+
     /// Every visible file whose header was checked, with its opened object.
     pub fn opened_files(&self) -> Vec<(Ino, Arc<SealedObject>)> {
         self.dirs(0)
