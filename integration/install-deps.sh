@@ -30,6 +30,12 @@ if ! python3 -c 'import numpy, nibabel' >/dev/null 2>&1; then
   python3 -m pip install -q --disable-pip-version-check --root-user-action=ignore numpy nibabel
 fi
 
+# The mmap tests map files on a mount with pyarrow (Arrow IPC) and safetensors.
+if ! python3 -c 'import pyarrow, safetensors.numpy' >/dev/null 2>&1; then
+  echo "==> pip install pyarrow safetensors"
+  python3 -m pip install -q --disable-pip-version-check --root-user-action=ignore pyarrow safetensors
+fi
+
 # The S3 tests start a moto server on loopback (5.2.5+: earlier ones answer
 # CompleteMultipartUpload with the wrong XML root).
 if ! python3 - <<'PY' >/dev/null 2>&1

@@ -122,6 +122,46 @@ fn numpy_maps_files_shared_and_lock_drops_the_mapped_pages() {
     assert!(mount.unmount().success());
 }
 
+/// The everyday memory-mapping readers of a machine-learning workstation read files on a
+/// mount: an Arrow IPC file through `pyarrow.memory_map`, safetensors through its mapped
+/// `safe_open`, and a NIfTI volume through nibabel's default (mapped) loading.
+#[test]
+fn arrow_safetensors_and_nibabel_read_mapped_files() {
+    let ws = Workspace::new();
+    let make = r#"
+import sys, numpy as np, pyarrow as pa, nibabel as nib
+from safetensors.numpy import save_file
+out = sys.argv[1]
+table = pa.table({"slice": np.arange(100_000, dtype=np.int64), "hu": np.linspace(-1000, 3000, 100_000)})
+with pa.OSFile(out + "/table.arrow", "wb") as sink:
+    with pa.ipc.new_file(sink, table.schema) as writer:
+        writer.write_table(table)
+save_file({"weights": np.arange(300_000, dtype=np.float32).reshape(600, 500)}, out + "/model.safetensors")
+volume = np.arange(64 * 64 * 16, dtype=np.int16).reshape(64, 64, 16)
+nib.save(nib.Nifti1Image(volume, np.eye(4)), out + "/ct.nii")
+"#;
+    run_ok(Command::new("python3").arg("-c").arg(make).arg(ws.plain()));
+    ws.seal_all();
+    let mount = ws.mount(&[]);
+    let read = r#"
+import sys, numpy as np, pyarrow as pa, nibabel as nib
+from safetensors import safe_open
+root = sys.argv[1]
+with pa.memory_map(root + "/table.arrow", "r") as source:
+    table = pa.ipc.open_file(source).read_all()
+assert table.num_rows == 100_000 and table["slice"][99_999].as_py() == 99_999
+with safe_open(root + "/model.safetensors", framework="np") as f:
+    w = f.get_tensor("weights")
+assert w.shape == (600, 500) and w[599, 499] == 299_999
+img = nib.load(root + "/ct.nii")
+assert (np.asanyarray(img.dataobj) == np.arange(64 * 64 * 16, dtype=np.int16).reshape(64, 64, 16)).all()
+print("ok")
+"#;
+    let out = run_ok(Command::new("python3").arg("-c").arg(read).arg(ws.mnt()));
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "ok");
+    drop(mount);
+}
+
 /// `read(2)` stays on the direct path: reading a whole file leaves none of it in the
 /// kernel's page cache (fincore counts the file's cached pages).
 #[test]
