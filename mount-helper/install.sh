@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs smpfs as a mount type: /usr/local/bin/smpfs and /sbin/mount.smpfs (a link to it;
-# the binary acts as the mount(8) helper when called by that name). Installs fuse3 if it is
-# missing. Idempotent: run it again after an update. Run as root from the repository.
+# the binary acts as the mount(8) helper when called by that name), with shell completions
+# and man pages under PREFIX/share. Installs fuse3 if it is missing. Idempotent: run it again after an update. Run as root from the repository.
 #   SMPFS_BIN=path/to/smpfs  install that binary instead of building a release one
 #   PREFIX=/usr/local        where bin/smpfs goes
 set -euo pipefail
@@ -24,4 +24,14 @@ fi
 install -D -m 0755 "$bin" "$prefix/bin/smpfs"
 ln -sfn "$prefix/bin/smpfs" /sbin/mount.smpfs
 echo "installed $prefix/bin/smpfs and /sbin/mount.smpfs -> $prefix/bin/smpfs"
+
+# Shell completions and man pages, from the binary itself.
+share="$prefix/share"
+install -d "$share/bash-completion/completions" "$share/zsh/site-functions" \
+  "$share/fish/vendor_completions.d" "$share/man/man1"
+"$prefix/bin/smpfs" completions bash > "$share/bash-completion/completions/smpfs"
+"$prefix/bin/smpfs" completions zsh > "$share/zsh/site-functions/_smpfs"
+"$prefix/bin/smpfs" completions fish > "$share/fish/vendor_completions.d/smpfs.fish"
+"$prefix/bin/smpfs" manpages "$share/man/man1"
+echo "installed completions (bash, zsh, fish) and man pages under $share"
 "$prefix/bin/smpfs" --version

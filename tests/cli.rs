@@ -314,3 +314,31 @@ fn the_version_names_the_commit() {
         "{text}"
     );
 }
+
+/// Completions and man pages come from the binary (mount-helper/install.sh installs them).
+#[test]
+fn completions_and_man_pages_cover_every_command() {
+    for shell in ["bash", "zsh", "fish"] {
+        let out = run_ok(smpfs().args(["completions", shell]));
+        let script = String::from_utf8(out.stdout).unwrap();
+        assert!(
+            script.contains("smpfs") && script.contains("mount"),
+            "{shell}"
+        );
+    }
+    let ws = Workspace::new();
+    let dir = ws.dir.path().join("man1");
+    run_ok(smpfs().arg("manpages").arg(&dir));
+    for page in [
+        "smpfs.1",
+        "smpfs-mount.1",
+        "smpfs-seal.1",
+        "smpfs-audit-verify.1",
+    ] {
+        let text = std::fs::read_to_string(dir.join(page)).unwrap();
+        assert!(
+            text.starts_with(".ie") || text.contains(".TH"),
+            "{page}: {text:.80}"
+        );
+    }
+}

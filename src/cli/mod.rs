@@ -107,6 +107,16 @@ enum Command {
         #[command(subcommand)]
         command: gdrive::GdriveCommand,
     },
+    /// Print the shell completion script for SHELL (bash, zsh, fish, elvish, powershell).
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+    /// Write man pages (smpfs.1 and one per command) into DIR.
+    Manpages {
+        /// Where to write them (created if missing).
+        dir: PathBuf,
+    },
 }
 
 /// One sealed file of a bucket, for `cat` and `inspect`.
@@ -207,6 +217,12 @@ pub fn main() -> ExitCode {
         Command::Lock { mountpoint } => control(&mountpoint, smpfs::control::Command::Lock),
         Command::Unlock { mountpoint } => control(&mountpoint, smpfs::control::Command::Unlock),
         Command::Shred { paths, passes } => shred(&paths, passes),
+        Command::Completions { shell } => {
+            let mut command = <Cli as clap::CommandFactory>::command();
+            clap_complete::generate(shell, &mut command, "smpfs", &mut std::io::stdout());
+            Ok(())
+        }
+        Command::Manpages { dir } => manpages(&dir),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -508,6 +524,15 @@ fn seal(args: SealArgs) -> Result<()> {
     if !failures.is_empty() {
         bail!("{} files were not sealed", failures.len());
     }
+    Ok(())
+}
+
+/// Writes `smpfs.1` and a page per command (`smpfs-mount.1`, …) into `dir`.
+fn manpages(dir: &std::path::Path) -> Result<()> {
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let command = <Cli as clap::CommandFactory>::command();
+    clap_mangen::generate_to(command, dir)
+        .with_context(|| format!("writing man pages into {}", dir.display()))?;
     Ok(())
 }
 
