@@ -34,4 +34,14 @@ install -d "$share/bash-completion/completions" "$share/zsh/site-functions" \
 "$prefix/bin/smpfs" completions fish > "$share/fish/vendor_completions.d/smpfs.fish"
 "$prefix/bin/smpfs" manpages "$share/man/man1"
 echo "installed completions (bash, zsh, fish) and man pages under $share"
+
+# systemd units: smpfs@NAME mounts what /etc/smpfs/NAME.env (or, for the user unit,
+# ~/.config/smpfs/NAME.env) names.
+units="$repo/mount-helper/systemd"
+install -d /etc/systemd/system /etc/systemd/user /etc/smpfs
+sed "s|/usr/local/bin/smpfs|$prefix/bin/smpfs|" "$units/smpfs@.service" > /etc/systemd/system/smpfs@.service
+sed "s|/usr/local/bin/smpfs|$prefix/bin/smpfs|" "$units/user/smpfs@.service" > /etc/systemd/user/smpfs@.service
+install -m 0644 "$units/smpfs.env.example" /etc/smpfs/smpfs.env.example
+if [ -d /run/systemd/system ]; then systemctl daemon-reload; fi
+echo "installed systemd units smpfs@.service (system and user); see /etc/smpfs/smpfs.env.example"
 "$prefix/bin/smpfs" --version

@@ -342,3 +342,36 @@ fn completions_and_man_pages_cover_every_command() {
         );
     }
 }
+
+/// The shipped systemd units (system and user) pass `systemd-analyze verify`, pointed at
+/// the binary under test.
+#[test]
+fn the_shipped_systemd_units_verify() {
+    let ws = Workspace::new();
+    let units = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("mount-helper/systemd");
+    let runtime = ws.dir.path().join("runtime");
+    std::fs::create_dir(&runtime).unwrap();
+    for (unit, mode) in [
+        ("smpfs@.service", "--system"),
+        ("user/smpfs@.service", "--user"),
+    ] {
+        let text = std::fs::read_to_string(units.join(unit))
+            .unwrap()
+            .replace("/usr/local/bin/smpfs", env!("CARGO_BIN_EXE_smpfs"));
+        let dir = ws.dir.path().join(mode.trim_start_matches('-'));
+        std::fs::create_dir(&dir).unwrap();
+        let instance = dir.join("smpfs@research.service");
+        std::fs::write(&instance, text).unwrap();
+        let out = std::process::Command::new("systemd-analyze")
+            .args(["verify", "--man=no", mode])
+            .arg(&instance)
+            .env("XDG_RUNTIME_DIR", &runtime)
+            .output()
+            .expect("systemd-analyze (Debian's systemd package)");
+        assert!(
+            out.status.success() && out.stderr.is_empty(),
+            "{unit}: {}",
+            stderr(&out)
+        );
+    }
+}
