@@ -154,7 +154,8 @@ class Mount:
 
     def start(self):
         self.generation += 1
-        logfile = open(os.path.join(self.work, f"mount-{self.generation}.log"), "w")
+        self.logfile = os.path.join(self.work, f"mount-{self.generation}.log")
+        logfile = open(self.logfile, "w")
         self.proc = subprocess.Popen(
             [self.args.smpfs, "mount", f"s3://{BUCKET}/tree", self.mnt, "-i",
              os.path.join(self.work, "identity"), "-f", "-o",
@@ -307,11 +308,18 @@ class Readers:
 
 # -- faults --------------------------------------------------------------------------------
 
+FAULT_KINDS = ("reset", "reset-after", "stall", "trickle", "slowdown", "5xx", "truncate")
+upcoming = []
+
+
 def random_fault(rng):
-    """A (name, fault list) for GETs of objects."""
+    """A (name, fault list) for GETs of objects: every kind once, in a random order, then
+    again, each at a random rate."""
+    if not upcoming:
+        upcoming.extend(rng.sample(FAULT_KINDS, len(FAULT_KINDS)))
+    kind = upcoming.pop()
     m = f"GET /{BUCKET}/"
     rate = rng.choice((0.05, 0.2, 0.5, 1.0))
-    kind = rng.choice(("reset", "reset-after", "stall", "trickle", "slowdown", "5xx", "truncate"))
     if kind == "stall":
         rate = min(rate, 0.2)
     fault = {
@@ -339,6 +347,7 @@ def main():
     parser.add_argument("--seed", type=int, default=int(time.time()))
     parser.add_argument("--keep", action="store_true", help="keep the work directory")
     args = parser.parse_args()
+    args.keep = args.keep or bool(os.environ.get("SOAK_KEEP"))
     rng = random.Random(args.seed)
     work = tempfile.mkdtemp(prefix="smpfs-soak.")
     plain = os.path.join(work, "plain")
@@ -407,6 +416,7 @@ def main():
         watcher.start()
         readers.start()
         actions = {}
+        problems = []
         deadline = started + args.minutes * 60
         log(f"{args.readers} readers; soaking for {args.minutes} min")
         while time.monotonic() < deadline and not hangs:
@@ -451,11 +461,16 @@ def main():
                 phase("purged")
                 old = mount.proc.pid
                 result = mount.smpfs("purge")
-                if result.returncode != 0:
-                    raise SystemExit(f"purge failed: {result.stderr}")
                 status = mount.wait_exit()
                 mount.exits.append(status)
                 actions["purge + remount"] = actions.get("purge + remount", 0) + 1
+                if result.returncode != 0:
+                    with open(mount.logfile) as f:
+                        purged = "purge requested" in f.read()
+                    problems.append(
+                        f"`smpfs purge` exited {result.returncode} ({result.stderr.strip()}); "
+                        f"the daemon {'had purged and ' if purged else ''}exited with {status}")
+                    log(f"PROBLEM: {problems[-1]}")
                 if status != 0:
                     raise SystemExit(f"daemon {old} exited with {status} after purge")
                 mount.start()
@@ -492,9 +507,12 @@ def main():
             end_fds = fds(pid)
         proxy_stats = proxy.call("stats")
 
-        mount.smpfs("purge")
+        result = mount.smpfs("purge")
         final = mount.wait_exit()
         mount.exits.append(final)
+        if result.returncode != 0:
+            problems.append(f"the last `smpfs purge` exited {result.returncode} "
+                            f"({result.stderr.strip()}); the daemon exited with {final}")
         verify = subprocess.run([args.smpfs, "audit", "verify", mount.log, "--identity",
                                  os.path.join(work, "identity")], capture_output=True, text=True)
         with open(mount.log) as f:
@@ -521,6 +539,7 @@ def main():
             failures.append(f"descriptors leaked: {baseline['fds'][1]} at start, {end_fds[1]} at the end")
         if any(status != 0 for status in mount.exits):
             failures.append(f"daemon exit statuses {mount.exits}")
+        failures.extend(problems)
         if verify.returncode != 0:
             failures.append(f"audit verify failed: {verify.stderr.strip()[-300:]}")
         reads_ok = c.get("whole files ok", 0) + c.get("ranges ok", 0)
@@ -538,7 +557,7 @@ def main():
         print(f"longest call      {stats.max_call:.1f} s (hang threshold {HANG_S} s); hangs: {len(hangs)}")
         print(f"actions           " + ", ".join(f"{k}: {v}" for k, v in sorted(actions.items())))
         print(f"faults served     {json.dumps(proxy_stats['faults'])} over {proxy_stats['requests']} "
-              f"requests (since the last purge)")
+              f"requests")
         if rss:
             print(f"daemon RSS        min {min(rss) >> 20} MiB, max {max(rss) >> 20} MiB "
                   f"(first half max {max(rss[:half] or rss) >> 20}, second half max {max(rss[half:]) >> 20})")
@@ -552,7 +571,14 @@ def main():
         print(f"result            {'PASS' if not failures else 'FAIL'}")
         for failure in failures:
             print(f"  FAIL: {failure}")
+        if failures:
+            args.keep = True
+            print(f"kept for inspection: {work}")
         return 1 if failures else 0
+    except SystemExit:
+        args.keep = True
+        print(f"kept for inspection: {work}", flush=True)
+        raise
     finally:
         if mount is not None and is_mounted(mount.mnt):
             subprocess.run(["umount", "-l", mount.mnt])

@@ -9,6 +9,7 @@
 #   bash integration/soak.sh [MINUTES]          as root, from anywhere
 #   SMPFS_BIN=path/to/smpfs  use that binary instead of a fresh debug build
 #   SOAK_READERS=N SOAK_SEED=S  fewer/more readers, a fixed schedule of faults and actions
+#   SOAK_KEEP=1  keep the work directory (it is kept anyway when the soak fails)
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 repo=$(dirname "$here")
