@@ -164,6 +164,14 @@ pub fn protect() -> Result<(), HeapError> {
     Ok(())
 }
 
+/// How many bytes this process may lock: `None` when it is not limited (CAP_IPC_LOCK, or
+/// an infinite RLIMIT_MEMLOCK).
+pub fn lockable_bytes() -> Option<u64> {
+    let (limit, _) =
+        nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_MEMLOCK).ok()?;
+    (limit != libc::RLIM_INFINITY && !has_ipc_lock()).then_some(limit)
+}
+
 /// Whether this process holds CAP_IPC_LOCK (which lifts RLIMIT_MEMLOCK).
 fn has_ipc_lock() -> bool {
     std::fs::read_to_string("/proc/self/status")

@@ -13,6 +13,9 @@ pub const DEFAULT_ANCHOR_RETENTION: std::time::Duration =
     std::time::Duration::from_secs(6 * 365 * 24 * 3600);
 use crate::gpu::SinkKind;
 
+/// The smallest `cache_size=` accepted (room for a whole read-ahead run and more).
+pub const MIN_CACHE_SIZE: u64 = 16 << 20;
+
 /// Errors in mount options or sizes.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum OptionError {
@@ -176,7 +179,7 @@ impl MountOptions {
                 }
                 ("cache_size", Some(v)) => {
                     options.cache_size = parse_size(v).map_err(|e| bad(&e))?;
-                    if options.cache_size < 16 << 20 {
+                    if options.cache_size < MIN_CACHE_SIZE {
                         return Err(bad(&"must be at least 16M"));
                     }
                 }

@@ -375,3 +375,48 @@ fn the_shipped_systemd_units_verify() {
         );
     }
 }
+
+/// A user without CAP_IPC_LOCK under the default 8 MiB memlock limit is told the fix that
+/// works (the capability, or limits.d), never a cache size that would then be refused.
+#[test]
+fn an_ordinary_user_under_the_default_memlock_limit_is_told_the_exact_fix() {
+    let ws = Workspace::new();
+    ws.write_plain("a.bin", b"a");
+    ws.seal_all();
+    run_ok(
+        std::process::Command::new("chown")
+            .args(["-R", "65534:65534"])
+            .arg(ws.dir.path()),
+    );
+    for options in ["audit=off", "audit=off,cache_size=16M"] {
+        let out = std::process::Command::new("prlimit")
+            .arg("--memlock=8388608:8388608")
+            .args([
+                "setpriv",
+                "--reuid=65534",
+                "--regid=65534",
+                "--clear-groups",
+            ])
+            .arg("--inh-caps=-all")
+            .arg("env")
+            .arg(format!("HOME={}", ws.dir.path().display()))
+            .arg(env!("CARGO_BIN_EXE_smpfs"))
+            .arg("mount")
+            .arg(ws.bucket())
+            .arg(ws.mnt())
+            .arg("-i")
+            .arg(&ws.identity)
+            .args(["-f", "-o", options])
+            .output()
+            .unwrap();
+        assert!(!out.status.success());
+        let message = stderr(&out);
+        assert!(
+            message.contains("may lock only 8192 KiB")
+                && message.contains("setcap cap_ipc_lock=ep")
+                && message.contains("/etc/security/limits.d/smpfs.conf"),
+            "{message}"
+        );
+        assert!(!message.contains("-o cache_size="), "{message}");
+    }
+}

@@ -27,8 +27,8 @@ pub use region::{LockedBuf, LockedRegion};
 #[derive(Debug, thiserror::Error)]
 pub enum CacheError {
     #[error(
-        "cannot lock {bytes} bytes of memory: {source}. Raise RLIMIT_MEMLOCK (`ulimit -l`, \
-         systemd `LimitMEMLOCK=`), run with CAP_IPC_LOCK, or lower `-o cache_size=`"
+        "cannot lock {bytes} bytes of memory: {source}. Raise RLIMIT_MEMLOCK (systemd \
+         `LimitMEMLOCK=`, /etc/security/limits.d) or run with CAP_IPC_LOCK"
     )]
     MlockFailed {
         bytes: usize,

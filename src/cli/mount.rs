@@ -99,6 +99,60 @@ fn init_file_logging(path: &Path) -> Result<()> {
     Ok(())
 }
 
+/// Refuses, with the one fix that works here, a mount whose cache (`cache` bytes) and reply
+/// buffers (`replies` bytes) this process may not lock. Suggests a smaller `cache_size=`
+/// only when one that the options accept fits.
+fn check_memlock(cache: usize, replies: usize) -> Result<()> {
+    const MIB: u64 = 1 << 20;
+    let Some(limit) = smpfs::heap::lockable_bytes() else {
+        return Ok(());
+    };
+    let needed = (cache + replies) as u64;
+    if needed <= limit {
+        return Ok(());
+    }
+    let needed_mib = needed.div_ceil(MIB);
+    let fix = if std::env::var_os("INVOCATION_ID").is_some() {
+        format!(
+            "add `LimitMEMLOCK={}M` to the [Service] section of this systemd unit (a user \
+             unit cannot raise it: use the system unit, or the capability below)",
+            needed_mib + 8
+        )
+    } else {
+        let exe = std::env::current_exe().map_or_else(
+            |_| "/usr/local/bin/smpfs".to_owned(),
+            |p| p.display().to_string(),
+        );
+        let user = nix::unistd::User::from_uid(nix::unistd::getuid())
+            .ok()
+            .flatten()
+            .map_or_else(|| "USER".to_owned(), |u| u.name);
+        format!(
+            "run `sudo setcap cap_ipc_lock=ep {exe}` once (it lets this binary lock memory), \
+             or add the line `{user} - memlock {}` to /etc/security/limits.d/smpfs.conf and \
+             log in again",
+            (needed_mib + 8) * 1024
+        )
+    };
+    let smallest = smpfs::options::MIN_CACHE_SIZE + replies as u64;
+    let smaller = if smallest <= limit {
+        format!(
+            "; or mount with `-o cache_size={}M`",
+            (limit - replies as u64) / MIB
+        )
+    } else {
+        String::new()
+    };
+    bail!(
+        "this mount needs {needed_mib} MiB of locked memory ({} MiB of cache, {} MiB of reply \
+         buffers), but this process may lock only {} KiB (RLIMIT_MEMLOCK, no CAP_IPC_LOCK). \
+         Fix: {fix}{smaller}",
+        cache as u64 / MIB,
+        replies as u64 / MIB,
+        limit / 1024
+    )
+}
+
 /// mount(8)'s exit status for a failed mount.
 pub const MOUNT_FAILURE: u8 = 32;
 
@@ -303,6 +357,7 @@ fn serve_audited(
         // Volumes parse decrypted DICOM files on the heap: wipe it on free, lock it in RAM.
         smpfs::heap::protect().context("protecting memory for volumes")?;
     }
+    check_memlock(config.cache_size, request_threads * MAX_READ)?;
     let recipient = identity.recipient();
     let vault = Arc::new(Vault::new(backend, identity, config, audit)?);
     let mut warnings = Vec::new();
