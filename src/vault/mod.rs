@@ -366,9 +366,19 @@ impl Vault {
     }
 
     /// Attributes of `ino`; a file not checked since an unlock has its directory resolved
-    /// again first (on behalf of `caller`).
+    /// again first (on behalf of `caller`). While locked, a file answers with what its last
+    /// check found.
     pub fn getattr(&self, ino: Ino, caller: Caller) -> Result<Attr, VaultError> {
         let _gate = self.purge_gate.read();
+        if self.is_locked() {
+            // Lock drops the kernel's cached attributes with the page cache: answer from
+            // the last check, so that an open reaches `open` and is refused (and audited).
+            let tree = self.tree.read();
+            return match tree.attr(ino) {
+                Some(attr) => Ok(attr),
+                None => tree.last_checked_attr(ino).ok_or(VaultError::Purged),
+            };
+        }
         self.resolve_parent_of(ino, caller)?;
         self.tree.read().attr(ino).ok_or(VaultError::NotFound)
     }

@@ -58,11 +58,13 @@ enum NodeKind {
         children: BTreeMap<String, Ino>,
         resolved: bool,
     },
-    /// A sealed object; `object` is set once its header was opened.
+    /// A sealed object; `object` is set once its header was opened. `checked_size` is its
+    /// authenticated plaintext size from the last time it was opened, kept over a purge.
     File {
         key: String,
         size: u64,
         object: Option<Arc<SealedObject>>,
+        checked_size: Option<u64>,
     },
     /// A file made by the vault (a `.volumes` entry), not stored in the bucket.
     Virtual(Arc<Virtual>),
@@ -143,6 +145,7 @@ impl Tree {
                 key: object.key.clone(),
                 size: object.size,
                 object: None,
+                checked_size: None,
             },
         );
         Ok(())
@@ -270,6 +273,7 @@ impl Tree {
                     key,
                     size,
                     object: None,
+                    ..
                 } => Some((child, key.clone(), *size)),
                 _ => None,
             })
@@ -291,11 +295,33 @@ impl Tree {
     /// Records the opened object of file `ino`.
     pub fn set_object(&mut self, ino: Ino, opened: Arc<SealedObject>) {
         if let Some(Node {
-            kind: NodeKind::File { object, .. },
+            kind:
+                NodeKind::File {
+                    object,
+                    checked_size,
+                    ..
+                },
             ..
         }) = self.node_mut(ino)
         {
+            *checked_size = Some(opened.layout().plaintext_len);
             object.get_or_insert(opened);
+        }
+    }
+
+    /// The attributes file `ino` had when it was last opened, while its object is dropped
+    /// (the mount is locked): the kernel may ask for them again, and they hold no key.
+    pub fn last_checked_attr(&self, ino: Ino) -> Option<Attr> {
+        match &self.node(ino)?.kind {
+            NodeKind::File {
+                checked_size: Some(size),
+                ..
+            } => Some(Attr {
+                ino,
+                is_dir: false,
+                size: *size,
+            }),
+            _ => None,
         }
     }
 
