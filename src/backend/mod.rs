@@ -45,6 +45,20 @@ pub enum BackendError {
     },
 }
 
+impl BackendError {
+    /// Whether asking again later may succeed: the store did not answer, or failed on its
+    /// side, as opposed to saying something about the object itself.
+    pub fn is_transient(&self) -> bool {
+        matches!(
+            self,
+            BackendError::Timeout { .. }
+                | BackendError::Unavailable { .. }
+                | BackendError::Remote { .. }
+                | BackendError::Io { .. }
+        )
+    }
+}
+
 /// One object as listed: its key relative to the backend's root and its size in bytes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ObjectInfo {

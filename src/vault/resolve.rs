@@ -105,7 +105,9 @@ impl Vault {
 
     /// Resolves directory `ino`'s files if not done yet (see the module docs). Stops
     /// early with [`VaultError::Interrupted`] once `caller` has a signal pending (the
-    /// files checked so far stay checked); hidden files are counted in one warning.
+    /// files checked so far stay checked); hidden files are counted in one warning. A file
+    /// the store did not answer for is neither shown nor hidden: the call fails with that
+    /// error (EIO) and the next access checks it again.
     pub(super) fn resolve_dir(&self, ino: Ino, caller: Caller) -> Result<(), VaultError> {
         if Some(ino) == self.volumes_dir {
             return self.resolve_volumes(ino, caller);
@@ -144,9 +146,14 @@ impl Vault {
         });
         let mut tree = self.tree.write();
         let mut hidden = tree::Skipped::default();
+        let mut unreachable = None;
         for (file_ino, result) in results.into_inner() {
             match result {
                 Ok(object) => tree.set_object(file_ino, Arc::new(object)),
+                // The store did not answer: the file stays unchecked, for the next access.
+                Err(VaultError::Backend(e)) if e.is_transient() => {
+                    unreachable.get_or_insert(e);
+                }
                 Err(e) => {
                     hidden.note(e.kind(), &e);
                     tree.hide(file_ino);
@@ -158,6 +165,9 @@ impl Vault {
             dir => format!("{dir:?}"),
         };
         hidden.warn(&place);
+        if let Some(e) = unreachable {
+            return Err(VaultError::Backend(e));
+        }
         if interrupted.into_inner() {
             return Err(VaultError::Interrupted);
         }
