@@ -127,10 +127,17 @@ fn remove_stale_sockets(dir: &Path) {
 }
 
 /// Serves commands forever: `handle` runs each one and returns the reply or an error text.
-pub fn serve(listener: UnixListener, mut handle: impl FnMut(Command) -> Result<String, String>) {
+/// `busy` is held from a command's start until its reply is written, so a daemon that a
+/// command ends (`purge` detaches the mount) can wait for the reply before it exits.
+pub fn serve(
+    listener: UnixListener,
+    busy: &std::sync::Mutex<()>,
+    mut handle: impl FnMut(Command) -> Result<String, String>,
+) {
     let owner = nix::unistd::geteuid().as_raw();
     for stream in listener.incoming() {
         let Ok(mut stream) = stream else { continue };
+        let _busy = busy.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let allowed =
             getsockopt(&stream, PeerCredentials).is_ok_and(|c| c.uid() == 0 || c.uid() == owner);
         let mut line = String::new();
@@ -202,7 +209,7 @@ mod tests {
         let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o600);
         std::thread::spawn(move || {
-            serve(listener, |c| match c {
+            serve(listener, &std::sync::Mutex::new(()), |c| match c {
                 Command::Lock => Ok("locked".into()),
                 _ => Err("not now".into()),
             })

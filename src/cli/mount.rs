@@ -442,7 +442,9 @@ fn serve_audited(
             })?;
     }
     let (control, control_path) = smpfs::control::bind(mountpoint)?;
+    let control_busy = Arc::new(std::sync::Mutex::new(()));
     {
+        let busy = Arc::clone(&control_busy);
         let vault = Arc::clone(&vault);
         let notifier = session.notifier();
         let mountpoint = mountpoint.to_owned();
@@ -451,7 +453,7 @@ fn serve_audited(
         std::thread::Builder::new()
             .name("smpfs-control".into())
             .spawn(move || {
-                smpfs::control::serve(control, |command| {
+                smpfs::control::serve(control, &busy, |command| {
                     control_command(
                         command,
                         &vault,
@@ -469,6 +471,8 @@ fn serve_audited(
     // destroy() purged and sealed already after an orderly unmount; this is for a kernel
     // connection lost without it (a second call only zeroizes the cache again).
     vault.unmount();
+    // A `purge` ends the session from the control thread: let it send its reply first.
+    drop(control_busy.lock());
     let _ = std::fs::remove_file(&control_path);
     served?;
     tracing::info!("exited cleanly");
