@@ -285,7 +285,7 @@ fn background_mount_returns_once_live_and_reports_failures() {
         .unwrap();
     assert!(!out.status.success(), "locking the cache must fail");
     assert!(
-        String::from_utf8_lossy(&out.stderr).contains("cannot lock"),
+        String::from_utf8_lossy(&out.stderr).contains("may lock only 1024 KiB"),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );

@@ -34,8 +34,10 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     let output: &[u8] = &done.data;
-    let again = smpfs::heap::with_allocation_limit(parse_limit(output.len()), || read_file(output))
-        .unwrap_or_else(|e| panic!("de-identified output does not parse: {e}"));
+    let again = smpfs::heap::with_allocation_limit(parse_limit(output.len()), || {
+        read_file(output, output.len() as u64)
+    })
+    .unwrap_or_else(|e| panic!("de-identified output does not parse: {e}"));
     if let Some(id) = again.get(tags::PATIENT_ID).and_then(|e| e.to_str().ok()) {
         let id = id.trim_matches(['\0', ' ']);
         assert!(

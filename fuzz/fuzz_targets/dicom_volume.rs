@@ -19,9 +19,9 @@ const MAX_VOLUME: u64 = 64 << 20;
 fn parse(bytes: &[u8], header_only: bool) -> Option<DicomFile> {
     with_allocation_limit(parse_limit(bytes.len()), || {
         if header_only {
-            read_header(bytes)
+            read_header(bytes, bytes.len() as u64)
         } else {
-            read_file(bytes)
+            read_file(bytes, bytes.len() as u64)
         }
     })
     .ok()

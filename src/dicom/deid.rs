@@ -104,8 +104,10 @@ impl<'k> Deidentifier<'k> {
         input: impl Read,
         size_hint: usize,
     ) -> Result<Deidentified, DeidError> {
-        let file = crate::heap::with_allocation_limit(parse_limit(size_hint), || read_file(input))
-            .map_err(|ParseError::NotDicom(why)| DeidError::NotDicom(why))?;
+        let file = crate::heap::with_allocation_limit(parse_limit(size_hint), || {
+            read_file(input, size_hint as u64)
+        })
+        .map_err(|ParseError::NotDicom(why)| DeidError::NotDicom(why))?;
         if file
             .get(tags::BURNED_IN_ANNOTATION)
             .and_then(|e| e.to_str().ok())
@@ -538,7 +540,10 @@ mod tests {
         let done = Deidentifier::new(profile, &keys)
             .deidentify(input, input.len())
             .unwrap();
-        (read_file(&done.data[..]).unwrap(), done.changes)
+        (
+            read_file(&done.data[..], done.data.len() as u64).unwrap(),
+            done.changes,
+        )
     }
 
     #[test]

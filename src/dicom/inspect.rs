@@ -91,7 +91,8 @@ impl Read for SealedReader<'_> {
 pub fn inspect(object: &SealedObject) -> Result<(), InspectError> {
     let reader = SealedReader::new(object)?;
     let limit = parse_limit(usize::try_from(object.layout().plaintext_len).unwrap_or(usize::MAX));
-    let file = crate::heap::with_allocation_limit(limit, || read_header(reader))?;
+    let len = object.layout().plaintext_len;
+    let file = crate::heap::with_allocation_limit(limit, || read_header(reader, len))?;
     DumpOptions::new()
         .color_mode(ColorMode::Never)
         .width(DUMP_WIDTH)

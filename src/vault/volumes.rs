@@ -179,10 +179,11 @@ fn read_sealed(
     };
     let limit = parse_limit(usize::try_from(object.layout().plaintext_len).unwrap_or(usize::MAX));
     crate::heap::with_allocation_limit(limit, || {
+        let len = object.layout().plaintext_len;
         if header_only {
-            read_header(reader)
+            read_header(reader, len)
         } else {
-            read_file(reader)
+            read_file(reader, len)
         }
     })
     .map_err(|e| assembly(object.key(), e))
