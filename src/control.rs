@@ -137,7 +137,9 @@ pub fn serve(
     let owner = nix::unistd::geteuid().as_raw();
     for stream in listener.incoming() {
         let Ok(mut stream) = stream else { continue };
-        let _busy = busy.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let _busy = busy
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let allowed =
             getsockopt(&stream, PeerCredentials).is_ok_and(|c| c.uid() == 0 || c.uid() == owner);
         let mut line = String::new();
