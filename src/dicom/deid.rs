@@ -88,6 +88,9 @@ pub struct Deidentifier<'k> {
 }
 
 /// Code Value, Coding Scheme Designator and Code Meaning of the Basic Profile (CID 7050).
+/// The Implementation Version Name written in place of one that is not a valid SH.
+const IMPLEMENTATION_VERSION_NAME: &str = "SMPFS";
+
 const BASIC_PROFILE_CODE: (&str, &str, &str) =
     ("113100", "DCM", "Basic Application Confidentiality Profile");
 
@@ -190,6 +193,23 @@ impl<'k> Deidentifier<'k> {
                 tags::PRIVATE_INFORMATION,
                 "Private Information",
                 ChangeKind::Removed,
+            );
+        }
+        // A name that is not a valid SH (16 printable ASCII characters) would be written
+        // with a wrong group length, and the output could not be read back: the file is
+        // written by smpfs now, so it names smpfs.
+        let valid =
+            |name: &str| name.len() <= 16 && name.bytes().all(|b| (0x20..0x7F).contains(&b));
+        if !meta
+            .implementation_version_name
+            .as_deref()
+            .is_none_or(valid)
+        {
+            meta.implementation_version_name = Some(IMPLEMENTATION_VERSION_NAME.to_owned());
+            note(
+                tags::IMPLEMENTATION_VERSION_NAME,
+                "Implementation Version Name",
+                ChangeKind::Dummy,
             );
         }
         meta.update_information_group_length();
@@ -544,6 +564,30 @@ mod tests {
             read_file(&done.data[..], done.data.len() as u64).unwrap(),
             done.changes,
         )
+    }
+
+    #[test]
+    fn an_implementation_version_name_that_is_not_a_valid_sh_is_replaced() {
+        let keys = PseudonymKeys::from_secret(&[1; 32]);
+        let deid = Deidentifier::new(Profile::Basic, &keys);
+        for (given, kept) in [
+            ("ÄRZTE-PACS 2.0", false),
+            ("A NAME LONGER THAN 16", false),
+            ("PACS_2", true),
+        ] {
+            let mut meta = FileMetaTableBuilder::new()
+                .transfer_syntax(EXPLICIT_VR_LE)
+                .media_storage_sop_class_uid("1.2.840.10008.5.1.4.1.1.2")
+                .media_storage_sop_instance_uid("1.2.3")
+                .build()
+                .unwrap();
+            meta.implementation_version_name = Some(given.to_owned());
+            let mut changes = Vec::new();
+            deid.clean_meta(&mut meta, &mut changes);
+            let name = meta.implementation_version_name.as_deref().unwrap();
+            assert_eq!(name == given, kept, "{given:?} became {name:?}");
+            assert!(name.is_ascii() && name.len() <= 16);
+        }
     }
 
     #[test]
