@@ -436,9 +436,8 @@ impl Tree {
         dirs
     }
 
-    /// Bytes and count of the visible files: plaintext sizes where headers were checked,
-    /// listed object sizes elsewhere.
-    pub fn usage(&self) -> (u64, u64) {
+    /// Every entry of every directory reachable from the root, with its kind.
+    fn reachable(&self) -> impl Iterator<Item = (Ino, &NodeKind)> + '_ {
         self.dirs(0)
             .into_iter()
             .flat_map(|dir| {
@@ -446,7 +445,14 @@ impl Tree {
                     .map(|c| c.values().copied().collect::<Vec<_>>())
                     .unwrap_or_default()
             })
-            .filter_map(|ino| match &self.node(ino)?.kind {
+            .filter_map(|ino| Some((ino, &self.node(ino)?.kind)))
+    }
+
+    /// Bytes and count of the visible files: plaintext sizes where headers were checked,
+    /// listed object sizes elsewhere.
+    pub fn usage(&self) -> (u64, u64) {
+        self.reachable()
+            .filter_map(|(_, kind)| match kind {
                 NodeKind::File {
                     object: Some(object),
                     ..
@@ -459,14 +465,8 @@ impl Tree {
 
     /// Every visible file whose header was checked, with its opened object.
     pub fn opened_files(&self) -> Vec<(Ino, Arc<SealedObject>)> {
-        self.dirs(0)
-            .into_iter()
-            .flat_map(|dir| {
-                self.children(dir)
-                    .map(|c| c.values().copied().collect::<Vec<_>>())
-                    .unwrap_or_default()
-            })
-            .filter_map(|ino| match &self.node(ino)?.kind {
+        self.reachable()
+            .filter_map(|(ino, kind)| match kind {
                 NodeKind::File {
                     object: Some(object),
                     ..
