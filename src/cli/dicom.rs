@@ -84,7 +84,7 @@ pub fn seal_deidentified(
         s.skipped_burned_in,
         s.failed,
     );
-    say!("report sealed as {report_key} (read it with `smpfs cat`)");
+    say!("report sealed as {report_key} (read it with `smpfs cat {out} {report_key} -i ID`)");
     out!("{report_key}")?;
     if s.failed > 0 {
         bail!("{} files were not sealed", s.failed);
