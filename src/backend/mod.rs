@@ -121,6 +121,10 @@ pub trait Backend: Send + Sync {
     /// its path from the top of its drive, a local directory its own name ‖ `/` ‖ key.
     fn location(&self, key: &str) -> Result<String, BackendError>;
 
+    /// Removes object `key`. Removing an object that is not there succeeds: a re-run
+    /// after an interruption must not fail on what the first run already removed.
+    fn delete(&self, key: &str) -> Result<(), BackendError>;
+
     /// How reads should be scheduled for this backend's latency.
     fn read_profile(&self) -> ReadProfile {
         ReadProfile::default()

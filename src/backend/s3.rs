@@ -503,6 +503,25 @@ impl Backend for S3Backend {
         ReadProfile::remote()
     }
 
+    fn delete(&self, key: &str) -> Result<(), BackendError> {
+        validate_key(key)?;
+        let inner = &self.inner;
+        let context = || format!("delete {}", inner.describe_key(key));
+        inner.runtime.run(context, async {
+            inner
+                .client
+                .delete_object()
+                .bucket(&inner.location.bucket)
+                .key(inner.full_key(key))
+                .send()
+                .await
+                .map(|_| ())
+                .map_err(|e| remote_error(context(), e))
+        })?;
+        self.etags.write().remove(key);
+        Ok(())
+    }
+
     fn location(&self, key: &str) -> Result<String, BackendError> {
         Ok(self.inner.full_key(key))
     }

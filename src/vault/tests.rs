@@ -350,6 +350,9 @@ impl Backend for RemoteLike {
     fn location(&self, key: &str) -> Result<String, BackendError> {
         self.inner.location(key)
     }
+    fn delete(&self, key: &str) -> Result<(), BackendError> {
+        self.inner.delete(key)
+    }
     fn describe(&self) -> String {
         "remote-like".into()
     }
@@ -941,6 +944,9 @@ impl Backend for Held {
     }
     fn location(&self, key: &str) -> Result<String, BackendError> {
         self.inner.location(key)
+    }
+    fn delete(&self, key: &str) -> Result<(), BackendError> {
+        self.inner.delete(key)
     }
     fn describe(&self) -> String {
         "held".into()

@@ -373,6 +373,28 @@ impl Drive {
         }
     }
 
+    /// Deletes file `id` for good (not to the trash); one already gone counts as deleted.
+    pub async fn delete(&self, id: &str) -> Result<(), Failure> {
+        match self
+            .hub
+            .files()
+            .delete(id)
+            .supports_all_drives(true)
+            .doit()
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(e) => {
+                let failure = classify_call(format!("deleting Drive file {id}"), e);
+                if matches!(failure.kind, Kind::NotFound) {
+                    Ok(())
+                } else {
+                    Err(failure)
+                }
+            }
+        }
+    }
+
     /// Metadata of file `id` (`fields` as in the API).
     pub async fn get(&self, id: &str, fields: &str) -> Result<File, Failure> {
         self.hub

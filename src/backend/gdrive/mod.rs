@@ -661,6 +661,23 @@ impl Backend for GDriveBackend {
         self.writer(key, overwrite, Some(len))
     }
 
+    fn delete(&self, key: &str) -> Result<(), BackendError> {
+        validate_key(key)?;
+        self.drive.block(
+            || format!("deleting {key:?} in {}", self.location),
+            async |last| {
+                for file in self.existing(last, key).await? {
+                    if let Some(id) = &file.id {
+                        self.drive.delete(id).await?;
+                    }
+                }
+                Ok(())
+            },
+        )?;
+        self.files.write().remove(key);
+        Ok(())
+    }
+
     fn read_profile(&self) -> ReadProfile {
         ReadProfile::remote()
     }
