@@ -16,6 +16,7 @@ pub mod gpu;
 pub mod harden;
 pub mod heap;
 pub mod keys;
+pub mod manifest;
 pub mod options;
 pub mod seal;
 pub mod shred;
