@@ -7,6 +7,7 @@
 
 pub mod audit;
 pub mod backend;
+pub mod bucket;
 pub mod cache;
 pub mod control;
 pub mod dicom;

@@ -204,26 +204,23 @@ fn seal_stream(
     options: &SealOptions,
     progress: &dyn Fn(u64),
 ) -> Result<Sealed, SealError> {
-    let io = |e| SealError::Io {
-        path: source.to_owned(),
-        source: e,
-    };
-    let randomness = SealRandomness::generate(options.recipients.len());
-    let (header, opened) = format::seal_header(
-        &options.recipients,
-        &backend.location(logical_path)?,
-        size,
-        options.chunk_log2,
-        &randomness,
-    )
-    .map_err(|e| SealError::Format {
-        path: source.to_owned(),
-        source: e,
-    })?;
-    let layout = opened.layout;
     if !options.overwrite {
+        let expected = format::seal_header(
+            &options.recipients,
+            &backend.location(logical_path)?,
+            size,
+            options.chunk_log2,
+            &SealRandomness::generate(options.recipients.len()),
+        )
+        .map_err(|e| SealError::Format {
+            path: source.to_owned(),
+            source: e,
+        })?
+        .1
+        .layout
+        .object_len();
         match backend.stat(logical_path)? {
-            Some(len) if len == layout.object_len() => {
+            Some(len) if len == expected => {
                 progress(size);
                 return Ok(Sealed::AlreadyThere);
             }
@@ -236,10 +233,84 @@ fn seal_stream(
             None => {}
         }
     }
-    let mut output = backend.create_sized(logical_path, options.overwrite, layout.object_len())?;
+    let object = NewObject {
+        key: logical_path,
+        source,
+        size,
+        sealed_len: size,
+        overwrite: options.overwrite,
+    };
+    write_object(backend, &object, input, options, progress)?;
+    Ok(Sealed::Written)
+}
+
+/// One object for [`write_object`] to write.
+pub struct NewObject<'a> {
+    /// Its key in the backend; the header binds the key's location.
+    pub key: &'a str,
+    /// Names the input in errors.
+    pub source: &'a Path,
+    /// Bytes the input holds.
+    pub size: u64,
+    /// Plaintext bytes sealed: `size`, or more when padded (zeros follow the input).
+    pub sealed_len: u64,
+    /// Replace an object already under `key`; otherwise one there fails the write with
+    /// [`BackendError::AlreadyExists`], atomically (the backend's create-if-absent).
+    pub overwrite: bool,
+}
+
+/// What a sealed object's manifest entry binds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Written {
+    /// The random file id in its header.
+    pub file_id: [u8; 16],
+    /// BLAKE3 of its whole header.
+    pub header_hash: [u8; 32],
+}
+
+/// Seals `object.size` bytes of `input`, then zeros up to `object.sealed_len`, into a new
+/// object, calling `progress(bytes)` as input is consumed. The plaintext passes only
+/// through a locked buffer; the object appears only once complete, and on any error
+/// nothing is left behind.
+pub fn write_object(
+    backend: &Arc<dyn Backend>,
+    object: &NewObject,
+    input: &mut dyn Read,
+    options: &SealOptions,
+    progress: &dyn Fn(u64),
+) -> Result<Written, SealError> {
+    let source = object.source;
+    let io = |e| SealError::Io {
+        path: source.to_owned(),
+        source: e,
+    };
+    let randomness = SealRandomness::generate(options.recipients.len());
+    let (header, opened) = format::seal_header(
+        &options.recipients,
+        &backend.location(object.key)?,
+        object.sealed_len,
+        options.chunk_log2,
+        &randomness,
+    )
+    .map_err(|e| SealError::Format {
+        path: source.to_owned(),
+        source: e,
+    })?;
+    let written = Written {
+        file_id: format::Header::parse(&header)
+            .map_err(|e| SealError::Format {
+                path: source.to_owned(),
+                source: e,
+            })?
+            .file_id(),
+        header_hash: *blake3::hash(&header).as_bytes(),
+    };
+    let layout = opened.layout;
+    let mut output = backend.create_sized(object.key, object.overwrite, layout.object_len())?;
+    let key = object.key;
     let write_err = |e| {
         SealError::Backend(BackendError::Io {
-            context: format!("write {logical_path:?}"),
+            context: format!("write {key:?}"),
             source: e,
         })
     };
@@ -249,21 +320,25 @@ fn seal_stream(
     let mut buf = LockedRegion::carve(&region, layout.chunk_size() + TAG_LEN, 1, 0, 0)
         .pop()
         .expect("one buffer");
+    let mut consumed = 0u64;
     for index in 0..layout.chunk_count() {
         let len = layout.chunk_plain_len(index);
+        let from_input = (object.size - consumed).min(len as u64) as usize;
         input
-            .read_exact(&mut buf[..len])
+            .read_exact(&mut buf[..from_input])
             .map_err(|e| match e.kind() {
                 std::io::ErrorKind::UnexpectedEof => SealError::ChangedWhileSealing {
                     path: source.to_owned(),
                 },
                 _ => io(e),
             })?;
+        buf[from_input..len].fill(0);
+        consumed += from_input as u64;
         opened
             .chunks
             .seal_chunk(index, layout.is_last(index), &mut buf[..len + TAG_LEN]);
         output.write_all(&buf[..len + TAG_LEN]).map_err(write_err)?;
-        progress(len as u64);
+        progress(from_input as u64);
     }
     if input.read(&mut [0u8; 1]).map_err(io)? != 0 {
         return Err(SealError::ChangedWhileSealing {
@@ -271,5 +346,5 @@ fn seal_stream(
         });
     }
     output.commit()?;
-    Ok(Sealed::Written)
+    Ok(written)
 }

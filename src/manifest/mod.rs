@@ -312,7 +312,9 @@ impl Manifest {
             .split_first()
             .ok_or(ManifestError::Malformed("no segments"))?;
         if first.kind != Kind::Snapshot {
-            return Err(ManifestError::Malformed("the chain does not start with a snapshot"));
+            return Err(ManifestError::Malformed(
+                "the chain does not start with a snapshot",
+            ));
         }
         let mut manifest = Manifest {
             generation: first.generation,
@@ -341,7 +343,9 @@ impl Manifest {
             });
         }
         if delta.kind != Kind::Delta || delta.snapshot != self.snapshot {
-            return Err(ManifestError::Malformed("delta does not build on this snapshot"));
+            return Err(ManifestError::Malformed(
+                "delta does not build on this snapshot",
+            ));
         }
         for op in &delta.ops {
             match op {
@@ -418,5 +422,6 @@ pub fn padded_len(len: u64) -> u64 {
     let exponent = 63 - u64::from(len.leading_zeros());
     let significant = 64 - u64::from(exponent.leading_zeros());
     let mask = (1u64 << (exponent - significant)) - 1;
-    len.checked_add(mask).map_or(u64::MAX & !mask, |l| l & !mask)
+    len.checked_add(mask)
+        .map_or(u64::MAX & !mask, |l| l & !mask)
 }

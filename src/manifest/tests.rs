@@ -51,7 +51,10 @@ fn segments_round_trip() {
 fn every_truncation_and_trailing_byte_is_refused() {
     let bytes = snapshot(1, &["x/1", "x/2"]).encode();
     for len in 0..bytes.len() {
-        assert!(Segment::decode(&bytes[..len]).is_err(), "accepted {len} bytes");
+        assert!(
+            Segment::decode(&bytes[..len]).is_err(),
+            "accepted {len} bytes"
+        );
     }
     let mut longer = bytes.clone();
     longer.push(0);
@@ -71,7 +74,10 @@ fn bad_segments_say_what_is_wrong() {
     };
     assert_eq!(with(0, b'X'), Err(ManifestError::BadMagic));
     assert_eq!(with(8, 2), Err(ManifestError::UnsupportedVersion(2)));
-    assert_eq!(with(9, 7), Err(ManifestError::Malformed("unknown segment kind")));
+    assert_eq!(
+        with(9, 7),
+        Err(ManifestError::Malformed("unknown segment kind"))
+    );
     // A snapshot whose snapshot field is not its own generation.
     assert_eq!(
         with(18, 1),
@@ -163,9 +169,14 @@ fn next_segment_snapshots_every_so_often() {
 
 #[test]
 fn below_selects_a_file_or_a_directory_and_nothing_beside_it() {
-    let manifest = Manifest::from_chain(&[snapshot(1, &["a", "a b", "a.txt", "a/x", "a/y/z", "ab"])])
-        .unwrap();
-    let below = |path| manifest.below(path).map(|(p, _)| p.as_str()).collect::<Vec<_>>();
+    let manifest =
+        Manifest::from_chain(&[snapshot(1, &["a", "a b", "a.txt", "a/x", "a/y/z", "ab"])]).unwrap();
+    let below = |path| {
+        manifest
+            .below(path)
+            .map(|(p, _)| p.as_str())
+            .collect::<Vec<_>>()
+    };
     assert_eq!(below("a"), ["a", "a/x", "a/y/z"]);
     assert_eq!(below("a/y"), ["a/y/z"]);
     assert_eq!(below("").len(), 6);
@@ -192,11 +203,15 @@ fn padme_rounds_up_by_at_most_twelve_percent() {
     let mut len = 1u64;
     while len < 1 << 40 {
         let padded = padded_len(len);
-        assert!(padded >= len && (padded - len) as f64 <= len as f64 * 0.125, "{len}");
+        assert!(
+            padded >= len && (padded - len) as f64 <= len as f64 * 0.125,
+            "{len}"
+        );
         assert_eq!(padded_len(padded), padded, "padding is idempotent at {len}");
         len = len * 3 + 1;
     }
     // Many lengths collapse to few padded ones.
-    let distinct: std::collections::BTreeSet<u64> = (1_000_000..1_100_000).map(padded_len).collect();
+    let distinct: std::collections::BTreeSet<u64> =
+        (1_000_000..1_100_000).map(padded_len).collect();
     assert!(distinct.len() <= 8, "{} distinct sizes", distinct.len());
 }
