@@ -46,6 +46,8 @@ pub enum Command {
     Lock,
     /// Load the identity again after a lock.
     Unlock,
+    /// Read a v2 bucket's manifest again now.
+    Refresh,
 }
 
 impl Command {
@@ -54,11 +56,12 @@ impl Command {
             Command::Purge => "purge",
             Command::Lock => "lock",
             Command::Unlock => "unlock",
+            Command::Refresh => "refresh",
         }
     }
 
     fn from_word(word: &str) -> Option<Self> {
-        [Command::Purge, Command::Lock, Command::Unlock]
+        [Command::Purge, Command::Lock, Command::Unlock, Command::Refresh]
             .into_iter()
             .find(|c| c.word() == word)
     }

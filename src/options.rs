@@ -80,6 +80,9 @@ pub struct MountOptions {
     /// Unmount (with the purge) after this long without requests and with no file open
     /// (`idle_timeout=`, seconds or e.g. `15m`).
     pub idle_timeout: Option<std::time::Duration>,
+    /// How often a v2 bucket's manifest is checked for a newer generation
+    /// (`refresh=DURATION`, default 60s; `refresh=0` never, but `smpfs refresh` still does).
+    pub refresh: Option<std::time::Duration>,
     /// Remote backend settings (S3: `endpoint=`, `region=`, `profile=`, `path_style=`;
     /// Drive: `gdrive_credentials=`, `gdrive_token=`, `gdrive_endpoint=`; both:
     /// `timeout=`); see [`parse_backend_option`].
@@ -121,6 +124,7 @@ impl Default for MountOptions {
             gid: None,
             umask: 0o022,
             idle_timeout: None,
+            refresh: Some(std::time::Duration::from_secs(60)),
             backend: BackendOptions::default(),
             gpu_sink: SinkKind::default(),
             volumes: false,
@@ -171,6 +175,8 @@ impl MountOptions {
                 ("uid", Some(v)) => options.uid = Some(v.parse().map_err(|e| bad(&e))?),
                 ("gid", Some(v)) => options.gid = Some(v.parse().map_err(|e| bad(&e))?),
                 ("idle_timeout", Some(v)) => options.idle_timeout = Some(parse_duration(item, v)?),
+                ("refresh", Some("0")) => options.refresh = None,
+                ("refresh", Some(v)) => options.refresh = Some(parse_duration(item, v)?),
                 ("umask", Some(v)) => {
                     options.umask = u16::from_str_radix(v, 8)
                         .ok()
@@ -378,6 +384,14 @@ mod tests {
         assert_eq!(idle("90"), Ok(Some(std::time::Duration::from_secs(90))));
         assert_eq!(idle("15m"), Ok(Some(std::time::Duration::from_secs(900))));
         assert!(idle("0").is_err() && idle("soon").is_err());
+        let refresh = |v: &str| MountOptions::parse(&[format!("refresh={v}")]).map(|o| o.refresh);
+        assert_eq!(refresh("1s"), Ok(Some(std::time::Duration::from_secs(1))));
+        assert_eq!(refresh("0"), Ok(None));
+        assert!(refresh("often").is_err());
+        assert_eq!(
+            MountOptions::parse(&[] as &[String]).unwrap().refresh,
+            Some(std::time::Duration::from_secs(60))
+        );
         assert!(MountOptions::parse(&["uid=me"]).is_err());
         assert_eq!(
             MountOptions::parse(&["gpu_sink=host"]).unwrap().gpu_sink,

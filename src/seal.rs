@@ -56,6 +56,8 @@ pub struct SealJob {
     pub logical_path: String,
     /// Plaintext size when planned.
     pub size: u64,
+    /// Modification time when planned: seconds since the epoch and nanoseconds.
+    pub modified: (i64, u32),
 }
 
 /// What the sealer does with each file.
@@ -113,11 +115,15 @@ pub fn plan(sources: &[PathBuf]) -> Result<Vec<SealJob>, SealError> {
                 })?
                 .to_owned();
             validate_key(&logical_path).map_err(bad_name)?;
-            let size = entry.metadata().map_err(|e| io(e.into()))?.len();
+            let metadata = entry.metadata().map_err(|e| io(e.into()))?;
             jobs.push(SealJob {
                 source: path.to_owned(),
                 logical_path,
-                size,
+                size: metadata.len(),
+                modified: (
+                    std::os::unix::fs::MetadataExt::mtime(&metadata),
+                    std::os::unix::fs::MetadataExt::mtime_nsec(&metadata) as u32,
+                ),
             });
         }
     }
@@ -266,6 +272,8 @@ pub struct Written {
     pub file_id: [u8; 16],
     /// BLAKE3 of its whole header.
     pub header_hash: [u8; 32],
+    /// Bytes of the object.
+    pub object_len: u64,
 }
 
 /// Seals `object.size` bytes of `input`, then zeros up to `object.sealed_len`, into a new
@@ -296,7 +304,8 @@ pub fn write_object(
         path: source.to_owned(),
         source: e,
     })?;
-    let written = Written {
+    let mut written = Written {
+        object_len: 0,
         file_id: format::Header::parse(&header)
             .map_err(|e| SealError::Format {
                 path: source.to_owned(),
@@ -306,6 +315,7 @@ pub fn write_object(
         header_hash: *blake3::hash(&header).as_bytes(),
     };
     let layout = opened.layout;
+    written.object_len = layout.object_len();
     let mut output = backend.create_sized(object.key, object.overwrite, layout.object_len())?;
     let key = object.key;
     let write_err = |e| {

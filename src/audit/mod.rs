@@ -236,6 +236,8 @@ pub enum EventKind {
     GpuLoad,
     /// Caches were zeroized and keys dropped.
     Purge,
+    /// A v2 bucket's manifest was read again: its generation and what changed.
+    Refresh,
     /// The sealing record of a segment (written by [`AuditLog::seal`]).
     Unmount,
 }

@@ -232,20 +232,22 @@ impl Backend for LocalBackend {
         validate_key(key)?;
         // The key's parent is opened beneath the root (no symlinks), then the name removed
         // from it, so a hostile key cannot remove anything outside the bucket.
-        let (dir, name) = key.rsplit_once('/').map_or((None, key), |(d, n)| (Some(d), n));
+        let (dir, name) = key
+            .rsplit_once('/')
+            .map_or((None, key), |(d, n)| (Some(d), n));
         let parent = match dir {
-            Some(dir) => match self.open_beneath(dir, OFlag::O_RDONLY | OFlag::O_DIRECTORY, Mode::empty()) {
-                Ok(parent) => parent,
-                Err(BackendError::NotFound { .. }) => return Ok(()),
-                Err(e) => return Err(e),
-            },
-            None => File::open(&self.root).map_err(io_err(format!("open {}", self.root.display())))?,
+            Some(dir) => {
+                match self.open_beneath(dir, OFlag::O_RDONLY | OFlag::O_DIRECTORY, Mode::empty()) {
+                    Ok(parent) => parent,
+                    Err(BackendError::NotFound { .. }) => return Ok(()),
+                    Err(e) => return Err(e),
+                }
+            }
+            None => {
+                File::open(&self.root).map_err(io_err(format!("open {}", self.root.display())))?
+            }
         };
-        match nix::unistd::unlinkat(
-            &parent,
-            name,
-            nix::unistd::UnlinkatFlags::NoRemoveDir,
-        ) {
+        match nix::unistd::unlinkat(&parent, name, nix::unistd::UnlinkatFlags::NoRemoveDir) {
             Ok(()) | Err(nix::errno::Errno::ENOENT) => Ok(()),
             Err(e) => Err(io_err(format!("remove {key:?}"))(e.into())),
         }

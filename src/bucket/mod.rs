@@ -18,6 +18,7 @@
 //! generation older than the newest this workstation has seen ([`seen`]).
 
 pub mod seen;
+pub mod write;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -99,6 +100,10 @@ pub enum BucketError {
          its manifest was deleted (refusing to read it as a v1 bucket)"
     )]
     ManifestGone { seen: u64 },
+    #[error("the bucket has no manifest (a v1 bucket, or none there): `smpfs migrate` converts a v1 bucket")]
+    NoManifest,
+    #[error("the bucket has no file or directory {0:?}; nothing was changed")]
+    NoSuchPath(String),
     #[error("this bucket has a manifest: give your identity (-i) to read and update it")]
     NeedsIdentity,
     #[error("other writers committed first {COMMIT_ATTEMPTS} times in a row; try again")]

@@ -47,6 +47,7 @@ fn entry() -> Entry {
         file_id: [1; 16],
         header_hash: [2; 32],
         size: 3,
+        object_len: 200,
         mtime: (4, 5),
         padded: false,
     }

@@ -87,6 +87,12 @@ enum Command {
         /// The mountpoint.
         mountpoint: PathBuf,
     },
+    /// Read a zero-knowledge bucket's manifest again now: new files appear, removed ones
+    /// vanish (mounts also do this every `-o refresh=`, default 60s).
+    Refresh {
+        /// The mountpoint.
+        mountpoint: PathBuf,
+    },
     /// Overwrite files (e.g. the plaintext you just sealed), then rename and remove them;
     /// directories recursively. SSDs and copy-on-write filesystems may keep old blocks.
     Shred {
@@ -216,6 +222,7 @@ pub fn main() -> ExitCode {
         Command::Purge { mountpoint } => control(&mountpoint, smpfs::control::Command::Purge),
         Command::Lock { mountpoint } => control(&mountpoint, smpfs::control::Command::Lock),
         Command::Unlock { mountpoint } => control(&mountpoint, smpfs::control::Command::Unlock),
+        Command::Refresh { mountpoint } => control(&mountpoint, smpfs::control::Command::Refresh),
         Command::Shred { paths, passes } => shred(&paths, passes),
         Command::Completions { shell } => {
             let mut command = <Cli as clap::CommandFactory>::command();
@@ -575,7 +582,8 @@ fn open_sealed(args: &ObjectArgs) -> Result<SealedObject> {
         .with_context(|| format!("{source} has no file {:?}", args.path))?;
     let identity = load_identity(&args.identity, args.passphrase_file.as_deref())?;
     let first_read = backend.read_profile().first_read;
-    let (object, _) = SealedObject::open(backend, &args.path, size, &identity, 0, first_read)?;
+    let (object, _) =
+        SealedObject::open(backend, &args.path, size, &identity, 0, first_read, None)?;
     Ok(object)
 }
 

@@ -12,6 +12,7 @@ use super::daemon::{daemonize, Readiness};
 use nix::mount::{umount2, MntFlags};
 use smpfs::audit::AuditLog;
 use smpfs::backend::Source;
+use smpfs::bucket::{ManifestStore, SeenGenerations};
 use smpfs::control::Command;
 use smpfs::fs::{FsOptions, SmpFs};
 use smpfs::gpu::SinkKind;
@@ -359,7 +360,24 @@ fn serve_audited(
     }
     check_memlock(config.cache_size, request_threads * MAX_READ)?;
     let recipient = identity.recipient();
-    let vault = Arc::new(Vault::new(backend, identity, config, audit)?);
+    let store = ManifestStore::new(Arc::clone(&backend), SeenGenerations::default_location());
+    let manifest = store
+        .load(&identity)
+        .context("reading the bucket's manifest")?;
+    if let Some(manifest) = &manifest {
+        tracing::info!(
+            generation = manifest.generation,
+            files = manifest.entries.len(),
+            "zero-knowledge bucket: manifest read"
+        );
+    }
+    let vault = Arc::new(Vault::new(
+        backend,
+        identity,
+        config,
+        audit,
+        manifest.map(|m| (store, m)),
+    )?);
     let mut warnings = Vec::new();
     if let Some(probed) = vault.probe_identity()? {
         let warning = format!(
@@ -441,6 +459,20 @@ fn serve_audited(
                 }
             })?;
     }
+    if let (Some(every), Some(_)) = (options.refresh, vault.generation()) {
+        let vault = Arc::clone(&vault);
+        let notifier = session.notifier();
+        std::thread::Builder::new()
+            .name("smpfs-refresh".into())
+            .spawn(move || loop {
+                std::thread::sleep(every);
+                if !vault.is_locked() {
+                    if let Err(e) = refresh(&vault, &notifier) {
+                        tracing::warn!("manifest not refreshed (still showing the last one): {e}");
+                    }
+                }
+            })?;
+    }
     let (control, control_path) = smpfs::control::bind(mountpoint)?;
     let control_busy = Arc::new(std::sync::Mutex::new(()));
     {
@@ -501,7 +533,31 @@ fn drop_page_cache(vault: &Vault, notifier: &fuser::Notifier) {
     );
 }
 
-/// Runs one `smpfs purge|lock|unlock` command for the daemon.
+/// Reads a v2 bucket's manifest again and makes the kernel forget the names that changed;
+/// says what changed.
+fn refresh(vault: &Vault, notifier: &fuser::Notifier) -> Result<String> {
+    let Some(refreshed) = vault.refresh()? else {
+        return Ok("not a zero-knowledge (v2) bucket: nothing to refresh".into());
+    };
+    for (parent, name) in &refreshed.names {
+        // ENOENT: the kernel did not know the name; nothing to forget.
+        if let Err(e) = notifier.inval_entry(fuser::INodeNo(*parent), std::ffi::OsStr::new(name)) {
+            if e.raw_os_error() != Some(libc::ENOENT) {
+                tracing::warn!(parent, "kernel entry not invalidated: {e}");
+            }
+        }
+    }
+    let summary = format!(
+        "manifest generation {}: {} added, {} removed, {} replaced",
+        refreshed.generation, refreshed.added, refreshed.removed, refreshed.replaced
+    );
+    if !refreshed.names.is_empty() {
+        tracing::info!("{summary}");
+    }
+    Ok(summary)
+}
+
+/// Runs one `smpfs purge|lock|unlock|refresh` command for the daemon.
 fn control_command(
     command: Command,
     vault: &Vault,
@@ -532,6 +588,7 @@ fn control_command(
             );
             Ok(format!("locked ({bytes} bytes zeroized)"))
         }
+        Command::Refresh => refresh(vault, notifier).map_err(|e| super::report(&e)),
         Command::Unlock => {
             let identity = Identity::load_with_passphrase(
                 identity_path,

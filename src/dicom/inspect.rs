@@ -90,8 +90,8 @@ impl Read for SealedReader<'_> {
 /// standard output, one attribute per line, nested items indented, long values cut.
 pub fn inspect(object: &SealedObject) -> Result<(), InspectError> {
     let reader = SealedReader::new(object)?;
-    let limit = parse_limit(usize::try_from(object.layout().plaintext_len).unwrap_or(usize::MAX));
-    let len = object.layout().plaintext_len;
+    let limit = parse_limit(usize::try_from(object.size()).unwrap_or(usize::MAX));
+    let len = object.size();
     let file = crate::heap::with_allocation_limit(limit, || read_header(reader, len))?;
     DumpOptions::new()
         .color_mode(ColorMode::Never)

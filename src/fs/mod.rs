@@ -111,7 +111,9 @@ fn errno(error: &VaultError) -> Errno {
         VaultError::Format { .. }
         | VaultError::PathMismatch { .. }
         | VaultError::SizeMismatch { .. }
+        | VaultError::ManifestMismatch { .. }
         | VaultError::Backend(_)
+        | VaultError::Bucket(_)
         | VaultError::Cache(_)
         | VaultError::Audit(_)
         | VaultError::Volume(_) => Errno::EIO,
@@ -144,7 +146,9 @@ fn detail(error: &VaultError) -> Detail {
         | VaultError::IsADirectory
         | VaultError::PathMismatch { .. }
         | VaultError::SizeMismatch { .. }
+        | VaultError::ManifestMismatch { .. }
         | VaultError::Backend(_)
+        | VaultError::Bucket(_)
         | VaultError::Cache(_)
         | VaultError::Volume(_)
         | VaultError::Interrupted => Detail::Io,

@@ -23,8 +23,9 @@ pub const MAGIC: &[u8; 8] = b"SMPFSMF\0";
 pub const VERSION: u8 = 1;
 /// Bytes of a segment before its recipients: magic, version, kind, generation, snapshot.
 const PREFIX_LEN: usize = 8 + 1 + 1 + 8 + 8;
-/// Bytes of a put after its path: object id, file id, header hash, size, mtime, flags.
-const PUT_LEN: usize = 16 + 16 + 32 + 8 + 8 + 4 + 1;
+/// Bytes of a put after its path: object id, file id, header hash, size, object length,
+/// mtime, flags.
+const PUT_LEN: usize = 16 + 16 + 32 + 8 + 8 + 8 + 4 + 1;
 /// Smallest possible operation: a tag and an empty path length (rejected later).
 const MIN_OP_LEN: usize = 1 + 2;
 /// Flag bit of a put: the object's plaintext was padded (`seal --pad`).
@@ -58,6 +59,8 @@ pub struct Entry {
     pub header_hash: [u8; 32],
     /// Plaintext bytes shown (less than the sealed plaintext when padded).
     pub size: u64,
+    /// Bytes of the sealed object (header, chunks and tags).
+    pub object_len: u64,
     /// The source file's modification time: seconds since the epoch and nanoseconds.
     pub mtime: (i64, u32),
     /// Whether the sealed plaintext carries padding after `size` bytes.
@@ -151,6 +154,7 @@ impl Segment {
                 out.extend_from_slice(&entry.file_id);
                 out.extend_from_slice(&entry.header_hash);
                 out.extend_from_slice(&entry.size.to_le_bytes());
+                out.extend_from_slice(&entry.object_len.to_le_bytes());
                 out.extend_from_slice(&entry.mtime.0.to_le_bytes());
                 out.extend_from_slice(&entry.mtime.1.to_le_bytes());
                 out.push(if entry.padded { FLAG_PADDED } else { 0 });
@@ -270,6 +274,7 @@ impl<'a> Input<'a> {
         let file_id = self.array()?;
         let header_hash = self.array()?;
         let size = self.u64()?;
+        let object_len = self.u64()?;
         let secs = i64::from_le_bytes(self.array()?);
         let nanos = u32::from_le_bytes(self.array()?);
         if nanos >= 1_000_000_000 {
@@ -285,6 +290,7 @@ impl<'a> Input<'a> {
             file_id,
             header_hash,
             size,
+            object_len,
             mtime: (secs, nanos),
             padded,
         })

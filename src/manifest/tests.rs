@@ -6,6 +6,7 @@ fn entry(n: u8) -> Entry {
         file_id: [n.wrapping_add(1); 16],
         header_hash: [n.wrapping_add(2); 32],
         size: u64::from(n) * 1000,
+        object_len: u64::from(n) * 1100,
         mtime: (1_700_000_000 + i64::from(n), u32::from(n)),
         padded: n % 2 == 1,
     }

@@ -32,7 +32,9 @@ use crate::dicom::volume;
 use crate::format::{FormatError, TAG_LEN};
 use crate::gpu::abi::VolumeShape;
 use crate::gpu::{GpuError, Load, Loader, SinkKind, Transfer};
+use crate::bucket::{BucketError, ManifestStore};
 use crate::keys::Identity;
+use crate::manifest::Manifest;
 use crate::workers::Workers;
 use tree::Tree;
 use volumes::Virtual;
@@ -73,8 +75,14 @@ pub enum VaultError {
         expected: u64,
         actual: u64,
     },
+    #[error(
+        "{key}: object does not match its manifest entry (swapped, replaced or replayed object)"
+    )]
+    ManifestMismatch { key: String },
     #[error(transparent)]
     Backend(#[from] BackendError),
+    #[error(transparent)]
+    Bucket(#[from] BucketError),
     #[error(transparent)]
     Cache(#[from] CacheError),
     #[error("audit log cannot be written, so no data is served: {0}")]
@@ -191,7 +199,7 @@ impl Source {
     fn event(&self, kind: EventKind, actor: &Actor) -> Event {
         let event = Event::new(kind).actor(actor);
         match self {
-            Source::Sealed(object) => event.path(object.key()).file_id(object.file_id()),
+            Source::Sealed(object) => event.path(object.path()).file_id(object.file_id()),
             Source::Volume(entry, _) | Source::Text(entry) => event.path(entry.path()),
         }
     }
@@ -278,17 +286,36 @@ pub struct Vault {
     /// The volume whose last handle was released most recently, kept assembled: readers
     /// such as nibabel open a file once for its header and again for its data.
     last_volume: Mutex<Option<Arc<LockedBuf>>>,
+    /// A v2 bucket's manifest store and the manifest the tree shows; `None` for v1.
+    manifest: Option<(ManifestStore, Mutex<Manifest>)>,
+}
+
+/// What a [`Vault::refresh`] found.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Refreshed {
+    /// The manifest generation shown now.
+    pub generation: u64,
+    /// Files added, removed and replaced (0 each when nothing changed).
+    pub added: usize,
+    /// Files removed.
+    pub removed: usize,
+    /// Files whose entry was replaced.
+    pub replaced: usize,
+    /// Each name that changed, with its directory, for the kernel to forget.
+    pub names: Vec<(Ino, String)>,
 }
 
 impl Vault {
-    /// Lists the bucket, builds the tree and locks the cache arena. With `audit`, every
-    /// open, read and release is recorded before it is answered; `None` (benchmarks only)
+    /// Builds the tree (from `manifest`, a v2 bucket's store and loaded manifest, or else
+    /// from a listing of the bucket) and locks the cache arena. With `audit`, every open,
+    /// read and release is recorded before it is answered; `None` (benchmarks only)
     /// records nothing.
     pub fn new(
         backend: Arc<dyn Backend>,
         identity: Identity,
         config: VaultConfig,
         audit: Option<Arc<AuditLog>>,
+        manifest: Option<(ManifestStore, Manifest)>,
     ) -> Result<Self, VaultError> {
         let slot_len = (1 << crate::format::CHUNK_LOG2_RANGE.end()) + TAG_LEN;
         let cache = ChunkCache::new(
@@ -297,8 +324,10 @@ impl Vault {
             config.reply_buffers,
             config.max_read,
         )?;
-        let objects = backend.list()?;
-        let mut tree = Tree::build(objects);
+        let mut tree = match &manifest {
+            Some((_, manifest)) => Tree::from_manifest(manifest),
+            None => Tree::build(backend.list()?),
+        };
         let volumes_dir = if config.volumes {
             let dir = tree.add_dir(ROOT_INO, VOLUMES_DIR);
             if dir.is_none() {
@@ -309,7 +338,7 @@ impl Vault {
             None
         };
         let profile = backend.read_profile();
-        Ok(Vault {
+        let vault = Vault {
             backend,
             identity: RwLock::new(Some(identity)),
             purge_gate: RwLock::new(()),
@@ -332,7 +361,90 @@ impl Vault {
             volumes_ready: Mutex::new(false),
             assembled: Mutex::new(HashMap::new()),
             last_volume: Mutex::new(None),
-        })
+            manifest: manifest.map(|(store, manifest)| (store, Mutex::new(manifest))),
+        };
+        if let Some(generation) = vault.generation() {
+            // The generation mounted is audited, so audit anchors pin it too.
+            vault.record(
+                Event::new(EventKind::Refresh)
+                    .detail(serde_json::json!({ "generation": generation, "at_mount": true })),
+            )?;
+        }
+        Ok(vault)
+    }
+
+    /// The manifest generation shown, for a v2 bucket.
+    pub fn generation(&self) -> Option<u64> {
+        self.manifest.as_ref().map(|(_, m)| m.lock().generation)
+    }
+
+    /// Reads a v2 bucket's manifest again if it has a newer generation (one small request
+    /// when it has not) and moves the tree to it; files open keep reading the objects
+    /// they opened. A change is audited. `None` for a v1 bucket.
+    pub fn refresh(&self) -> Result<Option<Refreshed>, VaultError> {
+        let Some((store, shown)) = &self.manifest else {
+            return Ok(None);
+        };
+        let _gate = self.purge_gate.read();
+        let mut shown = shown.lock();
+        let Some(newer) = store.newer_than(shown.generation)? else {
+            return Ok(Some(Refreshed {
+                generation: shown.generation,
+                ..Refreshed::default()
+            }));
+        };
+        let identity = self.identity.read();
+        let identity = identity.as_ref().ok_or(VaultError::Purged)?;
+        let next = store.load_generation(identity, newer)?;
+        let mut refreshed = Refreshed {
+            generation: next.generation,
+            ..Refreshed::default()
+        };
+        for (path, entry) in &next.entries {
+            match shown.entries.get(path) {
+                None => refreshed.added += 1,
+                Some(old) if old != entry => refreshed.replaced += 1,
+                Some(_) => {}
+            }
+        }
+        refreshed.removed = shown
+            .entries
+            .keys()
+            .filter(|path| !next.entries.contains_key(*path))
+            .count();
+        self.record(Event::new(EventKind::Refresh).detail(serde_json::json!({
+            "generation": next.generation,
+            "previous": shown.generation,
+            "added": refreshed.added,
+            "removed": refreshed.removed,
+            "replaced": refreshed.replaced,
+        })))?;
+        refreshed.names = self.tree.write().apply(&shown, &next);
+        *shown = next;
+        Ok(Some(refreshed))
+    }
+
+    /// The opened object of sealed file `ino`: a v2 file is opened (its header checked
+    /// against its manifest entry) on first use.
+    fn object_of(&self, ino: Ino) -> Result<Arc<SealedObject>, VaultError> {
+        let bound = {
+            let tree = self.tree.read();
+            match tree.object(ino) {
+                Ok(object) => return Ok(object),
+                Err(e) => tree.bound(ino).ok_or(e)?,
+            }
+        };
+        let (key, size, entry) = bound;
+        let identity = self.identity.read();
+        let identity = identity.as_ref().ok_or(VaultError::Purged)?;
+        let path = self.tree.read().path_of(ino);
+        let object = self
+            .open_object(&key, size, identity, ino, Some(&entry))?
+            .with_path(path);
+        let object = Arc::new(object);
+        crate::harden::scrub_stack();
+        self.tree.write().set_object(ino, Arc::clone(&object));
+        Ok(object)
     }
 
     /// The backend's description, for logs.
@@ -451,7 +563,7 @@ impl Vault {
         let _gate = self.purge_gate.read();
         let actor = Actor::from_request(caller.uid, caller.gid, caller.pid);
         if self.identity.read().is_none() {
-            let path = self.tree.read().key(ino).unwrap_or_default();
+            let path = self.tree.read().audit_path(ino).unwrap_or_default();
             self.record(
                 Event::new(EventKind::Denied)
                     .actor(&actor)
@@ -481,7 +593,19 @@ impl Vault {
         let source = match entry {
             Some(entry) => self.open_virtual(ino, entry, &actor, caller)?,
             None => {
-                let object = self.tree.read().object(ino)?;
+                let object = match self.object_of(ino) {
+                    Ok(object) => object,
+                    Err(e) => {
+                        let path = self.tree.read().audit_path(ino).unwrap_or_default();
+                        self.record(
+                            Event::new(EventKind::IntegrityFailure)
+                                .actor(&actor)
+                                .path(&path)
+                                .result(format!("EIO: {e}")),
+                        )?;
+                        return Err(e);
+                    }
+                };
                 let source = Source::Sealed(object);
                 let mut event = source.event(EventKind::Open, &actor).result("ok");
                 if !detail.is_null() {
@@ -685,7 +809,7 @@ impl Vault {
         let handle = self.handle(fh, caller)?;
         Ok(match handle.source.gpu()? {
             GpuSource::Sealed(object) => FileInfo {
-                size: object.layout().plaintext_len,
+                size: object.size(),
                 chunk_size: object.layout().chunk_size() as u32,
                 file_id: object.file_id(),
                 volume: None,
@@ -761,7 +885,7 @@ impl Vault {
             Err(e) => return failed(e),
         };
         let size = match &source {
-            GpuSource::Sealed(object) => object.layout().plaintext_len,
+            GpuSource::Sealed(object) => object.size(),
             GpuSource::Voxels(voxels) => voxels.len() as u64,
         };
         if load
@@ -885,10 +1009,10 @@ impl Vault {
             }
         };
         let layout = *object.layout();
-        if offset >= layout.plaintext_len || out.is_empty() {
+        if offset >= object.size() || out.is_empty() {
             return Ok(0);
         }
-        let end = (offset + out.len() as u64).min(layout.plaintext_len);
+        let end = (offset + out.len() as u64).min(object.size());
         let first = layout.chunk_of(offset);
         let last = layout.chunk_of(end - 1);
         let chunk_size = layout.chunk_size() as u64;
@@ -928,7 +1052,7 @@ impl Vault {
             ra.next_offset = end;
             let want_until = layout.chunk_of(
                 (end + ra.window)
-                    .min(layout.plaintext_len)
+                    .min(object.size())
                     .saturating_sub(1),
             ) + 1;
             // From the chunk after the last one this read touched (`end` is exclusive).
@@ -940,7 +1064,7 @@ impl Vault {
                 .min(self.part_chunks(object))
                 .max(1);
             let short_batch = want_until < from + batch && want_until < layout.chunk_count();
-            if ra.window == 0 || end >= layout.plaintext_len || from >= want_until || short_batch {
+            if ra.window == 0 || end >= object.size() || from >= want_until || short_batch {
                 None
             } else {
                 ra.prefetched_until = want_until;

@@ -10,15 +10,20 @@ use crate::backend::{Arrival, Backend};
 use crate::cache::ChunkSource;
 use crate::format::{self, Header, Layout, OpenedFile, TAG_LEN};
 use crate::keys::Identity;
+use crate::manifest::Entry;
 
 /// A sealed object whose header has been authenticated with our identity and whose size
 /// matches the header. Only then is it shown as a file.
 pub struct SealedObject {
     id: u64,
     key: String,
+    /// What audit records call it: the key, or a v2 file's path in the manifest.
+    path: String,
     file_id: [u8; 16],
     opened: OpenedFile,
     recipients: usize,
+    /// Plaintext bytes shown: the header's, or a manifest entry's (less when padded).
+    size: u64,
     backend: Arc<dyn Backend>,
 }
 
@@ -27,8 +32,9 @@ impl SealedObject {
     /// it if smaller, and more if the header is longer) and opens the header; checks that
     /// the object lies exactly where it was sealed to ([`Backend::location`] of `key` is
     /// the sealed path) and that the size matches the header.
-    /// `id` names the object in the chunk cache. Returns the bytes read with the object,
-    /// for [`SealedObject::prefetched`].
+    /// `id` names the object in the chunk cache. With `bound` (a v2 manifest entry), the
+    /// header must be the one the entry names, by hash and file id, and the entry's size
+    /// is shown. Returns the bytes read with the object, for [`SealedObject::prefetched`].
     pub fn open(
         backend: Arc<dyn Backend>,
         key: &str,
@@ -36,8 +42,23 @@ impl SealedObject {
         identity: &Identity,
         id: u64,
         first_read: u64,
+        bound: Option<&Entry>,
     ) -> Result<(Self, Vec<u8>), VaultError> {
         let (header, first_bytes) = read_first(backend.as_ref(), key, size, first_read)?;
+        if let Some(entry) = bound {
+            let header_len = format::header_len(&first_bytes).map_err(|source| {
+                VaultError::Format {
+                    key: key.to_owned(),
+                    source,
+                }
+            })?;
+            let hash = blake3::hash(&first_bytes[..header_len]);
+            if *hash.as_bytes() != entry.header_hash || header.file_id() != entry.file_id {
+                return Err(VaultError::ManifestMismatch {
+                    key: key.to_owned(),
+                });
+            }
+        }
         let opened = header.open(identity).map_err(|source| VaultError::Format {
             key: key.to_owned(),
             source,
@@ -58,11 +79,20 @@ impl SealedObject {
                 actual: size,
             });
         }
+        let plaintext_len = opened.layout.plaintext_len;
+        let shown = bound.map_or(plaintext_len, |entry| entry.size);
+        if shown > plaintext_len {
+            return Err(VaultError::ManifestMismatch {
+                key: key.to_owned(),
+            });
+        }
         let object = SealedObject {
             id,
             key: key.to_owned(),
+            path: key.to_owned(),
             file_id: header.file_id(),
             recipients: header.recipient_count(),
+            size: shown,
             opened,
             backend,
         };
@@ -129,6 +159,22 @@ impl SealedObject {
     /// The authenticated layout (plaintext size, chunk size).
     pub fn layout(&self) -> &Layout {
         &self.opened.layout
+    }
+
+    /// Plaintext bytes of the file as shown: reads end here, even where padding follows.
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+
+    /// The same object, named `path` in audit records (a v2 file's path).
+    pub fn with_path(mut self, path: String) -> Self {
+        self.path = path;
+        self
+    }
+
+    /// What audit records call the file.
+    pub fn path(&self) -> &str {
+        &self.path
     }
 
     /// The object's key in the backend.

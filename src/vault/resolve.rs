@@ -10,6 +10,7 @@ use parking_lot::Mutex;
 use super::{interrupt, tree, volumes, Caller, Ino, SealedObject, Vault, VaultError, VOLUMES_DIR};
 use crate::format::FormatError;
 use crate::keys::Identity;
+use crate::manifest::Entry;
 
 /// Threads that read and check headers when a directory is first resolved.
 const RESOLVE_THREADS: usize = 8;
@@ -67,6 +68,7 @@ impl Vault {
                             identity,
                             *ino,
                             self.profile.first_read,
+                            None,
                         );
                         crate::harden::scrub_stack();
                         matches!(
@@ -137,7 +139,7 @@ impl Vault {
                     if interrupted.load(Ordering::Relaxed) {
                         return;
                     }
-                    let opened = self.open_object(&key, size, identity, file_ino);
+                    let opened = self.open_object(&key, size, identity, file_ino, None);
                     // Key agreement copies key material onto this thread's stack.
                     crate::harden::scrub_stack();
                     results.lock().push((file_ino, opened));
@@ -203,13 +205,15 @@ impl Vault {
 
     /// Opens a header and authenticates the last chunk, so `st_size` is authenticated. The
     /// chunks that came with the header (see [`ReadProfile::first_read`]) go into the cache;
-    /// one that fails to open there is left for its read to report.
+    /// one that fails to open there is left for its read to report. `bound` is the
+    /// file's manifest entry in a v2 bucket.
     pub(super) fn open_object(
         &self,
         key: &str,
         size: u64,
         identity: &Identity,
         ino: Ino,
+        bound: Option<&Entry>,
     ) -> Result<SealedObject, VaultError> {
         let (object, first_bytes) = SealedObject::open(
             Arc::clone(&self.backend),
@@ -218,6 +222,7 @@ impl Vault {
             identity,
             ino,
             self.profile.first_read,
+            bound,
         )?;
         let (prefetched, chunks) = object.prefetched(&first_bytes);
         let _ = self.cache.with_chunks(&prefetched, chunks, |_, _| {});

@@ -46,6 +46,7 @@ impl Fixture {
             source,
             logical_path: key.to_owned(),
             size: data.len() as u64,
+            modified: (0, 0),
         };
         let options = SealOptions {
             recipients: vec![identity.recipient()],
@@ -64,7 +65,7 @@ impl Fixture {
             cache_size: 16 << 20,
             ..VaultConfig::default()
         };
-        Arc::new(Vault::new(self.backend(), self.identity(), config, None).unwrap())
+        Arc::new(Vault::new(self.backend(), self.identity(), config, None, None).unwrap())
     }
 
     /// A vault that audits to a fresh log; returns the log's path (in the plain dir).
@@ -82,7 +83,7 @@ impl Fixture {
             cache_size: 16 << 20,
             ..VaultConfig::default()
         };
-        let vault = Vault::new(self.backend(), self.identity(), config, Some(Arc::new(log)));
+        let vault = Vault::new(self.backend(), self.identity(), config, Some(Arc::new(log)), None);
         (Arc::new(vault.unwrap()), path)
     }
 
@@ -374,7 +375,7 @@ impl RemoteLike {
             cache_size: 16 << 20,
             ..VaultConfig::default()
         };
-        let vault = Vault::new(backend.clone(), f.identity(), config, None).unwrap();
+        let vault = Vault::new(backend.clone(), f.identity(), config, None, None).unwrap();
         (Arc::new(vault), backend)
     }
 }
@@ -485,7 +486,7 @@ fn read_ahead_keeps_the_window_full_with_requests_of_the_part_size() {
         cache_size: 128 << 20,
         ..VaultConfig::default()
     };
-    let v = Arc::new(Vault::new(backend.clone(), f.identity(), config, None).unwrap());
+    let v = Arc::new(Vault::new(backend.clone(), f.identity(), config, None, None).unwrap());
     let fh = v.open(resolve(&v, "big").unwrap().ino, ME).unwrap();
     let chunk = 1u64 << DEFAULT_CHUNK_LOG2;
     let mut out = vec![0u8; 1 << 20];
@@ -739,7 +740,7 @@ fn host_sink_vault(f: &Fixture) -> Arc<Vault> {
         gpu_sink: SinkKind::Host,
         ..VaultConfig::default()
     };
-    Arc::new(Vault::new(f.backend(), f.identity(), config, None).unwrap())
+    Arc::new(Vault::new(f.backend(), f.identity(), config, None, None).unwrap())
 }
 
 fn load(target: crate::gpu::Target, file_offset: u64, length: u64) -> Load {
@@ -892,7 +893,7 @@ impl Held {
             cache_size: 16 << 20,
             ..VaultConfig::default()
         };
-        let vault = Vault::new(backend.clone(), f.identity(), config, None).unwrap();
+        let vault = Vault::new(backend.clone(), f.identity(), config, None, None).unwrap();
         (Arc::new(vault), backend)
     }
 

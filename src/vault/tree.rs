@@ -8,6 +8,7 @@ use std::sync::Arc;
 use super::volumes::Virtual;
 use super::{Attr, DirEntry, SealedObject, VaultError};
 use crate::backend::{validate_key, ObjectInfo};
+use crate::manifest::{Entry, Manifest};
 
 /// Entries left out of the tree or hidden from it, counted by reason with the first of
 /// each, so that a bucket full of junk costs one warning rather than one per entry.
@@ -58,13 +59,17 @@ enum NodeKind {
         children: BTreeMap<String, Ino>,
         resolved: bool,
     },
-    /// A sealed object; `object` is set once its header was opened. `checked_size` is its
-    /// authenticated plaintext size from the last time it was opened, kept over a purge.
+    /// A sealed object of `size` bytes; `object` is set once its header was opened.
+    /// `checked_size` is its authenticated plaintext size from the last time it was
+    /// opened, kept over a purge. `bound` is its entry in a v2 bucket's manifest, which
+    /// already authenticates its size: such a file is shown without opening it, and its
+    /// header is checked against the entry when it is opened.
     File {
         key: String,
         size: u64,
         object: Option<Arc<SealedObject>>,
         checked_size: Option<u64>,
+        bound: Option<Entry>,
     },
     /// A file made by the vault (a `.volumes` entry), not stored in the bucket.
     Virtual(Arc<Virtual>),
@@ -86,16 +91,7 @@ impl Tree {
     /// Builds the tree; keys that are hostile or clash with a directory are skipped, with
     /// one warning that counts them (each is logged at debug level).
     pub fn build(objects: Vec<ObjectInfo>) -> Tree {
-        let mut tree = Tree {
-            nodes: vec![Node {
-                parent: ROOT_INO,
-                name: String::new(),
-                kind: NodeKind::Dir {
-                    children: BTreeMap::new(),
-                    resolved: false,
-                },
-            }],
-        };
+        let mut tree = Tree::empty();
         let mut objects = objects;
         // Directories first where a name is both (`a` and `a/b`): the longer keys win.
         objects.sort_by_key(|o| std::cmp::Reverse(o.key.matches('/').count()));
@@ -105,7 +101,7 @@ impl Tree {
                 skipped.note("a name that is not a safe path", &e);
                 continue;
             }
-            if let Err(reason) = tree.insert(&object) {
+            if let Err(reason) = tree.insert(&object.key, &object.key, object.size, None) {
                 skipped.note(reason, &format_args!("{:?}: {reason}", object.key));
             }
         }
@@ -113,8 +109,45 @@ impl Tree {
         tree
     }
 
-    fn insert(&mut self, object: &ObjectInfo) -> Result<(), &'static str> {
-        let mut components: Vec<&str> = object.key.split('/').collect();
+    /// Builds the tree of a v2 bucket from its manifest: every file bound to its entry.
+    /// Paths that clash with a directory are skipped, with one warning that counts them.
+    pub fn from_manifest(manifest: &Manifest) -> Tree {
+        let mut tree = Tree::empty();
+        let mut skipped = Skipped::default();
+        // Longer paths first, as in `build`: a directory wins over a file of its name.
+        let mut entries: Vec<(&String, &Entry)> = manifest.entries.iter().collect();
+        entries.sort_by_key(|(path, _)| std::cmp::Reverse(path.matches('/').count()));
+        for (path, entry) in entries {
+            if let Err(reason) = tree.insert(path, &entry.object_key(), entry.object_len, Some(*entry)) {
+                skipped.note(reason, &format_args!("{path:?}: {reason}"));
+            }
+        }
+        skipped.warn("the bucket's manifest");
+        tree
+    }
+
+    fn empty() -> Tree {
+        Tree {
+            nodes: vec![Node {
+                parent: ROOT_INO,
+                name: String::new(),
+                kind: NodeKind::Dir {
+                    children: BTreeMap::new(),
+                    resolved: false,
+                },
+            }],
+        }
+    }
+
+    /// Adds file `path` (object `key` of `size` bytes), creating its directories.
+    fn insert(
+        &mut self,
+        path: &str,
+        key: &str,
+        size: u64,
+        bound: Option<Entry>,
+    ) -> Result<Ino, &'static str> {
+        let mut components: Vec<&str> = path.split('/').collect();
         let file_name = components.pop().expect("validated key is non-empty");
         let mut dir = ROOT_INO;
         for component in components {
@@ -138,17 +171,66 @@ impl Tree {
         if self.child(dir, file_name).is_some() {
             return Err("name is also a directory");
         }
-        self.add(
+        Ok(self.add(
             dir,
             file_name,
             NodeKind::File {
-                key: object.key.clone(),
-                size: object.size,
+                key: key.to_owned(),
+                size,
                 object: None,
                 checked_size: None,
+                bound,
             },
-        );
-        Ok(())
+        ))
+    }
+
+    /// The inode at `path` (`/`-separated, from the root).
+    fn find(&self, path: &str) -> Option<Ino> {
+        path.split('/')
+            .try_fold(ROOT_INO, |dir, name| self.child(dir, name))
+    }
+
+    /// Moves the tree from manifest `old` to manifest `new`: removed and replaced files
+    /// leave their directories (an open handle keeps its object), added and replaced ones
+    /// get new inodes, and directories left empty go too. Returns each name that changed,
+    /// with its directory, for the kernel to forget.
+    pub fn apply(&mut self, old: &Manifest, new: &Manifest) -> Vec<(Ino, String)> {
+        let mut changed = Vec::new();
+        for (path, entry) in &old.entries {
+            if new.entries.get(path) == Some(entry) {
+                continue;
+            }
+            let Some(mut ino) = self.find(path) else {
+                continue;
+            };
+            loop {
+                let Some(node) = self.node(ino) else { break };
+                let (parent, name) = (node.parent, node.name.clone());
+                self.hide(ino);
+                changed.push((parent, name));
+                let emptied = parent != ROOT_INO && self.children(parent).is_ok_and(|c| c.is_empty());
+                if !emptied {
+                    break;
+                }
+                ino = parent;
+            }
+        }
+        let mut skipped = Skipped::default();
+        for (path, entry) in &new.entries {
+            if old.entries.get(path) == Some(entry) {
+                continue;
+            }
+            match self.insert(path, &entry.object_key(), entry.object_len, Some(*entry)) {
+                Ok(ino) => {
+                    if let Some(node) = self.node(ino) {
+                        changed.push((node.parent, node.name.clone()));
+                    }
+                }
+                Err(reason) => skipped.note(reason, &format_args!("{path:?}: {reason}")),
+            }
+        }
+        skipped.warn("the bucket's new manifest");
+        changed
     }
 
     fn add(&mut self, parent: Ino, name: &str, kind: NodeKind) -> Ino {
@@ -218,7 +300,14 @@ impl Tree {
             } => Some(Attr {
                 ino,
                 is_dir: false,
-                size: object.layout().plaintext_len,
+                size: object.size(),
+            }),
+            NodeKind::File {
+                bound: Some(entry), ..
+            } => Some(Attr {
+                ino,
+                is_dir: false,
+                size: entry.size,
             }),
             NodeKind::File { object: None, .. } => None,
             NodeKind::Virtual(entry) => Some(Attr {
@@ -273,6 +362,7 @@ impl Tree {
                     key,
                     size,
                     object: None,
+                    bound: None,
                     ..
                 } => Some((child, key.clone(), *size)),
                 _ => None,
@@ -304,7 +394,7 @@ impl Tree {
             ..
         }) = self.node_mut(ino)
         {
-            *checked_size = Some(opened.layout().plaintext_len);
+            *checked_size = Some(opened.size());
             object.get_or_insert(opened);
         }
     }
@@ -368,17 +458,37 @@ impl Tree {
         dropped
     }
 
-    /// Whether `ino` is a file whose header has not been checked (yet, or since a purge).
+    /// Whether `ino` is a v1 file whose header has not been checked (yet, or since a
+    /// purge). A v2 file's header is checked when it is opened.
     pub fn is_unresolved_file(&self, ino: Ino) -> bool {
         matches!(
             self.node(ino).map(|n| &n.kind),
-            Some(NodeKind::File { object: None, .. })
+            Some(NodeKind::File {
+                object: None,
+                bound: None,
+                ..
+            })
         )
     }
 
-    /// The object key of file `ino`, if it is one.
-    pub fn key(&self, ino: Ino) -> Option<String> {
+    /// The object key, object size and manifest entry of v2 file `ino`.
+    pub fn bound(&self, ino: Ino) -> Option<(String, u64, Entry)> {
         match &self.node(ino)?.kind {
+            NodeKind::File {
+                key,
+                size,
+                bound: Some(entry),
+                ..
+            } => Some((key.clone(), *size, *entry)),
+            _ => None,
+        }
+    }
+
+    /// The path audit records name for file `ino`: a v1 file's key (its path), a v2
+    /// file's path in the manifest, a volume's path.
+    pub fn audit_path(&self, ino: Ino) -> Option<String> {
+        match &self.node(ino)?.kind {
+            NodeKind::File { bound: Some(_), .. } => Some(self.path_of(ino)),
             NodeKind::File { key, .. } => Some(key.clone()),
             NodeKind::Virtual(entry) => Some(entry.path().to_owned()),
             NodeKind::Dir { .. } => None,
@@ -456,7 +566,10 @@ impl Tree {
                 NodeKind::File {
                     object: Some(object),
                     ..
-                } => Some(object.layout().plaintext_len),
+                } => Some(object.size()),
+                NodeKind::File {
+                    bound: Some(entry), ..
+                } => Some(entry.size),
                 NodeKind::File { size, .. } => Some(*size),
                 _ => None,
             })

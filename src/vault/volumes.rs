@@ -177,9 +177,9 @@ fn read_sealed(
         run: if header_only { 1 } else { MAX_RUN as u64 },
         loaded_until: 0,
     };
-    let limit = parse_limit(usize::try_from(object.layout().plaintext_len).unwrap_or(usize::MAX));
+    let limit = parse_limit(usize::try_from(object.size()).unwrap_or(usize::MAX));
     crate::heap::with_allocation_limit(limit, || {
-        let len = object.layout().plaintext_len;
+        let len = object.size();
         if header_only {
             read_header(reader, len)
         } else {
@@ -210,7 +210,7 @@ struct CachedReader<'a> {
 impl std::io::Read for CachedReader<'_> {
     fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
         let layout = *self.object.layout();
-        if self.offset >= layout.plaintext_len || out.is_empty() {
+        if self.offset >= self.object.size() || out.is_empty() {
             return Ok(0);
         }
         let index = layout.chunk_of(self.offset);
