@@ -61,9 +61,14 @@ impl Command {
     }
 
     fn from_word(word: &str) -> Option<Self> {
-        [Command::Purge, Command::Lock, Command::Unlock, Command::Refresh]
-            .into_iter()
-            .find(|c| c.word() == word)
+        [
+            Command::Purge,
+            Command::Lock,
+            Command::Unlock,
+            Command::Refresh,
+        ]
+        .into_iter()
+        .find(|c| c.word() == word)
     }
 }
 

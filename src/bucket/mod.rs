@@ -264,11 +264,7 @@ impl ManifestStore {
     /// sealed at its own location and carry its own generation.
     fn read_segment(&self, identity: &Identity, generation: u64) -> Result<Segment, BucketError> {
         let key = segment_key(generation);
-        let plaintext = self.open_object(identity, &key)?;
-        let segment = Segment::decode(&plaintext).map_err(|source| BucketError::Manifest {
-            key: key.clone(),
-            source,
-        })?;
+        let segment = self.read_sealed_segment(identity, &key)?;
         if segment.generation != generation {
             return Err(BucketError::Manifest {
                 key,
@@ -279,6 +275,20 @@ impl ManifestStore {
             });
         }
         Ok(segment)
+    }
+
+    /// Reads, authenticates (as sealed for its own location) and decodes the segment
+    /// stored as `key`.
+    pub fn read_sealed_segment(
+        &self,
+        identity: &Identity,
+        key: &str,
+    ) -> Result<Segment, BucketError> {
+        let plaintext = self.open_object(identity, key)?;
+        Segment::decode(&plaintext).map_err(|source| BucketError::Manifest {
+            key: key.to_owned(),
+            source,
+        })
     }
 
     /// The whole plaintext of sealed object `key`, authenticated chunk by chunk.
@@ -410,7 +420,11 @@ impl ManifestStore {
 
     /// Seals `segment` under its generation's key, failing if that key exists.
     fn write_segment(&self, segment: &Segment) -> Result<(), BucketError> {
-        let key = segment_key(segment.generation);
+        self.write_sealed_segment(&segment_key(segment.generation), segment)
+    }
+
+    /// Seals `segment` to its recipients as object `key`, failing if `key` exists.
+    pub fn write_sealed_segment(&self, key: &str, segment: &Segment) -> Result<(), BucketError> {
         let bytes = Zeroizing::new(segment.encode());
         let options = SealOptions {
             recipients: segment.recipients.clone(),
@@ -418,8 +432,8 @@ impl ManifestStore {
             overwrite: false,
         };
         let object = NewObject {
-            key: &key,
-            source: std::path::Path::new(&key),
+            key,
+            source: std::path::Path::new(key),
             size: bytes.len() as u64,
             sealed_len: bytes.len() as u64,
             overwrite: false,

@@ -41,7 +41,9 @@ fn clash(manifest: &Manifest, path: &str) -> Option<String> {
     let mut ancestor = path;
     while let Some((parent, _)) = ancestor.rsplit_once('/') {
         if manifest.entries.contains_key(parent) {
-            return Some(format!("{parent:?} is a file in the bucket, not a directory"));
+            return Some(format!(
+                "{parent:?} is a file in the bucket, not a directory"
+            ));
         }
         ancestor = parent;
     }
@@ -78,7 +80,9 @@ pub fn seal_files(
             .iter()
             .filter(|job| {
                 if let Some(reason) = clash(&current, &job.logical_path) {
-                    failed.lock().push(format!("{}: {reason}", job.source.display()));
+                    failed
+                        .lock()
+                        .push(format!("{}: {reason}", job.source.display()));
                     return false;
                 }
                 let unchanged = current.entries.get(&job.logical_path).is_some_and(|e| {

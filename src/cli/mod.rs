@@ -2,13 +2,14 @@
 //! nowhere else.
 
 mod audit;
+mod bucket;
 mod daemon;
 mod dicom;
 mod gdrive;
 mod mount;
 mod output;
 
-use std::io::Write;
+use std::io::{Read, Write};
 use std::os::unix::fs::DirBuilderExt;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -20,11 +21,12 @@ use clap::{Parser, Subcommand};
 use rayon::prelude::*;
 
 use smpfs::backend::Source;
-use smpfs::cache::{ChunkSource, LockedRegion};
-use smpfs::format::{CHUNK_LOG2_RANGE, TAG_LEN};
+use smpfs::bucket::{write, BucketError, ManifestStore, SeenGenerations};
+use smpfs::cache::LockedRegion;
+use smpfs::format::CHUNK_LOG2_RANGE;
 use smpfs::keys::{Identity, KeyError, Recipient};
 use smpfs::seal::{plan, seal_file, SealOptions, Sealed};
-use smpfs::vault::SealedObject;
+use smpfs::vault::{Plaintext, SealedObject};
 use zeroize::Zeroizing;
 
 use output::{escape_controls, escaped_fields, is_broken_pipe, out, say};
@@ -67,6 +69,35 @@ enum Command {
         /// decrypted and authenticated; an existing file is never replaced.
         #[arg(long, value_name = "FILE")]
         out: Option<PathBuf>,
+    },
+    /// List a zero-knowledge bucket's files (size, mtime, path) from its sealed manifest,
+    /// without mounting.
+    Ls {
+        #[command(flatten)]
+        bucket: bucket::BucketArgs,
+        /// Only this file, or the files below this directory.
+        path: Option<String>,
+    },
+    /// Remove files or directories from a zero-knowledge bucket (its manifest first, then
+    /// their objects).
+    Rm {
+        #[command(flatten)]
+        bucket: bucket::BucketArgs,
+        /// Paths to remove, as a mount shows them; a directory removes everything below.
+        #[arg(required = true)]
+        paths: Vec<String>,
+    },
+    /// Rewrite a v1 bucket (objects under their paths) as a zero-knowledge v2 bucket,
+    /// decrypting into locked memory only; resumable.
+    Migrate {
+        #[command(flatten)]
+        bucket: bucket::BucketArgs,
+        /// Recipients to seal the v2 objects to (default: the identity's own).
+        #[arg(long = "to")]
+        recipients: Vec<String>,
+        /// Pad each file's plaintext to a Padmé size (at most +12%).
+        #[arg(long)]
+        pad: bool,
     },
     /// Mount a bucket read-only; returns once the mount is live (unless -f).
     Mount(mount::MountArgs),
@@ -148,9 +179,25 @@ struct SealArgs {
     /// Files or directories to seal. A directory's files keep their paths below it.
     #[arg(required = true)]
     sources: Vec<PathBuf>,
-    /// Recipient (`smpfs1…`) that may open the files; repeat for several.
-    #[arg(long = "to", required = true)]
+    /// Recipient (`smpfs1…`) that may open the files; repeat for several. Default: the
+    /// bucket's recipients (from its manifest), or the identity's own for a new bucket.
+    #[arg(long = "to")]
     recipients: Vec<String>,
+    /// Identity file: needed to update a zero-knowledge bucket's manifest.
+    #[arg(long, short)]
+    identity: Option<PathBuf>,
+    /// The identity's passphrase, as the first line of this file (instead of a prompt).
+    #[arg(long, value_name = "FILE", requires = "identity")]
+    passphrase_file: Option<PathBuf>,
+    /// Bucket layout for a new bucket: `v2` (zero-knowledge: opaque object names and a
+    /// sealed manifest; the default) or `v1` (objects under their paths). An existing
+    /// bucket keeps its layout.
+    #[arg(long, value_name = "LAYOUT")]
+    layout: Option<Layout>,
+    /// Pad each file's plaintext to a Padmé size (at most +12%), so exact sizes do not
+    /// identify a file (v2 only).
+    #[arg(long)]
+    pad: bool,
     /// The bucket: a directory (created if missing), s3://BUCKET[/PREFIX] or a Drive
     /// folder (gdrive://FOLDER_ID[/PATH], gdrive:///My Drive/PATH,
     /// gdrive:///Shared drives/NAME/PATH; missing folders are created).
@@ -182,6 +229,15 @@ struct SealArgs {
     /// missing); the same key gives the same pseudonyms in every run.
     #[arg(long, value_name = "FILE", requires = "deidentify")]
     deid_key: Option<PathBuf>,
+}
+
+/// How a bucket stores its files.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum Layout {
+    /// Objects under their paths.
+    V1,
+    /// Objects under random ids, with a sealed manifest.
+    V2,
 }
 
 /// Runs the command line and turns errors into a message and exit status 1.
@@ -217,6 +273,13 @@ pub fn main() -> ExitCode {
         Command::Inspect(args) => dicom::inspect(&args),
         Command::Cat { object, out } => cat(&object, out.as_deref()),
         Command::Mount(args) => mount::mount(args, 1),
+        Command::Ls { bucket, path } => bucket::ls(&bucket, path.as_deref()),
+        Command::Rm { bucket, paths } => bucket::rm(&bucket, &paths),
+        Command::Migrate {
+            bucket,
+            recipients,
+            pad,
+        } => bucket::migrate(&bucket, &recipients, pad),
         Command::Audit { command } => audit::run(command),
         Command::Gdrive { command } => gdrive::run(command),
         Command::Purge { mountpoint } => control(&mountpoint, smpfs::control::Command::Purge),
@@ -436,11 +499,6 @@ fn seal(args: SealArgs) -> Result<()> {
         }
         (None, _) => None,
     };
-    let recipients = args
-        .recipients
-        .iter()
-        .map(|r| r.parse::<Recipient>())
-        .collect::<Result<Vec<_>, _>>()?;
     let chunk_log2 = parse_chunk_size(&args.chunk_size)?;
     let backend_options = backend_options(&args.options, "seal")?;
     let out: Source = args.out.parse()?;
@@ -463,6 +521,46 @@ fn seal(args: SealArgs) -> Result<()> {
     let jobs = plan(&args.sources)?;
     let total: u64 = jobs.iter().map(|j| j.size).sum();
     let backend = out.open(&backend_options, true)?;
+    let identity = args
+        .identity
+        .as_deref()
+        .map(|path| load_identity(path, args.passphrase_file.as_deref()))
+        .transpose()?;
+    let store = ManifestStore::new(Arc::clone(&backend), SeenGenerations::default_location());
+    let manifest = match &identity {
+        Some(identity) => store.load(identity)?,
+        None if store.has_manifest()? => return Err(BucketError::NeedsIdentity.into()),
+        None => None,
+    };
+    let layout = if manifest.is_some() {
+        Layout::V2
+    } else if !backend.list()?.is_empty() {
+        Layout::V1
+    } else if deid.is_some() {
+        // De-identification writes its files and report under their paths.
+        Layout::V1
+    } else {
+        args.layout.unwrap_or(Layout::V2)
+    };
+    match args.layout {
+        Some(asked) if asked != layout => bail!(
+            "{out} is a {layout:?} bucket, not {asked:?}: it keeps its layout \
+             (`smpfs migrate` turns v1 into v2; --deidentify writes v1)"
+        ),
+        _ => {}
+    }
+    if args.pad && layout == Layout::V1 {
+        bail!("--pad needs a zero-knowledge (v2) bucket; {out} is v1");
+    }
+    let recipients = if !args.recipients.is_empty() {
+        parse_recipients(&args.recipients)?
+    } else if let Some(manifest) = &manifest {
+        manifest.recipients.clone()
+    } else if let Some(identity) = &identity {
+        vec![identity.recipient()]
+    } else {
+        bail!("give --to RECIPIENT (or -i IDENTITY to seal to yourself)");
+    };
     let options = SealOptions {
         recipients,
         chunk_log2,
@@ -471,25 +569,35 @@ fn seal(args: SealArgs) -> Result<()> {
     if let Some((profile, key)) = deid {
         return dicom::seal_deidentified(&backend, &jobs, &options, profile, key, &out);
     }
-    // Remote stores are latency-bound: keep several objects in flight.
-    let threads = std::thread::available_parallelism()
-        .map_or(2, |n| n.get())
-        .max(backend.read_profile().parallel_requests);
-    let pool = rayon::ThreadPoolBuilder::new()
-        .num_threads(threads)
-        .build()
-        .context("starting sealing threads")?;
-    let bar = indicatif::ProgressBar::with_draw_target(
-        Some(total),
-        indicatif::ProgressDrawTarget::stderr(),
-    );
-    bar.set_style(
-        indicatif::ProgressStyle::with_template(
-            "{bar:40} {bytes}/{total_bytes} {binary_bytes_per_sec} eta {eta}",
-        )
-        .expect("valid template"),
-    );
+    let pool = sealing_pool(backend.as_ref())?;
+    let bar = progress_bar(total);
     let started = std::time::Instant::now();
+    if layout == Layout::V2 {
+        let report = pool.install(|| {
+            write::seal_files(&store, identity.as_ref(), &jobs, &options, args.pad, &|n| {
+                bar.inc(n)
+            })
+        })?;
+        bar.finish_and_clear();
+        for failure in &report.failed {
+            say!("smpfs: not sealed: {}", escape_controls(failure));
+        }
+        let secs = started.elapsed().as_secs_f64();
+        let mib = report.bytes as f64 / (1 << 20) as f64;
+        say!(
+            "sealed {} new and {} changed files ({mib:.1} MiB; {} unchanged) into {out} in \
+             {secs:.2}s ({:.0} MiB/s); manifest generation {}",
+            report.added,
+            report.updated,
+            report.unchanged,
+            mib / secs.max(1e-9),
+            report.generation
+        );
+        if !report.failed.is_empty() {
+            bail!("{} files were not sealed", report.failed.len());
+        }
+        return Ok(());
+    }
     let sealed_bytes = AtomicU64::new(0);
     let already_there = AtomicU64::new(0);
     let failures: Vec<String> = pool.install(|| {
@@ -520,7 +628,7 @@ fn seal(args: SealArgs) -> Result<()> {
         say!("{kept} files were already sealed there (kept; --overwrite replaces them)");
     }
     say!(
-        "sealed {} of {} files ({:.1} MiB) into {} in {:.2}s ({:.0} MiB/s)",
+        "sealed {} of {} files ({:.1} MiB) into {} (v1 layout) in {:.2}s ({:.0} MiB/s)",
         jobs.len() - failures.len() - kept as usize,
         jobs.len(),
         bytes as f64 / (1 << 20) as f64,
@@ -532,6 +640,41 @@ fn seal(args: SealArgs) -> Result<()> {
         bail!("{} files were not sealed", failures.len());
     }
     Ok(())
+}
+
+/// Parses `smpfs1…` recipients.
+fn parse_recipients(texts: &[String]) -> Result<Vec<Recipient>> {
+    Ok(texts
+        .iter()
+        .map(|r| r.parse::<Recipient>())
+        .collect::<Result<Vec<_>, _>>()?)
+}
+
+/// Threads for sealing into `backend`: the cores, or more for a remote store, which is
+/// latency-bound and wants several objects in flight.
+fn sealing_pool(backend: &dyn smpfs::backend::Backend) -> Result<rayon::ThreadPool> {
+    let threads = std::thread::available_parallelism()
+        .map_or(2, |n| n.get())
+        .max(backend.read_profile().parallel_requests);
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build()
+        .context("starting sealing threads")
+}
+
+/// A progress bar of `total` plaintext bytes on stderr (hidden when it is not a terminal).
+fn progress_bar(total: u64) -> indicatif::ProgressBar {
+    let bar = indicatif::ProgressBar::with_draw_target(
+        Some(total),
+        indicatif::ProgressDrawTarget::stderr(),
+    );
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{bar:40} {bytes}/{total_bytes} {binary_bytes_per_sec} eta {eta}",
+        )
+        .expect("valid template"),
+    );
+    bar
 }
 
 /// Writes `smpfs.1` and a page per command (`smpfs-mount.1`, …) into `dir`.
@@ -569,22 +712,13 @@ fn resolve_to_be(path: &std::path::Path) -> std::io::Result<PathBuf> {
     Ok(resolved)
 }
 
-/// Opens one sealed file of a bucket with the identity of `args` (asking for its
-/// passphrase if it has one), checking it as a mount does; the identity is dropped before
-/// returning.
+/// Opens one sealed file of a bucket (of either layout) with the identity of `args`
+/// (asking for its passphrase if it has one), checking it as a mount does; the identity is
+/// dropped before returning.
 fn open_sealed(args: &ObjectArgs) -> Result<SealedObject> {
-    let source = mount::parse_source(&args.bucket)?;
-    let backend = source.open(&backend_options(&args.options, "cat")?, false)?;
-    smpfs::backend::validate_key(&args.path)
-        .context("give the file's path relative to the bucket")?;
-    let size = backend
-        .stat(&args.path)?
-        .with_context(|| format!("{source} has no file {:?}", args.path))?;
+    let opened = bucket::open(&args.bucket, &args.options, "cat", false)?;
     let identity = load_identity(&args.identity, args.passphrase_file.as_deref())?;
-    let first_read = backend.read_profile().first_read;
-    let (object, _) =
-        SealedObject::open(backend, &args.path, size, &identity, 0, first_read, None)?;
-    Ok(object)
+    bucket::open_file(&opened, &args.path, &identity)
 }
 
 /// Decrypts one sealed file through a locked buffer, to stdout or to a new file `out`. The
@@ -627,20 +761,19 @@ fn cat(args: &ObjectArgs, out: Option<&std::path::Path>) -> Result<()> {
 
 /// Writes the plaintext of `object` to `out` chunk by chunk, counting the bytes written.
 fn write_plaintext(object: &SealedObject, out: &mut dyn Write, written: &mut u64) -> Result<()> {
-    let layout = *object.layout();
-    let slot = layout.chunk_size() + TAG_LEN;
-    let region = Arc::new(LockedRegion::new(slot)?);
-    let mut buf = LockedRegion::carve(&region, slot, 1, 0, 0)
+    let mut plaintext = Plaintext::new(object)?;
+    // Plaintext passes only through locked memory on its way out.
+    let region = Arc::new(LockedRegion::new(64 << 10)?);
+    let mut buf = LockedRegion::carve(&region, 64 << 10, 1, 0, 0)
         .pop()
         .expect("one buffer");
-    let count = layout.chunk_count();
-    // Authenticate the last chunk first: a truncated or extended file fails before output.
-    object.load(count - 1, &mut [&mut buf[..object.sealed_len(count - 1)]])?;
-    for index in 0..count {
-        let sealed = &mut buf[..object.sealed_len(index)];
-        object.load(index, &mut [&mut *sealed])?;
-        out.write_all(&sealed[..object.plain_len(index)])?;
-        *written += object.plain_len(index) as u64;
+    loop {
+        let len = plaintext.read(&mut buf)?;
+        if len == 0 {
+            break;
+        }
+        out.write_all(&buf[..len])?;
+        *written += len as u64;
     }
     out.flush()?;
     Ok(())

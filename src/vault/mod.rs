@@ -21,18 +21,18 @@ use std::sync::Weak;
 
 use parking_lot::{Mutex, RwLock};
 
-pub use object::SealedObject;
+pub use object::{Plaintext, SealedObject};
 pub use tree::{Ino, ROOT_INO};
 pub use volumes::VOLUMES_DIR;
 
 use crate::audit::{Actor, AuditError, AuditLog, Event, EventKind};
 use crate::backend::{Backend, BackendError, ReadProfile};
+use crate::bucket::{BucketError, ManifestStore};
 use crate::cache::{CacheError, ChunkCache, LockedBuf, MAX_RUN};
 use crate::dicom::volume;
 use crate::format::{FormatError, TAG_LEN};
 use crate::gpu::abi::VolumeShape;
 use crate::gpu::{GpuError, Load, Loader, SinkKind, Transfer};
-use crate::bucket::{BucketError, ManifestStore};
 use crate::keys::Identity;
 use crate::manifest::Manifest;
 use crate::workers::Workers;
@@ -1050,11 +1050,8 @@ impl Vault {
                 ra.prefetched_until = 0;
             }
             ra.next_offset = end;
-            let want_until = layout.chunk_of(
-                (end + ra.window)
-                    .min(object.size())
-                    .saturating_sub(1),
-            ) + 1;
+            let want_until =
+                layout.chunk_of((end + ra.window).min(object.size()).saturating_sub(1)) + 1;
             // From the chunk after the last one this read touched (`end` is exclusive).
             let from = ra.prefetched_until.max(layout.chunk_of(end - 1) + 1);
             // Refill whenever a whole part is missing (half the window while the window is

@@ -46,12 +46,11 @@ impl SealedObject {
     ) -> Result<(Self, Vec<u8>), VaultError> {
         let (header, first_bytes) = read_first(backend.as_ref(), key, size, first_read)?;
         if let Some(entry) = bound {
-            let header_len = format::header_len(&first_bytes).map_err(|source| {
-                VaultError::Format {
+            let header_len =
+                format::header_len(&first_bytes).map_err(|source| VaultError::Format {
                     key: key.to_owned(),
                     source,
-                }
-            })?;
+                })?;
             let hash = blake3::hash(&first_bytes[..header_len]);
             if *hash.as_bytes() != entry.header_hash || header.file_id() != entry.file_id {
                 return Err(VaultError::ManifestMismatch {
@@ -308,5 +307,64 @@ impl ChunkSource for Prefetched<'_> {
             at += buf.len();
         }
         self.object.open_chunks(first, bufs)
+    }
+}
+
+/// The plaintext of a sealed object as a [`std::io::Read`], decrypted chunk by chunk into
+/// one locked buffer; it ends at [`SealedObject::size`]. The last chunk is authenticated
+/// when the reader is made, so a truncated or extended object fails before any byte.
+pub struct Plaintext<'a> {
+    object: &'a SealedObject,
+    buf: crate::cache::LockedBuf,
+    /// The chunk in `buf` and how much of it was handed out.
+    chunk: Option<u64>,
+    used: usize,
+    /// Plaintext bytes handed out so far.
+    position: u64,
+}
+
+impl<'a> Plaintext<'a> {
+    /// A reader of `object` from its first byte.
+    pub fn new(object: &'a SealedObject) -> Result<Self, VaultError> {
+        let layout = object.layout();
+        let slot = layout.chunk_size() + TAG_LEN;
+        let region = Arc::new(crate::cache::LockedRegion::new(slot)?);
+        let mut buf = crate::cache::LockedRegion::carve(&region, slot, 1, 0, 0)
+            .pop()
+            .expect("one buffer");
+        let last = layout.chunk_count() - 1;
+        object.load(last, &mut [&mut buf[..object.sealed_len(last)]])?;
+        Ok(Plaintext {
+            object,
+            buf,
+            chunk: None,
+            used: 0,
+            position: 0,
+        })
+    }
+}
+
+impl std::io::Read for Plaintext<'_> {
+    fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
+        let object = self.object;
+        let left = object.size() - self.position;
+        if left == 0 || out.is_empty() {
+            return Ok(0);
+        }
+        let index = object.layout().chunk_of(self.position);
+        if self.chunk != Some(index) {
+            let sealed = &mut self.buf[..object.sealed_len(index)];
+            object
+                .load(index, &mut [sealed])
+                .map_err(std::io::Error::other)?;
+            self.chunk = Some(index);
+            self.used = 0;
+        }
+        let available = (object.plain_len(index) - self.used).min(left as usize);
+        let len = available.min(out.len());
+        out[..len].copy_from_slice(&self.buf[self.used..self.used + len]);
+        self.used += len;
+        self.position += len as u64;
+        Ok(len)
     }
 }

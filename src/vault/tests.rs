@@ -83,7 +83,13 @@ impl Fixture {
             cache_size: 16 << 20,
             ..VaultConfig::default()
         };
-        let vault = Vault::new(self.backend(), self.identity(), config, Some(Arc::new(log)), None);
+        let vault = Vault::new(
+            self.backend(),
+            self.identity(),
+            config,
+            Some(Arc::new(log)),
+            None,
+        );
         (Arc::new(vault.unwrap()), path)
     }
 

@@ -118,7 +118,9 @@ impl Tree {
         let mut entries: Vec<(&String, &Entry)> = manifest.entries.iter().collect();
         entries.sort_by_key(|(path, _)| std::cmp::Reverse(path.matches('/').count()));
         for (path, entry) in entries {
-            if let Err(reason) = tree.insert(path, &entry.object_key(), entry.object_len, Some(*entry)) {
+            if let Err(reason) =
+                tree.insert(path, &entry.object_key(), entry.object_len, Some(*entry))
+            {
                 skipped.note(reason, &format_args!("{path:?}: {reason}"));
             }
         }
@@ -208,7 +210,8 @@ impl Tree {
                 let (parent, name) = (node.parent, node.name.clone());
                 self.hide(ino);
                 changed.push((parent, name));
-                let emptied = parent != ROOT_INO && self.children(parent).is_ok_and(|c| c.is_empty());
+                let emptied =
+                    parent != ROOT_INO && self.children(parent).is_ok_and(|c| c.is_empty());
                 if !emptied {
                     break;
                 }

@@ -373,25 +373,23 @@ impl Drive {
         }
     }
 
-    /// Deletes file `id` for good (not to the trash); one already gone counts as deleted.
-    pub async fn delete(&self, id: &str) -> Result<(), Failure> {
-        match self
-            .hub
-            .files()
-            .delete(id)
-            .supports_all_drives(true)
-            .doit()
-            .await
-        {
-            Ok(_) => Ok(()),
-            Err(e) => {
-                let failure = classify_call(format!("deleting Drive file {id}"), e);
-                if matches!(failure.kind, Kind::NotFound) {
-                    Ok(())
-                } else {
-                    Err(failure)
-                }
-            }
+    /// Deletes file `id` for good (not to the trash), retrying as [`Drive::retrying`]
+    /// does; one already gone counts as deleted.
+    pub async fn delete(&self, last: &Mutex<Option<String>>, id: &str) -> Result<(), Failure> {
+        let deleted = self
+            .retrying(last, async || {
+                self.hub
+                    .files()
+                    .delete(id)
+                    .supports_all_drives(true)
+                    .doit()
+                    .await
+                    .map_err(|e| classify_call(format!("deleting Drive file {id}"), e))
+            })
+            .await;
+        match deleted {
+            Err(failure) if failure.kind != Kind::NotFound => Err(failure),
+            _ => Ok(()),
         }
     }
 
@@ -440,9 +438,58 @@ impl Drive {
         Ok((list.files.unwrap_or_default(), list.next_page_token))
     }
 
+    /// Every page of the entries of `folder` matching `extra` (as [`Drive::children_page`]),
+    /// each page bounded by the timeout.
+    pub async fn children(
+        &self,
+        last: &Mutex<Option<String>>,
+        folder: &str,
+        extra: &str,
+        drive_id: Option<&str>,
+    ) -> Result<Vec<File>, Failure> {
+        let mut entries = Vec::new();
+        let mut token: Option<String> = None;
+        loop {
+            let page = self.retrying(last, async || {
+                self.children_page(folder, extra, drive_id, token.as_deref())
+                    .await
+            });
+            let (page, next) = self
+                .bounded(|| format!("listing Drive folder {folder}"), last, page)
+                .await?;
+            entries.extend(page);
+            match next {
+                Some(next) => token = Some(next),
+                None => return Ok(entries),
+            }
+        }
+    }
+
+    /// The files (with `folders`, the folders) named exactly `name` in `folder`, oldest
+    /// first ([`age`]).
+    pub async fn named(
+        &self,
+        last: &Mutex<Option<String>>,
+        folder: &str,
+        name: &str,
+        drive_id: Option<&str>,
+        folders: bool,
+    ) -> Result<Vec<File>, Failure> {
+        let op = if folders { "=" } else { "!=" };
+        let extra = format!(
+            " and name = '{}' and mimeType {op} '{}'",
+            quote(name),
+            super::FOLDER
+        );
+        let mut found = self.children(last, folder, &extra, drive_id).await?;
+        found.sort_by(|a, b| age(a).cmp(&age(b)));
+        Ok(found)
+    }
+
     /// Creates folder `name` in `parent` (a metadata-only `files.create`, which the
-    /// generated call cannot send: it always uploads media); returns its id.
-    pub async fn create_folder(&self, parent: &str, name: &str) -> Result<String, Failure> {
+    /// generated call cannot send: it always uploads media); returns its id and
+    /// `createdTime`.
+    pub async fn create_folder(&self, parent: &str, name: &str) -> Result<File, Failure> {
         let context = || format!("creating Drive folder {name:?} in {parent}");
         let body = serde_json::json!({
             "name": name,
@@ -453,18 +500,19 @@ impl Drive {
             .token()
             .await
             .map_err(|e| token_failure(context(), e))?;
-        let request =
-            google_drive3::hyper::Request::post(self.url("files?supportsAllDrives=true&fields=id"))
-                .header(AUTHORIZATION, format!("Bearer {token}"))
-                .header(CONTENT_TYPE, "application/json")
-                .header(USER_AGENT, concat!("smpfs/", env!("CARGO_PKG_VERSION")))
-                .body(google_drive3::common::to_body(Some(body.to_string())))
-                .map_err(|e| {
-                    Failure::fatal(BackendError::Remote {
-                        context: context(),
-                        message: e.to_string(),
-                    })
-                })?;
+        let request = google_drive3::hyper::Request::post(
+            self.url("files?supportsAllDrives=true&fields=id,createdTime"),
+        )
+        .header(AUTHORIZATION, format!("Bearer {token}"))
+        .header(CONTENT_TYPE, "application/json")
+        .header(USER_AGENT, concat!("smpfs/", env!("CARGO_PKG_VERSION")))
+        .body(google_drive3::common::to_body(Some(body.to_string())))
+        .map_err(|e| {
+            Failure::fatal(BackendError::Remote {
+                context: context(),
+                message: e.to_string(),
+            })
+        })?;
         let response = self
             .hub
             .client
@@ -479,12 +527,13 @@ impl Drive {
         if !(200..300).contains(&status) {
             return Err(classify_status(context(), status, &json));
         }
-        json["id"].as_str().map(str::to_owned).ok_or_else(|| {
-            Failure::fatal(BackendError::Remote {
+        match serde_json::from_value::<File>(json) {
+            Ok(folder) if folder.id.is_some() => Ok(folder),
+            _ => Err(Failure::fatal(BackendError::Remote {
                 context: context(),
                 message: "the answer has no folder id".into(),
-            })
-        })
+            })),
+        }
     }
 
     /// Downloads `url` (a media URL) bytes `offset..` into `bufs` with a `Range` header,
@@ -549,6 +598,24 @@ impl Drive {
 
 fn token_task_failed(error: tokio::task::JoinError) -> google_drive3::yup_oauth2::Error {
     google_drive3::yup_oauth2::Error::UserError(format!("getting an access token failed: {error}"))
+}
+
+/// Where `file` stands among the files of its name, oldest first: by `createdTime`, then
+/// by id (a tie-break every client agrees on). The first is the one a key means.
+pub fn age(file: &File) -> impl Ord + '_ {
+    (file.created_time, file.id.as_deref())
+}
+
+/// The oldest of `named` (the entries of one name) if it is older than `ours`, an entry of
+/// that name just created (placed as `named` lists it, if it does): then `ours` lost the
+/// race to create the entry of that name, see [`super::upload::Mode::CreateIfAbsent`].
+pub fn older<'a>(named: &'a [File], ours: &'a File) -> Option<&'a File> {
+    let ours = named.iter().find(|f| f.id == ours.id).unwrap_or(ours);
+    named
+        .iter()
+        .filter(|f| f.id != ours.id)
+        .min_by(|a, b| age(a).cmp(&age(b)))
+        .filter(|oldest| age(oldest) < age(ours))
 }
 
 /// A Drive query string literal's content: `\` and `'` escaped.

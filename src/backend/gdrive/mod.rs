@@ -5,6 +5,10 @@
 //! Invariants:
 //! - the listing is recursive from the source folder; each folder's entries get unique,
 //!   safe local names ([`names`]); Google-native documents have no bytes and are skipped;
+//! - a key need not be listed to be read: one the listing did not see (or no listing ran)
+//!   is looked up when first read, as the oldest file of that name in its folder, and
+//!   from then on read as if listed; one that does not exist is
+//!   [`BackendError::NotFound`], and asked again on the next read;
 //! - every read of a listed file is pinned to the revision the listing saw: it downloads
 //!   `files/ID/revisions/REV?alt=media`, so a file replaced mid-read keeps serving the
 //!   listed bytes while Drive keeps that revision, and fails with
@@ -14,7 +18,9 @@
 //!   two versions (and the sealed format would reject them anyway);
 //! - requests are bounded by the timeout and retried as [`client`] says;
 //! - uploads are write-once (see [`upload`]); folders are created as needed, one at a
-//!   time, so parallel seals do not create duplicates.
+//!   time, so parallel seals do not create duplicates;
+//! - `create` without `overwrite` is create-if-absent, also against racing writers
+//!   ([`upload::Mode::CreateIfAbsent`]); `delete` removes every file of the key's name.
 
 mod auth;
 mod client;
@@ -37,7 +43,7 @@ pub use location::{DriveRoot, GDriveLocation};
 use super::remote::{BlockingRuntime, CopyIn};
 use super::{validate_key, Arrival, Backend, BackendError, ObjectInfo, ObjectWriter, ReadProfile};
 use client::{quote, Drive, Failure, Kind};
-use upload::{DriveWriter, Target};
+use upload::{DriveWriter, Mode, Target};
 
 /// The HTTP(S) connector of the hub and the authenticators.
 type Connector = google_drive3::hyper_rustls::HttpsConnector<
@@ -264,8 +270,11 @@ impl GDriveBackend {
         Ok(Some(root))
     }
 
-    /// The folder `name` in `parent`; created if missing and `create`. Several folders of
-    /// that name are an error (which one would be meant is unclear).
+    /// The folder `name` in `parent`; created if missing and `create`. Of several folders
+    /// of that name the oldest is meant, as of files (and as the listing names them), by
+    /// the protocol of [`upload::Mode::CreateIfAbsent`]: writers racing to create it agree
+    /// on the oldest, and one whose own folder turns out younger deletes it (still empty:
+    /// nothing is put in a folder before this check) and uses the oldest.
     async fn child_folder(
         &self,
         last: &Mutex<Option<String>>,
@@ -275,52 +284,29 @@ impl GDriveBackend {
         create: bool,
     ) -> Result<Option<String>, Failure> {
         let drive = &self.drive;
-        let extra = format!(" and name = '{}' and mimeType = '{FOLDER}'", quote(name));
-        let found = self.all_children(last, parent, &extra, drive_id).await?;
-        match found.as_slice() {
-            [one] => return Ok(one.id.clone()),
-            [] if !create => return Ok(None),
-            [] => {}
-            _ => {
-                return Err(Failure::fatal(BackendError::BadSource {
-                    source_text: self.location.to_string(),
-                    reason: format!("folder {parent} holds several folders named {name:?}"),
-                }))
-            }
+        let named = async || drive.named(last, parent, name, drive_id, true).await;
+        if let Some(oldest) = named().await?.into_iter().next() {
+            return Ok(oldest.id);
+        }
+        if !create {
+            return Ok(None);
         }
         let created = drive
             .retrying(last, async || drive.create_folder(parent, name).await)
             .await?;
         tracing::info!(name, "created Drive folder");
-        Ok(Some(created))
-    }
-
-    /// Every page of the entries of `folder` matching `extra`.
-    async fn all_children(
-        &self,
-        last: &Mutex<Option<String>>,
-        folder: &str,
-        extra: &str,
-        drive_id: Option<&str>,
-    ) -> Result<Vec<File>, Failure> {
-        let drive = &self.drive;
-        let mut entries = Vec::new();
-        let mut token: Option<String> = None;
-        loop {
-            let page = drive.retrying(last, async || {
-                drive
-                    .children_page(folder, extra, drive_id, token.as_deref())
-                    .await
-            });
-            let (page, next) = drive
-                .bounded(|| format!("listing Drive folder {folder}"), last, page)
-                .await?;
-            entries.extend(page);
-            match next {
-                Some(next) => token = Some(next),
-                None => return Ok(entries),
-            }
-        }
+        let found = named().await?;
+        let Some(older) = client::older(&found, &created) else {
+            return Ok(created.id);
+        };
+        tracing::info!(
+            name,
+            "another writer created this folder first; using theirs"
+        );
+        drive
+            .delete(last, created.id.as_deref().unwrap_or_default())
+            .await?;
+        Ok(older.id.clone())
     }
 
     /// The folder id of directory `dir` (`""` for the root); with `create`, missing
@@ -359,7 +345,8 @@ impl GDriveBackend {
         Ok(Some((id, root.drive_id)))
     }
 
-    /// The files named exactly `name` in the folder of `key`, oldest first.
+    /// The files named exactly as `key` in its folder, oldest first ([`client::age`]): the
+    /// first is the one `key` means.
     async fn existing(
         &self,
         last: &Mutex<Option<String>>,
@@ -369,14 +356,14 @@ impl GDriveBackend {
         let Some((folder, drive_id)) = self.folder(last, dir, false).await? else {
             return Ok(Vec::new());
         };
-        let extra = format!(" and name = '{}' and mimeType != '{FOLDER}'", quote(name));
-        let mut found = self
-            .all_children(last, &folder, &extra, drive_id.as_deref())
-            .await?;
-        found.sort_by(|a, b| (a.created_time, &a.id).cmp(&(b.created_time, &b.id)));
-        Ok(found)
+        self.drive
+            .named(last, &folder, name, drive_id.as_deref(), false)
+            .await
     }
 
+    /// A writer of `key`: with `overwrite` a new revision of the file `key` means (a new
+    /// file if there is none), else a new file created if absent
+    /// ([`upload::Mode::CreateIfAbsent`]).
     fn writer(
         &self,
         key: &str,
@@ -385,26 +372,35 @@ impl GDriveBackend {
     ) -> Result<Box<dyn ObjectWriter>, BackendError> {
         validate_key(key)?;
         let (dir, name) = key.rsplit_once('/').unwrap_or(("", key));
-        let (parent, replace) = self.drive.block(
+        let target = self.drive.block(
             || format!("preparing the upload of {key:?}"),
             async |last| {
-                let replace = if overwrite {
-                    self.existing(last, key).await?.into_iter().next()
-                } else {
-                    None
-                };
-                let (parent, _) = self
+                let (parent, drive_id) = self
                     .folder(last, dir, true)
                     .await?
                     .expect("created when missing");
-                Ok((parent, replace.and_then(|f| f.id)))
+                let existing = self
+                    .drive
+                    .named(last, &parent, name, drive_id.as_deref(), false)
+                    .await?;
+                let mode = match existing.into_iter().next() {
+                    Some(file) if overwrite => Mode::Replace(file.id.unwrap_or_default()),
+                    None if overwrite => Mode::Create,
+                    Some(_) => {
+                        return Err(Failure::fatal(BackendError::AlreadyExists {
+                            key: key.to_owned(),
+                        }))
+                    }
+                    None => Mode::CreateIfAbsent,
+                };
+                Ok(Target {
+                    parent,
+                    drive_id,
+                    name: name.to_owned(),
+                    mode,
+                })
             },
         )?;
-        let target = Target {
-            parent,
-            name: name.to_owned(),
-            replace,
-        };
         Ok(Box::new(DriveWriter::new(
             Arc::clone(&self.drive),
             key,
@@ -413,10 +409,44 @@ impl GDriveBackend {
         )?))
     }
 
-    /// Reads a listed file's bytes: its listed revision, or, where revisions may not be
-    /// read, the current content checked against the listing afterwards. With `here`, the
-    /// pinned download runs on this thread's own runtime and client
-    /// ([`Drive::block_here`]).
+    /// What pins the reads of `key`: as listed, else looked up now (the oldest file of
+    /// that name and its head revision, as a listing would record it) and kept as if
+    /// listed. [`BackendError::NotFound`] if there is no such file (or only a
+    /// Google-native document, which a listing skips); that answer is not kept, so a key
+    /// created later is found then.
+    fn listed(&self, key: &str) -> Result<Listed, BackendError> {
+        if let Some(listed) = self.files.read().get(key) {
+            return Ok(listed.clone());
+        }
+        validate_key(key)?;
+        let found = self.drive.block(
+            || format!("looking up {key:?} in {}", self.location),
+            async |last| Ok(self.existing(last, key).await?.into_iter().next()),
+        )?;
+        let file = found
+            .filter(|f| {
+                !f.mime_type
+                    .as_deref()
+                    .unwrap_or_default()
+                    .starts_with(NATIVE)
+            })
+            .ok_or_else(|| BackendError::NotFound {
+                key: key.to_owned(),
+            })?;
+        let listed = Listed {
+            id: file.id.unwrap_or_default(),
+            revision: file.head_revision_id,
+            md5: file.md5_checksum,
+        };
+        // A lookup that raced this one may have kept its answer first: reads agree on it.
+        let mut files = self.files.write();
+        Ok(files.entry(key.to_owned()).or_insert(listed).clone())
+    }
+
+    /// Reads a file's bytes ([`GDriveBackend::listed`]): its listed revision, or, where
+    /// revisions may not be read, the current content checked against the listing
+    /// afterwards. With `here`, the pinned download runs on this thread's own runtime and
+    /// client ([`Drive::block_here`]).
     fn read_listed(
         &self,
         key: &str,
@@ -428,14 +458,7 @@ impl GDriveBackend {
         if bufs.iter().all(|b| b.is_empty()) {
             return Ok(());
         }
-        let listed = self
-            .files
-            .read()
-            .get(key)
-            .cloned()
-            .ok_or_else(|| BackendError::NotFound {
-                key: key.to_owned(),
-            })?;
+        let listed = self.listed(key)?;
         let drive = &self.drive;
         let changed = || {
             Failure::fatal(BackendError::Changed {
@@ -594,7 +617,7 @@ impl Backend for GDriveBackend {
             while !level.is_empty() {
                 let answers: Vec<(String, Vec<File>)> = stream::iter(level.drain(..))
                     .map(|(folder, prefix)| async move {
-                        let entries = self.all_children(last, &folder, "", drive_id).await?;
+                        let entries = self.drive.children(last, &folder, "", drive_id).await?;
                         Ok::<_, Failure>((prefix, entries))
                     })
                     .buffered(FOLDERS_IN_FLIGHT)
@@ -648,6 +671,10 @@ impl Backend for GDriveBackend {
         )
     }
 
+    /// With `overwrite`, a new revision of the file `key` means (a new file if none).
+    /// Without, create-if-absent: [`BackendError::AlreadyExists`] here if a file of that
+    /// name exists, or at commit if another writer's file of that name turns out older
+    /// (ours is then deleted); see [`upload::Mode::CreateIfAbsent`] for the protocol.
     fn create(&self, key: &str, overwrite: bool) -> Result<Box<dyn ObjectWriter>, BackendError> {
         self.writer(key, overwrite, None)
     }
@@ -661,6 +688,8 @@ impl Backend for GDriveBackend {
         self.writer(key, overwrite, Some(len))
     }
 
+    /// Deletes every file of the key's name for good (a loser's leftover copy too) and
+    /// forgets what pinned its reads; nothing there is success.
     fn delete(&self, key: &str) -> Result<(), BackendError> {
         validate_key(key)?;
         self.drive.block(
@@ -668,7 +697,7 @@ impl Backend for GDriveBackend {
             async |last| {
                 for file in self.existing(last, key).await? {
                     if let Some(id) = &file.id {
-                        self.drive.delete(id).await?;
+                        self.drive.delete(last, id).await?;
                     }
                 }
                 Ok(())

@@ -14,7 +14,11 @@
 //!   connection or a stall around the last request) is followed by asking its session
 //!   what became of it: if the file was stored, that is the result; it is never uploaded
 //!   a second time (Drive would keep both copies);
-//! - the MD5 Drive reports for the stored object must match the bytes written.
+//! - the MD5 Drive reports for the stored object must match the bytes written;
+//! - a name may hold several files on Drive, and a key means the oldest
+//!   ([`age`](super::client::age)); a new object that must not replace one
+//!   ([`Mode::CreateIfAbsent`]) is created if absent, even with writers racing, by the
+//!   protocol described there.
 
 use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom, Write};
@@ -30,7 +34,7 @@ use md5::{Digest, Md5};
 use parking_lot::{Condvar, Mutex};
 use tokio::task::JoinHandle;
 
-use super::client::{classify_call, classify_status, token_failure, Drive, Failure, Kind};
+use super::client::{classify_call, classify_status, older, token_failure, Drive, Failure, Kind};
 use crate::backend::remote::backoff;
 use crate::backend::{BackendError, ObjectWriter};
 
@@ -41,17 +45,45 @@ const CHUNK: u64 = 8 << 20;
 const WINDOW: u64 = 2 * CHUNK;
 /// Whole-upload attempts after transient failures.
 const MAX_ATTEMPTS: u32 = 5;
-/// Fields asked of the stored object, to check it.
-const STORED_FIELDS: &str = "id,size,md5Checksum";
+/// Fields asked of the stored object, to check it and to place it among its namesakes.
+const STORED_FIELDS: &str = "id,size,md5Checksum,createdTime";
 
 /// Where an upload goes.
 pub struct Target {
     /// Folder id.
     pub parent: String,
+    /// The shared drive the folder is in, if any (to list it).
+    pub drive_id: Option<String>,
     /// File name in the folder.
     pub name: String,
-    /// An existing file to give a new revision instead of creating a file.
-    pub replace: Option<String>,
+    /// What the upload does to the files of that name.
+    pub mode: Mode,
+}
+
+/// What an upload does to the files of its name.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Mode {
+    /// Creates a file, whatever else is named so (an overwrite where nothing was there).
+    Create,
+    /// Creates a file only if none is named so, atomically as far as readers and other
+    /// writers can tell, though Drive has no conditional create:
+    /// 1. before the upload, a file of that name fails it at once
+    ///    ([`BackendError::AlreadyExists`]);
+    /// 2. once the upload has stored ours, [`ObjectWriter::commit`] lists the files of
+    ///    that name again; if one is older than ours ([`age`](super::client::age):
+    ///    `createdTime`, then id), ours lost a race: it is deleted and the commit fails
+    ///    with [`BackendError::AlreadyExists`]; else the commit succeeds.
+    ///
+    /// Every racer orders the files the same way and lists only after its own file
+    /// exists, so exactly one commit succeeds, the oldest file's; a reader, who takes the
+    /// oldest file of a name, reads the winner's bytes even while a loser's copy is still
+    /// there, and a loser that dies before deleting its copy leaves a younger namesake that
+    /// no reader takes. This relies on Drive listing a file once its creation has been
+    /// answered. A commit that fails otherwise in step 2 (the listing timed out) may have
+    /// won: a retry then finds the name taken, possibly by this very upload.
+    CreateIfAbsent,
+    /// Gives existing file ID a new revision.
+    Replace(String),
 }
 
 /// The staged bytes and the progress of the upload reading them.
@@ -334,8 +366,8 @@ async fn attempt(
     };
     let mime: mime::Mime = mime::APPLICATION_OCTET_STREAM;
     let files = drive.hub.files();
-    let result = match &target.replace {
-        Some(id) => {
+    let result = match &target.mode {
+        Mode::Replace(id) => {
             let call = files
                 .update(DriveFile::default(), id)
                 .supports_all_drives(true)
@@ -347,7 +379,7 @@ async fn attempt(
                 call.upload_resumable(reader, mime).await
             }
         }
-        None => {
+        Mode::Create | Mode::CreateIfAbsent => {
             let metadata = DriveFile {
                 name: Some(target.name.clone()),
                 parents: Some(vec![target.parent.clone()]),
@@ -523,6 +555,41 @@ impl ObjectWriter for DriveWriter {
                      delete file {:?} and seal again",
                     stored.size, stored.md5_checksum, stored.id
                 ),
+            });
+        }
+        if self.target.mode == Mode::CreateIfAbsent {
+            self.keep_if_oldest(stored)?;
+        }
+        Ok(())
+    }
+}
+
+impl DriveWriter {
+    /// The second half of [`Mode::CreateIfAbsent`]: keeps `stored` if no other file of its
+    /// name is older, else deletes it and fails with [`BackendError::AlreadyExists`].
+    fn keep_if_oldest(&self, stored: DriveFile) -> Result<(), BackendError> {
+        let target = &self.target;
+        let drive = &self.drive;
+        let lost = drive.block(
+            || format!("checking that {:?} was created first", self.key),
+            async |last| {
+                let parent = &target.parent;
+                let drive_id = target.drive_id.as_deref();
+                let named = drive
+                    .named(last, parent, &target.name, drive_id, false)
+                    .await?;
+                let lost = older(&named, &stored).is_some();
+                if lost {
+                    let ours = stored.id.as_deref().unwrap_or_default();
+                    drive.delete(last, ours).await?;
+                }
+                Ok(lost)
+            },
+        )?;
+        if lost {
+            tracing::info!(key = self.key, "another writer created it first");
+            return Err(BackendError::AlreadyExists {
+                key: self.key.clone(),
             });
         }
         Ok(())

@@ -1,0 +1,337 @@
+//! Commands on a bucket without mounting it: `ls`, `rm` and `migrate` (v1 to v2), and
+//! finding one file of a bucket of either layout for `cat` and `inspect`.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use anyhow::{bail, Context, Result};
+use parking_lot::Mutex;
+use rayon::prelude::*;
+
+use smpfs::backend::{Backend, Source};
+use smpfs::bucket::{write, ManifestStore, SeenGenerations};
+use smpfs::keys::Identity;
+use smpfs::manifest::{self, Entry, Kind, Manifest, Op, Segment};
+use smpfs::seal::{self, NewObject, SealOptions};
+use smpfs::vault::{Plaintext, SealedObject};
+
+use super::output::{escape_controls, out, say};
+use super::{backend_options, init_stderr_logging, load_identity, mount};
+
+/// A bucket and the identity to read it with.
+#[derive(clap::Args)]
+pub struct BucketArgs {
+    /// The bucket: a directory, s3://BUCKET[/PREFIX] or a Drive folder, as for `mount`.
+    pub bucket: String,
+    /// Identity file to open it with.
+    #[arg(long, short)]
+    pub identity: std::path::PathBuf,
+    /// The identity's passphrase, as the first line of this file (instead of a prompt).
+    #[arg(long, value_name = "FILE")]
+    pub passphrase_file: Option<std::path::PathBuf>,
+    /// Backend options, comma-separated, as for `seal` (endpoint=URL, region=, …).
+    #[arg(short = 'o', value_name = "OPTIONS")]
+    pub options: Vec<String>,
+}
+
+/// A bucket opened for a command.
+pub struct Opened {
+    pub source: Source,
+    pub backend: Arc<dyn Backend>,
+    pub store: ManifestStore,
+}
+
+/// Opens the bucket of `args` (with write rights if `writable`).
+pub fn open(bucket: &str, options: &[String], command: &str, writable: bool) -> Result<Opened> {
+    let source = mount::parse_source(bucket)?;
+    let backend = source.open(&backend_options(options, command)?, writable)?;
+    let store = ManifestStore::new(Arc::clone(&backend), SeenGenerations::default_location());
+    Ok(Opened {
+        source,
+        backend,
+        store,
+    })
+}
+
+/// Opens file `path` of a bucket of either layout, checked as a mount checks it.
+pub fn open_file(opened: &Opened, path: &str, identity: &Identity) -> Result<SealedObject> {
+    smpfs::backend::validate_key(path).context("give the file's path relative to the bucket")?;
+    let first_read = opened.backend.read_profile().first_read;
+    let backend = Arc::clone(&opened.backend);
+    let object = match opened.store.load(identity)? {
+        Some(manifest) => {
+            let entry = manifest
+                .entries
+                .get(path)
+                .with_context(|| format!("{} has no file {path:?}", opened.source))?;
+            let (object, _) = SealedObject::open(
+                backend,
+                &entry.object_key(),
+                entry.object_len,
+                identity,
+                0,
+                first_read,
+                Some(entry),
+            )?;
+            object
+        }
+        None => {
+            let size = opened
+                .backend
+                .stat(path)?
+                .with_context(|| format!("{} has no file {path:?}", opened.source))?;
+            SealedObject::open(backend, path, size, identity, 0, first_read, None)?.0
+        }
+    };
+    smpfs::harden::scrub_stack();
+    Ok(object)
+}
+
+/// `smpfs ls`: the files of a v2 bucket below `path`, from its manifest.
+pub fn ls(args: &BucketArgs, path: Option<&str>) -> Result<()> {
+    init_stderr_logging();
+    let opened = open(&args.bucket, &args.options, "ls", false)?;
+    let identity = load_identity(&args.identity, args.passphrase_file.as_deref())?;
+    let Some(manifest) = opened.store.load(&identity)? else {
+        bail!(
+            "{} has no manifest (a v1 bucket: its object keys are its paths; \
+             `smpfs migrate` converts it)",
+            opened.source
+        );
+    };
+    let path = path.unwrap_or("").trim_end_matches('/');
+    let mut shown = 0;
+    for (name, entry) in manifest.below(path) {
+        let modified = std::time::UNIX_EPOCH
+            + std::time::Duration::new(entry.mtime.0.max(0) as u64, entry.mtime.1);
+        out!(
+            "{:>14}  {}  {}",
+            entry.size,
+            humantime::format_rfc3339_seconds(modified),
+            escape_controls(name)
+        )?;
+        shown += 1;
+    }
+    if shown == 0 && !path.is_empty() {
+        bail!("{} has no file or directory {path:?}", opened.source);
+    }
+    say!("{shown} files; manifest generation {}", manifest.generation);
+    Ok(())
+}
+
+/// `smpfs rm`: removes files (or directories) from a v2 bucket.
+pub fn rm(args: &BucketArgs, paths: &[String]) -> Result<()> {
+    init_stderr_logging();
+    let opened = open(&args.bucket, &args.options, "rm", true)?;
+    let identity = load_identity(&args.identity, args.passphrase_file.as_deref())?;
+    let (committed, removed) = write::remove(&opened.store, &identity, paths)?;
+    say!(
+        "removed {removed} files from {}; manifest generation {}",
+        opened.source,
+        committed.manifest.generation
+    );
+    Ok(())
+}
+
+/// Where `migrate` keeps the entries of the objects it re-sealed so far (sealed, like
+/// manifest segments), until its final commit.
+fn journal_key(batch: u64) -> String {
+    format!("migrate/{batch:016x}")
+}
+
+/// `smpfs migrate`: rewrites a v1 bucket as v2. Each file is decrypted into locked
+/// memory and sealed again under a random id; batches are journaled (sealed) in the
+/// bucket, so an interrupted run resumes. The manifest appears in one commit at the end,
+/// then the v1 objects and the journal are deleted.
+pub fn migrate(args: &BucketArgs, to: &[String], pad: bool) -> Result<()> {
+    init_stderr_logging();
+    let opened = open(&args.bucket, &args.options, "migrate", true)?;
+    let identity = load_identity(&args.identity, args.passphrase_file.as_deref())?;
+    let backend = &opened.backend;
+    let listing = backend.list()?;
+    let is_v2_key = |key: &str| {
+        key.starts_with("obj/") || key.starts_with("manifest/") || key.starts_with("migrate/")
+    };
+    if let Some(manifest) = opened.store.load(&identity)? {
+        // An earlier run committed: only its clean-up may be left.
+        let leftovers: Vec<&str> = listing
+            .iter()
+            .map(|o| o.key.as_str())
+            .filter(|k| {
+                k.starts_with("migrate/") || (!is_v2_key(k) && manifest.entries.contains_key(*k))
+            })
+            .collect();
+        for key in &leftovers {
+            backend.delete(key)?;
+        }
+        say!(
+            "{} is already a v2 bucket (generation {}); {} leftover objects removed",
+            opened.source,
+            manifest.generation,
+            leftovers.len()
+        );
+        return Ok(());
+    }
+    let mut journaled = Manifest::default();
+    let mut batch = 1;
+    while backend.stat(&journal_key(batch))?.is_some() {
+        let segment = opened
+            .store
+            .read_sealed_segment(&identity, &journal_key(batch))?;
+        for op in segment.ops {
+            if let Op::Put(path, entry) = op {
+                journaled.entries.insert(path, entry);
+            }
+        }
+        batch += 1;
+    }
+    let todo: Vec<_> = listing
+        .iter()
+        .filter(|o| !is_v2_key(&o.key) && !journaled.entries.contains_key(&o.key))
+        .collect();
+    let total: u64 = todo.iter().map(|o| o.size).sum();
+    say!(
+        "migrating {} files ({:.1} MiB sealed) of {}; {} already done",
+        todo.len(),
+        total as f64 / (1 << 20) as f64,
+        opened.source,
+        journaled.entries.len()
+    );
+    let recipients = match to {
+        [] => {
+            say!("sealing to your identity only (--to adds other recipients)");
+            vec![identity.recipient()]
+        }
+        to => super::parse_recipients(to)?,
+    };
+    let options = SealOptions {
+        recipients: recipients.clone(),
+        chunk_log2: smpfs::format::DEFAULT_CHUNK_LOG2,
+        overwrite: false,
+    };
+    let bar = super::progress_bar(total);
+    let started = std::time::Instant::now();
+    let bytes = AtomicU64::new(0);
+    let first_read = backend.read_profile().first_read;
+    let pool = super::sealing_pool(backend.as_ref())?;
+    for chunk in todo.chunks(write::COMMIT_EVERY) {
+        let failures = Mutex::new(Vec::new());
+        let puts: Vec<Op> = pool.install(|| {
+            chunk
+                .par_iter()
+                .filter_map(|listed| {
+                    let result = (|| -> Result<Entry> {
+                        let (object, _) = SealedObject::open(
+                            Arc::clone(backend),
+                            &listed.key,
+                            listed.size,
+                            &identity,
+                            0,
+                            first_read,
+                            None,
+                        )?;
+                        let mut object_id = [0u8; 16];
+                        getrandom::getrandom(&mut object_id).expect("OS random number generator");
+                        let key = manifest::object_key(&object_id);
+                        let size = object.size();
+                        let sealed_len = if pad {
+                            manifest::padded_len(size)
+                        } else {
+                            size
+                        };
+                        let new = NewObject {
+                            key: &key,
+                            source: std::path::Path::new(&listed.key),
+                            size,
+                            sealed_len,
+                            overwrite: false,
+                        };
+                        let mut plaintext = Plaintext::new(&object)?;
+                        let written =
+                            seal::write_object(backend, &new, &mut plaintext, &options, &|n| {
+                                bar.inc(n)
+                            })?;
+                        bytes.fetch_add(size, Ordering::Relaxed);
+                        Ok(Entry {
+                            object_id,
+                            file_id: written.file_id,
+                            header_hash: written.header_hash,
+                            size,
+                            object_len: written.object_len,
+                            mtime: (0, 0),
+                            padded: sealed_len != size,
+                        })
+                    })();
+                    smpfs::harden::scrub_stack();
+                    match result {
+                        Ok(entry) => Some(Op::Put(listed.key.clone(), entry)),
+                        Err(e) => {
+                            failures.lock().push(format!("{}: {e:#}", listed.key));
+                            None
+                        }
+                    }
+                })
+                .collect()
+        });
+        let failures = failures.into_inner();
+        if !failures.is_empty() {
+            bar.finish_and_clear();
+            for failure in &failures {
+                say!("smpfs: not migrated: {}", escape_controls(failure));
+            }
+            bail!(
+                "{} files could not be migrated; nothing was committed (run again to resume)",
+                failures.len()
+            );
+        }
+        let mut ops = puts;
+        ops.sort_by(|a, b| a.path().cmp(b.path()));
+        for op in &ops {
+            if let Op::Put(path, entry) = op {
+                journaled.entries.insert(path.clone(), *entry);
+            }
+        }
+        let segment = Segment {
+            kind: Kind::Snapshot,
+            generation: batch,
+            snapshot: batch,
+            recipients: recipients.clone(),
+            ops,
+        };
+        opened
+            .store
+            .write_sealed_segment(&journal_key(batch), &segment)?;
+        batch += 1;
+    }
+    bar.finish_and_clear();
+    let entries = journaled.entries.clone();
+    let committed = opened
+        .store
+        .commit(Some(&identity), &recipients, &mut |_| {
+            entries
+                .iter()
+                .map(|(path, entry)| Op::Put(path.clone(), *entry))
+                .collect()
+        })?;
+    let mut removed = 0;
+    for listed in &listing {
+        if !is_v2_key(&listed.key) && entries.contains_key(&listed.key) {
+            backend.delete(&listed.key)?;
+            removed += 1;
+        }
+    }
+    for done in 1..batch {
+        backend.delete(&journal_key(done))?;
+    }
+    let secs = started.elapsed().as_secs_f64();
+    let migrated = bytes.load(Ordering::Relaxed) as f64 / (1 << 20) as f64;
+    say!(
+        "migrated {} files of {} to v2 (manifest generation {}, {removed} v1 objects removed) \
+         in {secs:.2}s ({:.0} MiB/s)",
+        entries.len(),
+        opened.source,
+        committed.manifest.generation,
+        migrated / secs.max(1e-9)
+    );
+    Ok(())
+}
