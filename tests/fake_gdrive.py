@@ -4,7 +4,8 @@
   files.list (q: '<id>' in parents, trashed = false, name = '…', mimeType =/!= '…';
   pageSize capped by the config's page_size; pageToken), files.get (metadata, alt=media
   with Range), revisions/{rev}?alt=media with Range, drives.list (q: name = '…'),
-  metadata-only files.create (folders), resumable uploads (files.create / files.update,
+  metadata-only files.create (folders), files.delete (for good, a folder with everything
+  in it; 204 No Content), resumable uploads (files.create / files.update,
   chunks with Content-Range, 308 until complete; a status query, Content-Range
   `bytes */N`, answers 308 with the Range received so far, or 200 with the file once the
   upload is complete), and an OAuth token endpoint: the
@@ -14,7 +15,8 @@
 
 Test controls under /_admin/ (JSON): config (page_size, list_delay (seconds before each
 files.list answer), token_ttl, faults, revoked, forbid_revisions), file (add an entry with any name), replace (new revision), prune (drop
-old revisions), drive (add a shared drive), token (issue an access token), state, stats.
+old revisions), drive (add a shared drive), token (issue an access token), state, stats (with
+{"reset": true}, answered and then zeroed).
 
 Run: fake_gdrive.py --port PORT [--key-out SA.json] [--client-out CLIENT.json]
 """
@@ -63,7 +65,14 @@ config = {
     "revoked": False,
     "forbid_revisions": [],
 }
-stats = {"requests": 0, "token_grants": {}, "faults_served": 0, "media": 0, "lists_at_once": 0}
+
+
+def zero_stats():
+    return {"requests": 0, "token_grants": {}, "faults_served": 0, "media": 0, "lists_at_once": 0,
+            "deletes": 0}
+
+
+stats = zero_stats()
 lists_in_flight = 0
 public_key = None
 base_url = ""
@@ -283,7 +292,7 @@ class Handler(BaseHTTPRequestHandler):
         m = re.fullmatch(r"/upload-session/(\w+)", path)
         if m:
             return self.chunk(m.group(1))
-        write = self.command in ("POST", "PATCH")
+        write = self.command in ("POST", "PATCH", "DELETE")
         if not self.authorized(write=write):
             return
         if self.command == "GET" and path == "/drive/v3/files":
@@ -293,6 +302,8 @@ class Handler(BaseHTTPRequestHandler):
         m = re.fullmatch(r"/drive/v3/files/([\w-]+)", path)
         if self.command == "GET" and m:
             return self.get_file(m.group(1), query)
+        if self.command == "DELETE" and m:
+            return self.delete_file(m.group(1))
         m = re.fullmatch(r"/drive/v3/files/([\w-]+)/revisions/([\w-]+)", path)
         if self.command == "GET" and m:
             return self.get_revision(m.group(1), m.group(2), query)
@@ -306,7 +317,7 @@ class Handler(BaseHTTPRequestHandler):
         self.body()
         self.error(404, "notFound", f"no route for {self.command} {path}")
 
-    do_GET = do_POST = do_PUT = do_PATCH = route
+    do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = route
 
     # -- Drive -------------------------------------------------------------------------
 
@@ -355,6 +366,21 @@ class Handler(BaseHTTPRequestHandler):
                 return self.error(403, "fileNotDownloadable", "Only files with binary content can be downloaded.")
             revision = entry["revisions"][-1]
         self.media(revision)
+
+    def delete_file(self, fid):
+        """files.delete: gone for good (not trashed), with everything below a folder."""
+        self.body()
+        with lock:
+            fid = self.resolve(fid)
+            if fid not in files or fid == ROOT or fid in drives:
+                return self.error(404, "notFound", f"File not found: {fid}.")
+            doomed = [fid]
+            while doomed:
+                gone = files.pop(doomed.pop())
+                doomed += [e["id"] for e in files.values() if gone["id"] in e["parents"]]
+            stats["deletes"] += 1
+        self.send_response(204)
+        self.end_headers()
 
     def get_revision(self, fid, rev, query):
         with lock:
@@ -413,7 +439,9 @@ class Handler(BaseHTTPRequestHandler):
             if len(session["data"]) < total:
                 return self.send(308, b"", {"Range": f"bytes=0-{len(session['data']) - 1}"})
             if session["replace"]:
-                entry = files[session["replace"]]
+                entry = files.get(session["replace"])
+                if entry is None:
+                    return self.error(404, "notFound", f"File not found: {session['replace']}.")
                 add_revision(entry, session["data"])
             else:
                 meta = session["meta"]
@@ -489,7 +517,11 @@ class Handler(BaseHTTPRequestHandler):
                     dict(metadata(e), revisions=[r["id"] for r in e["revisions"]]) for e in files.values()
                 ])
             if action == "stats":
-                return self.send(200, stats)
+                answer = dict(stats)
+                if body.get("reset"):
+                    stats.clear()
+                    stats.update(zero_stats())
+                return self.send(200, answer)
             if action == "token":
                 return self.send(200, self.issue(READ_SCOPES))
             if action == "drive":

@@ -2,28 +2,42 @@
 //! loopback, through the real `google-drive3` client and real mounts: sealing trees with
 //! resumable uploads, the three source forms, pagination, duplicate and hostile names,
 //! native documents, revision pinning, rate limits, token refresh, dead and hung servers,
-//! revoked credentials and the login flow.
+//! revoked credentials and the login flow; and, on the backend itself, what bucket layout
+//! v2 needs: reads of keys no listing saw, deletes, and create-if-absent against racing
+//! writers.
 
 mod common;
 
-use std::io::{Read, Seek, SeekFrom};
+use std::io::{Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::{Command, Stdio};
+use std::sync::Barrier;
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use common::gdrive::FakeDrive;
 use common::{pattern, run_ok, smpfs, Workspace};
 use serde_json::json;
+use smpfs::backend::remote::CopyIn;
+use smpfs::backend::{Backend, BackendError, GDriveBackend, GDriveOptions};
 
-/// `smpfs seal SOURCE --out OUT -o <fake's options>`.
+/// `smpfs seal SOURCE --to RECIPIENT --out OUT -o <fake's options>`, into a bucket of the
+/// default layout (v2) when OUT is new.
 fn seal_to(ws: &Workspace, fake: &FakeDrive, source: &Path, out: &str) -> Command {
     let mut cmd = smpfs();
     cmd.arg("seal")
         .arg(source)
         .args(["--to", &ws.recipient, "--out", out, "-o"])
         .arg(fake.options());
+    cmd
+}
+
+/// [`seal_to`] into a v1 bucket (objects under their paths), for the tests of how Drive
+/// holds and names them.
+fn seal_v1_to(ws: &Workspace, fake: &FakeDrive, source: &Path, out: &str) -> Command {
+    let mut cmd = seal_to(ws, fake, source, out);
+    cmd.args(["--layout", "v1"]);
     cmd
 }
 
@@ -43,6 +57,45 @@ fn read_at(file: &mut std::fs::File, offset: u64, len: usize) -> std::io::Result
     Ok(buf)
 }
 
+/// A writable Drive backend on the fake at `source`, as a sealer or a mount opens one (each
+/// call is another client: another writer or reader).
+fn backend(fake: &FakeDrive, source: &str) -> GDriveBackend {
+    let options = GDriveOptions {
+        credentials: Some(fake.key.clone()),
+        endpoint: Some(fake.endpoint()),
+        ..GDriveOptions::default()
+    };
+    GDriveBackend::open(source.parse().unwrap(), &options, true).unwrap()
+}
+
+/// Stores `data` under `key` (`create`, or `create_sized` with `sized`) and commits it.
+fn put(
+    backend: &dyn Backend,
+    key: &str,
+    data: &[u8],
+    overwrite: bool,
+    sized: bool,
+) -> Result<(), BackendError> {
+    let mut writer = if sized {
+        backend.create_sized(key, overwrite, data.len() as u64)?
+    } else {
+        backend.create(key, overwrite)?
+    };
+    writer.write_all(data).unwrap();
+    writer.commit()
+}
+
+/// The first `len` bytes of `key`, read with `read_range`, then again with
+/// `read_range_arriving` (which must agree).
+fn get(backend: &dyn Backend, key: &str, len: usize) -> Result<Vec<u8>, BackendError> {
+    let mut plain = vec![0u8; len];
+    backend.read_range(key, 0, &mut [&mut plain])?;
+    let mut arriving = vec![0u8; len];
+    backend.read_range_arriving(key, 0, &mut [&mut arriving], &mut CopyIn)?;
+    assert!(plain == arriving, "{key}: the two reads differ");
+    Ok(plain)
+}
+
 /// Files of many sizes (one chunk, chunk boundaries, several upload chunks) sealed to a
 /// path in My Drive read back byte-exact through the path, a folder id with a path below
 /// it, and a shared drive; a re-run keeps everything and creates no duplicates.
@@ -54,7 +107,7 @@ fn sealed_trees_read_back_exactly_through_every_source_form() {
     for (i, size) in sizes.iter().enumerate() {
         ws.write_plain(&format!("series/{i}/slice.bin"), &pattern(*size, i as u8));
     }
-    let out = run_ok(&mut seal_to(
+    let out = run_ok(&mut seal_v1_to(
         &ws,
         &fake,
         &ws.plain(),
@@ -69,7 +122,7 @@ fn sealed_trees_read_back_exactly_through_every_source_form() {
         .as_str()
         .unwrap()
         .to_owned();
-    run_ok(&mut seal_to(
+    run_ok(&mut seal_v1_to(
         &ws,
         &fake,
         &ws.plain(),
@@ -99,7 +152,7 @@ fn sealed_trees_read_back_exactly_through_every_source_form() {
         &ws.mnt().join("CT"),
     );
 
-    let again = run_ok(&mut seal_to(
+    let again = run_ok(&mut seal_v1_to(
         &ws,
         &fake,
         &ws.plain(),
@@ -130,7 +183,7 @@ fn listing_pages_and_maps_duplicate_and_hostile_names() {
             format!("object {i}").as_bytes(),
         );
     }
-    run_ok(&mut seal_to(
+    run_ok(&mut seal_v1_to(
         &ws,
         &fake,
         &ws.plain(),
@@ -239,7 +292,7 @@ fn a_file_replaced_mid_read_serves_its_listed_revision_then_fails() {
     let ws = Workspace::new();
     let data = pattern(20 << 20, 1);
     ws.write_plain("big.bin", &data);
-    run_ok(&mut seal_to(
+    run_ok(&mut seal_v1_to(
         &ws,
         &fake,
         &ws.plain(),
@@ -251,7 +304,7 @@ fn a_file_replaced_mid_read_serves_its_listed_revision_then_fails() {
 
     let other = pattern(20 << 20, 9);
     ws.write_plain("big.bin", &other);
-    let reseal = seal_to(&ws, &fake, &ws.plain(), "gdrive:///My Drive/b")
+    let reseal = seal_v1_to(&ws, &fake, &ws.plain(), "gdrive:///My Drive/b")
         .arg("--overwrite")
         .output()
         .unwrap();
@@ -283,7 +336,7 @@ fn without_revision_access_a_replaced_file_gives_eio() {
     let ws = Workspace::new();
     let data = pattern(4 << 20, 2);
     ws.write_plain("scan.bin", &data);
-    run_ok(&mut seal_to(
+    run_ok(&mut seal_v1_to(
         &ws,
         &fake,
         &ws.plain(),
@@ -320,7 +373,7 @@ fn rate_limits_and_server_errors_are_retried() {
         (503, "backendError", 1, "/upload-session/"),
         (403, "rateLimitExceeded", 2, "POST /resumable/"),
     ]);
-    let out = run_ok(&mut seal_to(
+    let out = run_ok(&mut seal_v1_to(
         &ws,
         &fake,
         &ws.plain(),
@@ -454,12 +507,14 @@ fn a_listing_longer_than_the_timeout_mounts_and_lists_a_level_at_once() {
             );
         }
     }
-    run_ok(&mut seal_to(
+    run_ok(&mut seal_v1_to(
         &ws,
         &fake,
         &ws.plain(),
         "gdrive:///My Drive/d",
     ));
+    // Counted from here: the seal lists at once too, to check what it creates.
+    fake.admin("stats", json!({"reset": true}));
     // Pages of 2 entries, each answered after 0.5 s: 8 pages for the 4 folders, 2 s after
     // the first level if the three folders of the second are listed at once (4 s if not).
     fake.admin("config", json!({"page_size": 2, "list_delay": 0.5}));
@@ -586,4 +641,185 @@ fn login_caches_a_0600_token_that_mounts_use_until_revoked() {
         stderr(&out)
     );
     assert!(!common::is_mounted(&ws.mnt()));
+}
+
+/// Bucket layout v2 reads the keys its manifest names without listing: an object created
+/// after the reader listed, or read by a reader that never listed, is looked up by name
+/// (the oldest file of that name, pinned to its revision then as a listed one is); a key
+/// that is not there is NotFound, and found once it is created.
+#[test]
+fn objects_no_listing_saw_are_read_by_key() {
+    let fake = FakeDrive::start();
+    let writer = backend(&fake, "gdrive:///My Drive/v2");
+    let object = "obj/ab/00112233445566778899aabbccddeeff";
+    let first = pattern(70_000, 1);
+    put(&writer, object, &first, false, true).unwrap();
+
+    let reader = backend(&fake, "gdrive:///My Drive/v2");
+    assert_eq!(reader.list().unwrap().len(), 1);
+    let manifest = "manifest/0000000000000001";
+    assert!(matches!(
+        get(&reader, manifest, 10),
+        Err(BackendError::NotFound { .. })
+    ));
+    let segment = pattern(5_000, 2);
+    put(&writer, manifest, &segment, false, false).unwrap();
+    assert!(get(&reader, manifest, segment.len()).unwrap() == segment);
+    assert!(matches!(
+        get(&reader, "manifest/0000000000000002", 10),
+        Err(BackendError::NotFound { .. })
+    ));
+    assert!(matches!(
+        get(&reader, "no/such/folder", 10),
+        Err(BackendError::NotFound { .. })
+    ));
+
+    // Found by name, its reads stay pinned to the revision seen then.
+    fake.admin(
+        "replace",
+        json!({"id": fake.id_of("0000000000000001"), "data": b64(&pattern(5_000, 3))}),
+    );
+    assert!(get(&reader, manifest, segment.len()).unwrap() == segment);
+
+    // Without any listing; of two files of one name, the oldest by createdTime (here not
+    // the first created on the server).
+    let fresh = backend(&fake, "gdrive:///My Drive/v2");
+    assert!(get(&fresh, object, first.len()).unwrap() == first);
+    let root = fake.id_of("v2");
+    for (created, data) in [
+        ("2030-01-01T00:00:00.000Z", b"newer"),
+        ("2020-01-01T00:00:00.000Z", b"older"),
+    ] {
+        fake.admin(
+            "file",
+            json!({"parent": root, "name": "head", "data": b64(data), "createdTime": created}),
+        );
+    }
+    assert_eq!(get(&fresh, "head", 5).unwrap(), b"older");
+}
+
+/// `delete` removes the object (every file of its name) for readers that had read it too,
+/// and deleting what is not there succeeds.
+#[test]
+fn delete_removes_an_object_and_is_idempotent() {
+    let fake = FakeDrive::start();
+    let writer = backend(&fake, "gdrive:///My Drive/v2");
+    let key = "obj/cd/ffeeddccbbaa99887766554433221100";
+    let data = pattern(3_000, 4);
+    put(&writer, key, &data, false, false).unwrap();
+    assert!(get(&writer, key, data.len()).unwrap() == data);
+
+    writer.delete(key).unwrap();
+    assert!(fake.named("ffeeddccbbaa99887766554433221100").is_empty());
+    assert_eq!(writer.stat(key).unwrap(), None);
+    assert!(matches!(
+        get(&writer, key, data.len()),
+        Err(BackendError::NotFound { .. })
+    ));
+    assert_eq!(fake.stats()["deletes"], 1);
+    writer.delete(key).unwrap();
+    writer.delete("obj/zz/none").unwrap();
+    assert_eq!(
+        fake.stats()["deletes"],
+        1,
+        "nothing else was there to delete"
+    );
+
+    // The key can be created again, and is read as the new object.
+    let again = pattern(3_000, 5);
+    put(&writer, key, &again, false, false).unwrap();
+    assert!(get(&writer, key, again.len()).unwrap() == again);
+}
+
+/// Writers committing manifest generations race `create(key, overwrite = false)` (both
+/// past the check that nothing is there): exactly one commit succeeds, the other fails
+/// with AlreadyExists and leaves no copy, and readers get the winner's bytes.
+#[test]
+fn racing_exclusive_creates_have_exactly_one_winner() {
+    let fake = FakeDrive::start();
+    let writers = [
+        backend(&fake, "gdrive:///My Drive/v2"),
+        backend(&fake, "gdrive:///My Drive/v2"),
+    ];
+    for round in 0..4u8 {
+        let key = format!("manifest/{:016x}", round + 1);
+        let contents = [pattern(40_000, 10 + round), pattern(40_000, 20 + round)];
+        let both_created = Barrier::new(2);
+        let results: Vec<Result<(), BackendError>> = std::thread::scope(|scope| {
+            let threads: Vec<_> = writers
+                .iter()
+                .zip(&contents)
+                .map(|(writer, data)| {
+                    let (key, both_created) = (&key, &both_created);
+                    scope.spawn(move || {
+                        let sized = round % 2 == 1;
+                        let created = if sized {
+                            writer.create_sized(key, false, data.len() as u64)
+                        } else {
+                            writer.create(key, false)
+                        };
+                        both_created.wait();
+                        let mut object = created?;
+                        object.write_all(data).unwrap();
+                        object.commit()
+                    })
+                })
+                .collect();
+            threads.into_iter().map(|t| t.join().unwrap()).collect()
+        });
+        let winners: Vec<usize> = (0..2).filter(|&i| results[i].is_ok()).collect();
+        assert_eq!(winners.len(), 1, "round {round}: {results:?}");
+        let loser = 1 - winners[0];
+        assert!(
+            matches!(results[loser], Err(BackendError::AlreadyExists { .. })),
+            "round {round}: {results:?}"
+        );
+        assert_eq!(fake.named(&format!("{:016x}", round + 1)).len(), 1);
+        let reader = backend(&fake, "gdrive:///My Drive/v2");
+        assert!(
+            get(&reader, &key, 40_000).unwrap() == contents[winners[0]],
+            "round {round}: not the winner's bytes"
+        );
+        // Once it exists, a create is refused at once.
+        assert!(matches!(
+            writers[loser].create(&key, false).map(drop),
+            Err(BackendError::AlreadyExists { .. })
+        ));
+    }
+}
+
+/// A v2 (zero-knowledge) bucket on Drive: opaque object names and a sealed manifest whose
+/// generations are committed create-if-absent; a second seal adds a generation, and a
+/// mount, which reads the keys the manifest names instead of listing, reads every file.
+#[test]
+fn v2_buckets_on_drive_take_new_generations_and_mount() {
+    let fake = FakeDrive::start();
+    let ws = Workspace::new();
+    let scan = pattern(300_000, 7);
+    ws.write_plain("a/scan.bin", &scan);
+    run_ok(&mut seal_to(
+        &ws,
+        &fake,
+        &ws.plain(),
+        "gdrive:///My Drive/zk",
+    ));
+    let note = pattern(5_000, 8);
+    ws.write_plain("b/note.bin", &note);
+    let out = run_ok(
+        seal_to(&ws, &fake, &ws.plain(), "gdrive:///My Drive/zk")
+            .arg("-i")
+            .arg(&ws.identity),
+    );
+    assert!(
+        stderr(&out).contains("manifest generation 2"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(fake.named("scan.bin").is_empty() && fake.named("a").is_empty());
+    for name in ["0000000000000001", "0000000000000002", "head"] {
+        assert_eq!(fake.named(name).len(), 1, "{name}");
+    }
+    let _mount = ws.mount_source("gdrive:///My Drive/zk", &[&fake.options(), "audit=off"]);
+    assert!(std::fs::read(ws.mnt().join("a/scan.bin")).unwrap() == scan);
+    assert!(std::fs::read(ws.mnt().join("b/note.bin")).unwrap() == note);
 }

@@ -666,6 +666,24 @@ mod tests {
     }
 
     #[test]
+    fn the_oldest_of_a_name_wins_by_created_time_then_id() {
+        let file = |id: &str, created: &str| -> File {
+            serde_json::from_value(serde_json::json!({"id": id, "createdTime": created})).unwrap()
+        };
+        let b1 = file("b1", "2026-01-01T00:00:00.000Z");
+        let a9 = file("a9", "2026-01-01T00:00:00.000Z");
+        let a0 = file("a0", "2026-01-02T00:00:00.000Z");
+        let id = |f: Option<&File>| f.and_then(|f| f.id.clone());
+        // Created in the same millisecond: the smaller id is older.
+        let both = [a9.clone(), b1.clone()];
+        assert_eq!(id(older(&both, &b1)), Some("a9".into()));
+        assert_eq!(id(older(&both, &a9)), None);
+        // One not listed (yet) is placed by its own createdTime.
+        assert_eq!(id(older(std::slice::from_ref(&a0), &a9)), None);
+        assert_eq!(id(older(&[a9, b1], &a0)), Some("a9".into()));
+    }
+
+    #[test]
     fn query_literals_are_escaped() {
         assert_eq!(quote(r"it's a\b"), r"it\'s a\\b");
     }

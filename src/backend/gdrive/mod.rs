@@ -598,17 +598,18 @@ impl Walk {
 }
 
 impl Backend for GDriveBackend {
+    /// The whole tree below the root. A source path whose folders do not exist (yet)
+    /// lists as empty, as an S3 prefix does: sealing creates them. A `gdrive://FOLDER_ID`
+    /// or shared drive that is not visible is [`BackendError::BadSource`].
     fn list(&self) -> Result<Vec<ObjectInfo>, BackendError> {
         let context = || format!("listing {}", self.location);
         // Not bounded as a whole (a large tree takes many requests): each request is.
         let walk = self.drive.block_each(async |last| {
             let root = self.drive.bounded(context, last, self.root(last, false));
-            let root = root.await?.ok_or_else(|| {
-                Failure::fatal(BackendError::BadSource {
-                    source_text: self.location.to_string(),
-                    reason: "no such folder".into(),
-                })
-            })?;
+            let Some(root) = root.await? else {
+                tracing::info!(source = %self.location, "no such folder (yet): nothing to list");
+                return Ok(Walk::default());
+            };
             // Level by level, several folders of a level at once; `buffered` keeps the
             // answers in order, so the result does not depend on which answers first.
             let mut walk = Walk::default();
