@@ -17,7 +17,7 @@ here=$(cd "$(dirname "$0")" && pwd)
 cd "$here"
 seconds=${1:-60}
 shift || true
-all=(header object audit_line audit_log keys options dicom_deid dicom_volume)
+all=(header object audit_line audit_log keys options dicom_deid dicom_volume manifest)
 targets=("$@")
 [ ${#targets[@]} -gt 0 ] || targets=("${all[@]}")
 
@@ -45,6 +45,7 @@ for t in "${all[@]}"; do
     done
 done
 cp -n ../tests/vectors/*.smpfs corpus/header/ 2>/dev/null || true
+cp -n ../tests/vectors/manifest-*.bin corpus/manifest/ 2>/dev/null || true
 python=python3
 if ! "$python" -c 'import pydicom' 2>/dev/null; then
     python="$here/target/venv/bin/python"

@@ -87,7 +87,7 @@ fn commands_that_load_an_identity_take_a_passphrase_file() {
     ws.write_plain("x.bin", &data);
     run_ok(
         smpfs()
-            .arg("seal")
+            .args(["seal", "--layout", "v1"])
             .arg(ws.plain())
             .args(["--to", &recipient])
             .arg("--out")

@@ -53,7 +53,7 @@ struct Sealed {
 
 fn seal_deid(ws: &Workspace, bucket: &Path, key: &Path, profile: Option<&str>) -> Sealed {
     let mut cmd = smpfs();
-    cmd.arg("seal")
+    cmd.args(["seal", "--layout", "v1"])
         .arg(ws.plain())
         .args(["--to", &ws.recipient])
         .arg("--out")
@@ -346,7 +346,7 @@ fn inspect_prints_the_header_but_no_pixel_data() {
     let bucket = ws.dir.path().join("plain-bucket");
     run_ok(
         smpfs()
-            .arg("seal")
+            .args(["seal", "--layout", "v1"])
             .arg(ws.plain())
             .args(["--to", &ws.recipient])
             .arg("--out")
@@ -388,7 +388,7 @@ fn deidentify_needs_a_key_and_a_known_profile() {
     ws.write_plain("a.dcm", b"x");
     let base = || {
         let mut cmd = smpfs();
-        cmd.arg("seal")
+        cmd.args(["seal", "--layout", "v1"])
             .arg(ws.plain())
             .args(["--to", &ws.recipient])
             .arg("--out")

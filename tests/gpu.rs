@@ -146,7 +146,7 @@ fn workspace(files: &[(&str, &[u8])], small4k: &[u8]) -> Workspace {
     std::fs::write(dir4k.join("small4k.bin"), small4k).unwrap();
     run_ok(
         smpfs()
-            .arg("seal")
+            .args(["seal", "--layout", "v1"])
             .arg(&dir4k)
             .args(["--to", &ws.recipient, "--chunk-size", "4K", "--out"])
             .arg(ws.bucket()),

@@ -19,7 +19,7 @@ fn stderr(out: &std::process::Output) -> String {
 fn seal(ws: &Workspace, source: &Path, out: &Path) {
     run_ok(
         smpfs()
-            .arg("seal")
+            .args(["seal", "--layout", "v1"])
             .arg(source)
             .args(["--to", &ws.recipient])
             .arg("--out")
@@ -151,7 +151,7 @@ fn a_secret_key_given_as_recipient_is_not_echoed() {
     let text = std::fs::read_to_string(&ws.identity).unwrap();
     let secret = text.lines().find(|l| !l.starts_with('#')).unwrap().trim();
     let out = smpfs()
-        .arg("seal")
+        .args(["seal", "--layout", "v1"])
         .arg(ws.plain())
         .args(["--to", secret])
         .arg("--out")
@@ -282,7 +282,7 @@ fn seal_into_its_own_source_creates_nothing() {
     let ws = Workspace::new();
     ws.write_plain("a.bin", b"a");
     let out = smpfs()
-        .arg("seal")
+        .args(["seal", "--layout", "v1"])
         .arg(ws.plain())
         .args(["--to", &ws.recipient])
         .arg("--out")

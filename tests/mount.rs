@@ -116,7 +116,7 @@ fn tampered_chunk_is_eio_and_logged_and_broken_objects_are_hidden() {
     let stranger = smpfs::keys::Identity::generate().recipient().to_string();
     run_ok(
         smpfs()
-            .args(["seal", "--overwrite", "--to", &stranger, "--out"])
+            .args(["seal", "--layout", "v1", "--overwrite", "--to", &stranger, "--out"])
             .arg(ws.bucket())
             .arg(ws.plain().join("other-identity")),
     );
@@ -397,7 +397,7 @@ fn passphrase_protected_identity_mounts_only_with_the_right_passphrase() {
     let recipient = String::from_utf8(out.stdout).unwrap();
     run_ok(
         smpfs()
-            .arg("seal")
+            .args(["seal", "--layout", "v1"])
             .arg(ws.plain())
             .args(["--to", recipient.trim(), "--out"])
             .arg(ws.bucket()),

@@ -178,7 +178,7 @@ fn mount_t_smpfs_and_fstab_lines_work_and_bad_input_mounts_nothing() {
     let recipient = String::from_utf8(keygen.stdout).unwrap();
     common::run_ok(
         common::smpfs()
-            .arg("seal")
+            .args(["seal", "--layout", "v1"])
             .arg(ws.plain())
             .args(["--to", recipient.trim()])
             .arg("--out")

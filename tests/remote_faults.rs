@@ -139,7 +139,7 @@ impl Remote {
     fn seal(&self, ws: &Workspace, name: &str, proxied: bool) -> Output {
         let mut cmd = smpfs();
         aws_env(&mut cmd)
-            .arg("seal")
+            .args(["seal", "--layout", "v1"])
             .arg(ws.plain())
             .args(["--to", &ws.recipient, "--out", &self.source(name), "-o"])
             .arg(self.options(proxied));

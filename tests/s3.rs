@@ -17,7 +17,7 @@ const BUCKET: &str = "scans";
 fn seal_to(ws: &Workspace, moto: &Moto, source: &std::path::Path, out: &str) -> Command {
     let mut cmd = smpfs();
     aws_env(&mut cmd)
-        .arg("seal")
+        .args(["seal", "--layout", "v1"])
         .arg(source)
         .args(["--to", &ws.recipient, "--out", out, "-o"])
         .arg(moto.endpoint_option());

@@ -82,7 +82,7 @@ impl Workspace {
     pub fn seal_all(&self) {
         run_ok(
             smpfs()
-                .arg("seal")
+                .args(["seal", "--layout", "v1"])
                 .arg(self.plain())
                 .args(["--to", &self.recipient])
                 .arg("--out")

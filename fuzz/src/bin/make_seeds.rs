@@ -288,6 +288,42 @@ fn dicom(out: &Path) {
 // runs, not libFuzzer's.
 libfuzzer_sys::fuzz_target!(|_data: &[u8]| {});
 
+fn manifests(out: &Path) {
+    use smpfs::manifest::{Entry, Kind, Op, Segment};
+    let entry = |n: u8| Entry {
+        object_id: [n; 16],
+        file_id: [n ^ 1; 16],
+        header_hash: [n ^ 2; 32],
+        size: u64::from(n) << 10,
+        object_len: (u64::from(n) << 10) + 200,
+        mtime: (1_700_000_000, u32::from(n)),
+        padded: n % 2 == 0,
+    };
+    let recipients = vec![Identity::generate().recipient()];
+    let snapshot = Segment {
+        kind: Kind::Snapshot,
+        generation: 3,
+        snapshot: 3,
+        recipients: recipients.clone(),
+        ops: vec![
+            Op::Put("Patient/CT/1.dcm".into(), entry(1)),
+            Op::Put("Patient/CT/2.dcm".into(), entry(2)),
+        ],
+    };
+    let delta = Segment {
+        kind: Kind::Delta,
+        generation: 4,
+        snapshot: 3,
+        recipients,
+        ops: vec![
+            Op::Remove("Patient/CT/1.dcm".into()),
+            Op::Put("Patient/MR/1.dcm".into(), entry(3)),
+        ],
+    };
+    write(out, "manifest", "snapshot", &snapshot.encode());
+    write(out, "manifest", "delta", &delta.encode());
+}
+
 fn main() {
     let out = std::env::args_os()
         .nth(1)
@@ -298,4 +334,5 @@ fn main() {
     options(out);
     objects(out);
     dicom(out);
+    manifests(out);
 }
