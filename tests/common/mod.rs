@@ -70,6 +70,18 @@ impl Workspace {
     pub fn mnt(&self) -> PathBuf {
         self.dir.path().join("mnt")
     }
+    /// Where this workspace's commands keep manifest generations seen (rollback state).
+    pub fn state(&self) -> PathBuf {
+        self.dir.path().join("state")
+    }
+
+    /// The smpfs binary with this workspace's state directory and the test credentials.
+    pub fn smpfs(&self) -> Command {
+        let mut cmd = smpfs();
+        moto::aws_env(&mut cmd);
+        cmd.env("SMPFS_STATE_DIR", self.state());
+        cmd
+    }
 
     /// Writes a plaintext file under `plain/`.
     pub fn write_plain(&self, rel: &str, data: &[u8]) {
@@ -93,7 +105,7 @@ impl Workspace {
     /// `smpfs mount BUCKET MNT -i IDENTITY`, to run with more arguments (for mounts that
     /// are expected to fail, and so never wait for the mount to show).
     pub fn mount_command(&self) -> Command {
-        let mut cmd = smpfs();
+        let mut cmd = self.smpfs();
         cmd.arg("mount")
             .arg(self.bucket())
             .arg(self.mnt())
@@ -110,8 +122,7 @@ impl Workspace {
     /// Mounts `source` (a directory or `s3://…`) on `mnt/` in the foreground.
     pub fn mount_source(&self, source: &str, options: &[&str]) -> Mount {
         let log = self.dir.path().join("mount.log");
-        let mut cmd = smpfs();
-        moto::aws_env(&mut cmd);
+        let mut cmd = self.smpfs();
         cmd.env("SMPFS_ALLOW_TEST_SINK", "1")
             .arg("mount")
             .arg(source)
