@@ -402,7 +402,7 @@ fn wrong_credentials_fail_the_mount_clearly() {
     assert!(!out.status.success());
     let message = stderr(&out);
     assert!(
-        message.contains("InvalidAccessKeyId") && message.contains("listing s3://scans/"),
+        message.contains("access denied (wrong credentials") && message.contains("s3://scans/"),
         "{message}"
     );
     assert!(!common::is_mounted(&ws.mnt()));

@@ -302,6 +302,13 @@ where
             context,
             message: "not found (no such bucket or key)".into(),
         },
+        // A HEAD answer has no body to name the reason.
+        (_, Some(403)) if error.code().is_none() => BackendError::Remote {
+            context,
+            message: "HTTP 403: access denied (wrong credentials, or they may not read this \
+                      bucket)"
+                .into(),
+        },
         _ => {
             let code = error.code().unwrap_or("error");
             let message = error.message().unwrap_or("no message");
