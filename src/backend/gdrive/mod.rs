@@ -8,7 +8,8 @@
 //! - a key need not be listed to be read: one the listing did not see (or no listing ran)
 //!   is looked up when first read, as the oldest file of that name in its folder, and
 //!   from then on read as if listed; one that does not exist is
-//!   [`BackendError::NotFound`], and asked again on the next read;
+//!   [`BackendError::NotFound`], and asked again on the next read; `stat` looks a key up
+//!   afresh and pins the reads that follow to what it found;
 //! - every read of a listed file is pinned to the revision the listing saw: it downloads
 //!   `files/ID/revisions/REV?alt=media`, so a file replaced mid-read keeps serving the
 //!   listed bytes while Drive keeps that revision, and fails with
@@ -102,6 +103,19 @@ struct Listed {
     id: String,
     revision: Option<String>,
     md5: Option<String>,
+}
+
+impl Listed {
+    /// What pins the reads of `file` as listed now: its head revision and MD5; `None` for
+    /// a Google-native document (no bytes), which a listing skips.
+    fn of(file: &File) -> Option<Self> {
+        let mime = file.mime_type.as_deref().unwrap_or_default();
+        (!mime.starts_with(NATIVE)).then(|| Listed {
+            id: file.id.clone().unwrap_or_default(),
+            revision: file.head_revision_id.clone(),
+            md5: file.md5_checksum.clone(),
+        })
+    }
 }
 
 /// The source folder, once found.
@@ -418,29 +432,25 @@ impl GDriveBackend {
         if let Some(listed) = self.files.read().get(key) {
             return Ok(listed.clone());
         }
-        validate_key(key)?;
-        let found = self.drive.block(
-            || format!("looking up {key:?} in {}", self.location),
-            async |last| Ok(self.existing(last, key).await?.into_iter().next()),
-        )?;
-        let file = found
-            .filter(|f| {
-                !f.mime_type
-                    .as_deref()
-                    .unwrap_or_default()
-                    .starts_with(NATIVE)
-            })
+        let listed = self
+            .look_up(key)?
+            .as_ref()
+            .and_then(Listed::of)
             .ok_or_else(|| BackendError::NotFound {
                 key: key.to_owned(),
             })?;
-        let listed = Listed {
-            id: file.id.unwrap_or_default(),
-            revision: file.head_revision_id,
-            md5: file.md5_checksum,
-        };
         // A lookup that raced this one may have kept its answer first: reads agree on it.
         let mut files = self.files.write();
         Ok(files.entry(key.to_owned()).or_insert(listed).clone())
+    }
+
+    /// The file `key` means now (the oldest of its name), if any.
+    fn look_up(&self, key: &str) -> Result<Option<File>, BackendError> {
+        validate_key(key)?;
+        self.drive.block(
+            || format!("looking up {key:?} in {}", self.location),
+            async |last| Ok(self.existing(last, key).await?.into_iter().next()),
+        )
     }
 
     /// Reads a file's bytes ([`GDriveBackend::listed`]): its listed revision, or, where
@@ -585,12 +595,8 @@ impl Walk {
                     key: key.clone(),
                     size: file.size.unwrap_or(0).max(0) as u64,
                 });
-                let listed = Listed {
-                    id,
-                    revision: file.head_revision_id.clone(),
-                    md5: file.md5_checksum.clone(),
-                };
-                self.listed.insert(key, listed);
+                self.listed
+                    .extend(Listed::of(file).map(|listed| (key, listed)));
             }
         }
         subfolders
@@ -661,15 +667,18 @@ impl Backend for GDriveBackend {
         self.read_listed(key, offset, bufs, arrival, true)
     }
 
+    /// Looks the key up afresh, and pins the reads that follow to what it found (or
+    /// forgets the pin if nothing is there): a stat and then a read of a key that is
+    /// rewritten (the v2 head hint, a new revision each time) read the revision whose size
+    /// the stat gave, not one pinned earlier. A mount's reads of listed files never stat.
     fn stat(&self, key: &str) -> Result<Option<u64>, BackendError> {
-        validate_key(key)?;
-        self.drive.block(
-            || format!("stat {key:?} in {}", self.location),
-            async |last| {
-                let found = self.existing(last, key).await?;
-                Ok(found.first().map(|f| f.size.unwrap_or(0).max(0) as u64))
-            },
-        )
+        let found = self.look_up(key)?;
+        let mut files = self.files.write();
+        match found.as_ref().and_then(Listed::of) {
+            Some(listed) => files.insert(key.to_owned(), listed),
+            None => files.remove(key),
+        };
+        Ok(found.map(|f| f.size.unwrap_or(0).max(0) as u64))
     }
 
     /// With `overwrite`, a new revision of the file `key` means (a new file if none).
