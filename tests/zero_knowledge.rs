@@ -541,7 +541,8 @@ fn damaged_foreign_or_unknown_manifests_mount_nothing() {
     future[8] = 9;
     let stranger = smpfs::keys::Identity::generate().recipient();
     let segment_path = ws.bucket().join("manifest/0000000000000002");
-    let cases: Vec<(&str, Box<dyn Fn()>)> = vec![
+    type Damage<'a> = Box<dyn Fn() + 'a>;
+    let cases: Vec<(&str, Damage)> = vec![
         (
             "unsupported manifest version 9",
             Box::new(|| plant_generation_2(&ws, &future, me)),

@@ -532,15 +532,9 @@ fn seal(args: SealArgs) -> Result<()> {
         None if store.has_manifest()? => return Err(BucketError::NeedsIdentity.into()),
         None => None,
     };
-    // A Drive folder that does not exist yet is created by the first upload.
-    let holds_objects = match backend.list() {
-        Ok(objects) => !objects.is_empty(),
-        Err(smpfs::backend::BackendError::BadSource { .. }) => false,
-        Err(e) => return Err(e.into()),
-    };
     let layout = if manifest.is_some() {
         Layout::V2
-    } else if holds_objects {
+    } else if !backend.list()?.is_empty() {
         Layout::V1
     } else if deid.is_some() {
         // De-identification writes its files and report under their paths.

@@ -428,6 +428,5 @@ pub fn padded_len(len: u64) -> u64 {
     let exponent = 63 - u64::from(len.leading_zeros());
     let significant = 64 - u64::from(exponent.leading_zeros());
     let mask = (1u64 << (exponent - significant)) - 1;
-    len.checked_add(mask)
-        .map_or(u64::MAX & !mask, |l| l & !mask)
+    len.checked_add(mask).map_or(!mask, |l| l & !mask)
 }

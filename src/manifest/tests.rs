@@ -216,3 +216,70 @@ fn padme_rounds_up_by_at_most_twelve_percent() {
         (1_000_000..1_100_000).map(padded_len).collect();
     assert!(distinct.len() <= 8, "{} distinct sizes", distinct.len());
 }
+
+/// The segments committed as `tests/vectors/manifest-*.bin` (docs/FORMAT.md §13).
+fn vector_segments() -> Vec<(&'static str, Segment)> {
+    let recipient = Recipient::from(
+        <[u8; 32]>::try_from(
+            hex::decode("a4e09292b651c278b9772c569f5fa9bb13d906b46ab68c9df9dc2b4409f8a209")
+                .unwrap(),
+        )
+        .unwrap(),
+    );
+    let vector_entry = |n: u8, size: u64, padded: bool| Entry {
+        object_id: [0x20 + n; 16],
+        file_id: [0x30 + n; 16],
+        header_hash: [0x50 + n; 32],
+        size,
+        object_len: size + 400,
+        mtime: (1_709_251_200, 500_000_000),
+        padded,
+    };
+    vec![
+        (
+            "manifest-snapshot.bin",
+            Segment {
+                kind: Kind::Snapshot,
+                generation: 1,
+                snapshot: 1,
+                recipients: vec![recipient],
+                ops: vec![
+                    Op::Put("study/CT/1.dcm".into(), vector_entry(1, 100, false)),
+                    Op::Put("study/CT/2.dcm".into(), vector_entry(2, 104, true)),
+                ],
+            },
+        ),
+        (
+            "manifest-delta.bin",
+            Segment {
+                kind: Kind::Delta,
+                generation: 2,
+                snapshot: 1,
+                recipients: vec![recipient],
+                ops: vec![
+                    Op::Remove("study/CT/1.dcm".into()),
+                    Op::Put("study/MR/1.dcm".into(), vector_entry(3, 0, false)),
+                ],
+            },
+        ),
+    ]
+}
+
+#[test]
+fn committed_manifest_vectors_decode_and_reencode_bit_for_bit() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/vectors");
+    let mut chain = Vec::new();
+    for (name, segment) in vector_segments() {
+        let file = dir.join(name);
+        if std::env::var_os("SMPFS_WRITE_VECTORS").is_some() {
+            std::fs::write(&file, segment.encode()).unwrap();
+        }
+        let stored = std::fs::read(&file).unwrap_or_else(|e| panic!("{}: {e}", file.display()));
+        assert_eq!(stored, segment.encode(), "{name}: encoder drifted");
+        assert_eq!(Segment::decode(&stored).unwrap(), segment, "{name}");
+        chain.push(segment);
+    }
+    let manifest = Manifest::from_chain(&chain).unwrap();
+    let paths: Vec<&str> = manifest.entries.keys().map(String::as_str).collect();
+    assert_eq!(paths, ["study/CT/2.dcm", "study/MR/1.dcm"]);
+}

@@ -205,8 +205,7 @@ impl Tree {
             let Some(mut ino) = self.find(path) else {
                 continue;
             };
-            loop {
-                let Some(node) = self.node(ino) else { break };
+            while let Some(node) = self.node(ino) {
                 let (parent, name) = (node.parent, node.name.clone());
                 self.hide(ino);
                 changed.push((parent, name));
