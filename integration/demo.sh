@@ -28,8 +28,10 @@ echo "recipient: $recipient"
 step "seal the scans into a bucket (a local directory here; the cloud would hold only this)"
 # Small chunks (default 64K) so even these small files span several authenticated chunks.
 "$smpfs" seal "$demo/scans" --to "$recipient" --out "$demo/bucket" --chunk-size 4K
-echo "the bucket holds ciphertext only:"
-head -c 64 "$demo/bucket/CT_small.dcm" | od -c | head -3
+echo "the bucket holds opaque objects and a sealed manifest: no file name, no folder, no plaintext:"
+(cd "$demo/bucket" && find . -type f | sort | head -6)
+echo "only an identity it is sealed to can list it:"
+"$smpfs" ls "$demo/bucket" -i "$demo/workstation.key" | head -4
 
 step "mount the bucket read-only"
 "$smpfs" mount "$demo/bucket" "$demo/mnt" -i "$demo/workstation.key" --log-file "$demo/mount.log"
@@ -37,11 +39,12 @@ findmnt "$demo/mnt"
 ls -lR "$demo/mnt" | head -20
 
 step "tampering is detected: flip one byte of a sealed object in the bucket"
-cp "$demo/bucket/MR_small.dcm" "$demo/MR_small.backup"
-printf '\xff' | dd of="$demo/bucket/MR_small.dcm" bs=1 seek=5000 conv=notrunc status=none
+object="$demo/bucket/$("$smpfs" ls "$demo/bucket" MR_small.dcm --objects -i "$demo/workstation.key" 2>/dev/null | awk '{print $2}')"
+cp "$object" "$demo/MR_small.backup"
+printf '\xff' | dd of="$object" bs=1 seek=5000 conv=notrunc status=none
 if cat "$demo/mnt/MR_small.dcm" > /dev/null 2>"$demo/err"; then echo "UNEXPECTED: read succeeded"; exit 1; fi
 echo "cat: $(cat "$demo/err")"
-cp "$demo/MR_small.backup" "$demo/bucket/MR_small.dcm"
+cp "$demo/MR_small.backup" "$object"
 echo "restored the object; reads work again"
 
 step "read with ordinary tools: sha256sum, dcmdump, pydicom"

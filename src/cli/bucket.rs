@@ -87,8 +87,9 @@ pub fn open_file(opened: &Opened, path: &str, identity: &Identity) -> Result<Sea
     Ok(object)
 }
 
-/// `smpfs ls`: the files of a v2 bucket below `path`, from its manifest.
-pub fn ls(args: &BucketArgs, path: Option<&str>) -> Result<()> {
+/// `smpfs ls`: the files of a v2 bucket below `path`, from its manifest; with
+/// `objects`, each file's object key too.
+pub fn ls(args: &BucketArgs, path: Option<&str>, objects: bool) -> Result<()> {
     init_stderr_logging();
     let opened = open(&args.bucket, &args.options, "ls", false)?;
     let identity = load_identity(&args.identity, args.passphrase_file.as_deref())?;
@@ -104,8 +105,13 @@ pub fn ls(args: &BucketArgs, path: Option<&str>) -> Result<()> {
     for (name, entry) in manifest.below(path) {
         let modified = std::time::UNIX_EPOCH
             + std::time::Duration::new(entry.mtime.0.max(0) as u64, entry.mtime.1);
+        let object = if objects {
+            format!("  {}", entry.object_key())
+        } else {
+            String::new()
+        };
         out!(
-            "{:>14}  {}  {}",
+            "{:>14}{object}  {}  {}",
             entry.size,
             humantime::format_rfc3339_seconds(modified),
             escape_controls(name)

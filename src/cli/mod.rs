@@ -77,6 +77,9 @@ enum Command {
         bucket: bucket::BucketArgs,
         /// Only this file, or the files below this directory.
         path: Option<String>,
+        /// Also print each file's object key in the bucket (after its size).
+        #[arg(long)]
+        objects: bool,
     },
     /// Remove files or directories from a zero-knowledge bucket (its manifest first, then
     /// their objects).
@@ -273,7 +276,11 @@ pub fn main() -> ExitCode {
         Command::Inspect(args) => dicom::inspect(&args),
         Command::Cat { object, out } => cat(&object, out.as_deref()),
         Command::Mount(args) => mount::mount(args, 1),
-        Command::Ls { bucket, path } => bucket::ls(&bucket, path.as_deref()),
+        Command::Ls {
+            bucket,
+            path,
+            objects,
+        } => bucket::ls(&bucket, path.as_deref(), objects),
         Command::Rm { bucket, paths } => bucket::rm(&bucket, &paths),
         Command::Migrate {
             bucket,
