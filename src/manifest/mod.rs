@@ -6,7 +6,7 @@
 //! generation: a segment is either a snapshot (every entry) or a delta (puts and removes
 //! on top of the generation before it). Each segment is stored as an ordinary sealed
 //! object, so it is encrypted and authenticated to the bucket's recipients like any file.
-//! `docs/FORMAT.md` §8 specifies the bytes; `tests/vectors/manifest-*` pin them.
+//! `docs/FORMAT.md` §13 specifies the bytes; `tests/vectors/manifest-*` pin them.
 
 use std::collections::BTreeMap;
 
@@ -419,7 +419,7 @@ impl Manifest {
 
 /// The plaintext length a file of `len` bytes is padded to with `seal --pad`: Padmé
 /// (Nikitin et al., PETS 2019) keeps the top ⌊log2 ⌊log2 len⌋⌋ + 1 bits of the length and
-/// rounds the rest up, so at most about 12% is added and a length leaks only O(log log len)
+/// rounds the rest up, so at most 12.5% is added and a length leaks only O(log log len)
 /// bits.
 pub fn padded_len(len: u64) -> u64 {
     if len < 2 {
