@@ -116,7 +116,15 @@ fn tampered_chunk_is_eio_and_logged_and_broken_objects_are_hidden() {
     let stranger = smpfs::keys::Identity::generate().recipient().to_string();
     run_ok(
         smpfs()
-            .args(["seal", "--layout", "v1", "--overwrite", "--to", &stranger, "--out"])
+            .args([
+                "seal",
+                "--layout",
+                "v1",
+                "--overwrite",
+                "--to",
+                &stranger,
+                "--out",
+            ])
             .arg(ws.bucket())
             .arg(ws.plain().join("other-identity")),
     );
