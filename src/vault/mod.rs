@@ -380,22 +380,46 @@ impl Vault {
 
     /// Reads a v2 bucket's manifest again if it has a newer generation (one small request
     /// when it has not) and moves the tree to it; files open keep reading the objects
-    /// they opened. A change is audited. `None` for a v1 bucket.
+    /// they opened. Every refresh is audited, a refused one (a rollback, a damaged
+    /// manifest) with its error. `None` for a v1 bucket.
     pub fn refresh(&self) -> Result<Option<Refreshed>, VaultError> {
         let Some((store, shown)) = &self.manifest else {
             return Ok(None);
         };
         let _gate = self.purge_gate.read();
+        if self.is_locked() {
+            return Err(VaultError::Purged);
+        }
         let mut shown = shown.lock();
-        let Some(newer) = store.newer_than(shown.generation)? else {
-            return Ok(Some(Refreshed {
-                generation: shown.generation,
-                ..Refreshed::default()
-            }));
+        let previous = shown.generation;
+        let loaded = store.newer_than(previous).and_then(|newer| match newer {
+            None => Ok(None),
+            Some(newer) => match self.identity.read().as_ref() {
+                Some(identity) => store.load_generation(identity, newer).map(Some),
+                None => Ok(None),
+            },
+        });
+        let next = match loaded {
+            Ok(Some(next)) => next,
+            Ok(None) => {
+                self.record(Event::new(EventKind::Refresh).detail(serde_json::json!({
+                    "generation": previous,
+                    "changed": false,
+                })))?;
+                return Ok(Some(Refreshed {
+                    generation: previous,
+                    ..Refreshed::default()
+                }));
+            }
+            Err(e) => {
+                self.record(
+                    Event::new(EventKind::Refresh)
+                        .detail(serde_json::json!({ "generation": previous }))
+                        .result(format!("refused: {e}")),
+                )?;
+                return Err(e.into());
+            }
         };
-        let identity = self.identity.read();
-        let identity = identity.as_ref().ok_or(VaultError::Purged)?;
-        let next = store.load_generation(identity, newer)?;
         let mut refreshed = Refreshed {
             generation: next.generation,
             ..Refreshed::default()
@@ -414,7 +438,8 @@ impl Vault {
             .count();
         self.record(Event::new(EventKind::Refresh).detail(serde_json::json!({
             "generation": next.generation,
-            "previous": shown.generation,
+            "previous": previous,
+            "changed": true,
             "added": refreshed.added,
             "removed": refreshed.removed,
             "replaced": refreshed.replaced,

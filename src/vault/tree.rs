@@ -591,3 +591,74 @@ impl Tree {
             .collect()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn manifest(files: &[(&str, u8)]) -> Manifest {
+        let mut manifest = Manifest::default();
+        for (path, n) in files {
+            let entry = Entry {
+                object_id: [*n; 16],
+                file_id: [*n; 16],
+                header_hash: [*n; 32],
+                size: u64::from(*n),
+                object_len: 200,
+                mtime: (0, 0),
+                padded: false,
+            };
+            manifest.entries.insert((*path).to_owned(), entry);
+        }
+        manifest
+    }
+
+    fn names(tree: &Tree, dir: Ino) -> Vec<String> {
+        tree.entries(dir, None, 100)
+            .unwrap()
+            .into_iter()
+            .map(|e| e.name)
+            .collect()
+    }
+
+    #[test]
+    fn a_manifest_tree_shows_entries_without_opening_them() {
+        let old = manifest(&[("a/1", 1), ("a/2", 2), ("b/c/3", 3)]);
+        let tree = Tree::from_manifest(&old);
+        assert_eq!(names(&tree, ROOT_INO), ["a", "b"]);
+        let one = tree.find("a/1").unwrap();
+        assert_eq!(tree.attr(one).unwrap().size, 1);
+        assert!(!tree.is_unresolved_file(one));
+        assert_eq!(tree.bound(one).unwrap().0, old.entries["a/1"].object_key());
+        assert_eq!(tree.audit_path(one).unwrap(), "a/1");
+    }
+
+    #[test]
+    fn applying_a_newer_manifest_adds_removes_and_replaces() {
+        let old = manifest(&[("a/1", 1), ("a/2", 2), ("b/c/3", 3)]);
+        let new = manifest(&[("a/1", 1), ("a/2", 9), ("d", 4)]);
+        let mut tree = Tree::from_manifest(&old);
+        let (one, two) = (tree.find("a/1").unwrap(), tree.find("a/2").unwrap());
+        let mut changed = tree.apply(&old, &new);
+        changed.sort();
+        // b/c/3 went, and with it the directories it left empty; a/2 was replaced; d came.
+        assert_eq!(names(&tree, ROOT_INO), ["a", "d"]);
+        assert_eq!(
+            tree.find("a/1"),
+            Some(one),
+            "an unchanged file keeps its inode"
+        );
+        let replaced = tree.find("a/2").unwrap();
+        assert_ne!(replaced, two, "a replaced file gets a new inode");
+        assert_eq!(tree.attr(replaced).unwrap().size, 9);
+        assert!(tree.find("b").is_none() && tree.find("b/c").is_none());
+        let changed_names: Vec<&str> = changed.iter().map(|(_, n)| n.as_str()).collect();
+        for name in ["2", "3", "c", "b", "d"] {
+            assert!(
+                changed_names.contains(&name),
+                "{name} not reported: {changed_names:?}"
+            );
+        }
+        assert!(!changed_names.contains(&"1"));
+    }
+}
