@@ -136,34 +136,63 @@ fn seal_one(
     pad: bool,
     progress: &dyn Fn(u64),
 ) -> Result<Entry, SealError> {
-    let mut object_id = [0u8; 16];
-    getrandom::getrandom(&mut object_id).expect("OS random number generator");
-    let key = manifest::object_key(&object_id);
     let mut input = File::open(&job.source).map_err(|e| SealError::Io {
         path: job.source.clone(),
         source: e,
     })?;
+    let source = NewSource {
+        name: &job.source,
+        size: job.size,
+        mtime: job.modified,
+    };
+    seal_new_object(backend, &source, &mut input, options, pad, progress)
+}
+
+/// What [`seal_new_object`] reads: `size` bytes named `name` in errors, modified at
+/// `mtime`.
+pub struct NewSource<'a> {
+    /// Names the input in errors (never stored).
+    pub name: &'a std::path::Path,
+    /// Bytes the input holds.
+    pub size: u64,
+    /// Modification time for the entry: seconds since the epoch and nanoseconds.
+    pub mtime: (i64, u32),
+}
+
+/// Seals `source.size` bytes of `input` (padded to [`manifest::padded_len`] with `pad`)
+/// as a new object under a fresh random id, and returns the entry that binds it.
+pub fn seal_new_object(
+    backend: &Arc<dyn Backend>,
+    source: &NewSource,
+    input: &mut dyn std::io::Read,
+    options: &SealOptions,
+    pad: bool,
+    progress: &dyn Fn(u64),
+) -> Result<Entry, SealError> {
+    let mut object_id = [0u8; 16];
+    getrandom::getrandom(&mut object_id).expect("OS random number generator");
+    let key = manifest::object_key(&object_id);
     let sealed_len = if pad {
-        manifest::padded_len(job.size)
+        manifest::padded_len(source.size)
     } else {
-        job.size
+        source.size
     };
     let object = NewObject {
         key: &key,
-        source: &job.source,
-        size: job.size,
+        source: source.name,
+        size: source.size,
         sealed_len,
         overwrite: false,
     };
-    let written = seal::write_object(backend, &object, &mut input, options, progress)?;
+    let written = seal::write_object(backend, &object, input, options, progress)?;
     Ok(Entry {
         object_id,
         file_id: written.file_id,
         header_hash: written.header_hash,
-        size: job.size,
+        size: source.size,
         object_len: written.object_len,
-        mtime: job.modified,
-        padded: sealed_len != job.size,
+        mtime: source.mtime,
+        padded: sealed_len != source.size,
     })
 }
 

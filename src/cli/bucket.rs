@@ -11,8 +11,8 @@ use rayon::prelude::*;
 use smpfs::backend::{Backend, Source};
 use smpfs::bucket::{write, ManifestStore, SeenGenerations};
 use smpfs::keys::Identity;
-use smpfs::manifest::{self, Entry, Kind, Manifest, Op, Segment};
-use smpfs::seal::{self, NewObject, SealOptions};
+use smpfs::manifest::{Entry, Kind, Manifest, Op, Segment};
+use smpfs::seal::SealOptions;
 use smpfs::vault::{Plaintext, SealedObject};
 
 use super::output::{escape_controls, out, say};
@@ -236,37 +236,22 @@ pub fn migrate(args: &BucketArgs, to: &[String], pad: bool) -> Result<()> {
                             first_read,
                             None,
                         )?;
-                        let mut object_id = [0u8; 16];
-                        getrandom::getrandom(&mut object_id).expect("OS random number generator");
-                        let key = manifest::object_key(&object_id);
-                        let size = object.size();
-                        let sealed_len = if pad {
-                            manifest::padded_len(size)
-                        } else {
-                            size
-                        };
-                        let new = NewObject {
-                            key: &key,
-                            source: std::path::Path::new(&listed.key),
-                            size,
-                            sealed_len,
-                            overwrite: false,
-                        };
                         let mut plaintext = Plaintext::new(&object)?;
-                        let written =
-                            seal::write_object(backend, &new, &mut plaintext, &options, &|n| {
-                                bar.inc(n)
-                            })?;
-                        bytes.fetch_add(size, Ordering::Relaxed);
-                        Ok(Entry {
-                            object_id,
-                            file_id: written.file_id,
-                            header_hash: written.header_hash,
-                            size,
-                            object_len: written.object_len,
+                        let source = write::NewSource {
+                            name: std::path::Path::new(&listed.key),
+                            size: object.size(),
                             mtime: (0, 0),
-                            padded: sealed_len != size,
-                        })
+                        };
+                        let entry = write::seal_new_object(
+                            backend,
+                            &source,
+                            &mut plaintext,
+                            &options,
+                            pad,
+                            &|n| bar.inc(n),
+                        )?;
+                        bytes.fetch_add(source.size, Ordering::Relaxed);
+                        Ok(entry)
                     })();
                     smpfs::harden::scrub_stack();
                     match result {
