@@ -420,3 +420,134 @@ fn an_ordinary_user_under_the_default_memlock_limit_is_told_the_exact_fix() {
         assert!(!message.contains("-o cache_size="), "{message}");
     }
 }
+
+/// `passwd` changes an identity's passphrase in place: the old one is refused, the new one
+/// opens the same key, and a refused change leaves the file byte for byte as it was.
+#[test]
+fn passwd_changes_the_passphrase_and_a_refused_change_changes_nothing() {
+    let ws = Workspace::new();
+    let dir = ws.dir.path();
+    let phrase = |name: &str, text: &str| {
+        let path = dir.join(name);
+        std::fs::write(&path, format!("{text}\n")).unwrap();
+        path
+    };
+    let (old, new, short) = (
+        phrase("old", "correct horse battery"),
+        phrase("new", "staple grape monsoon"),
+        phrase("short", "abc"),
+    );
+    let key = dir.join("ws.key");
+    let made = run_ok(
+        smpfs()
+            .args(["keygen", "--out"])
+            .arg(&key)
+            .arg("--passphrase-file")
+            .arg(&old),
+    );
+    let recipient = String::from_utf8_lossy(&made.stdout).trim().to_owned();
+    let recipient_with = |passphrase: &std::path::Path| {
+        smpfs()
+            .arg("recipient")
+            .arg(&key)
+            .arg("--passphrase-file")
+            .arg(passphrase)
+            .output()
+            .unwrap()
+    };
+    assert_eq!(
+        String::from_utf8_lossy(&recipient_with(&old).stdout).trim(),
+        recipient
+    );
+
+    let before = std::fs::read(&key).unwrap();
+    for (current, next) in [(&new, &new), (&old, &short)] {
+        let refused = smpfs()
+            .arg("passwd")
+            .arg(&key)
+            .arg("--passphrase-file")
+            .arg(current)
+            .arg("--new-passphrase-file")
+            .arg(next)
+            .output()
+            .unwrap();
+        assert!(!refused.status.success());
+        assert!(
+            stderr(&refused).contains("wrong passphrase") || stderr(&refused).contains("too short"),
+            "{}",
+            stderr(&refused)
+        );
+        assert_eq!(
+            std::fs::read(&key).unwrap(),
+            before,
+            "a refused change wrote"
+        );
+    }
+
+    run_ok(
+        smpfs()
+            .arg("passwd")
+            .arg(&key)
+            .arg("--passphrase-file")
+            .arg(&old)
+            .arg("--new-passphrase-file")
+            .arg(&new),
+    );
+    let with_old = recipient_with(&old);
+    assert!(
+        !with_old.status.success(),
+        "the old passphrase still opens it"
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&recipient_with(&new).stdout).trim(),
+        recipient
+    );
+    assert_eq!(
+        std::fs::metadata(&key).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    let leftovers: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .filter_map(|e| e.unwrap().file_name().into_string().ok())
+        .filter(|n| n.starts_with(".smpfs-identity."))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+
+    run_ok(
+        smpfs()
+            .arg("passwd")
+            .arg(&key)
+            .arg("--passphrase-file")
+            .arg(&new)
+            .arg("--remove"),
+    );
+    let plain = run_ok(smpfs().arg("recipient").arg(&key));
+    assert_eq!(String::from_utf8_lossy(&plain.stdout).trim(), recipient);
+}
+
+/// A zero-knowledge bucket knows who its files are sealed to.
+#[test]
+fn recipients_lists_a_bucket_s_recipients() {
+    let ws = Workspace::new();
+    ws.write_plain("a", b"a");
+    let other = smpfs::keys::Identity::generate().recipient().to_string();
+    run_ok(
+        ws.smpfs()
+            .arg("seal")
+            .arg(ws.plain())
+            .args(["--to", &ws.recipient, "--to", &other, "--out"])
+            .arg(ws.bucket()),
+    );
+    let listed = run_ok(
+        ws.smpfs()
+            .arg("recipients")
+            .arg(ws.bucket())
+            .arg("-i")
+            .arg(&ws.identity),
+    );
+    let lines: Vec<String> = String::from_utf8_lossy(&listed.stdout)
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    assert_eq!(lines, [ws.recipient.clone(), other]);
+}

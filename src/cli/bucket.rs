@@ -125,6 +125,24 @@ pub fn ls(args: &BucketArgs, path: Option<&str>, objects: bool) -> Result<()> {
     Ok(())
 }
 
+/// `smpfs recipients`: who new files of a v2 bucket are sealed to, one per line.
+pub fn recipients(args: &BucketArgs) -> Result<()> {
+    init_stderr_logging();
+    let opened = open(&args.bucket, &args.options, "recipients", false)?;
+    let identity = load_identity(&args.identity, args.passphrase_file.as_deref())?;
+    let Some(manifest) = opened.store.load(&identity)? else {
+        bail!(
+            "{} has no manifest, so no recipient list (a v1 bucket: each file names its \
+             readers only in its own header; `smpfs migrate` converts it)",
+            opened.source
+        );
+    };
+    for recipient in &manifest.recipients {
+        out!("{recipient}")?;
+    }
+    Ok(())
+}
+
 /// `smpfs rm`: removes files (or directories) from a v2 bucket.
 pub fn rm(args: &BucketArgs, paths: &[String]) -> Result<()> {
     init_stderr_logging();

@@ -6,6 +6,7 @@ mod bucket;
 mod daemon;
 mod dicom;
 mod gdrive;
+mod identity;
 mod mount;
 mod output;
 
@@ -56,6 +57,31 @@ enum Command {
         #[arg(long, value_name = "FILE")]
         passphrase_file: Option<PathBuf>,
     },
+    /// Print an identity's public recipient (`smpfs1…`), derived from its secret key.
+    Recipient {
+        /// The identity file.
+        identity: PathBuf,
+        /// Its passphrase, as the first line of this file (instead of a prompt).
+        #[arg(long, value_name = "FILE")]
+        passphrase_file: Option<PathBuf>,
+    },
+    /// Set, change or remove an identity's passphrase (argon2id), replacing the file
+    /// atomically: a failure leaves the old file whole.
+    Passwd {
+        /// The identity file.
+        identity: PathBuf,
+        /// The current passphrase, as the first line of this file (instead of a prompt).
+        #[arg(long, value_name = "FILE")]
+        passphrase_file: Option<PathBuf>,
+        /// The new passphrase, as the first line of this file (instead of asking twice).
+        #[arg(long, value_name = "FILE", conflicts_with = "remove")]
+        new_passphrase_file: Option<PathBuf>,
+        /// Store the secret key without a passphrase.
+        #[arg(long)]
+        remove: bool,
+    },
+    /// Print who new files of a zero-knowledge bucket are sealed to (from its manifest).
+    Recipients(bucket::BucketArgs),
     /// Seal files and directory trees into a bucket, keeping relative paths.
     Seal(SealArgs),
     /// Print a sealed DICOM file's header attributes (up to the pixel data), decrypted in
@@ -273,6 +299,24 @@ pub fn main() -> ExitCode {
             passphrase_file,
         } => keygen(&out, passphrase, passphrase_file.as_deref()),
         Command::Seal(args) => seal(args),
+        Command::Recipient {
+            identity,
+            passphrase_file,
+        } => identity::recipient(&identity, passphrase_file.as_deref()),
+        Command::Passwd {
+            identity,
+            passphrase_file,
+            new_passphrase_file,
+            remove,
+        } => identity::passwd(
+            &identity,
+            passphrase_file.as_deref(),
+            &identity::NewPassphrase {
+                file: new_passphrase_file,
+                remove,
+            },
+        ),
+        Command::Recipients(args) => bucket::recipients(&args),
         Command::Inspect(args) => dicom::inspect(&args),
         Command::Cat { object, out } => cat(&object, out.as_deref()),
         Command::Mount(args) => mount::mount(args, 1),
@@ -381,7 +425,7 @@ fn control(mountpoint: &std::path::Path, command: smpfs::control::Command) -> Re
 }
 
 /// The first line of a passphrase file.
-fn read_passphrase_file(path: &std::path::Path) -> Result<Zeroizing<String>> {
+pub fn read_passphrase_file(path: &std::path::Path) -> Result<Zeroizing<String>> {
     let text = Zeroizing::new(
         std::fs::read_to_string(path)
             .with_context(|| format!("reading passphrase file {}", path.display()))?,

@@ -291,6 +291,32 @@ impl Identity {
     }
 }
 
+impl Identity {
+    /// Replaces the identity file at `path` with this identity, sealed under `passphrase`
+    /// if one is given: the new text is written to a 0600 file beside it, fsynced, and
+    /// renamed over it, so a failure at any point leaves the old file whole.
+    pub fn replace(&self, path: &Path, passphrase: Option<&str>) -> Result<(), KeyError> {
+        let io = |source| KeyError::Io {
+            path: path.to_owned(),
+            source,
+        };
+        let dir = match path.parent() {
+            Some(dir) if !dir.as_os_str().is_empty() => dir,
+            _ => Path::new("."),
+        };
+        let mut partial = tempfile::Builder::new()
+            .prefix(".smpfs-identity.")
+            .permissions(fs::Permissions::from_mode(0o600))
+            .tempfile_in(dir)
+            .map_err(io)?;
+        let text = self.to_file_text(passphrase);
+        partial.write_all(text.as_bytes()).map_err(io)?;
+        partial.as_file().sync_all().map_err(io)?;
+        partial.persist(path).map_err(|e| io(e.error))?;
+        fs::File::open(dir).and_then(|d| d.sync_all()).map_err(io)
+    }
+}
+
 /// Reads an identity file, refusing one that group or others can access.
 fn read_private(path: &Path) -> Result<Zeroizing<String>, KeyError> {
     let io = |source| KeyError::Io {
