@@ -145,7 +145,7 @@ fuzz_target!(|data: &[u8]| {
     bucket.insert(&key, object);
     let backend: Arc<dyn Backend> = Arc::new(bucket);
     let first_read = if shape & 0x20 != 0 { 256 << 10 } else { 4096 };
-    let opened = SealedObject::open(backend, &key, listed, reader, 1, first_read);
+    let opened = SealedObject::open(backend, &key, listed, reader, 1, first_read, None);
     let is_recipient = (who as usize / 3) % 4 < recipients.len();
     let (object, first_bytes) = match opened {
         Ok(opened) => opened,

@@ -160,6 +160,13 @@ impl Backend for MemoryBucket {
         })
     }
 
+    fn delete(&self, key: &str) -> Result<(), BackendError> {
+        Err(BackendError::BadKey {
+            key: key.to_owned(),
+            reason: "the fuzz bucket is read-only",
+        })
+    }
+
     fn location(&self, key: &str) -> Result<String, BackendError> {
         Ok(if self.name.is_empty() {
             key.to_owned()
