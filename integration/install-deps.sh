@@ -30,6 +30,15 @@ if ! python3 -c 'import numpy, nibabel' >/dev/null 2>&1; then
   python3 -m pip install -q --disable-pip-version-check --root-user-action=ignore numpy nibabel
 fi
 
+# The Python package (python/, `import smpfs`). tests/python.rs imports it from the source
+# tree; installing it here checks that `pip install ./python` builds and installs it as a
+# user gets it (always reinstalled, from a clean build directory, so it is this checkout's).
+repo=$(cd "$(dirname "$0")/.." && pwd)
+echo "==> pip install ./python"
+rm -rf "$repo/python/build" "$repo/python/smpfs.egg-info"
+(cd "$repo" && python3 -m pip install -q --disable-pip-version-check --root-user-action=ignore ./python)
+(cd / && python3 -c 'import sys, smpfs, smpfs.torch; assert "torch" not in sys.modules; print("    smpfs", smpfs.__version__, "installed at", smpfs.__file__)')
+
 # The mmap tests map files on a mount with pyarrow (Arrow IPC) and safetensors.
 if ! python3 -c 'import pyarrow, safetensors.numpy' >/dev/null 2>&1; then
   echo "==> pip install pyarrow safetensors"
