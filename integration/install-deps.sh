@@ -4,7 +4,7 @@
 set -euo pipefail
 
 need_apt=()
-for pkg_cmd in fuse3:fusermount3 dcmtk:dcmdump curl:curl systemd:systemd-analyze; do
+for pkg_cmd in fuse3:fusermount3 dcmtk:dcmdump curl:curl systemd:systemd-analyze libcap2-bin:setcap util-linux:unshare; do
   command -v "${pkg_cmd#*:}" >/dev/null 2>&1 || need_apt+=("${pkg_cmd%%:*}")
 done
 if [ "${SMPFS_BENCH:-0}" = 1 ]; then
@@ -17,6 +17,13 @@ if [ ${#need_apt[@]} -gt 0 ]; then
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
   apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null
+fi
+
+# Ordinary users mount through the setuid fusermount3, which needs /dev/fuse open to all:
+# Debian's udev rule makes it 0666, but a container without udev leaves it 0600 (root only).
+if [ -c /dev/fuse ] && [ "$(stat -c %a /dev/fuse)" != 666 ]; then
+  echo "==> chmod 0666 /dev/fuse (as udev sets it on Debian)"
+  chmod 0666 /dev/fuse
 fi
 
 if ! python3 -c 'import pydicom' >/dev/null 2>&1; then

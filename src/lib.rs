@@ -19,6 +19,7 @@ pub mod heap;
 pub mod keys;
 pub mod manifest;
 pub mod options;
+pub mod paths;
 pub mod seal;
 pub mod shred;
 pub mod vault;

@@ -71,6 +71,9 @@ pub struct MountOptions {
     pub identity: Option<PathBuf>,
     /// File whose first line is the identity's passphrase (`passphrase_file=PATH`).
     pub passphrase_file: Option<PathBuf>,
+    /// Where the background daemon logs (`log_file=PATH`), for fstab lines, which cannot
+    /// pass `--log-file`; default the user's state directory.
+    pub log_file: Option<PathBuf>,
     /// Owner shown for every file (`uid=`); default the mounting user.
     pub uid: Option<u32>,
     /// Group shown for every file (`gid=`); default the mounting user's group.
@@ -120,6 +123,7 @@ impl Default for MountOptions {
             audit_anchor_retention: DEFAULT_ANCHOR_RETENTION,
             identity: None,
             passphrase_file: None,
+            log_file: None,
             uid: None,
             gid: None,
             umask: 0o022,
@@ -168,6 +172,9 @@ impl MountOptions {
                 ("exec", None) => options.noexec = false,
                 ("identity", Some(path)) if !path.is_empty() => {
                     options.identity = Some(path.into())
+                }
+                ("log_file", Some(path)) if !path.is_empty() => {
+                    options.log_file = Some(PathBuf::from(path));
                 }
                 ("passphrase_file", Some(path)) if !path.is_empty() => {
                     options.passphrase_file = Some(path.into())
@@ -376,6 +383,8 @@ mod tests {
             .unwrap();
         assert_eq!(o.identity, Some("/etc/smpfs/ws.key".into()));
         assert_eq!((o.uid, o.gid, o.umask), (Some(1000), Some(100), 0o027));
+        let o = MountOptions::parse(&["log_file=/var/log/smpfs/lab.log"]).unwrap();
+        assert_eq!(o.log_file, Some("/var/log/smpfs/lab.log".into()));
         let o = MountOptions::parse(&["passphrase_file=/run/credentials/p"]).unwrap();
         assert_eq!(o.passphrase_file, Some("/run/credentials/p".into()));
         assert!(MountOptions::parse(&["umask=999"]).is_err());

@@ -10,6 +10,9 @@ use common::{is_mounted, pattern, Workspace};
 
 const HELPER: &str = "/sbin/mount.smpfs";
 
+/// Held by each test that points /sbin/mount.smpfs somewhere, one at a time.
+static HELPER_SLOT: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 /// Points /sbin/mount.smpfs at the binary under test; puts back whatever was there.
 struct InstalledHelper {
     backup: Option<PathBuf>,
@@ -17,12 +20,16 @@ struct InstalledHelper {
 
 impl InstalledHelper {
     fn install() -> Self {
+        Self::install_at(Path::new(env!("CARGO_BIN_EXE_smpfs")))
+    }
+
+    fn install_at(binary: &Path) -> Self {
         let backup = PathBuf::from(format!("{HELPER}.test-backup"));
         let had_one = std::fs::symlink_metadata(HELPER).is_ok();
         if had_one {
             std::fs::rename(HELPER, &backup).unwrap();
         }
-        std::os::unix::fs::symlink(env!("CARGO_BIN_EXE_smpfs"), HELPER).unwrap();
+        std::os::unix::fs::symlink(binary, HELPER).unwrap();
         InstalledHelper {
             backup: had_one.then_some(backup),
         }
@@ -64,6 +71,7 @@ fn mount_cmd(args: &[&str]) -> std::process::Output {
 
 #[test]
 fn mount_t_smpfs_and_fstab_lines_work_and_bad_input_mounts_nothing() {
+    let _slot = HELPER_SLOT.lock().unwrap_or_else(|e| e.into_inner());
     let _helper = InstalledHelper::install();
     let ws = Workspace::new();
     let data = pattern(500_000, 7);
@@ -244,4 +252,124 @@ fn mount_t_smpfs_and_fstab_lines_work_and_bad_input_mounts_nothing() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("chmod 600"));
     assert!(!is_mounted(&ws.mnt()));
+}
+
+/// The unprivileged user the ordinary-user test runs as (`nobody`).
+const USER: &str = "65534";
+
+/// `setpriv` to [`USER`] with the default 8 MiB memlock limit, then `program`.
+fn as_user(program: &str) -> Command {
+    let mut cmd = Command::new("prlimit");
+    cmd.args(["--memlock=8388608:8388608", "setpriv", "--reuid", USER])
+        .args(["--regid", USER, "--clear-groups", program]);
+    cmd
+}
+
+fn run(cmd: &mut Command) -> std::process::Output {
+    let out = cmd.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{cmd:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+/// An ordinary user, with the default memlock limit of 8 MiB, is told the one exact fix;
+/// once it is applied (`setcap cap_ipc_lock=ep` on the binary) they mount, read, purge,
+/// and mount through an fstab `user` line with mount(8) and umount(8), all unprivileged.
+#[test]
+fn an_ordinary_user_mounts_reads_and_uses_an_fstab_user_line() {
+    let mode = std::os::unix::fs::PermissionsExt::mode(
+        &std::fs::metadata("/dev/fuse").unwrap().permissions(),
+    );
+    assert_eq!(
+        mode & 0o006,
+        0o006,
+        "/dev/fuse must be open to all, as udev makes it: run integration/install-deps.sh"
+    );
+    let _slot = HELPER_SLOT.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = tempfile::Builder::new()
+        .prefix("smpfs-user-")
+        .tempdir_in("/tmp")
+        .unwrap();
+    let root = dir.path();
+    for sub in ["bin", "plain/CT", "mnt", "home"] {
+        std::fs::create_dir_all(root.join(sub)).unwrap();
+    }
+    let data = pattern(300_000, 5);
+    std::fs::write(root.join("plain/CT/1.dcm"), &data).unwrap();
+    let binary = root.join("bin/smpfs");
+    std::fs::copy(env!("CARGO_BIN_EXE_smpfs"), &binary).unwrap();
+    run(Command::new("chown")
+        .args(["-R", &format!("{USER}:{USER}")])
+        .arg(root));
+    run(Command::new("chmod").arg("0755").arg(root));
+    let smpfs = |args: &[&str]| {
+        let mut cmd = as_user(binary.to_str().unwrap());
+        cmd.args(args)
+            .env("HOME", root.join("home"))
+            .env_remove("SMPFS_STATE_DIR")
+            .current_dir(root);
+        cmd
+    };
+    run(&mut smpfs(&["keygen", "-o", "id"]));
+    run(&mut smpfs(&[
+        "seal", "plain", "--out", "bucket", "-i", "id",
+    ]));
+
+    // Before the fix: refused with the exact command, nothing mounted.
+    let refused = smpfs(&["mount", "bucket", "mnt", "-i", "id"])
+        .output()
+        .unwrap();
+    assert!(!refused.status.success());
+    let message = String::from_utf8_lossy(&refused.stderr);
+    let fix = format!("setcap cap_ipc_lock=ep {}", binary.display());
+    assert!(message.contains(&fix), "{message}");
+    assert!(!is_mounted(&root.join("mnt")));
+
+    // The fix, after the chown (a chown clears file capabilities).
+    run(Command::new("setcap").arg("cap_ipc_lock=ep").arg(&binary));
+    run(&mut smpfs(&["mount", "bucket", "mnt", "-i", "id"]));
+    let read = run(as_user("cat").arg(root.join("mnt/CT/1.dcm")));
+    assert!(read.stdout == data, "the user read other bytes");
+    run(&mut smpfs(&["purge", "mnt"]));
+    assert!(!is_mounted(&root.join("mnt")), "purge did not detach");
+
+    // fstab `user`: mount(8) runs the helper as the user, with a sanitized environment.
+    let fstab = root.join("fstab");
+    std::fs::write(
+        &fstab,
+        format!(
+            "{0}/bucket {0}/mnt smpfs user,noauto,identity={0}/id,log_file={0}/daemon.log 0 0\n",
+            root.display()
+        ),
+    )
+    .unwrap();
+    let _helper = InstalledHelper::install_at(&binary);
+    let mnt = root.join("mnt");
+    let copy = root.join("copy");
+    let script = format!(
+        "set -e; mount --bind {fstab} /etc/fstab; \
+         setpriv --reuid {USER} --regid {USER} --clear-groups mount {mnt}; \
+         setpriv --reuid {USER} --regid {USER} --clear-groups cp {mnt}/CT/1.dcm {copy}; \
+         setpriv --reuid {USER} --regid {USER} --clear-groups umount {mnt}",
+        fstab = fstab.display(),
+        mnt = mnt.display(),
+        copy = copy.display()
+    );
+    let out = Command::new("unshare")
+        .args(["--mount", "sh", "-c", &script])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        std::fs::read_to_string(root.join("daemon.log")).unwrap_or_default()
+    );
+    assert!(std::fs::read(&copy).unwrap() == data);
+    let copy_owner = std::os::unix::fs::MetadataExt::uid(&std::fs::metadata(&copy).unwrap());
+    assert_eq!(copy_owner.to_string(), USER);
+    assert!(!is_mounted(&mnt));
 }

@@ -30,17 +30,15 @@ pub struct SeenGenerations {
 }
 
 impl SeenGenerations {
-    /// The state file in `$SMPFS_STATE_DIR`, else `/var/lib/smpfs` for root, else
-    /// `$XDG_STATE_HOME/smpfs` or `~/.local/state/smpfs`; `None` without a home.
+    /// The state file in `$SMPFS_STATE_DIR`, else `/var/lib/smpfs` for root, else `smpfs`
+    /// in the user's state directory ([`crate::paths::user_state_dir`]); `None` without one.
     pub fn default_location() -> Option<SeenGenerations> {
         let dir = if let Some(dir) = std::env::var_os(STATE_DIR_ENV) {
             PathBuf::from(dir)
         } else if nix::unistd::geteuid().is_root() {
             PathBuf::from("/var/lib/smpfs")
-        } else if let Some(dir) = std::env::var_os("XDG_STATE_HOME").filter(|d| !d.is_empty()) {
-            PathBuf::from(dir).join("smpfs")
         } else {
-            PathBuf::from(std::env::var_os("HOME")?).join(".local/state/smpfs")
+            crate::paths::user_state_dir()?.join("smpfs")
         };
         Some(SeenGenerations::at(dir.join(FILE_NAME)))
     }

@@ -63,13 +63,11 @@ pub(super) fn parse_source(text: &str) -> Result<Source> {
     })
 }
 
-/// `$XDG_STATE_HOME/smpfs/smpfs.log`, else `~/.local/state/smpfs/smpfs.log`; without
-/// either (a systemd unit has no `HOME`), `/var/log/smpfs/smpfs.log` for root. Never a
+/// `smpfs/smpfs.log` in the user's state directory ([`smpfs::paths::user_state_dir`]);
+/// without one (a systemd unit has no `HOME`), `/var/log/smpfs/smpfs.log` for root. Never a
 /// world-writable directory.
 fn default_log_file() -> Result<PathBuf> {
-    let state = std::env::var_os("XDG_STATE_HOME")
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/state")))
+    let state = smpfs::paths::user_state_dir()
         .or_else(|| {
             nix::unistd::getuid()
                 .is_root()
@@ -249,7 +247,7 @@ pub fn mount(args: MountArgs, failure_status: u8) -> Result<()> {
         super::init_stderr_logging();
         Readiness::foreground()
     } else {
-        let log_file = match args.log_file.clone() {
+        let log_file = match args.log_file.clone().or_else(|| options.log_file.clone()) {
             Some(path) => path,
             None => default_log_file()?,
         };
@@ -360,7 +358,14 @@ fn serve_audited(
     }
     check_memlock(config.cache_size, request_threads * MAX_READ)?;
     let recipient = identity.recipient();
-    let store = ManifestStore::new(Arc::clone(&backend), SeenGenerations::default_location());
+    let seen = SeenGenerations::default_location();
+    if seen.is_none() {
+        tracing::warn!(
+            "no state directory (no HOME, and the user's home does not exist): a rollback of a \
+             zero-knowledge bucket's manifest cannot be detected; set SMPFS_STATE_DIR"
+        );
+    }
+    let store = ManifestStore::new(Arc::clone(&backend), seen);
     let manifest = store
         .load(&identity)
         .context("reading the bucket's manifest")?;
@@ -557,6 +562,30 @@ fn refresh(vault: &Vault, notifier: &fuser::Notifier) -> Result<String> {
     Ok(summary)
 }
 
+/// Detaches the mount at `mountpoint` lazily: `umount2(MNT_DETACH)` as root, else through
+/// the setuid `fusermount3 -u -z`, which lets a user detach the FUSE mounts they made.
+fn detach(mountpoint: &Path) -> std::result::Result<(), String> {
+    match umount2(mountpoint, MntFlags::MNT_DETACH) {
+        Ok(()) => Ok(()),
+        Err(nix::errno::Errno::EPERM) => {
+            let out = std::process::Command::new("fusermount3")
+                .args(["-u", "-z", "--"])
+                .arg(mountpoint)
+                .output()
+                .map_err(|e| format!("EPERM, and fusermount3 could not run: {e}"))?;
+            if out.status.success() {
+                Ok(())
+            } else {
+                Err(format!(
+                    "fusermount3 -u -z: {}",
+                    String::from_utf8_lossy(&out.stderr).trim()
+                ))
+            }
+        }
+        Err(e) => Err(e.to_string()),
+    }
+}
+
 /// Runs one `smpfs purge|lock|unlock|refresh` command for the daemon.
 fn control_command(
     command: Command,
@@ -575,8 +604,7 @@ fn control_command(
                 bytes_zeroized = bytes,
                 "purge requested: keys dropped; detaching the mount"
             );
-            umount2(mountpoint, MntFlags::MNT_DETACH)
-                .map_err(|e| format!("purged, but detaching failed: {e}"))?;
+            detach(mountpoint).map_err(|e| format!("purged, but detaching failed: {e}"))?;
             Ok(format!("purged ({bytes} bytes zeroized); mount detached"))
         }
         Command::Lock => {
