@@ -54,6 +54,9 @@ pub struct MountArgs {
 pub(super) fn parse_source(text: &str) -> Result<Source> {
     Ok(match text.parse::<Source>()? {
         Source::Local(path) => {
+            if !path.exists() {
+                bail!("bucket {} does not exist", path.display());
+            }
             if !path.is_dir() {
                 bail!("bucket {} is not a directory", path.display());
             }
