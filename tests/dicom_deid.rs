@@ -52,8 +52,9 @@ struct Sealed {
 }
 
 fn seal_deid(ws: &Workspace, bucket: &Path, key: &Path, profile: Option<&str>) -> Sealed {
-    let mut cmd = smpfs();
-    cmd.args(["seal", "--layout", "v1"])
+    let mut cmd = ws.smpfs();
+    cmd.args(["seal", "-i"])
+        .arg(&ws.identity)
         .arg(ws.plain())
         .args(["--to", &ws.recipient])
         .arg("--out")
@@ -74,7 +75,7 @@ fn seal_deid(ws: &Workspace, bucket: &Path, key: &Path, profile: Option<&str>) -
 /// `smpfs cat` of the sealed file `path` of `bucket`.
 fn cat(ws: &Workspace, bucket: &Path, path: &str) -> Vec<u8> {
     run_ok(
-        smpfs()
+        ws.smpfs()
             .arg("cat")
             .arg(bucket)
             .arg(path)
@@ -84,19 +85,21 @@ fn cat(ws: &Workspace, bucket: &Path, path: &str) -> Vec<u8> {
     .stdout
 }
 
-/// Decrypts every object of `bucket` (but the reports) into `out`, keeping paths.
+/// Decrypts every file of the zero-knowledge `bucket` (but the reports), as `smpfs ls`
+/// lists them, into `out`, keeping paths.
 fn decrypt_bucket(ws: &Workspace, bucket: &Path, out: &Path) -> Vec<String> {
+    let listed = run_ok(ws.smpfs().arg("ls").arg(bucket).arg("-i").arg(&ws.identity));
     let mut paths = Vec::new();
-    for entry in walkdir::WalkDir::new(bucket).sort_by_file_name() {
-        let entry = entry.unwrap();
-        let rel = entry.path().strip_prefix(bucket).unwrap();
-        if !entry.file_type().is_file() || rel.starts_with(".smpfs") {
+    for line in String::from_utf8(listed.stdout).unwrap().lines() {
+        // SIZE  MTIME  PATH: the path is everything after the second gap.
+        let rel = line.trim_start().splitn(3, "  ").nth(2).unwrap();
+        if rel.starts_with(".smpfs/") {
             continue;
         }
         let target = out.join(rel);
         std::fs::create_dir_all(target.parent().unwrap()).unwrap();
-        std::fs::write(&target, cat(ws, bucket, rel.to_str().unwrap())).unwrap();
-        paths.push(rel.to_str().unwrap().to_owned());
+        std::fs::write(&target, cat(ws, bucket, rel)).unwrap();
+        paths.push(rel.to_owned());
     }
     paths
 }
@@ -417,4 +420,31 @@ fn deidentify_needs_a_key_and_a_known_profile() {
         .unwrap();
     assert!(!out.status.success(), "a world-readable key is refused");
     assert!(String::from_utf8_lossy(&out.stderr).contains("chmod 600"));
+}
+
+/// `--layout v1` still de-identifies into objects under their paths, report included.
+#[test]
+fn a_v1_bucket_gets_its_files_and_report_under_their_paths() {
+    let ws = Workspace::new();
+    copy_tree(
+        &pydicom_test_files().join("CT_small.dcm"),
+        &ws.plain().join("CT_small.dcm"),
+    );
+    let key = ws.dir.path().join("deid.key");
+    let out = run_ok(
+        smpfs()
+            .args(["seal", "--layout", "v1", "--deidentify", "--deid-key"])
+            .arg(&key)
+            .arg(ws.plain())
+            .args(["--to", &ws.recipient, "--out"])
+            .arg(ws.bucket()),
+    );
+    let report_key = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+    assert!(ws.bucket().join("CT_small.dcm").is_file());
+    assert!(ws.bucket().join(&report_key).is_file(), "{report_key}");
+    assert!(!ws.bucket().join("manifest").exists());
+    assert_eq!(
+        report(&ws, &ws.bucket(), &report_key)["summary"]["deidentified"],
+        1
+    );
 }

@@ -5,20 +5,33 @@ use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
 
+use parking_lot::Mutex;
 use smpfs::backend::Backend;
+use smpfs::bucket::{write, ManifestStore};
 use smpfs::dicom::batch::{self, FileReport, Status};
 use smpfs::dicom::deid::Deidentifier;
 use smpfs::dicom::profile::Profile;
 use smpfs::dicom::pseudonym::PseudonymKeys;
-use smpfs::seal::{SealJob, SealOptions};
+use smpfs::keys::Identity;
+use smpfs::manifest::Op;
+use smpfs::seal::{seal_bytes, SealError, SealJob, SealOptions};
 
 use super::output::{out, say};
 
+/// Where a de-identifying run seals: a v1 bucket (objects under their paths) or a v2 one
+/// (new objects, then one manifest commit for the files and the report).
+pub enum Destination<'a> {
+    /// Objects under their paths.
+    V1(&'a Arc<dyn Backend>),
+    /// A zero-knowledge bucket, with the identity that may update its manifest.
+    V2(&'a ManifestStore, Option<&'a Identity>),
+}
+
 /// De-identifies and seals `jobs`, then seals the run's report. Prints one line per skipped
-/// or failed file and a summary to stderr, and the report's object key to stdout. Fails
-/// (after sealing the rest and the report) if any file failed; skipped files do not fail.
+/// or failed file and a summary to stderr, and the report's path to stdout. Fails (after
+/// sealing the rest and the report) if any file failed; skipped files do not fail.
 pub fn seal_deidentified(
-    backend: &Arc<dyn Backend>,
+    destination: Destination,
     jobs: &[SealJob],
     options: &SealOptions,
     profile: Profile,
@@ -58,10 +71,51 @@ pub fn seal_deidentified(
             Status::Failed => bar.suspend(|| say!("smpfs: not sealed: {}: {why}", file.path)),
         }
     };
+    // v1 seals each object under its path (the report never replaces one); v2 seals new
+    // objects and gathers their entries for one commit at the end.
+    let puts = Mutex::new(Vec::new());
+    let report_options = SealOptions {
+        overwrite: false,
+        ..options.clone()
+    };
+    let seal_v1 = |options: &SealOptions, path: &str, data: &[u8]| -> Result<(), SealError> {
+        let Destination::V1(backend) = destination else {
+            unreachable!("v1 sealer on a v2 bucket")
+        };
+        seal_bytes(backend, path, data, options).map(|_| ())
+    };
+    let seal_v2 = |path: &str, data: &[u8]| -> Result<(), SealError> {
+        let Destination::V2(store, _) = destination else {
+            unreachable!("v2 sealer on a v1 bucket")
+        };
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        let source = write::NewSource {
+            name: Path::new(path),
+            size: data.len() as u64,
+            mtime: (now.as_secs() as i64, now.subsec_nanos()),
+        };
+        let entry = write::seal_new_object(
+            store.backend(),
+            &source,
+            &mut &data[..],
+            options,
+            false,
+            &|_| {},
+        )?;
+        puts.lock().push(Op::Put(path.to_owned(), entry));
+        Ok(())
+    };
+    let (seal_file, seal_report): (&batch::Sealer, &batch::Sealer) = match destination {
+        Destination::V1(_) => (&|path, data| seal_v1(options, path, data), &|path, data| {
+            seal_v1(&report_options, path, data)
+        }),
+        Destination::V2(..) => (&seal_v2, &seal_v2),
+    };
     let report = batch::run(
-        backend,
+        seal_file,
         jobs,
-        options,
         &deidentifier,
         keys.key_id(),
         profile,
@@ -69,7 +123,16 @@ pub fn seal_deidentified(
     );
     bar.finish_and_clear();
     let secs = started.elapsed().as_secs_f64();
-    let report_key = batch::seal_report(backend, &report, options)?;
+    let report_key = batch::seal_report(seal_report, &report)?;
+    if let Destination::V2(store, identity) = destination {
+        let puts = puts.into_inner();
+        let committed = store.commit(identity, &options.recipients, &mut |_| puts.clone())?;
+        for key in &committed.unreferenced {
+            if let Err(e) = store.backend().delete(key) {
+                tracing::warn!("object {key} is no longer used but was not deleted: {e}");
+            }
+        }
+    }
     let s = report.summary;
     say!(
         "de-identified ({}) and sealed {} of {} files into {} in {:.2}s ({:.0} files/s); \

@@ -587,16 +587,13 @@ fn seal(args: SealArgs) -> Result<()> {
         Layout::V2
     } else if !backend.list()?.is_empty() {
         Layout::V1
-    } else if deid.is_some() {
-        // De-identification writes its files and report under their paths.
-        Layout::V1
     } else {
         args.layout.unwrap_or(Layout::V2)
     };
     match args.layout {
         Some(asked) if asked != layout => bail!(
             "{out} is a {layout:?} bucket, not {asked:?}: it keeps its layout \
-             (`smpfs migrate` turns v1 into v2; --deidentify writes v1)"
+             (`smpfs migrate` turns v1 into v2)"
         ),
         _ => {}
     }
@@ -618,7 +615,11 @@ fn seal(args: SealArgs) -> Result<()> {
         overwrite: args.overwrite,
     };
     if let Some((profile, key)) = deid {
-        return dicom::seal_deidentified(&backend, &jobs, &options, profile, key, &out);
+        let destination = match layout {
+            Layout::V1 => dicom::Destination::V1(&backend),
+            Layout::V2 => dicom::Destination::V2(&store, identity.as_ref()),
+        };
+        return dicom::seal_deidentified(destination, &jobs, &options, profile, key, &out);
     }
     let pool = sealing_pool(backend.as_ref())?;
     let bar = progress_bar(total);

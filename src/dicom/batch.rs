@@ -1,5 +1,5 @@
 //! A de-identifying seal run: every planned file is read, de-identified in memory and
-//! sealed under its logical path; files that are not DICOM or carry burned-in annotations
+//! handed to a [`Sealer`] under its logical path; files that are not DICOM or carry burned-in annotations
 //! are skipped. The outcome of every file goes into a JSON report, sealed to the same
 //! recipients under [`REPORT_DIR`].
 //!
@@ -7,15 +7,17 @@
 //! actions, never a value; logs name files only.
 
 use std::fs::File;
-use std::sync::Arc;
 
 use rayon::prelude::*;
 use serde::Serialize;
 
 use super::deid::{Change, DeidError, Deidentifier};
 use super::profile::{Profile, TABLE_EDITION};
-use crate::backend::Backend;
-use crate::seal::{seal_bytes, SealError, SealJob, SealOptions};
+use crate::seal::{SealError, SealJob};
+
+/// Seals de-identified bytes (already in memory) as a logical path of the bucket: into an
+/// object under that path (v1), or a new object and manifest entry (v2).
+pub type Sealer<'a> = dyn Fn(&str, &[u8]) -> Result<(), SealError> + Sync + 'a;
 
 /// Folder of the bucket that holds the sealed run reports.
 pub const REPORT_DIR: &str = ".smpfs";
@@ -93,9 +95,8 @@ pub struct Report {
 
 /// De-identifies and seals every job (in parallel), calling `on_file` as each finishes.
 pub fn run(
-    backend: &Arc<dyn Backend>,
+    seal: &Sealer,
     jobs: &[SealJob],
-    options: &SealOptions,
     deidentifier: &Deidentifier<'_>,
     key_id: String,
     profile: Profile,
@@ -105,7 +106,7 @@ pub fn run(
     let mut files: Vec<FileReport> = jobs
         .par_iter()
         .map(|job| {
-            let report = one_file(backend, job, options, deidentifier);
+            let report = one_file(seal, job, deidentifier);
             on_file(&report);
             report
         })
@@ -134,12 +135,7 @@ pub fn run(
     }
 }
 
-fn one_file(
-    backend: &Arc<dyn Backend>,
-    job: &SealJob,
-    options: &SealOptions,
-    deidentifier: &Deidentifier<'_>,
-) -> FileReport {
+fn one_file(seal: &Sealer, job: &SealJob, deidentifier: &Deidentifier<'_>) -> FileReport {
     let entry = |status, reason: Option<String>, changes| FileReport {
         path: job.logical_path.clone(),
         status,
@@ -151,7 +147,7 @@ fn one_file(
         Err(e) => return entry(Status::Failed, Some(e.to_string()), Vec::new()),
     };
     match deidentifier.deidentify(input, job.size as usize) {
-        Ok(done) => match seal_bytes(backend, &job.logical_path, &done.data, options) {
+        Ok(done) => match seal(&job.logical_path, &done.data) {
             Ok(_) => entry(Status::Deidentified, None, done.changes),
             Err(e) => entry(Status::Failed, Some(e.to_string()), Vec::new()),
         },
@@ -165,13 +161,9 @@ fn one_file(
     }
 }
 
-/// Seals `report` as JSON into `backend` under
-/// `.smpfs/deid-report-YYYYMMDDTHHMMSSZ-XXXXXXXX.json` (random suffix) and returns that key.
-pub fn seal_report(
-    backend: &Arc<dyn Backend>,
-    report: &Report,
-    options: &SealOptions,
-) -> Result<String, BatchError> {
+/// Seals `report` as JSON with `seal` (which must not replace an existing object) as
+/// `.smpfs/deid-report-YYYYMMDDTHHMMSSZ-XXXXXXXX.json` (random suffix) and returns that path.
+pub fn seal_report(seal: &Sealer, report: &Report) -> Result<String, BatchError> {
     let stamp: String = report
         .started
         .chars()
@@ -185,10 +177,6 @@ pub fn seal_report(
     );
     let json =
         zeroize::Zeroizing::new(serde_json::to_vec_pretty(report).expect("the report serializes"));
-    let options = SealOptions {
-        overwrite: false,
-        ..options.clone()
-    };
-    seal_bytes(backend, &key, &json, &options).map_err(BatchError::SealReport)?;
+    seal(&key, &json).map_err(BatchError::SealReport)?;
     Ok(key)
 }
