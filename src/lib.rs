@@ -20,6 +20,7 @@ pub mod keys;
 pub mod manifest;
 pub mod options;
 pub mod paths;
+pub mod reseal;
 pub mod seal;
 pub mod shred;
 pub mod vault;

@@ -104,6 +104,10 @@ pub enum BucketError {
     NoManifest,
     #[error("the bucket has no file or directory {0:?}; nothing was changed")]
     NoSuchPath(String),
+    #[error("{}", reseal_failures(.0))]
+    Reseal(Vec<String>),
+    #[error("{0}")]
+    Object(String),
     #[error("this bucket has a manifest: give your identity (-i) to read and update it")]
     NeedsIdentity,
     #[error("other writers committed first {COMMIT_ATTEMPTS} times in a row; try again")]
@@ -477,6 +481,16 @@ impl ManifestStore {
             }
         }
     }
+}
+
+/// The message of [`BucketError::Reseal`]: how many failed, and each.
+fn reseal_failures(failures: &[String]) -> String {
+    format!(
+        "{} objects could not be sealed again, so that batch was not journaled (run again to \
+         resume): {}",
+        failures.len(),
+        failures.join("; ")
+    )
 }
 
 /// How long to wait before the next commit attempt: a few random milliseconds, more

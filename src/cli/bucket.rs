@@ -5,15 +5,14 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
-use parking_lot::Mutex;
-use rayon::prelude::*;
 
 use smpfs::backend::{Backend, Source};
 use smpfs::bucket::{write, ManifestStore, SeenGenerations};
 use smpfs::keys::Identity;
-use smpfs::manifest::{Entry, Kind, Manifest, Op, Segment};
+use smpfs::manifest::Op;
+use smpfs::reseal::{self, Journal};
 use smpfs::seal::SealOptions;
-use smpfs::vault::{Plaintext, SealedObject};
+use smpfs::vault::SealedObject;
 
 use super::output::{escape_controls, out, say};
 use super::{backend_options, init_stderr_logging, load_identity, mount};
@@ -157,12 +156,6 @@ pub fn rm(args: &BucketArgs, paths: &[String]) -> Result<()> {
     Ok(())
 }
 
-/// Where `migrate` keeps the entries of the objects it re-sealed so far (sealed, like
-/// manifest segments), until its final commit.
-fn journal_key(batch: u64) -> String {
-    format!("migrate/{batch:016x}")
-}
-
 /// `smpfs migrate`: rewrites a v1 bucket as v2. Each file is decrypted into locked
 /// memory and sealed again under a random id; batches are journaled (sealed) in the
 /// bucket, so an interrupted run resumes. The manifest appears in one commit at the end,
@@ -196,30 +189,25 @@ pub fn migrate(args: &BucketArgs, to: &[String], pad: bool) -> Result<()> {
         );
         return Ok(());
     }
-    let mut journaled = Manifest::default();
-    let mut batch = 1;
-    while backend.stat(&journal_key(batch))?.is_some() {
-        let segment = opened
-            .store
-            .read_sealed_segment(&identity, &journal_key(batch))?;
-        for op in segment.ops {
-            if let Op::Put(path, entry) = op {
-                journaled.entries.insert(path, entry);
-            }
-        }
-        batch += 1;
-    }
-    let todo: Vec<_> = listing
+    let journal = Journal::new(&opened.store, "migrate/");
+    let (mut journaled, batches) = journal.load(&identity)?;
+    let todo: Vec<reseal::Source> = listing
         .iter()
-        .filter(|o| !is_v2_key(&o.key) && !journaled.entries.contains_key(&o.key))
+        .filter(|o| !is_v2_key(&o.key) && !journaled.contains_key(&o.key))
+        .map(|o| reseal::Source {
+            path: o.key.clone(),
+            key: o.key.clone(),
+            object_len: o.size,
+            bound: None,
+            mtime: (0, 0),
+        })
         .collect();
-    let total: u64 = todo.iter().map(|o| o.size).sum();
+    let total: u64 = listing.iter().filter(|o| !is_v2_key(&o.key)).map(|o| o.size).sum();
     say!(
-        "migrating {} files ({:.1} MiB sealed) of {}; {} already done",
+        "migrating {} files of {}; {} already done",
         todo.len(),
-        total as f64 / (1 << 20) as f64,
         opened.source,
-        journaled.entries.len()
+        journaled.len()
     );
     let recipients = match to {
         [] => {
@@ -236,84 +224,23 @@ pub fn migrate(args: &BucketArgs, to: &[String], pad: bool) -> Result<()> {
     let bar = super::progress_bar(total);
     let started = std::time::Instant::now();
     let bytes = AtomicU64::new(0);
-    let first_read = backend.read_profile().first_read;
     let pool = super::sealing_pool(backend.as_ref())?;
-    for chunk in todo.chunks(write::COMMIT_EVERY) {
-        let failures = Mutex::new(Vec::new());
-        let puts: Vec<Op> = pool.install(|| {
-            chunk
-                .par_iter()
-                .filter_map(|listed| {
-                    let result = (|| -> Result<Entry> {
-                        let (object, _) = SealedObject::open(
-                            Arc::clone(backend),
-                            &listed.key,
-                            listed.size,
-                            &identity,
-                            0,
-                            first_read,
-                            None,
-                        )?;
-                        let mut plaintext = Plaintext::new(&object)?;
-                        let source = write::NewSource {
-                            name: std::path::Path::new(&listed.key),
-                            size: object.size(),
-                            mtime: (0, 0),
-                        };
-                        let entry = write::seal_new_object(
-                            backend,
-                            &source,
-                            &mut plaintext,
-                            &options,
-                            pad,
-                            &|n| bar.inc(n),
-                        )?;
-                        bytes.fetch_add(source.size, Ordering::Relaxed);
-                        Ok(entry)
-                    })();
-                    smpfs::harden::scrub_stack();
-                    match result {
-                        Ok(entry) => Some(Op::Put(listed.key.clone(), entry)),
-                        Err(e) => {
-                            failures.lock().push(format!("{}: {e:#}", listed.key));
-                            None
-                        }
-                    }
-                })
-                .collect()
-        });
-        let failures = failures.into_inner();
-        if !failures.is_empty() {
-            bar.finish_and_clear();
-            for failure in &failures {
-                say!("smpfs: not migrated: {}", escape_controls(failure));
-            }
-            bail!(
-                "{} files could not be migrated; nothing was committed (run again to resume)",
-                failures.len()
-            );
-        }
-        let mut ops = puts;
-        ops.sort_by(|a, b| a.path().cmp(b.path()));
-        for op in &ops {
-            if let Op::Put(path, entry) = op {
-                journaled.entries.insert(path.clone(), *entry);
-            }
-        }
-        let segment = Segment {
-            kind: Kind::Snapshot,
-            generation: batch,
-            snapshot: batch,
-            recipients: recipients.clone(),
-            ops,
-        };
-        opened
-            .store
-            .write_sealed_segment(&journal_key(batch), &segment)?;
-        batch += 1;
-    }
+    let resealed = pool.install(|| {
+        reseal::reseal(
+            &journal,
+            &identity,
+            &todo,
+            batches,
+            &options,
+            pad,
+            &|n| bar.inc(n),
+            &bytes,
+        )
+    });
     bar.finish_and_clear();
-    let entries = journaled.entries.clone();
+    let (done, batches) = resealed.map_err(|e| anyhow::anyhow!("{e}; nothing was committed"))?;
+    journaled.extend(done);
+    let entries = journaled;
     let committed = opened
         .store
         .commit(Some(&identity), &recipients, &mut |_| {
@@ -329,9 +256,7 @@ pub fn migrate(args: &BucketArgs, to: &[String], pad: bool) -> Result<()> {
             removed += 1;
         }
     }
-    for done in 1..batch {
-        backend.delete(&journal_key(done))?;
-    }
+    journal.clear(batches)?;
     let secs = started.elapsed().as_secs_f64();
     let migrated = bytes.load(Ordering::Relaxed) as f64 / (1 << 20) as f64;
     say!(

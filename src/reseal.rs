@@ -1,0 +1,161 @@
+//! Sealing existing objects again under fresh ids and keys (`migrate` from v1, `rotate`),
+//! streaming each through locked memory, with a journal in the bucket so that an
+//! interrupted run resumes: batches of new entries are stored as sealed segments under a
+//! prefix of their own, and nothing changes for readers until the caller commits them.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
+use rayon::prelude::*;
+
+use crate::bucket::write::{self, NewSource, COMMIT_EVERY};
+use crate::bucket::{BucketError, ManifestStore};
+use crate::keys::{Identity, Recipient};
+use crate::manifest::{Entry, Kind, Op, Segment};
+use crate::seal::SealOptions;
+use crate::vault::{Plaintext, SealedObject};
+
+/// One object to seal again.
+#[derive(Debug, Clone)]
+pub struct Source {
+    /// Its path in the bucket (the manifest's, or a v1 key).
+    pub path: String,
+    /// Its object key and length now.
+    pub key: String,
+    /// Bytes of the object.
+    pub object_len: u64,
+    /// Its manifest entry, which its header must match (none for a v1 object).
+    pub bound: Option<Entry>,
+    /// The mtime to keep in the new entry.
+    pub mtime: (i64, u32),
+}
+
+/// The journal of one kind of run (`migrate/`, `rotate/`) in a bucket.
+pub struct Journal<'a> {
+    store: &'a ManifestStore,
+    prefix: &'static str,
+}
+
+impl<'a> Journal<'a> {
+    /// The journal under `prefix` (ending in `/`).
+    pub fn new(store: &'a ManifestStore, prefix: &'static str) -> Self {
+        Journal { store, prefix }
+    }
+
+    fn key(&self, batch: u64) -> String {
+        format!("{}{batch:016x}", self.prefix)
+    }
+
+    /// The batches of earlier runs: every entry they made, and how many batches there are.
+    pub fn load(&self, identity: &Identity) -> Result<(BTreeMap<String, Entry>, u64), BucketError> {
+        let mut entries = BTreeMap::new();
+        let mut batches = 0;
+        while self.store.backend().stat(&self.key(batches + 1))?.is_some() {
+            batches += 1;
+            let segment = self.store.read_sealed_segment(identity, &self.key(batches))?;
+            for op in segment.ops {
+                if let Op::Put(path, entry) = op {
+                    entries.insert(path, entry);
+                }
+            }
+        }
+        Ok((entries, batches))
+    }
+
+    /// Deletes batches `1..=batches`.
+    pub fn clear(&self, batches: u64) -> Result<(), BucketError> {
+        for batch in 1..=batches {
+            self.store.backend().delete(&self.key(batch))?;
+        }
+        Ok(())
+    }
+}
+
+/// Seals every object of `todo` again as a new object to `options.recipients` (padded with
+/// `pad`), in parallel on the current rayon pool, journaling each batch of
+/// [`COMMIT_EVERY`] as batch `batches + 1`, `+ 2`, …. Returns the new entries and the
+/// number of batches in the journal. A batch with a failed object is not journaled and
+/// the run stops with [`BucketError::Reseal`] (the objects sealed for it stay unreferenced).
+#[allow(clippy::too_many_arguments)]
+pub fn reseal(
+    journal: &Journal,
+    identity: &Identity,
+    todo: &[Source],
+    mut batches: u64,
+    options: &SealOptions,
+    pad: bool,
+    progress: &(dyn Fn(u64) + Sync),
+    bytes: &AtomicU64,
+) -> Result<(BTreeMap<String, Entry>, u64), BucketError> {
+    let backend = journal.store.backend();
+    let first_read = backend.read_profile().first_read;
+    let mut done = BTreeMap::new();
+    for chunk in todo.chunks(COMMIT_EVERY) {
+        let failures = Mutex::new(Vec::new());
+        let mut puts: Vec<Op> = chunk
+            .par_iter()
+            .filter_map(|source| {
+                let result = (|| -> Result<Entry, BucketError> {
+                    let (object, _) = SealedObject::open(
+                        Arc::clone(backend),
+                        &source.key,
+                        source.object_len,
+                        identity,
+                        0,
+                        first_read,
+                        source.bound.as_ref(),
+                    )
+                    .map_err(|e| BucketError::Object(e.to_string()))?;
+                    let mut plaintext =
+                        Plaintext::new(&object).map_err(|e| BucketError::Object(e.to_string()))?;
+                    let new = NewSource {
+                        name: std::path::Path::new(&source.path),
+                        size: object.size(),
+                        mtime: source.mtime,
+                    };
+                    let entry =
+                        write::seal_new_object(backend, &new, &mut plaintext, options, pad, progress)?;
+                    bytes.fetch_add(new.size, Ordering::Relaxed);
+                    Ok(entry)
+                })();
+                crate::harden::scrub_stack();
+                match result {
+                    Ok(entry) => Some(Op::Put(source.path.clone(), entry)),
+                    Err(e) => {
+                        failures.lock().push(format!("{}: {e}", source.path));
+                        None
+                    }
+                }
+            })
+            .collect();
+        let failures = failures.into_inner();
+        if !failures.is_empty() {
+            return Err(BucketError::Reseal(failures));
+        }
+        puts.sort_by(|a, b| a.path().cmp(b.path()));
+        batches += 1;
+        let segment = Segment {
+            kind: Kind::Snapshot,
+            generation: batches,
+            snapshot: batches,
+            recipients: journal_recipients(identity),
+            ops: puts,
+        };
+        journal
+            .store
+            .write_sealed_segment(&journal.key(batches), &segment)?;
+        for op in segment.ops {
+            if let Op::Put(path, entry) = op {
+                done.insert(path, entry);
+            }
+        }
+    }
+    Ok((done, batches))
+}
+
+/// The journal is for the identity running the job only.
+fn journal_recipients(identity: &Identity) -> Vec<Recipient> {
+    vec![identity.recipient()]
+}
