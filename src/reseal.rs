@@ -30,6 +30,8 @@ pub struct Source {
     pub bound: Option<Entry>,
     /// The mtime to keep in the new entry.
     pub mtime: (i64, u32),
+    /// Pad the new object's plaintext to its Padmé length.
+    pub pad: bool,
 }
 
 /// The journal of one kind of run (`migrate/`, `rotate/`) in a bucket.
@@ -54,7 +56,9 @@ impl<'a> Journal<'a> {
         let mut batches = 0;
         while self.store.backend().stat(&self.key(batches + 1))?.is_some() {
             batches += 1;
-            let segment = self.store.read_sealed_segment(identity, &self.key(batches))?;
+            let segment = self
+                .store
+                .read_sealed_segment(identity, &self.key(batches))?;
             for op in segment.ops {
                 if let Op::Put(path, entry) = op {
                     entries.insert(path, entry);
@@ -73,19 +77,16 @@ impl<'a> Journal<'a> {
     }
 }
 
-/// Seals every object of `todo` again as a new object to `options.recipients` (padded with
-/// `pad`), in parallel on the current rayon pool, journaling each batch of
+/// Seals every object of `todo` again as a new object to `options.recipients`, in parallel on the current rayon pool, journaling each batch of
 /// [`COMMIT_EVERY`] as batch `batches + 1`, `+ 2`, …. Returns the new entries and the
 /// number of batches in the journal. A batch with a failed object is not journaled and
 /// the run stops with [`BucketError::Reseal`] (the objects sealed for it stay unreferenced).
-#[allow(clippy::too_many_arguments)]
 pub fn reseal(
     journal: &Journal,
     identity: &Identity,
     todo: &[Source],
     mut batches: u64,
     options: &SealOptions,
-    pad: bool,
     progress: &(dyn Fn(u64) + Sync),
     bytes: &AtomicU64,
 ) -> Result<(BTreeMap<String, Entry>, u64), BucketError> {
@@ -115,8 +116,14 @@ pub fn reseal(
                         size: object.size(),
                         mtime: source.mtime,
                     };
-                    let entry =
-                        write::seal_new_object(backend, &new, &mut plaintext, options, pad, progress)?;
+                    let entry = write::seal_new_object(
+                        backend,
+                        &new,
+                        &mut plaintext,
+                        options,
+                        source.pad,
+                        progress,
+                    )?;
                     bytes.fetch_add(new.size, Ordering::Relaxed);
                     Ok(entry)
                 })();

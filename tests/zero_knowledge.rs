@@ -588,3 +588,111 @@ fn damaged_foreign_or_unknown_manifests_mount_nothing() {
         assert!(!common::is_mounted(&ws.mnt()));
     }
 }
+
+fn object_keys(ws: &Workspace) -> std::collections::BTreeSet<String> {
+    files_below(&ws.bucket())
+        .into_iter()
+        .map(|(name, _)| name)
+        .filter(|name| name.starts_with("obj/"))
+        .collect()
+}
+
+#[test]
+fn rotate_reseals_every_object_and_shuts_out_a_removed_reader() {
+    let ws = Workspace::new();
+    let files = write_study(&ws);
+    let other_path = ws.dir.path().join("other.key");
+    let other = smpfs::keys::Identity::generate();
+    other.save_new(&other_path, None).unwrap();
+    let other_recipient = other.recipient().to_string();
+    let bucket = ws.bucket().to_str().unwrap().to_owned();
+    run_ok(&mut seal(
+        &ws,
+        &ws.plain(),
+        &bucket,
+        &["--to", &ws.recipient, "--to", &other_recipient],
+    ));
+    let cat_as = |identity: &Path, path: &str| {
+        ws.smpfs()
+            .args(["cat", &bucket, path, "-i"])
+            .arg(identity)
+            .output()
+            .unwrap()
+    };
+    assert!(cat_as(&other_path, &files[0].0).stdout == files[0].1);
+    let before = object_keys(&ws);
+
+    let rotate = |extra: &[&str]| {
+        ws.smpfs()
+            .args(["rotate", &bucket, "-i"])
+            .arg(&ws.identity)
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    let stranger = smpfs::keys::Identity::generate().recipient().to_string();
+    for (refused, why) in [
+        (rotate(&["--remove", &stranger]), "is not a recipient"),
+        (rotate(&["--remove", &ws.recipient]), "could not read"),
+    ] {
+        assert!(!refused.status.success());
+        assert!(stderr(&refused).contains(why), "{}", stderr(&refused));
+        assert_eq!(
+            object_keys(&ws),
+            before,
+            "a refused rotation changed the bucket"
+        );
+    }
+
+    let rotated = rotate(&["--remove", &other_recipient]);
+    assert!(rotated.status.success(), "{}", stderr(&rotated));
+    assert!(
+        stderr(&rotated).contains("rotated 4 files"),
+        "{}",
+        stderr(&rotated)
+    );
+    let after = object_keys(&ws);
+    assert_eq!(after.len(), before.len());
+    assert!(after.is_disjoint(&before), "an object was kept as it was");
+    let left: Vec<String> = files_below(&ws.bucket())
+        .into_iter()
+        .map(|(name, _)| name)
+        .filter(|name| !name.starts_with("obj/") && !name.starts_with("manifest/"))
+        .collect();
+    assert!(left.is_empty(), "left behind: {left:?}");
+    for (path, data) in &files {
+        assert!(cat_as(&ws.identity, path).stdout == *data, "{path} changed");
+    }
+    let shut_out = cat_as(&other_path, &files[0].0);
+    assert!(!shut_out.status.success());
+    assert!(
+        stderr(&shut_out).contains("not sealed to this identity"),
+        "{}",
+        stderr(&shut_out)
+    );
+    // Its old keys open none of the new objects.
+    let backend: std::sync::Arc<dyn smpfs::backend::Backend> =
+        std::sync::Arc::new(smpfs::backend::LocalBackend::open(&ws.bucket()).unwrap());
+    for key in &after {
+        let len = std::fs::metadata(ws.bucket().join(key)).unwrap().len();
+        let opened = smpfs::vault::SealedObject::open(
+            std::sync::Arc::clone(&backend),
+            key,
+            len,
+            &other,
+            0,
+            4096,
+            None,
+        );
+        assert!(opened.is_err(), "{key} opens for the removed reader");
+    }
+    let listed = run_ok(
+        ws.smpfs()
+            .args(["recipients", &bucket, "-i"])
+            .arg(&ws.identity),
+    );
+    assert_eq!(String::from_utf8_lossy(&listed.stdout).trim(), ws.recipient);
+    let mount = ws.mount(&[]);
+    assert_mount_reads(&ws.mnt(), &files);
+    drop(mount);
+}

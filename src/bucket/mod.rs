@@ -118,6 +118,15 @@ pub enum BucketError {
     Seal(#[from] SealError),
 }
 
+/// Who a commit seals the manifest to.
+#[derive(Debug, Clone, Copy)]
+pub enum Recipients<'a> {
+    /// These, if the bucket is new; else the bucket's own list.
+    ForNew(&'a [Recipient]),
+    /// These, from this generation on (`rotate`).
+    Replace(&'a [Recipient]),
+}
+
 /// A committed generation and what it replaced.
 #[derive(Debug)]
 pub struct Committed {
@@ -360,12 +369,14 @@ impl ManifestStore {
     /// Commits the next generation: `changes(manifest)` gives the operations to apply to
     /// the newest manifest (`Manifest::default()` for a new bucket), and is asked again
     /// on top of a newer one whenever another writer committed first. Without `identity`
-    /// only a new bucket can be written (its first generation); `recipients` seal a new
-    /// bucket's manifest, and an existing one keeps its own.
+    /// only a new bucket can be written (its first generation). `recipients` seal a new
+    /// bucket's manifest; an existing one keeps its own unless `recipients` is
+    /// [`Recipients::Replace`], which also writes a snapshot, so that no segment the new
+    /// generation needs is sealed only to the old list.
     pub fn commit(
         &self,
         identity: Option<&Identity>,
-        recipients: &[Recipient],
+        recipients: Recipients,
         changes: &mut dyn FnMut(&Manifest) -> Vec<Op>,
     ) -> Result<Committed, BucketError> {
         let mut current = match identity {
@@ -373,12 +384,20 @@ impl ManifestStore {
             None if self.has_manifest()? => return Err(BucketError::NeedsIdentity),
             None => Manifest::default(),
         };
-        if current.recipients.is_empty() {
-            current.recipients = recipients.to_vec();
-        }
+        let snapshot_every = match recipients {
+            Recipients::Replace(_) => 1,
+            Recipients::ForNew(_) => SNAPSHOT_EVERY,
+        };
         for attempt in 0..COMMIT_ATTEMPTS {
+            match recipients {
+                Recipients::Replace(list) => current.recipients = list.to_vec(),
+                Recipients::ForNew(list) if current.recipients.is_empty() => {
+                    current.recipients = list.to_vec()
+                }
+                Recipients::ForNew(_) => {}
+            }
             let ops = changes(&current);
-            let segment = current.next_segment(ops.clone(), SNAPSHOT_EVERY);
+            let segment = current.next_segment(ops.clone(), snapshot_every);
             match self.write_segment(&segment) {
                 Ok(()) => {
                     let mut after = current.clone();

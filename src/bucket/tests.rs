@@ -32,7 +32,7 @@ impl Fixture {
         store
             .commit(
                 Some(&self.identity),
-                &[self.identity.recipient()],
+                Recipients::ForNew(&[self.identity.recipient()]),
                 &mut |_| vec![Op::Put(path.clone(), entry())],
             )
             .unwrap()
@@ -75,7 +75,7 @@ fn replaced_and_removed_objects_are_reported_unreferenced() {
     let second = f.put(&store, "x");
     assert_eq!(second.unreferenced, vec![first.object_key()]);
     let removed = store
-        .commit(Some(&f.identity), &[], &mut |_| {
+        .commit(Some(&f.identity), Recipients::ForNew(&[]), &mut |_| {
             vec![Op::Remove("x".into())]
         })
         .unwrap();
@@ -213,12 +213,12 @@ fn without_an_identity_only_a_new_bucket_can_be_written() {
     let store = f.store();
     let recipients = [f.identity.recipient()];
     store
-        .commit(None, &recipients, &mut |_| {
+        .commit(None, Recipients::ForNew(&recipients), &mut |_| {
             vec![Op::Put("a".into(), entry())]
         })
         .unwrap();
     assert!(matches!(
-        store.commit(None, &recipients, &mut |_| Vec::new()),
+        store.commit(None, Recipients::ForNew(&recipients), &mut |_| Vec::new()),
         Err(BucketError::NeedsIdentity)
     ));
 }

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use parking_lot::Mutex;
 use rayon::prelude::*;
 
-use super::{BucketError, Committed, ManifestStore};
+use super::{BucketError, Committed, ManifestStore, Recipients};
 use crate::backend::Backend;
 use crate::keys::Identity;
 use crate::manifest::{self, Entry, Manifest, Op};
@@ -120,7 +120,11 @@ pub fn seal_files(
             }
         }
         report.bytes += bytes.into_inner();
-        let committed = store.commit(identity, &options.recipients, &mut |_| puts.clone())?;
+        let committed = store.commit(
+            identity,
+            Recipients::ForNew(&options.recipients),
+            &mut |_| puts.clone(),
+        )?;
         delete_unreferenced(backend.as_ref(), &committed);
         report.generation = committed.manifest.generation;
         current = committed.manifest;
@@ -211,7 +215,7 @@ pub fn remove(
         }
     }
     let mut removed = 0;
-    let committed = store.commit(Some(identity), &[], &mut |manifest| {
+    let committed = store.commit(Some(identity), Recipients::ForNew(&[]), &mut |manifest| {
         let ops: Vec<Op> = paths
             .iter()
             .flat_map(|path| manifest.below(path.trim_end_matches('/')))

@@ -7,7 +7,7 @@ use anyhow::{bail, Context, Result};
 
 use parking_lot::Mutex;
 use smpfs::backend::Backend;
-use smpfs::bucket::{write, ManifestStore};
+use smpfs::bucket::{write, ManifestStore, Recipients};
 use smpfs::dicom::batch::{self, FileReport, Status};
 use smpfs::dicom::deid::Deidentifier;
 use smpfs::dicom::profile::Profile;
@@ -126,7 +126,11 @@ pub fn seal_deidentified(
     let report_key = batch::seal_report(seal_report, &report)?;
     if let Destination::V2(store, identity) = destination {
         let puts = puts.into_inner();
-        let committed = store.commit(identity, &options.recipients, &mut |_| puts.clone())?;
+        let committed = store.commit(
+            identity,
+            Recipients::ForNew(&options.recipients),
+            &mut |_| puts.clone(),
+        )?;
         for key in &committed.unreferenced {
             if let Err(e) = store.backend().delete(key) {
                 tracing::warn!("object {key} is no longer used but was not deleted: {e}");

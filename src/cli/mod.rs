@@ -128,6 +128,18 @@ enum Command {
         #[arg(long)]
         pad: bool,
     },
+    /// Seal every file of a zero-knowledge bucket again under fresh keys, to its
+    /// recipients less `--remove` (true revocation); resumable.
+    Rotate {
+        #[command(flatten)]
+        bucket: bucket::BucketArgs,
+        /// Recipients that may no longer read the bucket.
+        #[arg(long = "remove", value_name = "RECIPIENT")]
+        remove: Vec<String>,
+        /// Pad every file's plaintext to a Padmé size (padded files stay padded anyway).
+        #[arg(long)]
+        pad: bool,
+    },
     /// Mount a bucket read-only; returns once the mount is live (unless -f).
     Mount(mount::MountArgs),
     /// Purge a mount now: zeroize its cache, drop its keys, seal its audit segment, and
@@ -326,6 +338,11 @@ pub fn main() -> ExitCode {
             objects,
         } => bucket::ls(&bucket, path.as_deref(), objects),
         Command::Rm { bucket, paths } => bucket::rm(&bucket, &paths),
+        Command::Rotate {
+            bucket,
+            remove,
+            pad,
+        } => bucket::rotate(&bucket, &remove, pad),
         Command::Migrate {
             bucket,
             recipients,
