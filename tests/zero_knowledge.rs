@@ -696,3 +696,39 @@ fn rotate_reseals_every_object_and_shuts_out_a_removed_reader() {
     assert_mount_reads(&ws.mnt(), &files);
     drop(mount);
 }
+
+#[test]
+fn an_s3_mount_follows_seals_and_removals() {
+    let moto = Moto::start();
+    moto.create_bucket("zk-scans");
+    let endpoint = moto.endpoint_option();
+    let ws = Workspace::new();
+    ws.write_plain("first/1.dcm", &pattern(4000, 1));
+    let bucket = "s3://zk-scans/live";
+    run_ok(&mut seal(&ws, &ws.plain(), bucket, &["-o", &endpoint]));
+    let mount = ws.mount_source(bucket, &[&endpoint, "refresh=1s"]);
+    let mnt = ws.mnt();
+    assert!(std::fs::read(mnt.join("first/1.dcm")).unwrap() == pattern(4000, 1));
+    let later = ws.dir.path().join("later");
+    std::fs::create_dir_all(later.join("second")).unwrap();
+    std::fs::write(later.join("second/2.dcm"), pattern(6000, 2)).unwrap();
+    run_ok(&mut seal(&ws, &later, bucket, &["-o", &endpoint]));
+    assert!(
+        eventually(Duration::from_secs(10), || mnt
+            .join("second/2.dcm")
+            .exists()),
+        "{}",
+        mount.log_text()
+    );
+    assert!(std::fs::read(mnt.join("second/2.dcm")).unwrap() == pattern(6000, 2));
+    run_ok(
+        ws.smpfs()
+            .args(["rm", bucket, "first", "-o", &endpoint, "-i"])
+            .arg(&ws.identity),
+    );
+    assert!(
+        eventually(Duration::from_secs(10), || !mnt.join("first").exists()),
+        "a removed directory is still shown"
+    );
+    drop(mount);
+}
