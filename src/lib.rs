@@ -5,6 +5,7 @@
 //! `format` and `backend`; `harden` runs first in every process that touches keys;
 //! `options` parses mount options; `workers` runs blocking background jobs.
 
+pub mod access;
 pub mod audit;
 pub mod backend;
 pub mod bucket;

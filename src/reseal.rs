@@ -12,7 +12,7 @@ use rayon::prelude::*;
 
 use crate::bucket::write::{self, NewSource, COMMIT_EVERY};
 use crate::bucket::{BucketError, ManifestStore};
-use crate::keys::{Identity, Recipient};
+use crate::keys::Identity;
 use crate::manifest::{Entry, Kind, Op, Segment};
 use crate::seal::SealOptions;
 use crate::vault::{Plaintext, SealedObject};
@@ -37,13 +37,48 @@ pub struct Source {
 /// The journal of one kind of run (`migrate/`, `rotate/`) in a bucket.
 pub struct Journal<'a> {
     store: &'a ManifestStore,
-    prefix: &'static str,
+    prefix: String,
 }
 
 impl<'a> Journal<'a> {
     /// The journal under `prefix` (ending in `/`).
-    pub fn new(store: &'a ManifestStore, prefix: &'static str) -> Self {
-        Journal { store, prefix }
+    pub fn new(store: &'a ManifestStore, prefix: impl Into<String>) -> Self {
+        Journal {
+            store,
+            prefix: prefix.into(),
+        }
+    }
+
+    /// The store the journal is in.
+    pub fn store(&self) -> &ManifestStore {
+        self.store
+    }
+
+    /// Journals `puts` (sorted here) as batch number `batch`, sealed to `identity` alone.
+    pub fn append(
+        &self,
+        identity: &Identity,
+        batch: u64,
+        mut puts: Vec<Op>,
+    ) -> Result<BTreeMap<String, Entry>, BucketError> {
+        puts.sort_by(|a, b| a.path().cmp(b.path()));
+        let segment = Segment {
+            kind: Kind::Snapshot,
+            generation: batch,
+            snapshot: batch,
+            recipients: vec![identity.recipient()],
+            ops: puts,
+        };
+        self.store
+            .write_sealed_segment(&self.key(batch), &segment)?;
+        Ok(segment
+            .ops
+            .into_iter()
+            .filter_map(|op| match op {
+                Op::Put(path, entry) => Some((path, entry)),
+                Op::Remove(_) => None,
+            })
+            .collect())
     }
 
     fn key(&self, batch: u64) -> String {
@@ -95,7 +130,7 @@ pub fn reseal(
     let mut done = BTreeMap::new();
     for chunk in todo.chunks(COMMIT_EVERY) {
         let failures = Mutex::new(Vec::new());
-        let mut puts: Vec<Op> = chunk
+        let puts: Vec<Op> = chunk
             .par_iter()
             .filter_map(|source| {
                 let result = (|| -> Result<Entry, BucketError> {
@@ -141,28 +176,8 @@ pub fn reseal(
         if !failures.is_empty() {
             return Err(BucketError::Reseal(failures));
         }
-        puts.sort_by(|a, b| a.path().cmp(b.path()));
         batches += 1;
-        let segment = Segment {
-            kind: Kind::Snapshot,
-            generation: batches,
-            snapshot: batches,
-            recipients: journal_recipients(identity),
-            ops: puts,
-        };
-        journal
-            .store
-            .write_sealed_segment(&journal.key(batches), &segment)?;
-        for op in segment.ops {
-            if let Op::Put(path, entry) = op {
-                done.insert(path, entry);
-            }
-        }
+        done.extend(journal.append(identity, batches, puts)?);
     }
     Ok((done, batches))
-}
-
-/// The journal is for the identity running the job only.
-fn journal_recipients(identity: &Identity) -> Vec<Recipient> {
-    vec![identity.recipient()]
 }

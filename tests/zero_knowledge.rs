@@ -732,3 +732,120 @@ fn an_s3_mount_follows_seals_and_removals() {
     );
     drop(mount);
 }
+
+/// Every object's key and bytes in the bucket (local) or key and ETag (S3).
+fn fingerprints(
+    ws: &Workspace,
+    moto: &Moto,
+    out: &str,
+) -> std::collections::BTreeMap<String, String> {
+    match out.strip_prefix("s3://zk-scans/") {
+        Some(prefix) => moto
+            .python(&format!(
+                "r = s3.list_objects_v2(Bucket='zk-scans', Prefix='{prefix}/')\n\
+                 for o in r.get('Contents', []):\n\
+                 \x20   print(o['Key'], o['ETag'], o['Size'])\n"
+            ))
+            .lines()
+            .map(|l| {
+                let (key, rest) = l.split_once(' ').unwrap();
+                (key.to_owned(), rest.to_owned())
+            })
+            .collect(),
+        None => files_below(&ws.bucket())
+            .into_iter()
+            .map(|(name, bytes)| (name, blake3::hash(&bytes).to_hex().to_string()))
+            .collect(),
+    }
+}
+
+#[test]
+fn share_adds_and_removes_readers_without_sending_a_chunk_again() {
+    let moto = Moto::start();
+    moto.create_bucket("zk-scans");
+    let endpoint = moto.endpoint_option();
+    let ws = Workspace::new();
+    let files = write_study(&ws);
+    let other_path = ws.dir.path().join("other.key");
+    let other = smpfs::keys::Identity::generate();
+    other.save_new(&other_path, None).unwrap();
+    let other_recipient = other.recipient().to_string();
+    let local = ws.bucket().to_str().unwrap().to_owned();
+    for out in [local.as_str(), "s3://zk-scans/shared"] {
+        run_ok(&mut seal(&ws, &ws.plain(), out, &["-o", &endpoint]));
+        let cat_as = |identity: &Path, path: &str| {
+            ws.smpfs()
+                .args(["cat", out, path, "-o", &endpoint, "-i"])
+                .arg(identity)
+                .output()
+                .unwrap()
+        };
+        let share = |flag: &str| {
+            ws.smpfs()
+                .args(["share", out, flag, &other_recipient, "-o", &endpoint, "-i"])
+                .arg(&ws.identity)
+                .output()
+                .unwrap()
+        };
+        assert!(!cat_as(&other_path, &files[0].0).status.success());
+        let before = fingerprints(&ws, &moto, out);
+        let added = share("--add");
+        assert!(added.status.success(), "{}", stderr(&added));
+        assert!(
+            stderr(&added).contains("no chunk sent again"),
+            "{}",
+            stderr(&added)
+        );
+        let after = fingerprints(&ws, &moto, out);
+        // Every file object is byte for byte (ETag for ETag) what it was; what is new is
+        // one small header per file and the manifest.
+        for (key, print) in before.iter().filter(|(k, _)| k.contains("obj/")) {
+            assert_eq!(after.get(key), Some(print), "{out}: {key} was rewritten");
+        }
+        let headers: Vec<_> = after.keys().filter(|k| k.contains("hdr/")).collect();
+        assert_eq!(headers.len(), files.len(), "{out}: {headers:?}");
+        for (path, data) in &files {
+            assert!(cat_as(&other_path, path).stdout == *data, "{out}: {path}");
+            assert!(cat_as(&ws.identity, path).stdout == *data, "{out}: {path}");
+        }
+        // Sharing again with a recipient already there changes nothing.
+        let again = share("--add");
+        assert!(
+            stderr(&again).contains("nothing was changed"),
+            "{}",
+            stderr(&again)
+        );
+        assert_eq!(fingerprints(&ws, &moto, out), after);
+
+        let removed = share("--remove");
+        assert!(removed.status.success(), "{}", stderr(&removed));
+        assert!(
+            stderr(&removed).contains("smpfs rotate --remove"),
+            "{}",
+            stderr(&removed)
+        );
+        let shut_out = cat_as(&other_path, &files[0].0);
+        assert!(!shut_out.status.success());
+        assert!(stderr(&shut_out).contains("not sealed to this identity"));
+        let last = fingerprints(&ws, &moto, out);
+        assert_eq!(
+            last.keys().filter(|k| k.contains("hdr/")).count(),
+            files.len(),
+            "the replaced headers were not deleted"
+        );
+        for (key, print) in before.iter().filter(|(k, _)| k.contains("obj/")) {
+            assert_eq!(last.get(key), Some(print), "{out}: {key} was rewritten");
+        }
+        for (path, data) in &files {
+            assert!(cat_as(&ws.identity, path).stdout == *data, "{out}: {path}");
+        }
+    }
+    // A shared bucket mounts, and rotates back to attached headers.
+    let mount = ws.mount(&[]);
+    assert_mount_reads(&ws.mnt(), &files);
+    drop(mount);
+    run_ok(ws.smpfs().args(["rotate", &local, "-i"]).arg(&ws.identity));
+    assert!(files_below(&ws.bucket())
+        .iter()
+        .all(|(name, _)| !name.starts_with("hdr/")));
+}

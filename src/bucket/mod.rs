@@ -415,7 +415,10 @@ impl ManifestStore {
                         .entries
                         .values()
                         .filter(|e| !referenced.contains(&e.object_id))
-                        .map(|e| e.object_key())
+                        .flat_map(|e| {
+                            let header = e.detached.map(|_| e.header_key());
+                            std::iter::once(e.object_key()).chain(header)
+                        })
                         .collect();
                     self.after_commit(identity, &segment, current.snapshot);
                     return Ok(Committed {

@@ -50,6 +50,7 @@ fn entry() -> Entry {
         object_len: 200,
         mtime: (4, 5),
         padded: false,
+        detached: None,
     }
 }
 

@@ -197,6 +197,7 @@ pub fn seal_new_object(
         object_len: written.object_len,
         mtime: source.mtime,
         padded: sealed_len != source.size,
+        detached: None,
     })
 }
 

@@ -412,3 +412,60 @@ pub fn rotate(args: &BucketArgs, remove: &[String], pad: bool) -> Result<()> {
     }
     Ok(())
 }
+
+/// `smpfs share`: changes who may read a v2 bucket by giving every file a new header.
+pub fn share(args: &BucketArgs, add: &[String], remove: &[String]) -> Result<()> {
+    init_stderr_logging();
+    if add.is_empty() && remove.is_empty() {
+        bail!("say who to --add or --remove");
+    }
+    let opened = open(&args.bucket, &args.options, "share", true)?;
+    let identity = load_identity(&args.identity, args.passphrase_file.as_deref())?;
+    let (add, remove) = (
+        super::parse_recipients(add)?,
+        super::parse_recipients(remove)?,
+    );
+    let files = opened
+        .store
+        .load(&identity)?
+        .map_or(0, |manifest| manifest.entries.len());
+    let bar = indicatif::ProgressBar::with_draw_target(
+        Some(files as u64),
+        indicatif::ProgressDrawTarget::stderr(),
+    );
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} headers {per_sec} eta {eta}")
+            .expect("valid template"),
+    );
+    let started = std::time::Instant::now();
+    let pool = super::sealing_pool(opened.backend.as_ref())?;
+    let shared = pool
+        .install(|| smpfs::access::share(&opened.store, &identity, &add, &remove, &|n| bar.inc(n)));
+    bar.finish_and_clear();
+    let shared = shared?;
+    if shared.files == 0 {
+        say!(
+            "{} already has exactly these {} recipients; nothing was changed",
+            opened.source,
+            shared.recipients.len()
+        );
+        return Ok(());
+    }
+    say!(
+        "{} files of {} now open for {} recipients: {} bytes of new headers written, no chunk \
+         sent again, in {:.2}s; manifest generation {}",
+        shared.files,
+        opened.source,
+        shared.recipients.len(),
+        shared.bytes_written,
+        started.elapsed().as_secs_f64(),
+        shared.generation
+    );
+    if !remove.is_empty() {
+        say!(
+            "note: a removed reader who kept file keys, headers or copies can still read what \
+             they had; `smpfs rotate --remove` re-encrypts everything so they cannot"
+        );
+    }
+    Ok(())
+}

@@ -128,6 +128,19 @@ enum Command {
         #[arg(long)]
         pad: bool,
     },
+    /// Add or remove readers of a zero-knowledge bucket: every file gets a new header
+    /// (its file key wrapped to the new list); chunks are never sent again. A removed
+    /// reader who kept keys or copies can still read old data: `rotate` revokes.
+    Share {
+        #[command(flatten)]
+        bucket: bucket::BucketArgs,
+        /// Recipient (`smpfs1…`) to add; repeat for several.
+        #[arg(long = "add", value_name = "RECIPIENT")]
+        add: Vec<String>,
+        /// Recipient to remove; repeat for several.
+        #[arg(long = "remove", value_name = "RECIPIENT")]
+        remove: Vec<String>,
+    },
     /// Seal every file of a zero-knowledge bucket again under fresh keys, to its
     /// recipients less `--remove` (true revocation); resumable.
     Rotate {
@@ -338,6 +351,11 @@ pub fn main() -> ExitCode {
             objects,
         } => bucket::ls(&bucket, path.as_deref(), objects),
         Command::Rm { bucket, paths } => bucket::rm(&bucket, &paths),
+        Command::Share {
+            bucket,
+            add,
+            remove,
+        } => bucket::share(&bucket, &add, &remove),
         Command::Rotate {
             bucket,
             remove,

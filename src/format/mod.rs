@@ -241,6 +241,38 @@ impl Header {
     }
 }
 
+impl Header {
+    /// The header of the same file (id, file key, size, chunk size, location) with its file
+    /// key wrapped to `recipients` instead, under fresh ephemeral keys: the chunks sealed
+    /// under the old header open under the new one. Fails unless `identity` opens this
+    /// header.
+    pub fn rewrap(
+        &self,
+        identity: &Identity,
+        recipients: &[Recipient],
+    ) -> Result<Vec<u8>, FormatError> {
+        let opened = self.open(identity)?;
+        let file_key = self
+            .stanzas
+            .iter()
+            .find_map(|stanza| unwrap_stanza(stanza, identity, &self.file_id))
+            .ok_or(FormatError::NoMatchingRecipient)?;
+        let randomness = SealRandomness {
+            file_key,
+            file_id: self.file_id,
+            ephemeral: SealRandomness::generate(recipients.len()).ephemeral,
+        };
+        let (header, _) = seal_header(
+            recipients,
+            &opened.logical_path,
+            self.layout.plaintext_len,
+            self.layout.chunk_log2,
+            &randomness,
+        )?;
+        Ok(header)
+    }
+}
+
 /// A header opened with a matching identity: authenticated layout, path and chunk keys.
 pub struct OpenedFile {
     /// Where the chunks lie (authenticated by the header MAC).

@@ -387,3 +387,43 @@ fn committed_test_vectors_decode_and_reencode_bit_for_bit() {
         }
     }
 }
+
+#[test]
+fn a_rewrapped_header_opens_the_same_chunks_for_the_new_recipients_only() {
+    let (a, b, c) = (vector_identity(1), vector_identity(2), vector_identity(3));
+    let data = pattern(10_000);
+    let sealed = seal_all(
+        &[a.recipient(), b.recipient()],
+        "bucket/obj/ab/x",
+        &data,
+        12,
+        &SealRandomness::generate(2),
+    );
+    let header = Header::parse(&sealed).unwrap();
+    let old_len = header_len(&sealed).unwrap();
+    let rewrapped = header.rewrap(&a, &[a.recipient(), c.recipient()]).unwrap();
+    let new_header = Header::parse(&rewrapped).unwrap();
+    assert_eq!(new_header.file_id(), header.file_id());
+    assert_eq!(
+        rewrapped.len(),
+        old_len,
+        "same recipient count, same length"
+    );
+    // The old chunks after the new header open for a and c, not for b.
+    let mut moved = rewrapped.clone();
+    moved.extend_from_slice(&sealed[old_len..]);
+    for identity in [&a, &c] {
+        let (path, plain) = open_all(identity, &moved).unwrap();
+        assert_eq!(path, "bucket/obj/ab/x");
+        assert_eq!(plain, data);
+    }
+    assert_eq!(
+        open_all(&b, &moved).unwrap_err(),
+        FormatError::NoMatchingRecipient
+    );
+    // Only a reader of the old header can rewrap it.
+    assert_eq!(
+        header.rewrap(&c, &[c.recipient()]).unwrap_err(),
+        FormatError::NoMatchingRecipient
+    );
+}

@@ -30,6 +30,9 @@ const PUT_LEN: usize = 16 + 16 + 32 + 8 + 8 + 8 + 4 + 1;
 const MIN_OP_LEN: usize = 1 + 2;
 /// Flag bit of a put: the object's plaintext was padded (`seal --pad`).
 const FLAG_PADDED: u8 = 1;
+/// Flag bit of a put: the header is a separate object (after `share`); its id and where
+/// the chunks start in the object follow the flags.
+const FLAG_DETACHED: u8 = 2;
 
 /// Errors in decoding a segment or applying it; each means the manifest cannot be used.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -65,6 +68,18 @@ pub struct Entry {
     pub mtime: (i64, u32),
     /// Whether the sealed plaintext carries padding after `size` bytes.
     pub padded: bool,
+    /// Set once `share` gave the file a new header: the object's own header is then
+    /// ignored and its chunks are read after it.
+    pub detached: Option<Detached>,
+}
+
+/// A file's header stored apart from its chunks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Detached {
+    /// The random id naming the header object ([`header_key`]).
+    pub header_id: [u8; 16],
+    /// Where chunk 0 starts in the file's object (the length of its original header).
+    pub chunks_at: u64,
 }
 
 impl Entry {
@@ -72,6 +87,20 @@ impl Entry {
     pub fn object_key(&self) -> String {
         object_key(&self.object_id)
     }
+
+    /// The key of the object holding the header: a detached header's, else the file's.
+    pub fn header_key(&self) -> String {
+        match &self.detached {
+            Some(detached) => header_key(&detached.header_id),
+            None => self.object_key(),
+        }
+    }
+}
+
+/// The key of detached header `id`: `hdr/` ‖ the first two hex digits ‖ `/` ‖ all 32.
+pub fn header_key(id: &[u8; 16]) -> String {
+    let hex = hex::encode(id);
+    format!("hdr/{}/{hex}", &hex[..2])
 }
 
 /// The key of object `id`: `obj/` ‖ the first two hex digits ‖ `/` ‖ all 32, so S3 can
@@ -157,7 +186,18 @@ impl Segment {
                 out.extend_from_slice(&entry.object_len.to_le_bytes());
                 out.extend_from_slice(&entry.mtime.0.to_le_bytes());
                 out.extend_from_slice(&entry.mtime.1.to_le_bytes());
-                out.push(if entry.padded { FLAG_PADDED } else { 0 });
+                let mut flags = 0;
+                if entry.padded {
+                    flags |= FLAG_PADDED;
+                }
+                if entry.detached.is_some() {
+                    flags |= FLAG_DETACHED;
+                }
+                out.push(flags);
+                if let Some(detached) = &entry.detached {
+                    out.extend_from_slice(&detached.header_id);
+                    out.extend_from_slice(&detached.chunks_at.to_le_bytes());
+                }
             }
         }
         out
@@ -280,10 +320,17 @@ impl<'a> Input<'a> {
         if nanos >= 1_000_000_000 {
             return Err(ManifestError::Malformed("mtime nanoseconds out of range"));
         }
-        let padded = match self.u8()? {
-            0 => false,
-            FLAG_PADDED => true,
-            _ => return Err(ManifestError::Malformed("unknown entry flags")),
+        let flags = self.u8()?;
+        if flags & !(FLAG_PADDED | FLAG_DETACHED) != 0 {
+            return Err(ManifestError::Malformed("unknown entry flags"));
+        }
+        let detached = if flags & FLAG_DETACHED != 0 {
+            Some(Detached {
+                header_id: self.array()?,
+                chunks_at: self.u64()?,
+            })
+        } else {
+            None
         };
         Ok(Entry {
             object_id,
@@ -292,7 +339,8 @@ impl<'a> Input<'a> {
             size,
             object_len,
             mtime: (secs, nanos),
-            padded,
+            padded: flags & FLAG_PADDED != 0,
+            detached,
         })
     }
 }

@@ -9,6 +9,7 @@ fn entry(n: u8) -> Entry {
         object_len: u64::from(n) * 1100,
         mtime: (1_700_000_000 + i64::from(n), u32::from(n)),
         padded: n % 2 == 1,
+        detached: None,
     }
 }
 
@@ -46,6 +47,25 @@ fn segments_round_trip() {
     for segment in [delta, snapshot(3, &["a", "a b", "a/b", "z"])] {
         assert_eq!(Segment::decode(&segment.encode()).unwrap(), segment);
     }
+}
+
+#[test]
+fn a_detached_header_round_trips_and_names_its_own_object() {
+    let mut moved = entry(4);
+    moved.detached = Some(Detached {
+        header_id: [0xab; 16],
+        chunks_at: 189,
+    });
+    let segment = Segment {
+        kind: Kind::Snapshot,
+        generation: 1,
+        snapshot: 1,
+        recipients: vec![recipient(1)],
+        ops: vec![Op::Put("a".into(), moved)],
+    };
+    assert_eq!(Segment::decode(&segment.encode()).unwrap(), segment);
+    assert_eq!(moved.header_key(), format!("hdr/ab/{}", "ab".repeat(16)));
+    assert_eq!(entry(4).header_key(), entry(4).object_key());
 }
 
 #[test]
@@ -234,6 +254,7 @@ fn vector_segments() -> Vec<(&'static str, Segment)> {
         object_len: size + 400,
         mtime: (1_709_251_200, 500_000_000),
         padded,
+        detached: None,
     };
     vec![
         (

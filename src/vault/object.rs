@@ -34,7 +34,9 @@ impl SealedObject {
     /// the sealed path) and that the size matches the header.
     /// `id` names the object in the chunk cache. With `bound` (a v2 manifest entry), the
     /// header must be the one the entry names, by hash and file id, and the entry's size
-    /// is shown. Returns the bytes read with the object, for [`SealedObject::prefetched`].
+    /// is shown; a detached header (after `share`) is read from its own object, and the
+    /// chunks from `key` after its original header. Returns the bytes read with the object,
+    /// for [`SealedObject::prefetched`].
     pub fn open(
         backend: Arc<dyn Backend>,
         key: &str,
@@ -44,7 +46,19 @@ impl SealedObject {
         first_read: u64,
         bound: Option<&Entry>,
     ) -> Result<(Self, Vec<u8>), VaultError> {
-        let (header, first_bytes) = read_first(backend.as_ref(), key, size, first_read)?;
+        let detached = bound.and_then(|entry| entry.detached);
+        let (header, mut first_bytes) = match detached {
+            Some(_) => {
+                let header_key = bound.map(Entry::header_key).unwrap_or_default();
+                let header_len = backend.stat(&header_key)?.ok_or_else(|| {
+                    VaultError::Backend(crate::backend::BackendError::NotFound {
+                        key: header_key.clone(),
+                    })
+                })?;
+                read_first(backend.as_ref(), &header_key, header_len, header_len)?
+            }
+            None => read_first(backend.as_ref(), key, size, first_read)?,
+        };
         if let Some(entry) = bound {
             let header_len =
                 format::header_len(&first_bytes).map_err(|source| VaultError::Format {
@@ -58,10 +72,15 @@ impl SealedObject {
                 });
             }
         }
-        let opened = header.open(identity).map_err(|source| VaultError::Format {
+        let mut opened = header.open(identity).map_err(|source| VaultError::Format {
             key: key.to_owned(),
             source,
         })?;
+        if let Some(detached) = detached {
+            // The chunks follow the object's original header; nothing of them was read yet.
+            opened.layout.header_len = detached.chunks_at;
+            first_bytes.clear();
+        }
         let location = backend.location(key)?;
         if opened.logical_path != location {
             return Err(VaultError::PathMismatch {

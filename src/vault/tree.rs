@@ -607,6 +607,7 @@ mod tests {
                 object_len: 200,
                 mtime: (0, 0),
                 padded: false,
+                detached: None,
             };
             manifest.entries.insert((*path).to_owned(), entry);
         }

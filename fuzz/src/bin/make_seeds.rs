@@ -298,6 +298,7 @@ fn manifests(out: &Path) {
         object_len: (u64::from(n) << 10) + 200,
         mtime: (1_700_000_000, u32::from(n)),
         padded: n % 2 == 0,
+        detached: None,
     };
     let recipients = vec![Identity::generate().recipient()];
     let snapshot = Segment {
