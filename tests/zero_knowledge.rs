@@ -849,3 +849,65 @@ fn share_adds_and_removes_readers_without_sending_a_chunk_again() {
         .iter()
         .all(|(name, _)| !name.starts_with("hdr/")));
 }
+
+#[test]
+fn a_rotation_killed_halfway_resumes_to_completion() {
+    let ws = Workspace::new();
+    // Three journal batches of up to 1000 files.
+    let count = 2100;
+    for n in 0..count {
+        ws.write_plain(&format!("s/{n:05}"), &pattern(64 + n % 512, n as u8));
+    }
+    let bucket = ws.bucket().to_str().unwrap().to_owned();
+    run_ok(&mut seal(&ws, &ws.plain(), &bucket, &[]));
+    let before = object_keys(&ws);
+    let mut first = ws
+        .smpfs()
+        .args(["rotate", &bucket, "-i"])
+        .arg(&ws.identity)
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let journal = ws.bucket().join("rotate/0000000000000001");
+    assert!(
+        eventually(Duration::from_secs(120), || journal.exists()),
+        "no batch was journaled"
+    );
+    first.kill().unwrap();
+    first.wait().unwrap();
+    // Killed before its commit: readers still see every old object.
+    let manifest_keys = |ws: &Workspace| {
+        let listed = run_ok(
+            ws.smpfs()
+                .args(["ls", &bucket, "--objects", "-i"])
+                .arg(&ws.identity),
+        );
+        String::from_utf8(listed.stdout)
+            .unwrap()
+            .lines()
+            .map(|l| l.split_whitespace().nth(1).unwrap().to_owned())
+            .collect::<std::collections::BTreeSet<_>>()
+    };
+    assert_eq!(manifest_keys(&ws), before);
+    let resumed = run_ok(ws.smpfs().args(["rotate", &bucket, "-i"]).arg(&ws.identity));
+    let message = String::from_utf8_lossy(&resumed.stderr);
+    assert!(message.contains("already done"), "{message}");
+    assert!(!message.contains("; 0 already done"), "{message}");
+    let after = manifest_keys(&ws);
+    assert_eq!(after.len(), count);
+    assert!(
+        after.is_disjoint(&before),
+        "an entry still names an old object"
+    );
+    // Every old object is gone and every entry's object is there. Objects the killed run
+    // sealed for its unfinished batch stay, unreferenced (never shown).
+    let stored = object_keys(&ws);
+    assert!(stored.is_superset(&after));
+    assert!(stored.is_disjoint(&before), "an old object was left");
+    let mount = ws.mount(&[]);
+    for n in (0..count).step_by(97) {
+        let read = std::fs::read(ws.mnt().join(format!("s/{n:05}"))).unwrap();
+        assert!(read == pattern(64 + n % 512, n as u8), "s/{n:05}");
+    }
+    drop(mount);
+}
