@@ -1,7 +1,7 @@
 //! Who may read a zero-knowledge bucket: `share` changes its recipient list by giving every
 //! file a new header, with the same file key wrapped to the new list, stored as a small
-//! object of its own; the chunks are never sent again. `rotate` (in the CLI, over
-//! [`crate::reseal`]) is the real revocation: new keys, new chunks.
+//! object of its own; the chunks are never sent again. `rotate` is the real revocation:
+//! new keys, new chunks, through [`crate::reseal`].
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -16,7 +16,8 @@ use crate::bucket::{BucketError, ManifestStore, Recipients};
 use crate::format::Header;
 use crate::keys::{Identity, Recipient};
 use crate::manifest::{self, Detached, Entry, Manifest, Op};
-use crate::reseal::Journal;
+use crate::reseal::{self, Journal};
+use crate::seal::SealOptions;
 
 /// Errors in changing who may read a bucket.
 #[derive(Debug, thiserror::Error)]
@@ -158,6 +159,107 @@ pub fn share(
         recipients,
         files: rewrapped.len(),
         bytes_written: bytes.into_inner(),
+        generation: committed.manifest.generation,
+    })
+}
+
+/// What [`rotate`] did.
+#[derive(Debug, Default)]
+pub struct Rotated {
+    /// The recipient list from now on.
+    pub recipients: Vec<Recipient>,
+    /// Files sealed again (in this run or an interrupted earlier one).
+    pub files: usize,
+    /// Of those, files an earlier, interrupted run had journaled.
+    pub resumed: usize,
+    /// Plaintext bytes sealed again in this run.
+    pub bytes: u64,
+    /// Objects deleted after the commit (the old ones, and new ones left unused).
+    pub deleted: usize,
+    /// The manifest generation after the commit.
+    pub generation: u64,
+}
+
+/// Seals every file of the bucket again as a new object under a fresh file key, to the
+/// bucket's recipients less `remove` (padded files stay padded, and all are with `pad`),
+/// decrypting only into locked memory, in parallel on the current rayon pool; batches are
+/// journaled, so a killed run resumes. One commit (a snapshot sealed to the new list)
+/// switches readers from every old object to every new one, a file changed meanwhile
+/// keeping its newer version; then the old objects are deleted. `progress(bytes)` as
+/// plaintext is sealed.
+pub fn rotate(
+    store: &ManifestStore,
+    identity: &Identity,
+    remove: &[Recipient],
+    pad: bool,
+    progress: &(dyn Fn(u64) + Sync),
+) -> Result<Rotated, AccessError> {
+    let manifest = store.load(identity)?.ok_or(BucketError::NoManifest)?;
+    let recipients = changed_list(&manifest.recipients, &[], remove, identity.recipient())?;
+    let journal = Journal::new(store, "rotate/");
+    let (mut journaled, batches) = journal.load(identity)?;
+    let resumed = journaled.len();
+    let todo: Vec<reseal::Source> = manifest
+        .entries
+        .iter()
+        .filter(|(path, _)| !journaled.contains_key(*path))
+        .map(|(path, entry)| reseal::Source {
+            path: path.clone(),
+            key: entry.object_key(),
+            object_len: entry.object_len,
+            bound: Some(*entry),
+            mtime: entry.mtime,
+            pad: pad || entry.padded,
+        })
+        .collect();
+    let options = SealOptions {
+        recipients: recipients.clone(),
+        chunk_log2: crate::format::DEFAULT_CHUNK_LOG2,
+        overwrite: false,
+    };
+    let bytes = AtomicU64::new(0);
+    let (done, batches) = reseal::reseal(
+        &journal, identity, &todo, batches, &options, progress, &bytes,
+    )?;
+    journaled.extend(done);
+    let committed = store.commit(
+        Some(identity),
+        Recipients::Replace(&recipients),
+        &mut |current| {
+            journaled
+                .iter()
+                .filter(|(path, new)| {
+                    current
+                        .entries
+                        .get(*path)
+                        .is_some_and(|old| old.size == new.size && old.mtime == new.mtime)
+                })
+                .map(|(path, new)| Op::Put(path.clone(), *new))
+                .collect()
+        },
+    )?;
+    let unused = journaled.iter().filter(|(path, new)| {
+        committed.manifest.entries.get(*path).map(|e| e.object_id) != Some(new.object_id)
+    });
+    let mut deleted = 0;
+    for key in committed
+        .unreferenced
+        .iter()
+        .cloned()
+        .chain(unused.map(|(_, new)| new.object_key()))
+    {
+        match store.backend().delete(&key) {
+            Ok(()) => deleted += 1,
+            Err(e) => tracing::warn!("object {key} is no longer used but was not deleted: {e}"),
+        }
+    }
+    journal.clear(batches)?;
+    Ok(Rotated {
+        recipients,
+        files: journaled.len(),
+        resumed,
+        bytes: bytes.into_inner(),
+        deleted,
         generation: committed.manifest.generation,
     })
 }

@@ -276,133 +276,37 @@ pub fn migrate(args: &BucketArgs, to: &[String], pad: bool) -> Result<()> {
     Ok(())
 }
 
-/// `smpfs rotate`: seals every file of a v2 bucket again under fresh file keys (new
-/// objects, decrypted only into locked memory), to the bucket's recipients less `remove`,
-/// journaled so an interrupted run resumes. One commit switches readers from every old
-/// object to every new one (a file changed meanwhile keeps its newer version); then the
-/// old objects are deleted. A removed recipient's copies of old headers and keys open none
-/// of the new objects.
+/// `smpfs rotate`: seals every file of a v2 bucket again under fresh keys, to its
+/// recipients less `remove` ([`smpfs::access::rotate`]).
 pub fn rotate(args: &BucketArgs, remove: &[String], pad: bool) -> Result<()> {
     init_stderr_logging();
     let opened = open(&args.bucket, &args.options, "rotate", true)?;
     let identity = load_identity(&args.identity, args.passphrase_file.as_deref())?;
-    let Some(manifest) = opened.store.load(&identity)? else {
-        bail!(
-            "{} has no manifest: rotate works on zero-knowledge buckets (`smpfs migrate` \
-             converts a v1 bucket, sealing every file again)",
-            opened.source
-        );
-    };
     let removed = super::parse_recipients(remove)?;
-    if let Some(stranger) = removed.iter().find(|r| !manifest.recipients.contains(r)) {
-        bail!(
-            "{stranger} is not a recipient of {}; nothing was changed",
-            opened.source
-        );
-    }
-    let recipients: Vec<_> = manifest
-        .recipients
-        .iter()
-        .filter(|r| !removed.contains(r))
-        .copied()
-        .collect();
-    if !recipients.contains(&identity.recipient()) {
-        bail!(
-            "after this rotation your identity ({}) could not read {} any more; nothing was \
-             changed",
-            identity.recipient(),
-            opened.source
-        );
-    }
-    let journal = Journal::new(&opened.store, "rotate/");
-    let (mut journaled, batches) = journal.load(&identity)?;
-    let todo: Vec<reseal::Source> = manifest
-        .entries
-        .iter()
-        .filter(|(path, _)| !journaled.contains_key(*path))
-        .map(|(path, entry)| reseal::Source {
-            path: path.clone(),
-            key: entry.object_key(),
-            object_len: entry.object_len,
-            bound: Some(*entry),
-            mtime: entry.mtime,
-            pad: pad || entry.padded,
-        })
-        .collect();
-    let total: u64 = manifest.entries.values().map(|e| e.size).sum();
-    say!(
-        "rotating {} files of {} to {} recipients; {} already done",
-        todo.len(),
-        opened.source,
-        recipients.len(),
-        journaled.len()
-    );
-    let options = SealOptions {
-        recipients: recipients.clone(),
-        chunk_log2: smpfs::format::DEFAULT_CHUNK_LOG2,
-        overwrite: false,
-    };
+    let total: u64 = opened
+        .store
+        .load(&identity)?
+        .map_or(0, |m| m.entries.values().map(|e| e.size).sum());
     let bar = super::progress_bar(total);
     let started = std::time::Instant::now();
-    let bytes = AtomicU64::new(0);
     let pool = super::sealing_pool(opened.backend.as_ref())?;
-    let resealed = pool.install(|| {
-        reseal::reseal(
-            &journal,
-            &identity,
-            &todo,
-            batches,
-            &options,
-            &|n| bar.inc(n),
-            &bytes,
-        )
+    let rotated = pool.install(|| {
+        smpfs::access::rotate(&opened.store, &identity, &removed, pad, &|n| bar.inc(n))
     });
     bar.finish_and_clear();
-    let (done, batches) = resealed.map_err(|e| anyhow::anyhow!("{e}; nothing was committed"))?;
-    journaled.extend(done);
-    // A file replaced or removed since its rotation keeps what it is now.
-    let committed = opened.store.commit(
-        Some(&identity),
-        Recipients::Replace(&recipients),
-        &mut |current| {
-            journaled
-                .iter()
-                .filter(|(path, new)| {
-                    current
-                        .entries
-                        .get(*path)
-                        .is_some_and(|old| old.size == new.size && old.mtime == new.mtime)
-                })
-                .map(|(path, new)| Op::Put(path.clone(), *new))
-                .collect()
-        },
-    )?;
-    let mut deleted = 0;
-    let unused = journaled.iter().filter(|(path, new)| {
-        committed.manifest.entries.get(*path).map(|e| e.object_id) != Some(new.object_id)
-    });
-    for key in committed
-        .unreferenced
-        .iter()
-        .cloned()
-        .chain(unused.map(|(_, new)| new.object_key()))
-    {
-        match opened.backend.delete(&key) {
-            Ok(()) => deleted += 1,
-            Err(e) => tracing::warn!("object {key} is no longer used but was not deleted: {e}"),
-        }
-    }
-    journal.clear(batches)?;
+    let rotated = rotated?;
     let secs = started.elapsed().as_secs_f64();
-    let mib = bytes.load(Ordering::Relaxed) as f64 / (1 << 20) as f64;
+    let mib = rotated.bytes as f64 / (1 << 20) as f64;
     say!(
-        "rotated {} files of {} ({mib:.1} MiB in {secs:.2}s, {:.0} MiB/s) to {} recipients; \
-         manifest generation {}; {deleted} old objects deleted",
-        journaled.len(),
+        "rotated {} files of {} ({} resumed from an earlier run; {mib:.1} MiB in {secs:.2}s, \
+         {:.0} MiB/s) to {} recipients; manifest generation {}; {} old objects deleted",
+        rotated.files,
         opened.source,
+        rotated.resumed,
         mib / secs.max(1e-9),
-        recipients.len(),
-        committed.manifest.generation
+        rotated.recipients.len(),
+        rotated.generation,
+        rotated.deleted
     );
     if !removed.is_empty() {
         say!(
