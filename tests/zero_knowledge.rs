@@ -589,6 +589,14 @@ fn damaged_foreign_or_unknown_manifests_mount_nothing() {
     }
 }
 
+/// Another reader's identity, saved beside the workspace's.
+fn second_identity(ws: &Workspace) -> (PathBuf, smpfs::keys::Identity) {
+    let path = ws.dir.path().join("other.key");
+    let identity = smpfs::keys::Identity::generate();
+    identity.save_new(&path, None).unwrap();
+    (path, identity)
+}
+
 fn object_keys(ws: &Workspace) -> std::collections::BTreeSet<String> {
     files_below(&ws.bucket())
         .into_iter()
@@ -601,9 +609,7 @@ fn object_keys(ws: &Workspace) -> std::collections::BTreeSet<String> {
 fn rotate_reseals_every_object_and_shuts_out_a_removed_reader() {
     let ws = Workspace::new();
     let files = write_study(&ws);
-    let other_path = ws.dir.path().join("other.key");
-    let other = smpfs::keys::Identity::generate();
-    other.save_new(&other_path, None).unwrap();
+    let (other_path, other) = second_identity(&ws);
     let other_recipient = other.recipient().to_string();
     let bucket = ws.bucket().to_str().unwrap().to_owned();
     run_ok(&mut seal(
@@ -766,9 +772,7 @@ fn share_adds_and_removes_readers_without_sending_a_chunk_again() {
     let endpoint = moto.endpoint_option();
     let ws = Workspace::new();
     let files = write_study(&ws);
-    let other_path = ws.dir.path().join("other.key");
-    let other = smpfs::keys::Identity::generate();
-    other.save_new(&other_path, None).unwrap();
+    let (other_path, other) = second_identity(&ws);
     let other_recipient = other.recipient().to_string();
     let local = ws.bucket().to_str().unwrap().to_owned();
     for out in [local.as_str(), "s3://zk-scans/shared"] {
