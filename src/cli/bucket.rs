@@ -1,5 +1,6 @@
-//! Commands on a bucket without mounting it: `ls`, `rm` and `migrate` (v1 to v2), and
-//! finding one file of a bucket of either layout for `cat` and `inspect`.
+//! Commands on a bucket without mounting it: `ls`, `rm`, `recipients`, `migrate` (v1 to
+//! v2), `share` and `rotate`, and finding one file of a bucket of either layout for `cat`
+//! and `inspect`.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -35,8 +36,11 @@ pub struct BucketArgs {
 
 /// A bucket opened for a command.
 pub struct Opened {
+    /// Where it is, as given.
     pub source: Source,
+    /// Its store.
     pub backend: Arc<dyn Backend>,
+    /// Its manifest (for a v2 bucket), with this workstation's rollback state.
     pub store: ManifestStore,
 }
 
