@@ -274,16 +274,25 @@ fn rewrap(
 ) -> Result<Entry, String> {
     let backend = store.backend();
     let key = entry.header_key();
-    let prefix_len = crate::format::PREFIX_LEN;
-    let mut prefix = vec![0u8; prefix_len];
-    backend
-        .read_range(&key, 0, &mut [&mut prefix])
-        .map_err(|e| e.to_string())?;
-    let header_len = crate::format::header_len(&prefix).map_err(|e| e.to_string())?;
-    let mut old = vec![0u8; header_len];
+    // One request for most headers: the first 4 KiB of the file's object, or the fixed
+    // prefix of a detached header (whose object's length the entry does not record).
+    let first = match entry.detached {
+        Some(_) => crate::format::PREFIX_LEN as u64,
+        None => entry.object_len.min(4096),
+    };
+    let mut old = vec![0u8; first as usize];
     backend
         .read_range(&key, 0, &mut [&mut old])
         .map_err(|e| e.to_string())?;
+    let header_len = crate::format::header_len(&old).map_err(|e| e.to_string())?;
+    if header_len > old.len() {
+        let mut rest = vec![0u8; header_len - old.len()];
+        backend
+            .read_range(&key, old.len() as u64, &mut [&mut rest])
+            .map_err(|e| e.to_string())?;
+        old.extend_from_slice(&rest);
+    }
+    old.truncate(header_len);
     if *blake3::hash(&old).as_bytes() != entry.header_hash {
         return Err("header does not match its manifest entry (swapped or replaced)".into());
     }
