@@ -859,3 +859,51 @@ fn v2_buckets_on_drive_take_new_generations_and_mount() {
     assert!(std::fs::read(ws.mnt().join("a/scan.bin")).unwrap() == scan);
     assert!(std::fs::read(ws.mnt().join("b/note.bin")).unwrap() == note);
 }
+
+/// `share` and `rotate` on a Drive folder: a reader added by `share` opens every file, one
+/// removed does not, and `rotate` keeps every file readable under new objects.
+#[test]
+fn share_and_rotate_change_readers_of_a_drive_bucket() {
+    let fake = FakeDrive::start();
+    let ws = Workspace::new();
+    let scan = pattern(200_000, 3);
+    ws.write_plain("s/scan.bin", &scan);
+    let out = "gdrive:///My Drive/access";
+    run_ok(
+        seal_to(&ws, &fake, &ws.plain(), out)
+            .arg("-i")
+            .arg(&ws.identity)
+            .env("SMPFS_STATE_DIR", ws.state()),
+    );
+    let other_path = ws.dir.path().join("other.key");
+    let other = smpfs::keys::Identity::generate();
+    other.save_new(&other_path, None).unwrap();
+    let other_recipient = other.recipient().to_string();
+    let command = |args: &[&str], identity: &Path| {
+        let mut cmd = ws.smpfs();
+        cmd.args(args)
+            .args([out, "-o", &fake.options(), "-i"])
+            .arg(identity);
+        cmd.output().unwrap()
+    };
+    let cat_as = |identity: &Path| {
+        let mut cmd = ws.smpfs();
+        cmd.args(["cat", out, "s/scan.bin", "-o", &fake.options(), "-i"])
+            .arg(identity);
+        cmd.output().unwrap()
+    };
+    assert!(!cat_as(&other_path).status.success());
+    let added = command(&["share", "--add", &other_recipient], &ws.identity);
+    assert!(added.status.success(), "{}", stderr(&added));
+    let read = cat_as(&other_path);
+    assert!(read.stdout == scan, "{}", stderr(&read));
+    let removed = command(&["share", "--remove", &other_recipient], &ws.identity);
+    assert!(removed.status.success(), "{}", stderr(&removed));
+    assert!(!cat_as(&other_path).status.success());
+    assert_eq!(fake.named("s").len(), 0, "a folder names the file");
+    let rotated = command(&["rotate"], &ws.identity);
+    assert!(rotated.status.success(), "{}", stderr(&rotated));
+    assert!(cat_as(&ws.identity).stdout == scan);
+    let _mount = ws.mount_source(out, &[&fake.options(), "audit=off"]);
+    assert!(std::fs::read(ws.mnt().join("s/scan.bin")).unwrap() == scan);
+}
