@@ -274,6 +274,9 @@ fn a_dead_mount_is_named_stale_and_its_socket_is_cleaned() {
     assert!(!socket.exists(), "the stale socket is still there");
     drop(live);
     drop(mount);
+    // The dead mount is ours to clear, as its message says.
+    run_ok(std::process::Command::new("umount").arg("-l").arg(ws.mnt()));
+    assert!(!is_mounted(&ws.mnt()));
 }
 
 /// Defect 13: `seal --out` inside a source is refused before anything is created.
