@@ -37,25 +37,15 @@ source integration/bench/remote-common.sh
 for run in $RUNS; do
   [[ "$run" =~ ^[1-9][0-9]*:[1-9][0-9]*$ ]] || die "RUNS holds FILES:KIB pairs, not $run"
 done
-need_commands npm:npm
-TOOLS=$PWD/target/bench-tools
-if [ ! -x "$TOOLS/node_modules/.bin/s3rver" ]; then
-  log "npm install s3rver@3 (into $TOOLS)"
-  mkdir -p "$TOOLS"
-  (cd "$TOOLS" && npm install --silent --no-audit --no-fund s3rver@3 >/dev/null)
-fi
+need_s3rver
 bench_setup
 s3_client_env S3RVER S3RVER
 export SMPFS_STATE_DIR=$WORK/state
 mkdir -p "$WORK/s3rver" "$SMPFS_STATE_DIR"
 
 BUCKET=smpfs-access-bench
-# Not --silent: the log counts the requests. The legacy provider: s3rver makes listing
-# continuation tokens with DES, which Node's OpenSSL 3 refuses without it (FACTS.md).
-NODE_OPTIONS=--openssl-legacy-provider "$TOOLS/node_modules/.bin/s3rver" -d "$WORK/s3rver" -a 127.0.0.1 -p "$PORT" \
-  --configure-bucket "$BUCKET" >"$WORK/s3rver.log" 2>&1 &
-SERVER_PID=$!
-wait_for_server s3rver "$WORK/s3rver.log"
+# Not --silent: its log has a line per response, which counts the requests.
+start_s3rver "$BUCKET"
 
 R1=$("$SMPFS" keygen --out "$WORK/id1.key" 2>/dev/null)
 R2=$("$SMPFS" keygen --out "$WORK/id2.key" 2>/dev/null)

@@ -76,6 +76,50 @@ wait_for_server() {
   die "$1 did not start: $(cat "$2" 2>/dev/null)"
 }
 
+# Installs s3rver 3 (npm) into target/bench-tools the first time; sets TOOLS.
+need_s3rver() {
+  need_commands npm:npm
+  TOOLS=$PWD/target/bench-tools
+  if [ ! -x "$TOOLS/node_modules/.bin/s3rver" ]; then
+    log "npm install s3rver@3 (into $TOOLS)"
+    mkdir -p "$TOOLS"
+    (cd "$TOOLS" && npm install --silent --no-audit --no-fund s3rver@3 >/dev/null)
+  fi
+}
+
+# Starts s3rver on PORT with bucket $1, storing in WORK/s3rver and logging to
+# WORK/s3rver.log (one line per response unless $2 is --silent); sets SERVER_PID. The
+# legacy provider: s3rver makes listing continuation tokens with DES, which Node's
+# OpenSSL 3 refuses without it, so any listing longer than one page fails (FACTS.md).
+start_s3rver() {
+  mkdir -p "$WORK/s3rver"
+  NODE_OPTIONS=--openssl-legacy-provider "$TOOLS/node_modules/.bin/s3rver" -d "$WORK/s3rver" \
+    -a 127.0.0.1 -p "$PORT" --configure-bucket "$1" ${2:-} >"$WORK/s3rver.log" 2>&1 &
+  SERVER_PID=$!
+  wait_for_server s3rver "$WORK/s3rver.log"
+}
+
+# Writes an rclone config (exported as RCLONE_CONFIG) with remote `s3:` on the loopback
+# s3rver and remote `crypt:` over `s3:$1/crypt`.
+rclone_crypt_config() {
+  export RCLONE_CONFIG=$WORK/rclone.conf
+  cat > "$RCLONE_CONFIG" <<EOF
+[s3]
+type = s3
+provider = Other
+access_key_id = S3RVER
+secret_access_key = S3RVER
+endpoint = $ENDPOINT
+force_path_style = true
+
+[crypt]
+type = crypt
+remote = s3:$1/crypt
+password = $(rclone obscure bench-password)
+password2 = $(rclone obscure bench-salt)
+EOF
+}
+
 # Starts the tests' fake Drive server on PORT (sets SERVER_PID), waits for its
 # service-account key, and sets OPTS to the smpfs `-o` options that reach it.
 start_fake_drive() {

@@ -36,22 +36,14 @@ REPORT=${REPORT:-}
 BENCH=s3-read
 source integration/bench/remote-common.sh
 positive SIZE_MIB "$SIZE_MIB" REPS "$REPS" SMALL "$SMALL" SMALL_KIB "$SMALL_KIB"
-need_commands rclone:rclone s3fs:s3fs npm:npm
-TOOLS=$PWD/target/bench-tools
-if [ ! -x "$TOOLS/node_modules/.bin/s3rver" ]; then
-  log "npm install s3rver@3 (into $TOOLS)"
-  mkdir -p "$TOOLS"
-  (cd "$TOOLS" && npm install --silent --no-audit --no-fund s3rver@3 >/dev/null)
-fi
+need_commands rclone:rclone s3fs:s3fs
+need_s3rver
 bench_setup
 s3_client_env S3RVER S3RVER
 mkdir -p "$WORK/plain/small" "$WORK/s3rver"
 
 BUCKET=smpfs-bench
-"$TOOLS/node_modules/.bin/s3rver" -d "$WORK/s3rver" -a 127.0.0.1 -p "$PORT" \
-  --configure-bucket "$BUCKET" --silent >"$WORK/s3rver.log" 2>&1 &
-SERVER_PID=$!
-wait_for_server s3rver "$WORK/s3rver.log"
+start_s3rver "$BUCKET" --silent
 
 log "writing a ${SIZE_MIB} MiB random file and putting it in the bucket three ways"
 head -c $(( SIZE_MIB << 20 )) /dev/urandom > "$WORK/plain/data.bin"
@@ -63,22 +55,7 @@ RECIPIENT=$("$SMPFS" keygen --out "$WORK/id.key" 2>/dev/null)
 SMPFS_OPTS="endpoint=$ENDPOINT,path_style"
 "$SMPFS" seal "$WORK/plain" --to "$RECIPIENT" --out "s3://$BUCKET/smpfs" -o "$SMPFS_OPTS" >&2
 
-export RCLONE_CONFIG=$WORK/rclone.conf
-cat > "$RCLONE_CONFIG" <<EOF
-[s3]
-type = s3
-provider = Other
-access_key_id = S3RVER
-secret_access_key = S3RVER
-endpoint = $ENDPOINT
-force_path_style = true
-
-[crypt]
-type = crypt
-remote = s3:$BUCKET/crypt
-password = $(rclone obscure bench-password)
-password2 = $(rclone obscure bench-salt)
-EOF
+rclone_crypt_config "$BUCKET"
 rclone copy "$WORK/plain" crypt: >&2
 rclone copy "$WORK/plain" "s3:$BUCKET/plain" >&2
 echo "S3RVER:S3RVER" > "$WORK/s3fs.passwd"

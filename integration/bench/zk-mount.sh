@@ -57,13 +57,8 @@ source integration/bench/remote-common.sh
 positive REPS "$REPS" REFRESHES "$REFRESHES" FILE_KIB "$FILE_KIB"
 for n in $COUNTS; do positive COUNTS "$n"; done
 [ -z "$RCLONE_MAX" ] || positive RCLONE_MAX "$RCLONE_MAX"
-need_commands rclone:rclone npm:npm
-TOOLS=$PWD/target/bench-tools
-if [ ! -x "$TOOLS/node_modules/.bin/s3rver" ]; then
-  log "npm install s3rver@3 (into $TOOLS)"
-  mkdir -p "$TOOLS"
-  (cd "$TOOLS" && npm install --silent --no-audit --no-fund s3rver@3 >/dev/null)
-fi
+need_commands rclone:rclone
+need_s3rver
 python3 -c 'import boto3' 2>/dev/null || die "boto3 is missing (integration/install-deps.sh installs it with moto)"
 bench_setup
 s3_client_env S3RVER S3RVER
@@ -72,33 +67,13 @@ mkdir -p "$WORK/s3rver" "$SMPFS_STATE_DIR"
 [ -z "$KEEP_LOGS" ] || mkdir -p "$KEEP_LOGS"
 
 BUCKET=smpfs-zk-bench
-# Not --silent: s3rver logs one line per response, which counts the requests. The legacy
-# provider: s3rver makes its continuation tokens with DES, which Node's OpenSSL 3 refuses
-# without it, so any listing longer than one page failed with InternalError.
-NODE_OPTIONS=--openssl-legacy-provider "$TOOLS/node_modules/.bin/s3rver" -d "$WORK/s3rver" -a 127.0.0.1 -p "$PORT" \
-  --configure-bucket "$BUCKET" >"$WORK/s3rver.log" 2>&1 &
-SERVER_PID=$!
-wait_for_server s3rver "$WORK/s3rver.log"
+# Not --silent: its log has a line per response, which counts the requests.
+start_s3rver "$BUCKET"
 
 RECIPIENT=$("$SMPFS" keygen --out "$WORK/id.key" 2>/dev/null)
 [ -n "$RECIPIENT" ] || die "keygen failed"
 S3_OPTS="endpoint=$ENDPOINT,path_style"
-export RCLONE_CONFIG=$WORK/rclone.conf
-cat > "$RCLONE_CONFIG" <<EOF
-[s3]
-type = s3
-provider = Other
-access_key_id = S3RVER
-secret_access_key = S3RVER
-endpoint = $ENDPOINT
-force_path_style = true
-
-[crypt]
-type = crypt
-remote = s3:$BUCKET/crypt
-password = $(rclone obscure bench-password)
-password2 = $(rclone obscure bench-salt)
-EOF
+rclone_crypt_config "$BUCKET"
 
 now() { date +%s.%N; }
 calc() { python3 -c "print($1)"; }
