@@ -16,15 +16,7 @@ nibabel and numpy only when a dataset needs them.
 from . import errors
 from ._abi import ABI_VERSION, DETAILS, DTYPES, HANDLE_LEN, IOC_INFO, IOC_LOAD
 from ._client import Info, ShmBuffer, info, load, load_into, mountpoint, verify
-from .errors import (
-    AuditError,
-    IntegrityError,
-    LockedError,
-    NoGpuError,
-    NotOnSmpfsError,
-    SmpfsError,
-    StorageError,
-)
+from .errors import *  # noqa: F401,F403 (the typed errors, errors.__all__)
 # The submodule imports no torch (see smpfs/torch.py); it is left out of __all__ so that
 # `from smpfs import *` cannot shadow the real torch.
 from . import torch  # noqa: E402,F401
@@ -46,11 +38,4 @@ __all__ = [
     "mountpoint",
     "verify",
     "errors",
-    "SmpfsError",
-    "NotOnSmpfsError",
-    "LockedError",
-    "IntegrityError",
-    "AuditError",
-    "StorageError",
-    "NoGpuError",
-]
+] + errors.__all__
