@@ -76,18 +76,18 @@ pub fn changed_list(
     Ok(list)
 }
 
-/// Gives every file of the bucket a header wrapped to the bucket's recipients plus `add`
+/// Gives every file of `manifest` (the bucket's, as the caller loaded it) a header wrapped to the bucket's recipients plus `add`
 /// less `remove`, in parallel on the current rayon pool, journaling batches so that an
 /// interrupted run resumes, then switches readers in one commit (a snapshot sealed to the
 /// new list). A file replaced meanwhile keeps its newer version. Calls `progress(files)`.
 pub fn share(
     store: &ManifestStore,
     identity: &Identity,
+    manifest: &Manifest,
     add: &[Recipient],
     remove: &[Recipient],
     progress: &(dyn Fn(u64) + Sync),
 ) -> Result<Shared, AccessError> {
-    let manifest = store.load(identity)?.ok_or(BucketError::NoManifest)?;
     let recipients = changed_list(&manifest.recipients, add, remove, identity.recipient())?;
     if recipients == manifest.recipients {
         return Ok(Shared {
@@ -153,7 +153,7 @@ pub fn share(
                 .collect()
         },
     )?;
-    delete_unused_headers(store, &manifest, &committed.manifest, &rewrapped);
+    delete_unused_headers(store, manifest, &committed.manifest, &rewrapped);
     journal.clear(batches)?;
     Ok(Shared {
         recipients,
@@ -180,7 +180,7 @@ pub struct Rotated {
     pub generation: u64,
 }
 
-/// Seals every file of the bucket again as a new object under a fresh file key, to the
+/// Seals every file of `manifest` (the bucket's, as the caller loaded it) again as a new object under a fresh file key, to the
 /// bucket's recipients less `remove` (padded files stay padded, and all are with `pad`),
 /// decrypting only into locked memory, in parallel on the current rayon pool; batches are
 /// journaled, so a killed run resumes. One commit (a snapshot sealed to the new list)
@@ -190,11 +190,11 @@ pub struct Rotated {
 pub fn rotate(
     store: &ManifestStore,
     identity: &Identity,
+    manifest: &Manifest,
     remove: &[Recipient],
     pad: bool,
     progress: &(dyn Fn(u64) + Sync),
 ) -> Result<Rotated, AccessError> {
-    let manifest = store.load(identity)?.ok_or(BucketError::NoManifest)?;
     let recipients = changed_list(&manifest.recipients, &[], remove, identity.recipient())?;
     let journal = Journal::new(store, "rotate/");
     let (mut journaled, batches) = journal.load(identity)?;

@@ -55,22 +55,19 @@ fn clash(manifest: &Manifest, path: &str) -> Option<String> {
 
 /// Seals `jobs` into the bucket of `store`: a file already there with the same size and
 /// mtime is left alone (unless `options.overwrite`), others get a new object and entry.
-/// With `pad`, plaintext is padded to [`manifest::padded_len`]. Runs on the current rayon
-/// pool; `progress(bytes)` is called as plaintext is consumed. Without `identity` only a
-/// new bucket can be sealed into.
+/// With `pad`, plaintext is padded to [`manifest::padded_len`]. `current` is the manifest
+/// the caller loaded (the default one for a new bucket); commits apply on top of whatever
+/// is newest. Runs on the current rayon pool; `progress(bytes)` is called as plaintext is
+/// consumed. Without `identity` only a new bucket can be sealed into.
 pub fn seal_files(
     store: &ManifestStore,
     identity: Option<&Identity>,
+    mut current: Manifest,
     jobs: &[SealJob],
     options: &SealOptions,
     pad: bool,
     progress: &(dyn Fn(u64) + Sync),
 ) -> Result<SealReport, BucketError> {
-    let mut current = match identity {
-        Some(identity) => store.load(identity)?.unwrap_or_default(),
-        None if store.has_manifest()? => return Err(BucketError::NeedsIdentity),
-        None => Manifest::default(),
-    };
     let mut report = SealReport::default();
     let backend = store.backend();
     for batch in jobs.chunks(COMMIT_EVERY) {

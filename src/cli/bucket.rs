@@ -8,7 +8,7 @@ use std::sync::Arc;
 use anyhow::{bail, Context, Result};
 
 use smpfs::backend::{Backend, Source};
-use smpfs::bucket::{write, ManifestStore, Recipients, SeenGenerations};
+use smpfs::bucket::{write, BucketError, ManifestStore, Recipients, SeenGenerations};
 use smpfs::keys::Identity;
 use smpfs::manifest::Op;
 use smpfs::reseal::{self, Journal};
@@ -287,15 +287,17 @@ pub fn rotate(args: &BucketArgs, remove: &[String], pad: bool) -> Result<()> {
     let opened = open(&args.bucket, &args.options, "rotate", true)?;
     let identity = load_identity(&args.identity, args.passphrase_file.as_deref())?;
     let removed = super::parse_recipients(remove)?;
-    let total: u64 = opened
+    let manifest = opened
         .store
         .load(&identity)?
-        .map_or(0, |m| m.entries.values().map(|e| e.size).sum());
-    let bar = super::progress_bar(total);
+        .ok_or(BucketError::NoManifest)?;
+    let bar = super::progress_bar(manifest.entries.values().map(|e| e.size).sum());
     let started = std::time::Instant::now();
     let pool = super::sealing_pool(opened.backend.as_ref())?;
     let rotated = pool.install(|| {
-        smpfs::access::rotate(&opened.store, &identity, &removed, pad, &|n| bar.inc(n))
+        smpfs::access::rotate(&opened.store, &identity, &manifest, &removed, pad, &|n| {
+            bar.inc(n)
+        })
     });
     bar.finish_and_clear();
     let rotated = rotated?;
@@ -333,12 +335,12 @@ pub fn share(args: &BucketArgs, add: &[String], remove: &[String]) -> Result<()>
         super::parse_recipients(add)?,
         super::parse_recipients(remove)?,
     );
-    let files = opened
+    let manifest = opened
         .store
         .load(&identity)?
-        .map_or(0, |manifest| manifest.entries.len());
+        .ok_or(BucketError::NoManifest)?;
     let bar = indicatif::ProgressBar::with_draw_target(
-        Some(files as u64),
+        Some(manifest.entries.len() as u64),
         indicatif::ProgressDrawTarget::stderr(),
     );
     bar.set_style(
@@ -347,8 +349,11 @@ pub fn share(args: &BucketArgs, add: &[String], remove: &[String]) -> Result<()>
     );
     let started = std::time::Instant::now();
     let pool = super::sealing_pool(opened.backend.as_ref())?;
-    let shared = pool
-        .install(|| smpfs::access::share(&opened.store, &identity, &add, &remove, &|n| bar.inc(n)));
+    let shared = pool.install(|| {
+        smpfs::access::share(&opened.store, &identity, &manifest, &add, &remove, &|n| {
+            bar.inc(n)
+        })
+    });
     bar.finish_and_clear();
     let shared = shared?;
     if shared.files == 0 {

@@ -661,9 +661,15 @@ fn seal(args: SealArgs) -> Result<()> {
     let started = std::time::Instant::now();
     if layout == Layout::V2 {
         let report = pool.install(|| {
-            write::seal_files(&store, identity.as_ref(), &jobs, &options, args.pad, &|n| {
-                bar.inc(n)
-            })
+            write::seal_files(
+                &store,
+                identity.as_ref(),
+                manifest.unwrap_or_default(),
+                &jobs,
+                &options,
+                args.pad,
+                &|n| bar.inc(n),
+            )
         })?;
         bar.finish_and_clear();
         for failure in &report.failed {
