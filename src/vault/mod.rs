@@ -295,7 +295,7 @@ pub struct Vault {
 pub struct Refreshed {
     /// The manifest generation shown now.
     pub generation: u64,
-    /// Files added, removed and replaced (0 each when nothing changed).
+    /// Files added (0 when nothing changed, as the two counts below).
     pub added: usize,
     /// Files removed.
     pub removed: usize,
