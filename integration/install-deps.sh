@@ -4,7 +4,7 @@
 set -euo pipefail
 
 need_apt=()
-for pkg_cmd in fuse3:fusermount3 dcmtk:dcmdump curl:curl systemd:systemd-analyze libcap2-bin:setcap util-linux:unshare; do
+for pkg_cmd in fuse3:fusermount3 dcmtk:dcmdump curl:curl systemd:systemd-analyze libcap2-bin:setcap util-linux:unshare softhsm2:softhsm2-util; do
   command -v "${pkg_cmd#*:}" >/dev/null 2>&1 || need_apt+=("${pkg_cmd%%:*}")
 done
 if [ "${SMPFS_BENCH:-0}" = 1 ]; then

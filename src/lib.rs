@@ -11,6 +11,7 @@ pub mod backend;
 pub mod bucket;
 pub mod cache;
 pub mod control;
+pub mod custody;
 pub mod dicom;
 pub mod format;
 pub mod fs;

@@ -323,12 +323,12 @@ where
 
 /// What to do when no credentials were found (said instead of the SDK's dump of every
 /// provider it tried).
-const NO_CREDENTIALS: &str = "no AWS credentials found: set AWS_ACCESS_KEY_ID and \
+pub(crate) const NO_CREDENTIALS: &str = "no AWS credentials found: set AWS_ACCESS_KEY_ID and \
      AWS_SECRET_ACCESS_KEY, or name a profile of ~/.aws/credentials (`-o profile=NAME` or \
      AWS_PROFILE), or run where an instance or container role is available";
 
 /// Whether `error` comes from finding no credentials at all.
-fn no_credentials(error: &(dyn std::error::Error + 'static)) -> bool {
+pub(crate) fn no_credentials(error: &(dyn std::error::Error + 'static)) -> bool {
     std::iter::successors(Some(error), |e| e.source()).any(|e| {
         matches!(
             e.downcast_ref::<aws_credential_types::provider::error::CredentialsError>(),

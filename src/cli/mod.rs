@@ -11,7 +11,6 @@ mod mount;
 mod output;
 
 use std::io::{Read, Write};
-use std::os::unix::fs::DirBuilderExt;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -56,6 +55,17 @@ enum Command {
         /// Seal the identity with the passphrase in this file (its first line).
         #[arg(long, value_name = "FILE")]
         passphrase_file: Option<PathBuf>,
+        /// Keep the secret only wrapped by this AWS KMS key (`aws:` then a key id, key ARN,
+        /// `alias/NAME` or alias ARN); every load asks KMS to unwrap it, so disabling the
+        /// key revokes this identity everywhere.
+        #[arg(long, value_name = "aws:KEY", conflicts_with_all = ["passphrase", "passphrase_file", "pkcs11"])]
+        kms: Option<String>,
+        /// Keep the secret only wrapped by a non-extractable AES key in a PKCS#11 token
+        /// (created if the label is new): `pkcs11:token=LABEL;object=LABEL?module-path=LIB`
+        /// with `&pin-source=file:PATH` or `&pin-value=PIN` (never stored), else the PIN is
+        /// asked for.
+        #[arg(long, value_name = "URI", conflicts_with_all = ["passphrase", "passphrase_file"])]
+        pkcs11: Option<String>,
     },
     /// Print an identity's public recipient (`smpfs1…`), derived from its secret key.
     Recipient {
@@ -322,7 +332,10 @@ pub fn main() -> ExitCode {
             out,
             passphrase,
             passphrase_file,
-        } => keygen(&out, passphrase, passphrase_file.as_deref()),
+            kms,
+            pkcs11,
+        } => identity::Protection::from_args(passphrase, passphrase_file, kms, pkcs11)
+            .and_then(|protection| identity::keygen(&out, &protection)),
         Command::Seal(args) => seal(args),
         Command::Recipient {
             identity,
@@ -501,9 +514,10 @@ pub fn load_identity(
     path: &std::path::Path,
     passphrase_file: Option<&std::path::Path>,
 ) -> Result<Identity> {
-    Ok(Identity::load_with_passphrase(
+    Ok(Identity::load_with(
         path,
         &mut passphrase_source(path, passphrase_file),
+        &mut smpfs::custody::unwrapper(passphrase_source(path, passphrase_file)),
     )?)
 }
 
@@ -529,40 +543,6 @@ fn init_stderr_logging() {
         .with_writer(std::io::stderr)
         .log_internal_errors(false)
         .try_init();
-}
-
-fn keygen(
-    out: &std::path::Path,
-    prompt: bool,
-    passphrase_file: Option<&std::path::Path>,
-) -> Result<()> {
-    let passphrase = match (prompt, passphrase_file) {
-        (_, Some(file)) => Some(read_passphrase_file(file)?),
-        (true, None) => {
-            let first = Zeroizing::new(rpassword::prompt_password("New passphrase: ")?);
-            let again = Zeroizing::new(rpassword::prompt_password("Repeat passphrase: ")?);
-            if *first != *again {
-                bail!("the passphrases differ; nothing was written");
-            }
-            Some(first)
-        }
-        (false, None) => None,
-    };
-    if passphrase.as_ref().is_some_and(|p| p.chars().count() < 8) {
-        bail!("passphrase too short: use at least 8 characters");
-    }
-    if let Some(dir) = out.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(dir)
-            .with_context(|| format!("creating {}", dir.display()))?;
-    }
-    let identity = Identity::generate();
-    identity.save_new(out, passphrase.as_deref().map(String::as_str))?;
-    say!("wrote identity to {} (keep it private)", out.display());
-    out!("{}", identity.recipient())?;
-    Ok(())
 }
 
 fn parse_chunk_size(text: &str) -> Result<u8> {

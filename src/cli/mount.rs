@@ -281,14 +281,24 @@ fn serve(
     (identity, identity_path): (Identity, &Path),
     readiness: &mut Readiness,
 ) -> Result<()> {
+    // A daemon is a forked child, and locks do not survive `fork`.
+    identity
+        .relock()
+        .context("locking the identity's memory page")?;
     let backend = source.open(&options.backend, false)?;
     let audit = match audit_path {
         Some(path) => {
-            let detail = serde_json::json!({
+            let mut detail = serde_json::json!({
                 "source": source.to_string(),
                 "mountpoint": mountpoint.display().to_string(),
                 "workstation": identity.recipient().to_string(),
             });
+            if let Some(custody) = identity.custody() {
+                detail["key_custody"] = serde_json::json!({
+                    "kind": custody.kind(),
+                    "key": custody.key(),
+                });
+            }
             let anchor = options
                 .audit_anchor
                 .as_ref()
@@ -621,11 +631,8 @@ fn control_command(
         }
         Command::Refresh => refresh(vault, notifier).map_err(|e| super::report(&e)),
         Command::Unlock => {
-            let identity = Identity::load_with_passphrase(
-                identity_path,
-                &mut super::passphrase_source(identity_path, passphrase_file.as_deref()),
-            )
-            .map_err(|e| e.to_string())?;
+            let identity = super::load_identity(identity_path, passphrase_file.as_deref())
+                .map_err(|e| format!("{e:#}"))?;
             vault.unlock(identity).map_err(|e| e.to_string())?;
             tracing::info!("unlocked");
             Ok("unlocked".into())

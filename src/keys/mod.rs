@@ -2,9 +2,12 @@
 //!
 //! Text forms, both Bech32 with a checksum so a mistyped key is caught:
 //! - recipient: `smpfs1…` (lower case), safe to share, put on the command line of `seal`;
-//! - identity file: comment lines starting with `#`, then one `SMPFS-SECRET-KEY-1…` line.
+//! - identity file: comment lines starting with `#`, then one line holding the secret: plain
+//!   (`SMPFS-SECRET-KEY-1…`), sealed with a passphrase (`SMPFS-ENCRYPTED-KEY-1…`), or
+//!   wrapped by a key held in a KMS or an HSM (`SMPFS-WRAPPED-KEY-1…`, see [`WrappedSecret`]).
 //!
 //! An identity file must not be readable by group or others; loading refuses it otherwise.
+//! A loaded secret lives in its own locked page ([`locked::LockedSecret`]).
 
 use std::fmt;
 use std::fs;
@@ -18,14 +21,26 @@ use bech32::{Bech32, Hrp};
 use x25519_dalek::{PublicKey, StaticSecret};
 use zeroize::Zeroizing;
 
+mod locked;
 mod passphrase;
+mod wrapped;
+
+pub use wrapped::{Custody, WrappedSecret};
 
 const RECIPIENT_HRP: &str = "smpfs";
 const IDENTITY_HRP: &str = "smpfs-secret-key-";
 const ENCRYPTED_HRP: &str = "smpfs-encrypted-key-";
+const WRAPPED_HRP: &str = "smpfs-wrapped-key-";
+
+/// Largest payload of an identity line: a wrapped secret with its key reference.
+const MAX_PAYLOAD: usize = 600;
 
 /// Supplies a passphrase when an identity file needs one (prompt, file, credential).
 pub type PassphraseSource<'a> = &'a mut dyn FnMut() -> Result<Zeroizing<String>, KeyError>;
+
+/// Unwraps a secret held by a KMS or an HSM (the `custody` module), when an identity file
+/// holds a wrapped one.
+pub type Unwrapper<'a> = &'a mut dyn FnMut(&WrappedSecret) -> Result<Zeroizing<[u8; 32]>, KeyError>;
 
 /// Errors from creating, parsing or loading keys.
 #[derive(Debug, thiserror::Error)]
@@ -52,6 +67,20 @@ pub enum KeyError {
     NeedsPassphrase { path: PathBuf },
     #[error("cannot read a passphrase: {0}")]
     NoPassphrase(String),
+    #[error("{path}: identity is wrapped by {custody}, which this command cannot reach")]
+    NeedsCustodian { path: PathBuf, custody: Custody },
+    #[error(
+        "{path}: the key unwrapped by {custody} is not this identity's (the file names \
+         recipient {expected}); the file was altered or its wrapped key swapped"
+    )]
+    WrongUnwrappedKey {
+        path: PathBuf,
+        custody: Custody,
+        expected: Recipient,
+    },
+    /// The KMS or HSM refused or failed; the message names it and what to do.
+    #[error("{0}")]
+    Custodian(String),
     #[error("{path}: already exists; refusing to overwrite an identity")]
     AlreadyExists { path: PathBuf },
     #[error("{path}: {source}")]
@@ -130,10 +159,11 @@ fn excerpt(text: &str) -> String {
 }
 
 /// A workstation's secret key. Zeroized when dropped; never printed by `Debug`. The key
-/// lives in one heap allocation for its whole life, so moving an `Identity` around never
-/// leaves stale copies of the secret behind.
+/// lives in one locked page for its whole life, so moving an `Identity` around never
+/// leaves stale copies of the secret behind, and it is never swapped or dumped.
 pub struct Identity {
-    secret: Box<StaticSecret>,
+    secret: locked::LockedSecret,
+    custody: Option<Custody>,
 }
 
 impl Identity {
@@ -141,25 +171,34 @@ impl Identity {
     pub fn generate() -> Self {
         let mut bytes = Zeroizing::new([0u8; 32]);
         getrandom::getrandom(bytes.as_mut()).expect("OS random number generator");
-        Identity {
-            secret: Box::new(StaticSecret::from(*bytes)),
-        }
+        Identity::from(*bytes)
+    }
+
+    /// Who holds the key that unwrapped this identity's secret, if a KMS or HSM did.
+    pub fn custody(&self) -> Option<&Custody> {
+        self.custody.as_ref()
+    }
+
+    /// Locks the secret's page again; a forked child (the mount daemon) must call this,
+    /// because locks are not inherited across `fork`.
+    pub fn relock(&self) -> std::io::Result<()> {
+        self.secret.relock()
     }
 
     /// The recipient that files must be sealed to for this identity to open them.
     pub fn recipient(&self) -> Recipient {
-        Recipient(PublicKey::from(&*self.secret))
+        Recipient(PublicKey::from(self.secret()))
     }
 
     /// The X25519 secret, for the format's key agreement only.
     pub(crate) fn secret(&self) -> &StaticSecret {
-        &self.secret
+        self.secret.secret()
     }
 
     /// The identity file's text: comments with the recipient, then the secret line, sealed
     /// under `passphrase` if one is given.
     fn to_file_text(&self, passphrase: Option<&str>) -> Zeroizing<String> {
-        let secret_bytes = Zeroizing::new(self.secret.to_bytes());
+        let secret_bytes = Zeroizing::new(self.secret().to_bytes());
         let (hrp, payload, what) = match passphrase {
             Some(p) => (
                 ENCRYPTED_HRP,
@@ -190,11 +229,13 @@ impl Identity {
     }
 
     /// Parses the text of an identity file (`path` is only used in errors); asks
-    /// `passphrase` only if the file is sealed with one.
+    /// `passphrase` only if the file is sealed with one, and `unwrap` only if it holds a
+    /// wrapped secret, whose unwrapped key must match the recipient the file names.
     pub fn from_file_text(
         text: &str,
         path: &Path,
         passphrase: Option<PassphraseSource>,
+        unwrap: Option<Unwrapper>,
     ) -> Result<Self, KeyError> {
         let bad = || KeyError::BadIdentity {
             path: path.to_owned(),
@@ -209,7 +250,7 @@ impl Identity {
         }
         // Decode straight into one fixed buffer: no growing Vec leaves copies on the heap.
         let checked = CheckedHrpstring::new::<Bech32>(line).map_err(|_| bad())?;
-        let mut payload = Zeroizing::new([0u8; passphrase::PAYLOAD_LEN]);
+        let mut payload = Zeroizing::new([0u8; MAX_PAYLOAD]);
         let mut len = 0;
         for byte in checked.byte_iter() {
             *payload.get_mut(len).ok_or_else(bad)? = byte;
@@ -227,18 +268,37 @@ impl Identity {
                     path: path.to_owned(),
                 })?;
                 let phrase = get()?;
-                passphrase::open(payload.as_ref(), &phrase).map_err(|e| match e {
+                passphrase::open(&payload[..len], &phrase).map_err(|e| match e {
                     passphrase::OpenError::WrongPassphrase => KeyError::WrongPassphrase {
                         path: path.to_owned(),
                     },
                     passphrase::OpenError::Malformed => bad(),
                 })?
             }
+            WRAPPED_HRP => {
+                let wrapped = WrappedSecret::decode(&payload[..len]).ok_or_else(bad)?;
+                let unwrap = unwrap.ok_or_else(|| KeyError::NeedsCustodian {
+                    path: path.to_owned(),
+                    custody: wrapped.custody.clone(),
+                })?;
+                let secret = unwrap(&wrapped)?;
+                let identity = Identity {
+                    secret: locked::LockedSecret::new(&secret),
+                    custody: Some(wrapped.custody.clone()),
+                };
+                crate::harden::scrub_stack();
+                if identity.recipient() != wrapped.recipient {
+                    return Err(KeyError::WrongUnwrappedKey {
+                        path: path.to_owned(),
+                        custody: wrapped.custody,
+                        expected: wrapped.recipient,
+                    });
+                }
+                return Ok(identity);
+            }
             _ => return Err(bad()),
         };
-        let identity = Identity {
-            secret: Box::new(StaticSecret::from(*secret)),
-        };
+        let identity = Identity::from(*secret);
         crate::harden::scrub_stack();
         Ok(identity)
     }
@@ -246,15 +306,17 @@ impl Identity {
     /// Loads an identity file, refusing one that group or others can access. A
     /// passphrase-protected file fails with [`KeyError::NeedsPassphrase`].
     pub fn load(path: &Path) -> Result<Self, KeyError> {
-        Self::from_file_text(&read_private(path)?, path, None)
+        Self::from_file_text(&read_private(path)?, path, None, None)
     }
 
-    /// Loads an identity file like [`Identity::load`], asking `passphrase` if it is sealed.
-    pub fn load_with_passphrase(
+    /// Loads an identity file like [`Identity::load`], asking `passphrase` if it is sealed
+    /// and `unwrap` if its secret is held by a KMS or an HSM.
+    pub fn load_with(
         path: &Path,
         passphrase: PassphraseSource,
+        unwrap: Unwrapper,
     ) -> Result<Self, KeyError> {
-        Self::from_file_text(&read_private(path)?, path, Some(passphrase))
+        Self::from_file_text(&read_private(path)?, path, Some(passphrase), Some(unwrap))
     }
 
     /// Whether the identity file at `path` is sealed with a passphrase.
@@ -267,28 +329,52 @@ impl Identity {
     /// Writes this identity to a new file with mode 0600; never overwrites. With a
     /// passphrase the secret is sealed under it (argon2id, 64 MiB, 3 passes).
     pub fn save_new(&self, path: &Path, passphrase: Option<&str>) -> Result<(), KeyError> {
-        let mut file = fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(path)
-            .map_err(|source| match source.kind() {
-                std::io::ErrorKind::AlreadyExists => KeyError::AlreadyExists {
-                    path: path.to_owned(),
-                },
-                _ => KeyError::Io {
-                    path: path.to_owned(),
-                    source,
-                },
-            })?;
         let text = self.to_file_text(passphrase);
-        file.write_all(text.as_bytes())
-            .and_then(|()| file.sync_all())
-            .map_err(|source| KeyError::Io {
+        write_new(path, &text)
+    }
+
+    /// Writes a new 0600 identity file (never overwriting) holding only `wrapped`, which
+    /// must wrap this identity's secret: the secret itself is never written.
+    pub fn save_new_wrapped(&self, path: &Path, wrapped: &WrappedSecret) -> Result<(), KeyError> {
+        let encoded = bech32::encode_upper::<Bech32>(
+            Hrp::parse(WRAPPED_HRP).expect("valid HRP"),
+            &wrapped.encode(),
+        )
+        .map_err(|_| {
+            KeyError::Custodian("the wrapped key is too long for an identity file".into())
+        })?;
+        let text = Zeroizing::new(format!(
+            "# smpfs identity (X25519 secret key wrapped by {}). Keep it private: mode 0600.\n\
+             # recipient: {}\n{encoded}\n",
+            wrapped.custody,
+            self.recipient(),
+        ));
+        write_new(path, &text)
+    }
+}
+
+/// Creates `path` with mode 0600 (never overwriting) and writes `text` durably.
+fn write_new(path: &Path, text: &str) -> Result<(), KeyError> {
+    let mut file = fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(|source| match source.kind() {
+            std::io::ErrorKind::AlreadyExists => KeyError::AlreadyExists {
+                path: path.to_owned(),
+            },
+            _ => KeyError::Io {
                 path: path.to_owned(),
                 source,
-            })
-    }
+            },
+        })?;
+    file.write_all(text.as_bytes())
+        .and_then(|()| file.sync_all())
+        .map_err(|source| KeyError::Io {
+            path: path.to_owned(),
+            source,
+        })
 }
 
 impl Identity {
@@ -341,8 +427,10 @@ fn read_private(path: &Path) -> Result<Zeroizing<String>, KeyError> {
 
 impl From<[u8; 32]> for Identity {
     fn from(bytes: [u8; 32]) -> Self {
+        let bytes = Zeroizing::new(bytes);
         Identity {
-            secret: Box::new(StaticSecret::from(bytes)),
+            secret: locked::LockedSecret::new(&bytes),
+            custody: None,
         }
     }
 }
@@ -446,11 +534,14 @@ mod tests {
             "SMPFS-SECRET-KEY-1QQQQ\n",
             "smpfs1qqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqq\n",
         ] {
-            assert!(Identity::from_file_text(text, p, None).is_err(), "{text:?}");
+            assert!(
+                Identity::from_file_text(text, p, None, None).is_err(),
+                "{text:?}"
+            );
         }
         let id = Identity::generate();
         let twice = format!("{}{}", *id.to_file_text(None), *id.to_file_text(None));
-        assert!(Identity::from_file_text(&twice, p, None).is_err());
+        assert!(Identity::from_file_text(&twice, p, None, None).is_err());
     }
 
     #[test]
@@ -468,10 +559,14 @@ mod tests {
             Err(KeyError::NeedsPassphrase { .. })
         ));
         let phrase = |p: &'static str| move || Ok(Zeroizing::new(p.to_owned()));
-        let loaded = Identity::load_with_passphrase(&path, &mut phrase("s3cret phrase")).unwrap();
+        let mut no_custodian = |_: &WrappedSecret| -> Result<Zeroizing<[u8; 32]>, KeyError> {
+            unreachable!("not a wrapped identity")
+        };
+        let loaded =
+            Identity::load_with(&path, &mut phrase("s3cret phrase"), &mut no_custodian).unwrap();
         assert_eq!(loaded.recipient(), id.recipient());
         assert!(matches!(
-            Identity::load_with_passphrase(&path, &mut phrase("wrong")),
+            Identity::load_with(&path, &mut phrase("wrong"), &mut no_custodian),
             Err(KeyError::WrongPassphrase { .. })
         ));
     }

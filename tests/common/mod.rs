@@ -135,15 +135,21 @@ impl Workspace {
         for o in options {
             cmd.args(["-o", o]);
         }
-        let child = cmd.spawn().unwrap();
-        let mount = Mount {
-            child: Some(child),
-            mnt: self.mnt(),
-            log,
-        };
-        mount.wait_until_mounted();
-        mount
+        spawn_mount(cmd, self.mnt(), log)
     }
+}
+
+/// Starts a foreground `smpfs mount` command whose stderr goes to `log`, and waits until
+/// `mnt` shows the mount.
+pub fn spawn_mount(mut cmd: Command, mnt: PathBuf, log: PathBuf) -> Mount {
+    let child = cmd.stdout(Stdio::null()).spawn().unwrap();
+    let mount = Mount {
+        child: Some(child),
+        mnt,
+        log,
+    };
+    mount.wait_until_mounted();
+    mount
 }
 
 /// How many times `needle` occurs in the readable memory of process `pid`.

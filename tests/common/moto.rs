@@ -105,8 +105,14 @@ impl Moto {
     /// Runs a Python snippet with `s3` bound to a boto3 client for this server; returns
     /// its stdout. Panics with stderr if it fails.
     pub fn python(&self, script: &str) -> String {
+        self.python_for("s3", script)
+    }
+
+    /// Like [`Moto::python`] with the variable `service` bound to a boto3 client for that
+    /// AWS service (`kms`, …).
+    pub fn python_for(&self, service: &str, script: &str) -> String {
         let program = format!(
-            "import boto3, sys\ns3 = boto3.client('s3', endpoint_url='{}')\n{script}",
+            "import boto3, sys\n{service} = boto3.client('{service}', endpoint_url='{}', region_name='us-east-1')\n{script}",
             self.endpoint()
         );
         let out = aws_env(Command::new("python3").arg("-c").arg(&program))
