@@ -1,7 +1,9 @@
 //! Recipient and identity text. The first byte picks what the rest is:
 //! 0: a recipient (`smpfs1…`), parsed and, if valid, printed and parsed back unchanged;
 //! 1: an identity file's text, without a passphrase source;
-//! 2: an identity file's text, with a passphrase source that is asked only for sealed keys;
+//! 2: an identity file's text, with a passphrase source that is asked only for sealed keys
+//!    and a custodian that "unwraps" wrapped keys to a fixed secret (so a mismatch with the
+//!    recipient the file names is reached);
 //! 3: a payload the harness Bech32-encodes under a chosen HRP (so the checksum is right and
 //!    the fuzzer reaches what follows it), parsed as identity text and as a recipient.
 #![no_main]
@@ -10,15 +12,16 @@ use std::path::Path;
 
 use bech32::{Bech32, Hrp};
 use libfuzzer_sys::fuzz_target;
-use smpfs::keys::{Identity, KeyError, Recipient};
+use smpfs::keys::{Identity, KeyError, Recipient, WrappedSecret};
 use zeroize::Zeroizing;
 
 #[global_allocator]
 static ALLOCATOR: smpfs::heap::ZeroOnFree = smpfs::heap::ZeroOnFree;
 
-const HRPS: [&str; 4] = [
+const HRPS: [&str; 5] = [
     "smpfs-secret-key-",
     "smpfs-encrypted-key-",
+    "smpfs-wrapped-key-",
     "smpfs",
     "SMPFS-SECRET-KEY-",
 ];
@@ -42,7 +45,13 @@ fn identity_text(text: &str, cheap: bool) {
             Err(KeyError::NoPassphrase("fuzzing".into()))
         }
     };
-    if let Ok(identity) = Identity::from_file_text(text, Path::new("fuzz.key"), Some(&mut answer)) {
+    let mut custodian = |_: &WrappedSecret| Ok(Zeroizing::new([1u8; 32]));
+    if let Ok(identity) = Identity::from_file_text(
+        text,
+        Path::new("fuzz.key"),
+        Some(&mut answer),
+        Some(&mut custodian),
+    ) {
         let _ = identity.recipient().to_string();
     }
 }
@@ -55,7 +64,7 @@ fuzz_target!(|data: &[u8]| {
     match mode % 4 {
         0 => recipient(&text),
         1 => {
-            let _ = Identity::from_file_text(&text, Path::new("fuzz.key"), None);
+            let _ = Identity::from_file_text(&text, Path::new("fuzz.key"), None, None);
         }
         2 => identity_text(&text, false),
         _ => {
