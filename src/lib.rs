@@ -26,4 +26,5 @@ pub mod reseal;
 pub mod seal;
 pub mod shred;
 pub mod vault;
+pub mod verify;
 mod workers;

@@ -9,6 +9,7 @@ mod gdrive;
 mod identity;
 mod mount;
 mod output;
+mod verify;
 
 use std::io::{Read, Write};
 use std::path::PathBuf;
@@ -163,6 +164,13 @@ enum Command {
         #[arg(long)]
         pad: bool,
     },
+    /// Authenticate every chunk of every object of a bucket (and, in a zero-knowledge
+    /// bucket, every manifest entry); report tampered, truncated, unreadable, orphaned and
+    /// missing objects. Exits 0 only when everything verifies.
+    Verify(verify::VerifyArgs),
+    /// Print a sealed object's header: format version, recipient stanzas, chunk size,
+    /// plaintext size, file id and (if this identity opens it) its bound path.
+    Info(verify::InfoArgs),
     /// Mount a bucket read-only; returns once the mount is live (unless -f).
     Mount(mount::MountArgs),
     /// Purge a mount now: zeroize its cache, drop its keys, seal its audit segment, and
@@ -357,6 +365,8 @@ pub fn main() -> ExitCode {
         Command::Recipients(args) => bucket::recipients(&args),
         Command::Inspect(args) => dicom::inspect(&args),
         Command::Cat { object, out } => cat(&object, out.as_deref()),
+        Command::Verify(args) => verify::verify(&args),
+        Command::Info(args) => verify::info(&args),
         Command::Mount(args) => mount::mount(args, 1),
         Command::Ls {
             bucket,

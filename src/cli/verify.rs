@@ -1,0 +1,238 @@
+//! `smpfs verify` (authenticate a whole bucket, [`smpfs::verify::Plan`]) and `smpfs info`
+//! (one sealed object's header, [`smpfs::verify::info`]): argument parsing and printing.
+
+use anyhow::{bail, Context, Result};
+use serde::Serialize;
+
+use smpfs::verify::info::{self, HeaderInfo, Opens};
+use smpfs::verify::{Plan, Report};
+
+use super::bucket::{self, BucketArgs};
+use super::output::{escape_controls, out};
+use super::{init_stderr_logging, load_identity};
+
+/// Arguments of `smpfs verify`.
+#[derive(clap::Args)]
+pub struct VerifyArgs {
+    #[command(flatten)]
+    bucket: BucketArgs,
+    /// Objects checked at once (default: the number of cores).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
+    jobs: Option<u16>,
+    /// Print one JSON document instead of lines.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Arguments of `smpfs info`.
+#[derive(clap::Args)]
+#[command(after_help = "\
+Forms of TARGET:
+  smpfs info ./bucket/obj/ab/ab3f… -i ID          a sealed file on local disk
+  smpfs info s3://scans/site/CT/1.dcm -i ID      an object on S3 (bucket, then key)
+  smpfs info gdrive://FOLDER_ID/CT/1.dcm -i ID   an object on Google Drive
+  smpfs info BUCKET --path CT/1.dcm -i ID        a file of a bucket (a directory, s3://… or
+                                                 gdrive://…), by its path in the manifest
+                                                 (v2) or its key (v1)
+
+Headers do not name their recipients (docs/FORMAT.md §3): info prints how many recipient
+stanzas a header has and whether this identity opens one of them.")]
+pub struct InfoArgs {
+    /// The sealed object: a local file, or s3://BUCKET/KEY or a gdrive:// object URL;
+    /// with --path, the bucket it is in.
+    target: String,
+    /// The file's path in the bucket TARGET (as a mount shows it; the object key in a v1
+    /// bucket).
+    #[arg(long, value_name = "PATH")]
+    path: Option<String>,
+    /// Identity file to open the header with.
+    #[arg(long, short)]
+    identity: std::path::PathBuf,
+    /// The identity's passphrase, as the first line of this file (instead of a prompt).
+    #[arg(long, value_name = "FILE")]
+    passphrase_file: Option<std::path::PathBuf>,
+    /// Backend options, comma-separated, as for `seal` (endpoint=URL, region=, …).
+    #[arg(short = 'o', value_name = "OPTIONS")]
+    options: Vec<String>,
+    /// Print one JSON document instead of lines.
+    #[arg(long)]
+    json: bool,
+}
+
+/// `smpfs verify`: authenticates every object of a bucket; fails unless all verify.
+pub fn verify(args: &VerifyArgs) -> Result<()> {
+    init_stderr_logging();
+    let opened = bucket::open(&args.bucket.bucket, &args.bucket.options, "verify", false)?;
+    let identity = load_identity(
+        &args.bucket.identity,
+        args.bucket.passphrase_file.as_deref(),
+    )?;
+    let plan = Plan::new(&opened.store, &identity)?;
+    let jobs = args.jobs.map_or_else(
+        || std::thread::available_parallelism().map_or(2, usize::from),
+        usize::from,
+    );
+    let bar = super::progress_bar(plan.bytes());
+    let report = plan.run(&identity, jobs, &|n| bar.inc(n));
+    bar.finish_and_clear();
+    drop(identity);
+    let report = report?;
+    let bucket = opened.source.to_string();
+    if args.json {
+        #[derive(Serialize)]
+        struct Document<'a> {
+            bucket: &'a str,
+            clean: bool,
+            #[serde(flatten)]
+            report: &'a Report,
+        }
+        let document = Document {
+            bucket: &bucket,
+            clean: report.is_clean(),
+            report: &report,
+        };
+        out!("{}", serde_json::to_string_pretty(&document)?)?;
+    } else {
+        print_report(&bucket, &report)?;
+    }
+    if !report.is_clean() {
+        bail!(
+            "{} of {} objects and entries of {bucket} did not verify",
+            report.problems.len(),
+            report.problems.len() as u64 + report.counts.ok
+        );
+    }
+    Ok(())
+}
+
+fn print_report(bucket: &str, report: &Report) -> Result<()> {
+    for problem in &report.problems {
+        let path = problem
+            .path
+            .as_deref()
+            .map(|p| format!(" ({})", escape_controls(p)))
+            .unwrap_or_default();
+        out!(
+            "{}: {}{path}: {}",
+            problem.status.describe(),
+            escape_controls(&problem.key),
+            escape_controls(&problem.detail)
+        )?;
+    }
+    let layout = match report.generation {
+        Some(generation) => format!(
+            "v2, manifest generation {generation}, {} entries",
+            report.entries
+        ),
+        None => "v1".to_owned(),
+    };
+    let c = &report.counts;
+    out!(
+        "{bucket} ({layout}): {} objects; {} ok, {} tampered, {} truncated, {} unreadable with \
+         this identity, {} orphaned, {} missing, {} not checked; {:.1} MB in {:.2}s ({:.1} MB/s)",
+        report.objects,
+        c.ok,
+        c.tampered,
+        c.truncated,
+        c.unreadable,
+        c.orphaned,
+        c.missing,
+        c.failed,
+        report.bytes as f64 / 1e6,
+        report.seconds,
+        report.mb_per_s
+    )?;
+    Ok(())
+}
+
+/// `smpfs info`: one sealed object's header.
+pub fn info(args: &InfoArgs) -> Result<()> {
+    init_stderr_logging();
+    let identity = || load_identity(&args.identity, args.passphrase_file.as_deref());
+    let header = match (&args.path, args.target.split_once("://")) {
+        (Some(path), _) => {
+            let opened = bucket::open(&args.target, &args.options, "info", false)?;
+            info::in_bucket(&opened.store, path, &identity()?)?
+        }
+        (None, Some(("file", path))) => info::file(std::path::Path::new(path), &identity()?)?,
+        (None, Some(_)) => {
+            let (parent, key) = args
+                .target
+                .rsplit_once('/')
+                .filter(|(parent, key)| !key.is_empty() && parent.contains("://"))
+                .with_context(|| format!("{}: give the object's URL", args.target))?;
+            if parent.ends_with(':') || parent.ends_with("://") {
+                bail!(
+                    "{}: give an object in the bucket (s3://BUCKET/KEY), or the bucket and --path",
+                    args.target
+                );
+            }
+            let opened = bucket::open(parent, &args.options, "info", false)?;
+            info::object(opened.backend.as_ref(), key, &identity()?)?
+        }
+        (None, None) => info::file(std::path::Path::new(&args.target), &identity()?)?,
+    };
+    if args.json {
+        out!("{}", serde_json::to_string_pretty(&header)?)?;
+    } else {
+        print_header(&header)?;
+    }
+    Ok(())
+}
+
+fn print_header(h: &HeaderInfo) -> Result<()> {
+    out!("object          {}", escape_controls(&h.object))?;
+    if let Some(header_object) = &h.header_object {
+        out!("header object   {header_object} (detached, after `smpfs share`)")?;
+    }
+    out!("format version  {}", h.version)?;
+    out!("file id         {}", h.file_id)?;
+    out!("chunk size      {} bytes", h.chunk_size)?;
+    out!(
+        "plaintext size  {} bytes ({} chunks)",
+        h.plaintext_len,
+        h.chunks
+    )?;
+    out!("header          {} bytes", h.header_len)?;
+    let opens = match h.opens {
+        Opens::Yes => "this identity opens one of them",
+        Opens::NotForThisIdentity => "none opens with this identity (sealed to others)",
+        Opens::Tampered => "one opens with this identity, but the header fails authentication",
+    };
+    out!(
+        "recipients      {} stanzas (a stanza does not name its recipient); {opens}",
+        h.stanzas
+    )?;
+    if let Some(bound) = &h.bound_path {
+        let check = match (h.location_matches, &h.location) {
+            (Some(true), _) => "matches where it is".to_owned(),
+            (_, Some(location)) => format!(
+                "DIFFERS from where it is, {} (moved or swapped)",
+                escape_controls(location)
+            ),
+            (_, None) => "does not match the file's path (moved or swapped)".to_owned(),
+        };
+        out!("bound path      {} ({check})", escape_controls(bound))?;
+    }
+    let size_check = if h.object_len == h.expected_object_len {
+        "as the header says".to_owned()
+    } else if h.object_len < h.expected_object_len {
+        format!("the header says {}: truncated", h.expected_object_len)
+    } else {
+        format!("the header says {}: extended", h.expected_object_len)
+    };
+    out!("object size     {} bytes ({size_check})", h.object_len)?;
+    if let Some(m) = &h.manifest {
+        let yes = |ok: bool| if ok { "matches" } else { "DIFFERS" };
+        out!(
+            "manifest entry  {} ({} bytes shown{}): header hash {}, file id {}, object length {}",
+            escape_controls(&m.path),
+            m.size,
+            if m.padded { ", padded" } else { "" },
+            yes(m.header_hash_matches),
+            yes(m.file_id_matches),
+            yes(m.object_len_matches)
+        )?;
+    }
+    Ok(())
+}
