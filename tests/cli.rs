@@ -551,3 +551,227 @@ fn recipients_lists_a_bucket_s_recipients() {
         .collect();
     assert_eq!(lines, [ws.recipient.clone(), other]);
 }
+
+/// Writes a second identity into the workspace; returns its path and recipient.
+fn second_identity(ws: &Workspace, name: &str) -> (std::path::PathBuf, String) {
+    let path = ws.dir.path().join(name);
+    let identity = smpfs::keys::Identity::generate();
+    identity.save_new(&path, None).unwrap();
+    (path, identity.recipient().to_string())
+}
+
+/// A v1 bucket keeps its recipient list sealed in `.smpfs-recipients`: `recipients` prints
+/// it, `seal` without `--to` uses it, mounts do not show it, the name is reserved, `share`
+/// sends the user to `migrate`, and `migrate` seals to it and removes it.
+#[test]
+fn a_v1_bucket_keeps_a_sealed_recipient_list() {
+    let ws = Workspace::new();
+    let (other_key, other) = second_identity(&ws, "other");
+    ws.write_plain("first.bin", &pattern(5000, 1));
+    run_ok(
+        ws.smpfs()
+            .args(["seal", "--layout", "v1"])
+            .arg(ws.plain().join("first.bin"))
+            .args(["--to", &ws.recipient, "--to", &other, "--out"])
+            .arg(ws.bucket()),
+    );
+    let list = ws.bucket().join(".smpfs-recipients");
+    let stored = std::fs::read(&list).unwrap();
+    assert!(
+        !String::from_utf8_lossy(&stored).contains("smpfs1"),
+        "the list is stored in the clear"
+    );
+    let recipients = |identity: &std::path::Path| {
+        let out = run_ok(
+            ws.smpfs()
+                .arg("recipients")
+                .arg(ws.bucket())
+                .arg("-i")
+                .arg(identity),
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    assert_eq!(
+        recipients(&ws.identity),
+        format!("{}\n{other}\n", ws.recipient)
+    );
+    assert_eq!(
+        recipients(&other_key),
+        format!("{}\n{other}\n", ws.recipient)
+    );
+
+    // Without --to, a seal takes the list (so the other reader opens the new file), and
+    // needs an identity to read it.
+    ws.write_plain("second.bin", &pattern(7000, 2));
+    let second = ws.plain().join("second.bin");
+    let refused = ws
+        .smpfs()
+        .arg("seal")
+        .arg(&second)
+        .arg("--out")
+        .arg(ws.bucket())
+        .output()
+        .unwrap();
+    assert!(!refused.status.success());
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("sealed recipient list: give -i"),
+        "{}",
+        String::from_utf8_lossy(&refused.stderr)
+    );
+    run_ok(
+        ws.smpfs()
+            .arg("seal")
+            .arg(&second)
+            .arg("--out")
+            .arg(ws.bucket())
+            .arg("-i")
+            .arg(&ws.identity),
+    );
+    let cat = run_ok(
+        ws.smpfs()
+            .arg("cat")
+            .arg(ws.bucket())
+            .arg("second.bin")
+            .arg("-i")
+            .arg(&other_key),
+    );
+    assert_eq!(cat.stdout, pattern(7000, 2));
+
+    // A file of that name cannot be sealed into the bucket.
+    ws.write_plain("sub/.smpfs-recipients", b"not a list");
+    let reserved = ws
+        .smpfs()
+        .arg("seal")
+        .arg(ws.plain().join("sub"))
+        .arg("--out")
+        .arg(ws.bucket())
+        .arg("-i")
+        .arg(&ws.identity)
+        .output()
+        .unwrap();
+    assert!(!reserved.status.success());
+    assert!(String::from_utf8_lossy(&reserved.stderr).contains("rename the file"));
+
+    // Mounted, the bucket shows its files only.
+    let mount = ws.mount(&[]);
+    let mut names: Vec<String> = std::fs::read_dir(ws.mnt())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["first.bin", "second.bin"]);
+    assert!(mount.unmount().success());
+
+    let share = ws
+        .smpfs()
+        .arg("share")
+        .arg(ws.bucket())
+        .args(["--remove", &other, "-i"])
+        .arg(&ws.identity)
+        .output()
+        .unwrap();
+    assert!(!share.status.success());
+    assert!(String::from_utf8_lossy(&share.stderr).contains("smpfs migrate"));
+
+    run_ok(
+        ws.smpfs()
+            .arg("migrate")
+            .arg(ws.bucket())
+            .arg("-i")
+            .arg(&ws.identity),
+    );
+    assert!(!list.exists(), "migrate left the v1 list behind");
+    assert_eq!(
+        recipients(&other_key),
+        format!("{}\n{other}\n", ws.recipient)
+    );
+    let cat = run_ok(
+        ws.smpfs()
+            .arg("cat")
+            .arg(ws.bucket())
+            .arg("first.bin")
+            .arg("-i")
+            .arg(&other_key),
+    );
+    assert_eq!(cat.stdout, pattern(5000, 1));
+}
+
+/// `share` refuses malformed recipients, removing the last recipient or yourself, and
+/// changes nothing when it refuses.
+#[test]
+fn share_refuses_bad_recipient_lists_and_changes_nothing() {
+    let ws = Workspace::new();
+    let (_, other) = second_identity(&ws, "other");
+    ws.write_plain("a.bin", &pattern(3000, 4));
+    run_ok(
+        ws.smpfs()
+            .arg("seal")
+            .arg(ws.plain())
+            .arg("--out")
+            .arg(ws.bucket())
+            .arg("-i")
+            .arg(&ws.identity),
+    );
+    let snapshot = || {
+        let mut files: Vec<(String, Vec<u8>)> = walkdir::WalkDir::new(ws.bucket())
+            .into_iter()
+            .map(|e| e.unwrap())
+            .filter(|e| e.file_type().is_file())
+            .map(|e| {
+                (
+                    e.path().display().to_string(),
+                    std::fs::read(e.path()).unwrap(),
+                )
+            })
+            .collect();
+        files.sort();
+        files
+    };
+    let before = snapshot();
+    let secret_line = std::fs::read_to_string(&ws.identity)
+        .unwrap()
+        .lines()
+        .last()
+        .unwrap()
+        .to_owned();
+    for (args, says) in [
+        (
+            vec!["--add", "smpfs1notarecipient"],
+            "not a valid smpfs recipient",
+        ),
+        (
+            vec!["--add", secret_line.as_str()],
+            "secret key was given where a recipient belongs",
+        ),
+        (
+            vec!["--remove", &other],
+            "is not a recipient of this bucket",
+        ),
+        (
+            vec!["--remove", &ws.recipient],
+            "no recipient would be left",
+        ),
+        (
+            vec!["--add", &other, "--remove", &ws.recipient],
+            "could not read the bucket any more",
+        ),
+    ] {
+        let out = ws
+            .smpfs()
+            .arg("share")
+            .arg(ws.bucket())
+            .args(&args)
+            .arg("-i")
+            .arg(&ws.identity)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{args:?} succeeded");
+        assert!(stderr.contains(says), "{args:?}: {stderr}");
+        assert!(
+            !stderr.contains(&secret_line[20..40]),
+            "the secret was echoed: {stderr}"
+        );
+        assert_eq!(snapshot(), before, "{args:?} changed the bucket");
+    }
+}

@@ -647,7 +647,9 @@ fn seal_matrix(remote: Remote) {
             false,
         ),
     ];
+    // The files, and the v1 bucket's sealed recipient list.
     let mut want: Vec<&str> = SEAL_FILES.iter().map(|(k, _)| *k).collect();
+    want.push(".smpfs-recipients");
     want.sort();
     let rounds_run = rounds.len();
     for (round, (what, faults, must_fail)) in rounds.into_iter().enumerate() {

@@ -17,6 +17,7 @@
 //! Readers find the newest generation from the head hint by probing forward, and refuse a
 //! generation older than the newest this workstation has seen ([`seen`]).
 
+pub mod policy;
 pub mod seen;
 pub mod write;
 
@@ -34,6 +35,15 @@ pub use seen::{SeenError, SeenGenerations};
 
 /// The head hint's key.
 pub const HEAD_KEY: &str = "manifest/head";
+
+/// Key prefixes of a zero-knowledge bucket's own objects: file objects, detached headers,
+/// manifest segments, and the journals of `migrate`, `rotate` and `share`.
+pub const V2_PREFIXES: [&str; 6] = ["obj/", "hdr/", "manifest/", "migrate/", "rotate/", "share/"];
+
+/// Whether `key` belongs to the v2 layout (see [`V2_PREFIXES`]) rather than being a v1 file.
+pub fn is_v2_object(key: &str) -> bool {
+    V2_PREFIXES.iter().any(|prefix| key.starts_with(prefix))
+}
 /// What the head hint says before the generation number.
 const HEAD_TEXT: &str = "smpfs manifest v2 generation ";
 /// A snapshot is written once the chain since the last one would be this long.
@@ -304,8 +314,9 @@ impl ManifestStore {
         })
     }
 
-    /// The whole plaintext of sealed object `key`, authenticated chunk by chunk.
-    fn open_object(
+    /// The whole plaintext of small sealed object `key` (a segment, a journal batch, a v1
+    /// recipient list), authenticated chunk by chunk and checked against its location.
+    pub(crate) fn open_object(
         &self,
         identity: &Identity,
         key: &str,

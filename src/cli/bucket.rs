@@ -8,7 +8,7 @@ use std::sync::Arc;
 use anyhow::{bail, Context, Result};
 
 use smpfs::backend::{Backend, Source};
-use smpfs::bucket::{write, BucketError, ManifestStore, Recipients, SeenGenerations};
+use smpfs::bucket::{policy, write, BucketError, ManifestStore, Recipients, SeenGenerations};
 use smpfs::keys::Identity;
 use smpfs::manifest::Op;
 use smpfs::reseal::{self, Journal};
@@ -133,14 +133,18 @@ pub fn recipients(args: &BucketArgs) -> Result<()> {
     init_stderr_logging();
     let opened = open(&args.bucket, &args.options, "recipients", false)?;
     let identity = load_identity(&args.identity, args.passphrase_file.as_deref())?;
-    let Some(manifest) = opened.store.load(&identity)? else {
-        bail!(
-            "{} has no manifest, so no recipient list (a v1 bucket: each file names its \
-             readers only in its own header; `smpfs migrate` converts it)",
-            opened.source
-        );
+    let recipients = match opened.store.load(&identity)? {
+        Some(manifest) => manifest.recipients,
+        None => policy::read(&opened.store, &identity)?.with_context(|| {
+            format!(
+                "{} is a v1 bucket without a recipient list (sealed before lists existed): \
+                 each file names its readers only in its own header; `smpfs seal --to …` \
+                 into it writes one, `smpfs migrate` converts it",
+                opened.source
+            )
+        })?,
     };
-    for recipient in &manifest.recipients {
+    for recipient in &recipients {
         out!("{recipient}")?;
     }
     Ok(())
@@ -170,16 +174,17 @@ pub fn migrate(args: &BucketArgs, to: &[String], pad: bool) -> Result<()> {
     let identity = load_identity(&args.identity, args.passphrase_file.as_deref())?;
     let backend = &opened.backend;
     let listing = backend.list()?;
-    let is_v2_key = |key: &str| {
-        key.starts_with("obj/") || key.starts_with("manifest/") || key.starts_with("migrate/")
-    };
+    // Not files: v2's own objects, and the v1 recipient list (removed with the v1 objects).
+    let is_v2_key = |key: &str| smpfs::bucket::is_v2_object(key) || policy::is_policy_key(key);
     if let Some(manifest) = opened.store.load(&identity)? {
         // An earlier run committed: only its clean-up may be left.
         let leftovers: Vec<&str> = listing
             .iter()
             .map(|o| o.key.as_str())
             .filter(|k| {
-                k.starts_with("migrate/") || (!is_v2_key(k) && manifest.entries.contains_key(*k))
+                k.starts_with("migrate/")
+                    || policy::is_policy_key(k)
+                    || (!is_v2_key(k) && manifest.entries.contains_key(*k))
             })
             .collect();
         for key in &leftovers {
@@ -218,12 +223,19 @@ pub fn migrate(args: &BucketArgs, to: &[String], pad: bool) -> Result<()> {
         opened.source,
         journaled.len()
     );
-    let recipients = match to {
-        [] => {
+    let recipients = match (to, policy::read(&opened.store, &identity)?) {
+        ([], Some(list)) => {
+            say!(
+                "sealing to the bucket's {} recipients (--to names others)",
+                list.len()
+            );
+            list
+        }
+        ([], None) => {
             say!("sealing to your identity only (--to adds other recipients)");
             vec![identity.recipient()]
         }
-        to => super::parse_recipients(to)?,
+        (to, _) => super::parse_recipients(to)?,
     };
     let options = SealOptions {
         recipients: recipients.clone(),
@@ -261,7 +273,8 @@ pub fn migrate(args: &BucketArgs, to: &[String], pad: bool) -> Result<()> {
     )?;
     let mut removed = 0;
     for listed in &listing {
-        if !is_v2_key(&listed.key) && entries.contains_key(&listed.key) {
+        let v1_object = !is_v2_key(&listed.key) && entries.contains_key(&listed.key);
+        if v1_object || policy::is_policy_key(&listed.key) {
             backend.delete(&listed.key)?;
             removed += 1;
         }
@@ -335,10 +348,15 @@ pub fn share(args: &BucketArgs, add: &[String], remove: &[String]) -> Result<()>
         super::parse_recipients(add)?,
         super::parse_recipients(remove)?,
     );
-    let manifest = opened
-        .store
-        .load(&identity)?
-        .ok_or(BucketError::NoManifest)?;
+    let Some(manifest) = opened.store.load(&identity)? else {
+        bail!(
+            "{} is a v1 bucket: its files carry their headers inside, so `share` could not \
+             re-wrap them without sending every byte again. `smpfs migrate {}` converts it \
+             to the zero-knowledge layout once; `share` then writes headers only",
+            opened.source,
+            opened.source
+        );
+    };
     let bar = indicatif::ProgressBar::with_draw_target(
         Some(manifest.entries.len() as u64),
         indicatif::ProgressDrawTarget::stderr(),

@@ -22,7 +22,7 @@ use clap::{Parser, Subcommand};
 use rayon::prelude::*;
 
 use smpfs::backend::Source;
-use smpfs::bucket::{write, BucketError, ManifestStore, SeenGenerations};
+use smpfs::bucket::{policy, write, BucketError, ManifestStore, SeenGenerations};
 use smpfs::cache::LockedRegion;
 use smpfs::format::CHUNK_LOG2_RANGE;
 use smpfs::keys::{Identity, KeyError, Recipient};
@@ -610,7 +610,13 @@ fn seal(args: SealArgs) -> Result<()> {
     };
     let layout = if manifest.is_some() {
         Layout::V2
-    } else if !backend.list()?.is_empty() {
+    } else if backend
+        .list()?
+        .iter()
+        .any(|o| !smpfs::bucket::is_v2_object(&o.key))
+    {
+        // v1 files (or a v1 recipient list). Objects of the v2 layout alone are another
+        // sealer's first generation, still being written.
         Layout::V1
     } else {
         args.layout.unwrap_or(Layout::V2)
@@ -625,15 +631,50 @@ fn seal(args: SealArgs) -> Result<()> {
     if args.pad && layout == Layout::V1 {
         bail!("--pad needs a zero-knowledge (v2) bucket; {out} is v1");
     }
+    // A v1 bucket's list is read only when it is needed (no --to) or may be written.
+    let v1_list = match (&identity, layout) {
+        (Some(identity), Layout::V1) if args.recipients.is_empty() => {
+            policy::read(&store, identity)?
+        }
+        // With --to the list is only compared: one this identity cannot open is kept.
+        (Some(identity), Layout::V1) => policy::read(&store, identity).unwrap_or(None),
+        _ => None,
+    };
     let recipients = if !args.recipients.is_empty() {
         parse_recipients(&args.recipients)?
     } else if let Some(manifest) = &manifest {
         manifest.recipients.clone()
+    } else if let Some(list) = &v1_list {
+        list.clone()
+    } else if layout == Layout::V1 && backend.stat(policy::POLICY_KEY)?.is_some() {
+        bail!("{out} has a sealed recipient list: give -i IDENTITY to read it, or --to RECIPIENT");
     } else if let Some(identity) = &identity {
         vec![identity.recipient()]
     } else {
         bail!("give --to RECIPIENT (or -i IDENTITY to seal to yourself)");
     };
+    if layout == Layout::V1 {
+        if let Some(job) = jobs.iter().find(|j| policy::is_policy_key(&j.logical_path)) {
+            bail!(
+                "{}: `{}` is the name under which a v1 bucket keeps its recipient list; \
+                 rename the file",
+                job.source.display(),
+                policy::POLICY_KEY
+            );
+        }
+        match &v1_list {
+            Some(list) if *list != recipients => say!(
+                "note: these files are sealed to other recipients than {out}'s list \
+                 (`smpfs recipients`); the list is unchanged"
+            ),
+            Some(_) => {}
+            None if backend.stat(policy::POLICY_KEY)?.is_none() => {
+                policy::write(&backend, &recipients)?;
+            }
+            // A list sealed to others, kept as it is.
+            None => {}
+        }
+    }
     let options = SealOptions {
         recipients,
         chunk_log2,

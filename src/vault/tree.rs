@@ -88,8 +88,9 @@ pub struct Tree {
 }
 
 impl Tree {
-    /// Builds the tree; keys that are hostile or clash with a directory are skipped, with
-    /// one warning that counts them (each is logged at debug level).
+    /// Builds the tree of a v1 bucket from its listing, less recipient lists; keys that
+    /// are hostile or clash with a directory are skipped, with one warning that counts them
+    /// (each is logged at debug level).
     pub fn build(objects: Vec<ObjectInfo>) -> Tree {
         let mut tree = Tree::empty();
         let mut objects = objects;
@@ -97,6 +98,9 @@ impl Tree {
         objects.sort_by_key(|o| std::cmp::Reverse(o.key.matches('/').count()));
         let mut skipped = Skipped::default();
         for object in objects {
+            if crate::bucket::policy::is_policy_key(&object.key) {
+                continue;
+            }
             if let Err(e) = validate_key(&object.key) {
                 skipped.note("a name that is not a safe path", &e);
                 continue;
