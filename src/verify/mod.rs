@@ -6,10 +6,10 @@
 //! zero-knowledge bucket): each object's header is opened with the identity and checked
 //! against its location and size (and, in a v2 bucket, against its manifest entry: header
 //! hash, file id and object length; a detached header is read from its `hdr/` object), then
-//! every chunk is authenticated. Plaintext is decrypted only into locked memory (see
-//! [`crate::cache::LockedRegion`]), which is zeroized after each object and when it is
-//! unmapped; none of it is kept or returned. Objects are checked in parallel on a pool of
-//! `jobs` threads.
+//! every chunk is authenticated. Plaintext is decrypted only into a few reused buffers of
+//! locked memory (see [`crate::cache::LockedRegion`]: mlocked, left out of core dumps),
+//! zeroized when the check ends; none of it is kept or returned. Objects, and batches of
+//! chunks of each object, are checked in parallel on a pool of `jobs` threads.
 
 pub mod info;
 #[cfg(test)]
@@ -17,12 +17,12 @@ mod tests;
 
 use std::collections::HashSet;
 use std::ops::Range;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
 use rayon::prelude::*;
 use serde::Serialize;
-use zeroize::Zeroize;
 
 use crate::backend::{Backend, BackendError};
 use crate::bucket::{BucketError, ManifestStore};
@@ -341,31 +341,31 @@ impl Plan {
             .num_threads(jobs)
             .build()
             .map_err(|source| VerifyError::Threads { jobs, source })?;
-        let first_read = self.backend.read_profile().first_read;
-        let backend = &self.backend;
-        let checked: Vec<Result<Checked, VerifyError>> = pool.install(|| {
+        // One buffer now, so that a memory-lock limit stops the check before it starts.
+        let buffers = Buffers::default();
+        buffers.give(buffers.take()?);
+        let context = Context {
+            backend: &self.backend,
+            identity,
+            first_read: self.backend.read_profile().first_read,
+            buffers: &buffers,
+            progress,
+        };
+        let checked: Vec<Checked> = pool.install(|| {
             self.items
                 .par_iter()
-                .map_init(
-                    || locked_buffer().ok(),
-                    |buf, item| {
-                        let buf = match buf {
-                            Some(buf) => buf,
-                            // Allocate again, to fail with why it failed.
-                            None => buf.insert(locked_buffer()?),
-                        };
-                        let checked = check(backend, identity, item, first_read, buf, progress);
-                        crate::harden::scrub_stack();
-                        Ok(checked)
-                    },
-                )
+                .map(|item| {
+                    let checked = check(&context, item);
+                    crate::harden::scrub_stack();
+                    checked
+                })
                 .collect()
         });
+        drop(buffers);
         let mut counts = Counts::default();
         let mut problems = self.found;
         let mut bytes = 0;
         for checked in checked {
-            let checked = checked?;
             bytes += checked.bytes;
             match checked.finding {
                 Some(finding) => problems.push(finding),
@@ -395,13 +395,42 @@ impl Plan {
     }
 }
 
-/// One locked buffer for [`BATCH_CHUNKS`] sealed chunks of the largest size.
-fn locked_buffer() -> Result<LockedBuf, CacheError> {
-    let len = MAX_SEALED_CHUNK * BATCH_CHUNKS;
-    let region = Arc::new(LockedRegion::new(len)?);
-    Ok(LockedRegion::carve(&region, len, 1, 0, 0)
-        .pop()
-        .expect("one buffer"))
+/// Locked buffers of [`BATCH_CHUNKS`] sealed chunks of the largest size, shared by the
+/// threads of one check: a batch of chunks takes one and gives it back, so there are never
+/// more than batches in flight at once. Plaintext stays in them between batches (locked,
+/// excluded from core dumps) and is zeroized when they are dropped at the end of the check.
+#[derive(Default)]
+struct Buffers {
+    free: parking_lot::Mutex<Vec<LockedBuf>>,
+}
+
+impl Buffers {
+    /// A free buffer, or a new one.
+    fn take(&self) -> Result<LockedBuf, CacheError> {
+        if let Some(buf) = self.free.lock().pop() {
+            return Ok(buf);
+        }
+        let len = MAX_SEALED_CHUNK * BATCH_CHUNKS;
+        let region = Arc::new(LockedRegion::new(len)?);
+        Ok(LockedRegion::carve(&region, len, 1, 0, 0)
+            .pop()
+            .expect("one buffer"))
+    }
+
+    /// Returns a buffer taken with [`Buffers::take`].
+    fn give(&self, buf: LockedBuf) {
+        self.free.lock().push(buf);
+    }
+}
+
+/// What every object's check uses.
+struct Context<'a> {
+    backend: &'a Arc<dyn Backend>,
+    identity: &'a Identity,
+    /// Bytes the first read of an object fetches.
+    first_read: u64,
+    buffers: &'a Buffers,
+    progress: &'a (dyn Fn(u64) + Sync),
 }
 
 /// What checking one object found, and how many of its bytes were read.
@@ -410,33 +439,17 @@ struct Checked {
     bytes: u64,
 }
 
-/// Opens `item` as a reader would and authenticates each of its chunks into `buf`, which
-/// is zeroized before returning. Calls `progress` with the object's bytes.
-fn check(
-    backend: &Arc<dyn Backend>,
-    identity: &Identity,
-    item: &Item,
-    first_read: u64,
-    buf: &mut [u8],
-    progress: &(dyn Fn(u64) + Sync),
-) -> Checked {
-    let mut reported = 0;
-    let mut report = |bytes: u64| {
-        reported += bytes;
-        progress(bytes);
+/// Opens `item` as a reader would and authenticates each of its chunks. Reports the
+/// object's bytes as progress, all of them by the time it returns.
+fn check(context: &Context, item: &Item) -> Checked {
+    let done = AtomicU64::new(0);
+    let report = |bytes: u64| {
+        done.fetch_add(bytes, Ordering::Relaxed);
+        (context.progress)(bytes);
     };
-    let mut used = 0;
-    let result = authenticate(
-        backend,
-        identity,
-        item,
-        first_read,
-        buf,
-        &mut used,
-        &mut report,
-    );
-    buf[..used].zeroize();
-    progress(item.size.saturating_sub(reported));
+    let result = authenticate(context, item, &report);
+    let done = done.into_inner();
+    (context.progress)(item.size.saturating_sub(done));
     Checked {
         finding: result.err().map(|(status, detail)| Finding {
             key: item.key.clone(),
@@ -444,20 +457,17 @@ fn check(
             status,
             detail,
         }),
-        bytes: reported,
+        bytes: done,
     }
 }
 
-/// The checks of [`check`]; on failure, the object's status and why. `used` is set to
-/// how much of `buf` held plaintext.
+/// The checks of [`check`]; on failure, the object's status and why. Chunks are
+/// authenticated in batches of a buffer's worth, in parallel; a failing chunk of the first
+/// batch that fails is the one named.
 fn authenticate(
-    backend: &Arc<dyn Backend>,
-    identity: &Identity,
+    context: &Context,
     item: &Item,
-    first_read: u64,
-    buf: &mut [u8],
-    used: &mut usize,
-    report: &mut dyn FnMut(u64),
+    report: &(dyn Fn(u64) + Sync),
 ) -> Result<(), (Status, String)> {
     if let Some(entry) = &item.bound {
         if item.size != entry.object_len {
@@ -476,43 +486,59 @@ fn authenticate(
         }
     }
     let (object, first) = SealedObject::open(
-        Arc::clone(backend),
+        Arc::clone(context.backend),
         &item.key,
         item.size,
-        identity,
+        context.identity,
         0,
-        first_read,
+        context.first_read,
         item.bound.as_ref(),
     )
     .map_err(|e| classify(&e))?;
-    let chunks_at = object.layout().chunk_offset(0);
-    report(chunks_at);
+    let layout = *object.layout();
+    report(layout.chunk_offset(0));
     let (prefetched, within) = object.prefetched(&first);
-    let all = 0..object.layout().chunk_count();
-    open_chunks(&prefetched, within.clone(), buf, used, report).map_err(|e| classify(&e))?;
-    open_chunks(&object, within.end..all.end, buf, used, report).map_err(|e| classify(&e))
+    let per_batch = ((MAX_SEALED_CHUNK * BATCH_CHUNKS) / object.sealed_len(0)) as u64;
+    for batch in batches(within.clone(), per_batch) {
+        open_batch(context, &prefetched, batch, report).map_err(|e| classify(&e))?;
+    }
+    let results: Vec<Result<(), VaultError>> = batches(within.end..layout.chunk_count(), per_batch)
+        .into_par_iter()
+        .map(|batch| open_batch(context, &object, batch, report))
+        .collect();
+    results
+        .into_iter()
+        .collect::<Result<(), VaultError>>()
+        .map_err(|e| classify(&e))
 }
 
-/// Loads and authenticates chunks `range` of `source`, as many at a time as fit in `buf`.
-fn open_chunks<S: ChunkSource<Error = VaultError>>(
+/// `range` cut into runs of at most `per_batch`.
+fn batches(range: Range<u64>, per_batch: u64) -> Vec<Range<u64>> {
+    range
+        .clone()
+        .step_by(per_batch as usize)
+        .map(|first| first..range.end.min(first + per_batch))
+        .collect()
+}
+
+/// Loads and authenticates chunks `range` of `source` (at most a buffer's worth) into a
+/// buffer of `context`.
+fn open_batch<S: ChunkSource<Error = VaultError>>(
+    context: &Context,
     source: &S,
     range: Range<u64>,
-    buf: &mut [u8],
-    used: &mut usize,
-    report: &mut dyn FnMut(u64),
+    report: &(dyn Fn(u64) + Sync),
 ) -> Result<(), VaultError> {
-    let mut first = range.start;
-    while first < range.end {
-        let full = source.sealed_len(first);
-        let end = range.end.min(first + (buf.len() / full) as u64);
-        let len = (first..end).map(|i| source.sealed_len(i)).sum::<usize>();
-        *used = (*used).max(len);
-        // Only an object's last chunk is shorter than the others, and it ends its batch.
-        let mut bufs: Vec<&mut [u8]> = buf[..len].chunks_mut(full).collect();
-        source.load(first, &mut bufs)?;
-        report(len as u64);
-        first = end;
-    }
+    let mut buf = context.buffers.take()?;
+    let full = source.sealed_len(range.start);
+    let len = range.clone().map(|i| source.sealed_len(i)).sum::<usize>();
+    // Only an object's last chunk is shorter than the others, and it ends its batch.
+    let mut bufs: Vec<&mut [u8]> = buf[..len].chunks_mut(full).collect();
+    let result = source.load(range.start, &mut bufs);
+    drop(bufs);
+    context.buffers.give(buf);
+    result?;
+    report(len as u64);
     Ok(())
 }
 

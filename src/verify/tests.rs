@@ -258,3 +258,27 @@ fn failures_are_classified_by_what_they_mean() {
     });
     assert_eq!(classify(&timeout).0, Status::Failed);
 }
+
+#[test]
+fn a_large_object_is_checked_in_parallel_batches_and_names_its_first_bad_chunk() {
+    // 733 chunks of 4 KiB: three buffers' worth (255 chunks each), checked in parallel;
+    // chunks 300 and 600 are in different ones.
+    let f = Fixture::new(&[("big", data(3_000_000, 9))]);
+    assert!(f.verify(3).is_clean());
+    let path = f.object_file("big");
+    let mut bytes = std::fs::read(&path).unwrap();
+    let header_len = bytes.len() - (3_000_000 + 733 * 16);
+    for chunk in [600, 300] {
+        bytes[header_len + chunk * (4096 + 16) + 7] ^= 1;
+    }
+    std::fs::write(&path, &bytes).unwrap();
+    for jobs in [1, 4] {
+        let report = f.verify(jobs);
+        assert_eq!(statuses(&report), vec![(Some("big"), Status::Tampered)]);
+        assert!(
+            report.problems[0].detail.starts_with("chunk 300 "),
+            "{:?}",
+            report.problems
+        );
+    }
+}
