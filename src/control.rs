@@ -48,6 +48,8 @@ pub enum Command {
     Unlock,
     /// Read a v2 bucket's manifest again now.
     Refresh,
+    /// Report the mount's state as one line of JSON.
+    Status,
 }
 
 impl Command {
@@ -57,6 +59,7 @@ impl Command {
             Command::Lock => "lock",
             Command::Unlock => "unlock",
             Command::Refresh => "refresh",
+            Command::Status => "status",
         }
     }
 
@@ -66,6 +69,7 @@ impl Command {
             Command::Lock,
             Command::Unlock,
             Command::Refresh,
+            Command::Status,
         ]
         .into_iter()
         .find(|c| c.word() == word)

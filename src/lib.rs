@@ -13,6 +13,7 @@ pub mod cache;
 pub mod control;
 pub mod custody;
 pub mod dicom;
+pub mod diskcache;
 pub mod format;
 pub mod fs;
 pub mod gpu;

@@ -97,6 +97,10 @@ pub struct MountOptions {
     pub volumes: bool,
     /// Refuse to execute files from the mount (`noexec`; `exec` clears it).
     pub noexec: bool,
+    /// A directory for a disk cache of the remote bucket's ciphertext (`disk_cache=DIR`).
+    pub disk_cache: Option<PathBuf>,
+    /// Bound of the disk cache in bytes (`disk_cache_size=`, default 10G).
+    pub disk_cache_size: u64,
 }
 
 /// Where a mount's audit records go.
@@ -133,6 +137,8 @@ impl Default for MountOptions {
             gpu_sink: SinkKind::default(),
             volumes: false,
             noexec: false,
+            disk_cache: None,
+            disk_cache_size: 10 << 30,
         }
     }
 }
@@ -194,6 +200,15 @@ impl MountOptions {
                     options.cache_size = parse_size(v).map_err(|e| bad(&e))?;
                     if options.cache_size < MIN_CACHE_SIZE {
                         return Err(bad(&"must be at least 16M"));
+                    }
+                }
+                ("disk_cache", Some(path)) if !path.is_empty() => {
+                    options.disk_cache = Some(path.into())
+                }
+                ("disk_cache_size", Some(v)) => {
+                    options.disk_cache_size = parse_size(v).map_err(|e| bad(&e))?;
+                    if options.disk_cache_size < crate::diskcache::PIECE {
+                        return Err(bad(&"must be at least 256K"));
                     }
                 }
                 ("kernel_cache", None) => options.kernel_cache = true,
@@ -343,6 +358,11 @@ mod tests {
     fn mount_options() {
         let o = MountOptions::parse(&["ro,cache_size=64M", "kernel_cache"]).unwrap();
         assert_eq!(o.cache_size, 64 << 20);
+        assert_eq!((o.disk_cache, o.disk_cache_size), (None, 10 << 30));
+        let o = MountOptions::parse(&["disk_cache=/var/cache/smpfs/a,disk_cache_size=2G"]).unwrap();
+        assert_eq!(o.disk_cache, Some(PathBuf::from("/var/cache/smpfs/a")));
+        assert_eq!(o.disk_cache_size, 2 << 30);
+        assert!(MountOptions::parse(&["disk_cache_size=1K"]).is_err());
         assert!(o.kernel_cache && !o.allow_other);
         assert_eq!(
             MountOptions::parse::<&str>(&[]).unwrap(),

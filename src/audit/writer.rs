@@ -490,6 +490,19 @@ impl AuditLog {
         &self.shared.path
     }
 
+    /// For `smpfs status`: `open` with the segment and the records written so far,
+    /// `sealed`, or `failed` (every audited request is refused).
+    pub fn state(&self) -> String {
+        match &self.shared.state.lock().phase {
+            Phase::Open(segment) => format!(
+                "open (segment {}, {} records)",
+                segment.segment, segment.next_seq
+            ),
+            Phase::Sealed => "sealed".to_owned(),
+            Phase::Failed => "failed: audited requests are refused".to_owned(),
+        }
+    }
+
     fn stop_syncer(&self) {
         self.shared.state.lock().stop = true;
         self.shared.wake.notify_all();

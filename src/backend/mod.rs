@@ -3,6 +3,7 @@
 //! disk; S3 and Google Drive implement the same trait, sharing `remote`'s runtime, body
 //! filler and backoff, and the vault's read-ahead (driven by [`ReadProfile`]).
 
+pub mod cached;
 pub mod gdrive;
 pub mod local;
 pub mod remote;
@@ -124,6 +125,14 @@ pub trait Backend: Send + Sync {
     /// Removes object `key`. Removing an object that is not there succeeds: a re-run
     /// after an interruption must not fail on what the first run already removed.
     fn delete(&self, key: &str) -> Result<(), BackendError>;
+
+    /// What identifies the bytes of `key` its reads are pinned to (an S3 ETag, a Drive
+    /// revision), if the backend pins them; `None` if it does not (or has not seen `key`).
+    /// A disk cache keys its entries by it.
+    fn version(&self, key: &str) -> Option<String> {
+        let _ = key;
+        None
+    }
 
     /// How reads should be scheduled for this backend's latency.
     fn read_profile(&self) -> ReadProfile {

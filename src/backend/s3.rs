@@ -424,6 +424,14 @@ impl Backend for S3Backend {
             })
     }
 
+    fn version(&self, key: &str) -> Option<String> {
+        self.etags
+            .read()
+            .get(key)
+            .filter(|e| !e.is_empty())
+            .cloned()
+    }
+
     fn read_range(
         &self,
         key: &str,

@@ -196,6 +196,20 @@ enum Command {
         /// The mountpoint.
         mountpoint: PathBuf,
     },
+    /// Show a mount's state: its source, whether it is locked, requests in flight, the
+    /// memory and disk caches (size, hits, misses) and the audit log.
+    Status {
+        /// The mountpoint.
+        mountpoint: PathBuf,
+        /// Print the daemon's JSON as it is.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Manage a disk cache directory (`-o disk_cache=DIR`).
+    Cache {
+        #[command(subcommand)]
+        command: CacheCommand,
+    },
     /// Overwrite files (e.g. the plaintext you just sealed), then rename and remove them;
     /// directories recursively. SSDs and copy-on-write filesystems may keep old blocks.
     Shred {
@@ -244,6 +258,15 @@ struct ObjectArgs {
     /// Backend options, comma-separated, as for `seal` (endpoint=URL, region=, …).
     #[arg(short = 'o', value_name = "OPTIONS")]
     options: Vec<String>,
+}
+
+#[derive(Subcommand)]
+enum CacheCommand {
+    /// Remove every cached piece (the directory stays); refused while a mount uses it.
+    Clear {
+        /// The cache directory.
+        dir: PathBuf,
+    },
 }
 
 #[derive(clap::Args)]
@@ -395,6 +418,12 @@ pub fn main() -> ExitCode {
         Command::Lock { mountpoint } => control(&mountpoint, smpfs::control::Command::Lock),
         Command::Unlock { mountpoint } => control(&mountpoint, smpfs::control::Command::Unlock),
         Command::Refresh { mountpoint } => control(&mountpoint, smpfs::control::Command::Refresh),
+        Command::Status { mountpoint, json } => status(&mountpoint, json),
+        Command::Cache {
+            command: CacheCommand::Clear { dir },
+        } => smpfs::diskcache::clear(&dir)
+            .map_err(anyhow::Error::from)
+            .map(|removed| say!("{}: {removed} cached pieces removed", dir.display())),
         Command::Shred { paths, passes } => shred(&paths, passes),
         Command::Completions { shell } => {
             let mut command = <Cli as clap::CommandFactory>::command();
@@ -480,6 +509,36 @@ fn control(mountpoint: &std::path::Path, command: smpfs::control::Command) -> Re
     let reply = smpfs::control::send(mountpoint, command)?;
     out!("{}: {reply}", mountpoint.display())?;
     Ok(())
+}
+
+/// `smpfs status MOUNTPOINT`: the daemon's JSON, or one `name: value` line per field.
+fn status(mountpoint: &std::path::Path, json: bool) -> Result<()> {
+    let reply = smpfs::control::send(mountpoint, smpfs::control::Command::Status)?;
+    if json {
+        out!("{reply}")?;
+        return Ok(());
+    }
+    let value: serde_json::Value =
+        serde_json::from_str(&reply).context("the daemon's status is not JSON")?;
+    fn print(prefix: &str, value: &serde_json::Value) -> Result<()> {
+        match value {
+            serde_json::Value::Object(fields) => {
+                for (name, field) in fields {
+                    let name = if prefix.is_empty() {
+                        name.clone()
+                    } else {
+                        format!("{prefix}.{name}")
+                    };
+                    print(&name, field)?;
+                }
+            }
+            serde_json::Value::Null => out!("{prefix}: none")?,
+            serde_json::Value::String(text) => out!("{prefix}: {}", escape_controls(text))?,
+            other => out!("{prefix}: {other}")?,
+        }
+        Ok(())
+    }
+    print("", &value)
 }
 
 /// The first line of a passphrase file.

@@ -11,9 +11,11 @@ use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use super::daemon::{daemonize, Readiness};
 use nix::mount::{umount2, MntFlags};
 use smpfs::audit::AuditLog;
+use smpfs::backend::cached::CachedBackend;
 use smpfs::backend::Source;
 use smpfs::bucket::{ManifestStore, SeenGenerations};
 use smpfs::control::Command;
+use smpfs::diskcache::DiskCache;
 use smpfs::fs::{FsOptions, SmpFs};
 use smpfs::gpu::SinkKind;
 use smpfs::keys::Identity;
@@ -286,6 +288,29 @@ fn serve(
         .relock()
         .context("locking the identity's memory page")?;
     let backend = source.open(&options.backend, false)?;
+    let disk_cache = match &options.disk_cache {
+        Some(_) if matches!(source, Source::Local(_)) => bail!(
+            "disk_cache= is for remote buckets (S3, Google Drive); {source} is a local directory"
+        ),
+        Some(dir) => Some(Arc::new(
+            DiskCache::open(dir, options.disk_cache_size).context("opening the disk cache")?,
+        )),
+        None => None,
+    };
+    let backend: Arc<dyn smpfs::backend::Backend> = match &disk_cache {
+        Some(cache) => {
+            let stats = cache.stats();
+            tracing::info!(
+                dir = %cache.dir().display(),
+                pieces = stats.pieces,
+                bytes = stats.bytes,
+                limit = options.disk_cache_size,
+                "disk cache of ciphertext opened"
+            );
+            Arc::new(CachedBackend::new(backend, Arc::clone(cache)))
+        }
+        None => backend,
+    };
     let audit = match audit_path {
         Some(path) => {
             let mut detail = serde_json::json!({
@@ -330,7 +355,7 @@ fn serve(
         mountpoint,
         options,
         source,
-        backend,
+        (backend, disk_cache),
         audit.clone(),
         (identity, identity_path),
         readiness,
@@ -351,7 +376,7 @@ fn serve_audited(
     mountpoint: &Path,
     options: &MountOptions,
     source: &Source,
-    backend: Arc<dyn smpfs::backend::Backend>,
+    (backend, disk_cache): (Arc<dyn smpfs::backend::Backend>, Option<Arc<DiskCache>>),
     audit: Option<Arc<AuditLog>>,
     (identity, identity_path): (Identity, &Path),
     readiness: &mut Readiness,
@@ -393,7 +418,7 @@ fn serve_audited(
         backend,
         identity,
         config,
-        audit,
+        audit.clone(),
         manifest.map(|m| (store, m)),
     )?);
     let mut warnings = Vec::new();
@@ -500,6 +525,11 @@ fn serve_audited(
         let mountpoint = mountpoint.to_owned();
         let identity_path = identity_path.to_owned();
         let passphrase_file = options.passphrase_file.clone();
+        let watched = Watched {
+            audit,
+            disk_cache: disk_cache.clone(),
+            disk_cache_limit: options.disk_cache_size,
+        };
         std::thread::Builder::new()
             .name("smpfs-control".into())
             .spawn(move || {
@@ -509,8 +539,8 @@ fn serve_audited(
                         &vault,
                         &notifier,
                         &mountpoint,
-                        &identity_path,
-                        &passphrase_file,
+                        (&identity_path, &passphrase_file),
+                        &watched,
                     )
                 })
             })?;
@@ -524,6 +554,17 @@ fn serve_audited(
     // A `purge` ends the session from the control thread: let it send its reply first.
     drop(control_busy.lock());
     let _ = std::fs::remove_file(&control_path);
+    if let Some(cache) = &disk_cache {
+        let stats = cache.stats();
+        tracing::info!(
+            hits = stats.hits,
+            misses = stats.misses,
+            damaged = stats.damaged,
+            pieces = stats.pieces,
+            bytes = stats.bytes,
+            "disk cache at exit"
+        );
+    }
     served?;
     tracing::info!("exited cleanly");
     Ok(())
@@ -599,16 +640,55 @@ fn detach(mountpoint: &Path) -> std::result::Result<(), String> {
     }
 }
 
-/// Runs one `smpfs purge|lock|unlock|refresh` command for the daemon.
+/// What `smpfs status` reports besides the vault.
+struct Watched {
+    audit: Option<Arc<AuditLog>>,
+    disk_cache: Option<Arc<DiskCache>>,
+    disk_cache_limit: u64,
+}
+
+/// The mount's state for `smpfs status`, as one line of JSON.
+fn status(vault: &Vault, mountpoint: &Path, watched: &Watched) -> String {
+    let disk_cache = watched.disk_cache.as_ref().map(|cache| {
+        let stats = cache.stats();
+        serde_json::json!({
+            "dir": cache.dir().display().to_string(),
+            "bytes": stats.bytes,
+            "limit": watched.disk_cache_limit,
+            "pieces": stats.pieces,
+            "hits": stats.hits,
+            "misses": stats.misses,
+            "damaged": stats.damaged,
+        })
+    });
+    serde_json::json!({
+        "mountpoint": mountpoint.display().to_string(),
+        "source": vault.describe(),
+        "pid": std::process::id(),
+        "locked": vault.is_locked(),
+        "manifest_generation": vault.generation(),
+        "requests_in_flight": vault.in_flight(),
+        "memory_cache_locked_bytes": vault.cache().locked_bytes(),
+        "disk_cache": disk_cache,
+        "audit": watched.audit.as_ref().map(|log| serde_json::json!({
+            "path": log.path().display().to_string(),
+            "state": log.state(),
+        })),
+    })
+    .to_string()
+}
+
+/// Runs one `smpfs purge|lock|unlock|refresh|status` command for the daemon.
 fn control_command(
     command: Command,
     vault: &Vault,
     notifier: &fuser::Notifier,
     mountpoint: &Path,
-    identity_path: &Path,
-    passphrase_file: &Option<PathBuf>,
+    (identity_path, passphrase_file): (&Path, &Option<PathBuf>),
+    watched: &Watched,
 ) -> std::result::Result<String, String> {
     match command {
+        Command::Status => Ok(status(vault, mountpoint, watched)),
         Command::Purge => {
             let bytes = vault.unmount();
             // Files mapped and still open keep a detached mount alive: drop their pages.

@@ -254,6 +254,8 @@ pub struct Vault {
     /// waits for the requests in flight, and nothing started before it can put a key or
     /// plaintext back after it. Lock order: this gate, then `identity`.
     purge_gate: RwLock<()>,
+    /// Requests holding the purge gate now (`smpfs status`).
+    in_flight: AtomicU64,
     /// Purges so far; a read-ahead job queued before the latest one is dropped.
     purges: AtomicU64,
     cache: ChunkCache,
@@ -342,6 +344,7 @@ impl Vault {
             backend,
             identity: RwLock::new(Some(identity)),
             purge_gate: RwLock::new(()),
+            in_flight: AtomicU64::new(0),
             purges: AtomicU64::new(0),
             cache,
             tree: RwLock::new(tree),
@@ -386,7 +389,7 @@ impl Vault {
         let Some((store, shown)) = &self.manifest else {
             return Ok(None);
         };
-        let _gate = self.purge_gate.read();
+        let _gate = self.enter();
         if self.is_locked() {
             return Err(VaultError::Purged);
         }
@@ -473,6 +476,21 @@ impl Vault {
     }
 
     /// The backend's description, for logs.
+    /// Requests (FUSE requests, read-ahead parts, GPU loads) being served now.
+    pub fn in_flight(&self) -> u64 {
+        self.in_flight.load(Ordering::Relaxed)
+    }
+
+    /// Enters the purge gate shared, counted in [`Vault::in_flight`] until dropped.
+    fn enter(&self) -> InFlight<'_> {
+        let gate = self.purge_gate.read();
+        self.in_flight.fetch_add(1, Ordering::Relaxed);
+        InFlight {
+            _gate: gate,
+            count: &self.in_flight,
+        }
+    }
+
     pub fn describe(&self) -> String {
         self.backend.describe()
     }
@@ -506,7 +524,7 @@ impl Vault {
     /// again first (on behalf of `caller`). While locked, a file answers with what its last
     /// check found.
     pub fn getattr(&self, ino: Ino, caller: Caller) -> Result<Attr, VaultError> {
-        let _gate = self.purge_gate.read();
+        let _gate = self.enter();
         if self.is_locked() {
             // Lock drops the kernel's cached attributes with the page cache: answer from
             // the last check, so that an open reaches `open` and is refused (and audited).
@@ -522,7 +540,7 @@ impl Vault {
 
     /// Looks `name` up in directory `parent`, resolving the directory first.
     pub fn lookup(&self, parent: Ino, name: &str, caller: Caller) -> Result<Attr, VaultError> {
-        let _gate = self.purge_gate.read();
+        let _gate = self.enter();
         self.resolve_dir(parent, caller)?;
         let tree = self.tree.read();
         let ino = tree.child(parent, name).ok_or(VaultError::NotFound)?;
@@ -538,7 +556,7 @@ impl Vault {
         limit: usize,
         caller: Caller,
     ) -> Result<Vec<DirEntry>, VaultError> {
-        let _gate = self.purge_gate.read();
+        let _gate = self.enter();
         self.resolve_dir(ino, caller)?;
         self.tree.read().entries(ino, after, limit)
     }
@@ -550,7 +568,7 @@ impl Vault {
         ino: Ino,
         caller: Caller,
     ) -> Result<Vec<(&'static str, String)>, VaultError> {
-        let _gate = self.purge_gate.read();
+        let _gate = self.enter();
         self.resolve_parent_of(ino, caller)?;
         let tree = self.tree.read();
         if tree.attr(ino).is_none() {
@@ -585,7 +603,7 @@ impl Vault {
     /// Opens file `ino` for reading; returns a handle for [`Vault::read`]. The open is
     /// audited (or the refusal, as `denied`) before it is answered.
     pub fn open(&self, ino: Ino, caller: Caller) -> Result<u64, VaultError> {
-        let _gate = self.purge_gate.read();
+        let _gate = self.enter();
         let actor = Actor::from_request(caller.uid, caller.gid, caller.pid);
         if self.identity.read().is_none() {
             let path = self.tree.read().audit_path(ino).unwrap_or_default();
@@ -719,7 +737,7 @@ impl Vault {
 
     /// Forgets a handle, recording how many bytes were read through it.
     pub fn release(&self, fh: u64, caller: Caller) {
-        let _gate = self.purge_gate.read();
+        let _gate = self.enter();
         let Some(handle) = self.handles.lock().remove(&fh) else {
             self.locked_handles.lock().remove(&fh);
             return;
@@ -765,7 +783,7 @@ impl Vault {
         out: &mut [u8],
         caller: Caller,
     ) -> Result<usize, VaultError> {
-        let _gate = self.purge_gate.read();
+        let _gate = self.enter();
         if self.identity.read().is_none() {
             let actor = Actor::from_request(caller.uid, caller.gid, caller.pid);
             self.record(
@@ -827,7 +845,7 @@ impl Vault {
 
     /// Describes open file `fh` for the GPU info ioctl; refused like a read while locked.
     pub fn file_info(&self, fh: u64, caller: Caller) -> Result<FileInfo, VaultError> {
-        let _gate = self.purge_gate.read();
+        let _gate = self.enter();
         if self.is_locked() {
             return Err(VaultError::Purged);
         }
@@ -868,7 +886,7 @@ impl Vault {
         load: &Load,
         caller: Caller,
     ) -> Result<u64, VaultError> {
-        let _gate = self.purge_gate.read();
+        let _gate = self.enter();
         let detail = serde_json::json!({
             "sink": self.gpu.sink_name(),
             "device": load.target.device,
@@ -1007,7 +1025,7 @@ impl Vault {
             let vault = Arc::clone(self);
             let object = Arc::clone(object);
             self.readahead_workers.spawn(move || {
-                let _gate = vault.purge_gate.read();
+                let _gate = vault.enter();
                 if vault.purges.load(Ordering::Acquire) != purges {
                     return;
                 }
@@ -1168,6 +1186,18 @@ impl Vault {
     /// Whether the keys are currently purged (locked or unmounting).
     pub fn is_locked(&self) -> bool {
         self.identity.read().is_none()
+    }
+}
+
+/// A request inside the purge gate.
+struct InFlight<'a> {
+    _gate: parking_lot::RwLockReadGuard<'a, ()>,
+    count: &'a AtomicU64,
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.count.fetch_sub(1, Ordering::Relaxed);
     }
 }
 

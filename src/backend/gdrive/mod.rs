@@ -645,6 +645,14 @@ impl Backend for GDriveBackend {
         Ok(walk.objects)
     }
 
+    /// The listed file id and head revision (or MD5): what its reads are pinned to.
+    fn version(&self, key: &str) -> Option<String> {
+        let files = self.files.read();
+        let listed = files.get(key)?;
+        let pin = listed.revision.as_ref().or(listed.md5.as_ref())?;
+        Some(format!("{}@{pin}", listed.id))
+    }
+
     fn read_range(
         &self,
         key: &str,
