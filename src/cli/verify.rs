@@ -161,7 +161,7 @@ pub fn info(args: &InfoArgs) -> Result<()> {
                 .rsplit_once('/')
                 .filter(|(parent, key)| !key.is_empty() && parent.contains("://"))
                 .with_context(|| format!("{}: give the object's URL", args.target))?;
-            if parent.ends_with(':') || parent.ends_with("://") {
+            if parent.ends_with("://") {
                 bail!(
                     "{}: give an object in the bucket (s3://BUCKET/KEY), or the bucket and --path",
                     args.target

@@ -160,7 +160,7 @@ impl Counts {
 /// The bucket layout a check found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
-pub enum Layout {
+pub enum BucketLayout {
     /// Objects under their paths, no manifest.
     V1,
     /// Zero-knowledge: objects under random ids, with a sealed manifest.
@@ -171,7 +171,7 @@ pub enum Layout {
 #[derive(Debug, Clone, Serialize)]
 pub struct Report {
     /// The bucket's layout.
-    pub layout: Layout,
+    pub layout: BucketLayout,
     /// The manifest generation checked (v2 only).
     pub generation: Option<u64>,
     /// Objects looked at: files' objects, and orphans.
@@ -213,7 +213,7 @@ struct Item {
 /// [`Plan::run`], so a caller can size a progress bar in between.
 pub struct Plan {
     backend: Arc<dyn Backend>,
-    layout: Layout,
+    layout: BucketLayout,
     generation: Option<u64>,
     entries: u64,
     items: Vec<Item>,
@@ -225,6 +225,9 @@ impl Plan {
     /// rolled-back or deleted one, as every reader does). In a v2 bucket every manifest
     /// entry is to be checked, and objects under `obj/` and `hdr/` (or outside the v2
     /// layout) that no entry refers to are orphans; in a v1 bucket every object is a file.
+    /// A writer committing meanwhile can make its new objects look orphaned, and the
+    /// objects it replaces or removes look missing: the manifest and the listing are read
+    /// one after the other.
     pub fn new(store: &ManifestStore, identity: &Identity) -> Result<Plan, VerifyError> {
         let backend = Arc::clone(store.backend());
         let manifest = store.load(identity)?;
@@ -242,7 +245,7 @@ impl Plan {
                 .collect();
             return Ok(Plan {
                 backend,
-                layout: Layout::V1,
+                layout: BucketLayout::V1,
                 generation: None,
                 entries: 0,
                 items,
@@ -310,7 +313,7 @@ impl Plan {
         }
         Ok(Plan {
             backend,
-            layout: Layout::V2,
+            layout: BucketLayout::V2,
             generation: Some(manifest.generation),
             entries: manifest.entries.len() as u64,
             items,
@@ -321,11 +324,6 @@ impl Plan {
     /// Bytes of the objects to authenticate (what [`Plan::run`] reports progress of).
     pub fn bytes(&self) -> u64 {
         self.items.iter().map(|item| item.size).sum()
-    }
-
-    /// Objects to authenticate.
-    pub fn objects(&self) -> usize {
-        self.items.len()
     }
 
     /// Authenticates every object on `jobs` threads, calling `progress(bytes)` as object

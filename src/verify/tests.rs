@@ -95,7 +95,7 @@ fn a_clean_bucket_verifies_every_chunk() {
     ]);
     let report = f.verify(2);
     assert!(report.is_clean(), "{:?}", report.problems);
-    assert_eq!(report.layout, Layout::V2);
+    assert_eq!(report.layout, BucketLayout::V2);
     assert_eq!(
         (report.counts.ok, report.objects, report.entries),
         (3, 3, 3)
