@@ -16,7 +16,8 @@ use super::{init_stderr_logging, load_identity};
 pub struct VerifyArgs {
     #[command(flatten)]
     bucket: BucketArgs,
-    /// Objects checked at once (default: the number of cores).
+    /// Threads checking objects, and batches of chunks of large ones (default: the number
+    /// of cores).
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
     jobs: Option<u16>,
     /// Print one JSON document instead of lines.
