@@ -88,6 +88,8 @@ fn reads_by_cat_python_and_dd_are_recorded_and_the_auditor_verifies() {
     assert!(mount.unmount().success());
 
     let all = records(&log);
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap();
+    let host = host.trim();
     let events = |event: &str, process: &str| {
         all.iter()
             .filter(|r| r["event"] == event && r["process"] == process)
@@ -100,6 +102,8 @@ fn reads_by_cat_python_and_dd_are_recorded_and_the_auditor_verifies() {
         for r in &reads {
             assert_eq!(r["path"], "study/CT/1.dcm");
             assert_eq!((&r["uid"], &r["gid"]), (&0.into(), &0.into()));
+            assert_eq!(r["user"], "root", "{r}");
+            assert_eq!(r["host"], host, "{r}");
             assert_eq!(r["result"], "ok");
             assert_eq!(r["pid"], pids[process], "{process}'s own pid");
         }
@@ -114,6 +118,8 @@ fn reads_by_cat_python_and_dd_are_recorded_and_the_auditor_verifies() {
     assert!(!head.is_empty(), "no read records for head");
     for r in head.iter().chain(&events("open", "head")) {
         assert_eq!((&r["uid"], &r["gid"]), (&1234.into(), &5678.into()), "{r}");
+        // uid 1234 has no account here: the record says so rather than guessing.
+        assert_eq!(r["user"], "?", "{r}");
         assert_eq!(r["pid"], other);
     }
     // dd read exactly three 4 KiB blocks: three read requests with those offsets.

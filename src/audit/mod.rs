@@ -188,6 +188,8 @@ pub struct Actor {
     pub pid: u32,
     /// `/proc/PID/comm` at the time of the request, or `?` if it could not be read.
     pub process: String,
+    /// The login name of `uid` (the password database's), or `?` if it has none.
+    pub user: String,
 }
 
 impl Actor {
@@ -203,6 +205,7 @@ impl Actor {
             gid,
             pid,
             process,
+            user: user_name(uid),
         }
     }
 
@@ -214,6 +217,35 @@ impl Actor {
             std::process::id(),
         )
     }
+}
+
+/// The login name of `uid`, looked up once per uid for the process's life (a mount serves a
+/// handful of users, and the password database may be slow: NSS, LDAP).
+fn user_name(uid: u32) -> String {
+    static NAMES: std::sync::OnceLock<parking_lot::Mutex<std::collections::HashMap<u32, String>>> =
+        std::sync::OnceLock::new();
+    let names = NAMES.get_or_init(Default::default);
+    if let Some(name) = names.lock().get(&uid) {
+        return name.clone();
+    }
+    let name = nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid))
+        .ok()
+        .flatten()
+        .map(|user| user.name)
+        .unwrap_or_else(|| "?".to_owned());
+    names.lock().insert(uid, name.clone());
+    name
+}
+
+/// This machine's host name, read once (`?` if it cannot be read).
+pub(crate) fn host_name() -> &'static str {
+    static HOST: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    HOST.get_or_init(|| {
+        nix::unistd::gethostname()
+            .ok()
+            .and_then(|name| name.into_string().ok())
+            .unwrap_or_else(|| "?".to_owned())
+    })
 }
 
 /// What a record is about; written as the snake_case `event` field.
@@ -356,8 +388,10 @@ mod tests {
 
     #[test]
     fn actor_reads_process_name_or_question_mark() {
-        let me = Actor::from_request(1, 2, std::process::id());
-        assert_eq!((me.uid, me.gid), (1, 2));
+        let me = Actor::from_request(0, 2, std::process::id());
+        assert_eq!((me.uid, me.gid), (0, 2));
+        assert_eq!(me.user, "root");
+        assert_eq!(Actor::from_request(4_000_000_000, 0, 1).user, "?");
         assert_ne!(me.process, "?");
         assert!(!me.process.ends_with('\n'));
         // pid_max is at most 2^22 on Linux, so this pid never exists.

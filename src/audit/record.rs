@@ -56,6 +56,12 @@ pub(crate) struct Record {
     pub pid: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub process: Option<String>,
+    /// The login name of `uid` (logs before it existed omit it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+    /// The host the record was written on (logs before it existed omit it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub path: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -90,6 +96,8 @@ impl Body {
             uid: actor.as_ref().map(|a| a.uid),
             gid: actor.as_ref().map(|a| a.gid),
             pid: actor.as_ref().map(|a| a.pid),
+            host: actor.as_ref().map(|_| super::host_name().to_owned()),
+            user: actor.as_ref().map(|a| a.user.clone()),
             process: actor.map(|a| a.process),
             path: event.path,
             file_id: event.file_id.map(hex::encode),
@@ -302,6 +310,7 @@ mod tests {
             gid: 1000,
             pid: 42,
             process: "python3".to_owned(),
+            user: "ana".to_owned(),
         };
         Event::new(EventKind::Read)
             .actor(&actor)
@@ -327,10 +336,14 @@ mod tests {
         let mut chain = Chain::new(&[7; 32]);
         let (line_5, tag) = line(sample(), 5, &mut chain);
         let text = std::str::from_utf8(&line_5).unwrap();
-        let expected_prefix = "{\"seq\":5,\"time\":\"2025-01-02T03:04:05.123456789Z\",\
+        let expected_prefix = format!(
+            "{{\"seq\":5,\"time\":\"2025-01-02T03:04:05.123456789Z\",\
              \"log_id\":\"00112233445566778899aabbccddeeff\",\"segment\":1,\"event\":\"read\",\
-             \"uid\":1000,\"gid\":1000,\"pid\":42,\"process\":\"python3\",\"path\":\"CT/1.dcm\",";
-        assert!(text.starts_with(expected_prefix), "{text}");
+             \"uid\":1000,\"gid\":1000,\"pid\":42,\"process\":\"python3\",\"user\":\"ana\",\
+             \"host\":\"{}\",\"path\":\"CT/1.dcm\",",
+            crate::audit::host_name()
+        );
+        assert!(text.starts_with(&expected_prefix), "{text}");
         assert!(text.ends_with(&format!(
             "\"length\":131072,\"result\":\"ok\",\"prev\":\"{ZERO_TAG}\",\"tag\":\"{tag}\"}}\n"
         )));
