@@ -14,6 +14,8 @@
 #   DEVICE=0             CUDA device ordinal
 #   SMPFS_OPTS=          extra `-o` options for the measured smpfs mounts (e.g. cache_size=512M)
 #   REPORT=FILE          also write the Markdown report to FILE
+#   SMPFS_BIN=PATH       measure that binary; skips installing dependencies and building
+#                        (for a prepared GPU host without network access)
 # Needs: the NVIDIA driver (nvidia-smi works), python3 with a CUDA build of PyTorch
 # (`pip install torch`); fuse3 is installed by integration/install-deps.sh.
 #
@@ -53,10 +55,15 @@ import torch
 assert torch.cuda.is_available() and torch.cuda.device_count() > int(sys.argv[1])
 PY
 
-bash integration/install-deps.sh >&2
-log "cargo build --release --bin smpfs"
-cargo build --release --bin smpfs >&2
-SMPFS=$PWD/target/release/smpfs
+if [ -n "${SMPFS_BIN:-}" ]; then
+  # A prepared machine (e.g. a GPU host without network access): measure the given binary.
+  SMPFS=$SMPFS_BIN
+else
+  bash integration/install-deps.sh >&2
+  log "cargo build --release --bin smpfs"
+  cargo build --release --bin smpfs >&2
+  SMPFS=$PWD/target/release/smpfs
+fi
 [ -x "$SMPFS" ] || die "$SMPFS was not built"
 CLIENT_DIR=$PWD/integration/gpu
 
