@@ -15,18 +15,28 @@
 //! Entries are evicted least recently used first, so the pieces stay within the size bound
 //! (headers included). The index lives in memory and is rebuilt from the directory at open,
 //! oldest modification time first.
+//!
+//! Pieces are written by a thread of the cache's own, so a read from the store does not
+//! wait for the disk unless the writer is [`QUEUE`] pieces (16 MiB of memory) behind; then
+//! it waits, so everything fetched is cached. [`DiskCache::flush`] waits for the queue to
+//! drain.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Write};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{self, SyncSender};
+use std::sync::Arc;
+use std::thread::JoinHandle;
 
 use lru::LruCache;
 use parking_lot::Mutex;
 
 /// Bytes of one cache window: pieces never cross a multiple of it.
 pub const PIECE: u64 = 256 << 10;
+/// Pieces waiting for the writer thread at most.
+pub const QUEUE: usize = 64;
 const MAGIC: &[u8; 8] = b"SMPFSDC1";
 const HEADER_LEN: usize = 8 + 4 + 4 + 32;
 
@@ -68,6 +78,15 @@ pub struct CacheStats {
 
 /// An open cache directory, held for one mount.
 pub struct DiskCache {
+    store: Arc<Store>,
+    queue: Mutex<Option<SyncSender<Job>>>,
+    writer: Mutex<Option<JoinHandle<()>>>,
+    // Held for the cache's life: the flock is released when the file closes.
+    _lock: File,
+}
+
+/// The pieces on disk and their index, shared with the writer thread.
+struct Store {
     dir: PathBuf,
     limit: u64,
     index: Mutex<Index>,
@@ -75,8 +94,13 @@ pub struct DiskCache {
     misses: AtomicU64,
     damaged: AtomicU64,
     temp_counter: AtomicU64,
-    // Held for the cache's life: the flock is released when the file closes.
-    _lock: File,
+}
+
+/// Work for the writer thread.
+enum Job {
+    Write(Span, Vec<u8>),
+    /// Answered once every job before it is done.
+    Flush(mpsc::Sender<()>),
 }
 
 struct Index {
@@ -114,7 +138,7 @@ impl DiskCache {
             });
         }
         let lock = lock(dir)?;
-        let cache = DiskCache {
+        let store = Arc::new(Store {
             dir: dir.to_owned(),
             limit,
             index: Mutex::new(Index {
@@ -125,26 +149,64 @@ impl DiskCache {
             misses: AtomicU64::new(0),
             damaged: AtomicU64::new(0),
             temp_counter: AtomicU64::new(0),
-            _lock: lock,
+        });
+        store.scan().map_err(io)?;
+        let (queue, jobs) = mpsc::sync_channel::<Job>(QUEUE);
+        let writer = {
+            let store = Arc::clone(&store);
+            std::thread::Builder::new()
+                .name("smpfs-diskcache".into())
+                .spawn(move || {
+                    for job in jobs {
+                        match job {
+                            Job::Write(span, bytes) => {
+                                if let Err(error) = store.write_piece(&span, &bytes) {
+                                    tracing::warn!(%error, "disk cache: a piece was not stored");
+                                }
+                            }
+                            Job::Flush(done) => {
+                                let _ = done.send(());
+                            }
+                        }
+                    }
+                })
+                .map_err(io)?
         };
-        cache.scan().map_err(io)?;
-        Ok(cache)
+        Ok(DiskCache {
+            store,
+            queue: Mutex::new(Some(queue)),
+            writer: Mutex::new(Some(writer)),
+            _lock: lock,
+        })
     }
 
     /// The directory.
     pub fn dir(&self) -> &Path {
-        &self.dir
+        &self.store.dir
     }
 
     /// Counters so far.
     pub fn stats(&self) -> CacheStats {
-        let index = self.index.lock();
+        let store = &self.store;
+        let index = store.index.lock();
         CacheStats {
-            hits: self.hits.load(Ordering::Relaxed),
-            misses: self.misses.load(Ordering::Relaxed),
-            damaged: self.damaged.load(Ordering::Relaxed),
+            hits: store.hits.load(Ordering::Relaxed),
+            misses: store.misses.load(Ordering::Relaxed),
+            damaged: store.damaged.load(Ordering::Relaxed),
             bytes: index.bytes,
             pieces: index.pieces.len() as u64,
+        }
+    }
+
+    /// Waits until every piece handed to [`DiskCache::write`] so far is on disk (or failed).
+    pub fn flush(&self) {
+        let (done, wait) = mpsc::channel();
+        let sent = match &*self.queue.lock() {
+            Some(queue) => queue.send(Job::Flush(done)).is_ok(),
+            None => false,
+        };
+        if sent {
+            let _ = wait.recv();
         }
     }
 
@@ -152,50 +214,74 @@ impl DiskCache {
     /// if every byte is there and intact; `false` (a miss) otherwise, with `bufs` in an
     /// unspecified state.
     pub fn read(&self, key: &str, version: &str, offset: u64, bufs: &mut [&mut [u8]]) -> bool {
+        thread_local! {
+            /// A piece file as read, reused: no allocation per hit.
+            static CONTENT: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+        }
+        let store = &self.store;
         let total: usize = bufs.iter().map(|b| b.len()).sum();
         let mut filled = 0usize;
-        let mut hit = true;
-        for span in spans(key, version, offset, total as u64) {
-            let Some(bytes) = self.read_piece(&span) else {
-                hit = false;
-                break;
-            };
-            scatter(bufs, filled, &bytes);
-            filled += bytes.len();
-        }
-        let counter = if hit { &self.hits } else { &self.misses };
+        let hit = CONTENT.with_borrow_mut(|content| {
+            for span in spans(key, version, offset, total as u64) {
+                let Some(bytes) = store.read_piece(&span, content) else {
+                    return false;
+                };
+                scatter(bufs, filled, bytes);
+                filled += bytes.len();
+            }
+            true
+        });
+        let counter = if hit { &store.hits } else { &store.misses };
         counter.fetch_add(1, Ordering::Relaxed);
         hit
     }
 
-    /// Stores the bytes `bufs` hold (from `offset` of object `key` at `version`, as the
-    /// store returned them). Failures (a full disk) are logged and skipped.
+    /// Hands the bytes `bufs` hold (from `offset` of object `key` at `version`, as the
+    /// store returned them) to the writer thread, waiting while its queue is full.
+    /// Failures to write (a full disk) are logged and skipped.
     pub fn write(&self, key: &str, version: &str, offset: u64, bufs: &[&mut [u8]]) {
         let total: usize = bufs.iter().map(|b| b.len()).sum();
         let mut taken = 0usize;
+        let queue = self.queue.lock().clone();
+        let Some(queue) = queue else {
+            return;
+        };
         for span in spans(key, version, offset, total as u64) {
             let mut bytes = vec![0u8; span.len as usize];
             gather(bufs, taken, &mut bytes);
             taken += bytes.len();
-            if let Err(error) = self.write_piece(&span, &bytes) {
-                tracing::warn!(%error, "disk cache: a piece was not stored");
+            if queue.send(Job::Write(span, bytes)).is_err() {
+                return;
             }
         }
     }
+}
 
-    /// The wanted bytes of a piece, if stored and intact.
-    fn read_piece(&self, span: &Span) -> Option<Vec<u8>> {
+impl Drop for DiskCache {
+    /// Writes what is queued, then stops the writer thread.
+    fn drop(&mut self) {
+        self.queue.lock().take();
+        if let Some(writer) = self.writer.lock().take() {
+            let _ = writer.join();
+        }
+    }
+}
+
+impl Store {
+    /// The wanted bytes of a piece, if stored and intact, read through `content`.
+    fn read_piece<'a>(&self, span: &Span, content: &'a mut Vec<u8>) -> Option<&'a [u8]> {
         // Known to the index (and marked used), or not stored at all.
         self.index.lock().pieces.get(&span.name)?;
         let path = self.piece_path(&span.name);
-        match read_verified(&path) {
-            Some((start, data)) => {
+        match read_verified(&path, content) {
+            Some(start) => {
+                let data = &content[HEADER_LEN..];
                 let end = start as u64 + data.len() as u64;
                 let (want_start, want_end) =
                     (span.start as u64, span.start as u64 + span.len as u64);
                 if start as u64 <= want_start && want_end <= end {
                     let from = (want_start - start as u64) as usize;
-                    Some(data[from..from + span.len as usize].to_vec())
+                    Some(&data[from..from + span.len as usize])
                 } else {
                     None
                 }
@@ -214,13 +300,15 @@ impl DiskCache {
     fn write_piece(&self, span: &Span, bytes: &[u8]) -> std::io::Result<()> {
         let path = self.piece_path(&span.name);
         let (mut start, mut data) = (span.start, bytes.to_vec());
-        if let Some((old_start, old)) = read_verified(&path) {
+        let mut content = Vec::new();
+        if let Some(old_start) = read_verified(&path, &mut content) {
+            let old = &content[HEADER_LEN..];
             let (old_end, new_end) = (old_start + old.len() as u32, span.start + span.len);
             if old_start <= new_end && span.start <= old_end {
                 let merged_start = old_start.min(span.start);
                 let merged_end = old_end.max(new_end);
                 let mut merged = vec![0u8; (merged_end - merged_start) as usize];
-                merged[(old_start - merged_start) as usize..][..old.len()].copy_from_slice(&old);
+                merged[(old_start - merged_start) as usize..][..old.len()].copy_from_slice(old);
                 merged[(span.start - merged_start) as usize..][..bytes.len()]
                     .copy_from_slice(bytes);
                 (start, data) = (merged_start, merged);
@@ -403,9 +491,11 @@ fn spans(key: &str, version: &str, offset: u64, len: u64) -> Vec<Span> {
     spans
 }
 
-/// Reads a piece file: its start and bytes, if the magic, length and hash hold.
-fn read_verified(path: &Path) -> Option<(u32, Vec<u8>)> {
-    let content = fs::read(path).ok()?;
+/// Reads a piece file into `content` (header, then bytes); its start within the window, if
+/// the magic, length and hash hold.
+fn read_verified(path: &Path, content: &mut Vec<u8>) -> Option<u32> {
+    content.clear();
+    File::open(path).ok()?.read_to_end(content).ok()?;
     let (header, data) = content.split_at_checked(HEADER_LEN)?;
     if &header[..8] != MAGIC {
         return None;
@@ -418,7 +508,7 @@ fn read_verified(path: &Path) -> Option<(u32, Vec<u8>)> {
     {
         return None;
     }
-    Some((start, data.to_vec()))
+    Some(start)
 }
 
 /// Copies `bytes` into the concatenation of `bufs` starting at byte `at`.

@@ -555,6 +555,8 @@ fn serve_audited(
     drop(control_busy.lock());
     let _ = std::fs::remove_file(&control_path);
     if let Some(cache) = &disk_cache {
+        // The control thread keeps its handle: write what is queued now.
+        cache.flush();
         let stats = cache.stats();
         tracing::info!(
             hits = stats.hits,

@@ -18,6 +18,7 @@ fn read_two(cache: &DiskCache, version: &str, offset: u64, len: usize) -> Option
 fn store(cache: &DiskCache, version: &str, data: &[u8], offset: usize, len: usize) {
     let mut bytes = data[offset..offset + len].to_vec();
     cache.write("obj/ab/1", version, offset as u64, &[&mut bytes]);
+    cache.flush();
 }
 
 #[test]
@@ -92,7 +93,9 @@ fn a_damaged_piece_is_never_served_and_is_deleted() {
     let data = object(100_000);
     for damage in ["flip", "truncate", "grow"] {
         store(&cache, "e", &data, 0, data.len());
-        let piece = cache.piece_path(&spans("obj/ab/1", "e", 0, 1)[0].name);
+        let piece = cache
+            .store
+            .piece_path(&spans("obj/ab/1", "e", 0, 1)[0].name);
         let mut bytes = fs::read(&piece).unwrap();
         match damage {
             "flip" => bytes[HEADER_LEN + 500] ^= 1,
