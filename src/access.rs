@@ -10,6 +10,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use parking_lot::Mutex;
 use rayon::prelude::*;
 
+use crate::audit::{Event, EventKind, Recorder};
 use crate::backend::BackendError;
 use crate::bucket::write::COMMIT_EVERY;
 use crate::bucket::{BucketError, ManifestStore, Recipients};
@@ -80,6 +81,8 @@ pub fn changed_list(
 /// less `remove`, in parallel on the current rayon pool, journaling batches so that an
 /// interrupted run resumes, then switches readers in one commit (a snapshot sealed to the
 /// new list). A file replaced meanwhile keeps its newer version. Calls `progress(files)`.
+/// Each file whose key is unwrapped is recorded with `audit` first (an `open` record of
+/// its path and file id).
 pub fn share(
     store: &ManifestStore,
     identity: &Identity,
@@ -87,6 +90,7 @@ pub fn share(
     add: &[Recipient],
     remove: &[Recipient],
     progress: &(dyn Fn(u64) + Sync),
+    audit: &Recorder<'_>,
 ) -> Result<Shared, AccessError> {
     let recipients = changed_list(&manifest.recipients, add, remove, identity.recipient())?;
     if recipients == manifest.recipients {
@@ -117,7 +121,14 @@ pub fn share(
         let puts: Vec<Op> = chunk
             .par_iter()
             .filter_map(|(path, entry)| {
-                let result = rewrap(store, identity, entry, &recipients, &bytes);
+                let result = rewrap(
+                    store,
+                    identity,
+                    (path.as_str(), *entry),
+                    &recipients,
+                    &bytes,
+                    audit,
+                );
                 crate::harden::scrub_stack();
                 progress(1);
                 match result {
@@ -186,7 +197,8 @@ pub struct Rotated {
 /// journaled, so a killed run resumes. One commit (a snapshot sealed to the new list)
 /// switches readers from every old object to every new one, a file changed meanwhile
 /// keeping its newer version; then the old objects are deleted. `progress(bytes)` as
-/// plaintext is sealed.
+/// plaintext is sealed. Each file is recorded with `audit` before it is decrypted (see
+/// [`reseal::reseal`]).
 pub fn rotate(
     store: &ManifestStore,
     identity: &Identity,
@@ -194,6 +206,7 @@ pub fn rotate(
     remove: &[Recipient],
     pad: bool,
     progress: &(dyn Fn(u64) + Sync),
+    audit: &Recorder<'_>,
 ) -> Result<Rotated, AccessError> {
     let recipients = changed_list(&manifest.recipients, &[], remove, identity.recipient())?;
     let journal = Journal::new(store, "rotate/");
@@ -217,11 +230,11 @@ pub fn rotate(
         chunk_log2: crate::format::DEFAULT_CHUNK_LOG2,
         overwrite: false,
     };
-    let bytes = AtomicU64::new(0);
-    let (done, batches) = reseal::reseal(
-        &journal, identity, &todo, batches, &options, progress, &bytes,
+    let resealed = reseal::reseal(
+        &journal, identity, &todo, batches, &options, progress, audit,
     )?;
-    journaled.extend(done);
+    let batches = resealed.batches;
+    journaled.extend(resealed.entries);
     let committed = store.commit(
         Some(identity),
         Recipients::Replace(&recipients),
@@ -258,19 +271,22 @@ pub fn rotate(
         recipients,
         files: journaled.len(),
         resumed,
-        bytes: bytes.into_inner(),
+        bytes: resealed.bytes,
         deleted,
         generation: committed.manifest.generation,
     })
 }
 
-/// A new detached header for `entry`, wrapped to `recipients`, written to its own object.
+/// A new detached header for file `path` of manifest entry `entry`, wrapped to
+/// `recipients`, written to its own object; the file is recorded with `audit` before its
+/// key is unwrapped.
 fn rewrap(
     store: &ManifestStore,
     identity: &Identity,
-    entry: &Entry,
+    (path, entry): (&str, &Entry),
     recipients: &[Recipient],
     bytes: &AtomicU64,
+    audit: &Recorder<'_>,
 ) -> Result<Entry, String> {
     let backend = store.backend();
     let key = entry.header_key();
@@ -296,6 +312,13 @@ fn rewrap(
     if *blake3::hash(&old).as_bytes() != entry.header_hash {
         return Err("header does not match its manifest entry (swapped or replaced)".into());
     }
+    // The header is the entry's, so the entry's file id is the header's.
+    audit(
+        Event::new(EventKind::Open)
+            .path(path)
+            .file_id(entry.file_id),
+    )
+    .map_err(|e| e.to_string())?;
     let new = Header::parse(&old)
         .and_then(|header| header.rewrap(identity, recipients))
         .map_err(|e| e.to_string())?;

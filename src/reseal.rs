@@ -10,6 +10,7 @@ use std::sync::Arc;
 use parking_lot::Mutex;
 use rayon::prelude::*;
 
+use crate::audit::{Event, EventKind, Recorder};
 use crate::bucket::write::{self, NewSource, COMMIT_EVERY};
 use crate::bucket::{BucketError, ManifestStore};
 use crate::keys::Identity;
@@ -112,10 +113,23 @@ impl<'a> Journal<'a> {
     }
 }
 
+/// What [`reseal`] did.
+#[derive(Debug, Default)]
+pub struct Resealed {
+    /// The new entries, by path.
+    pub entries: BTreeMap<String, Entry>,
+    /// Batches in the journal now.
+    pub batches: u64,
+    /// Plaintext bytes sealed again.
+    pub bytes: u64,
+}
+
 /// Seals every object of `todo` again as a new object to `options.recipients`, in parallel on the current rayon pool, journaling each batch of
-/// [`COMMIT_EVERY`] as batch `batches + 1`, `+ 2`, …. Returns the new entries and the
-/// number of batches in the journal. A batch with a failed object is not journaled and
-/// the run stops with [`BucketError::Reseal`] (the objects sealed for it stay unreferenced).
+/// [`COMMIT_EVERY`] as batch `batches + 1`, `+ 2`, …. Each object's whole plaintext is
+/// recorded with `audit` (a `read` record of its path, file id and bytes `0..size`) after
+/// its header opens and before it is decrypted. A batch with a failed object (one whose
+/// record failed included) is not journaled and the run stops with
+/// [`BucketError::Reseal`] (the objects sealed for it stay unreferenced).
 pub fn reseal(
     journal: &Journal,
     identity: &Identity,
@@ -123,11 +137,12 @@ pub fn reseal(
     mut batches: u64,
     options: &SealOptions,
     progress: &(dyn Fn(u64) + Sync),
-    bytes: &AtomicU64,
-) -> Result<(BTreeMap<String, Entry>, u64), BucketError> {
+    audit: &Recorder<'_>,
+) -> Result<Resealed, BucketError> {
     let backend = journal.store.backend();
     let first_read = backend.read_profile().first_read;
     let mut done = BTreeMap::new();
+    let bytes = AtomicU64::new(0);
     for chunk in todo.chunks(COMMIT_EVERY) {
         let failures = Mutex::new(Vec::new());
         let puts: Vec<Op> = chunk
@@ -142,6 +157,13 @@ pub fn reseal(
                         0,
                         first_read,
                         source.bound.as_ref(),
+                    )
+                    .map_err(|e| BucketError::Object(e.to_string()))?;
+                    audit(
+                        Event::new(EventKind::Read)
+                            .path(&source.path)
+                            .file_id(object.file_id())
+                            .range(0, object.size()),
                     )
                     .map_err(|e| BucketError::Object(e.to_string()))?;
                     let mut plaintext =
@@ -179,5 +201,9 @@ pub fn reseal(
         batches += 1;
         done.extend(journal.append(identity, batches, puts)?);
     }
-    Ok((done, batches))
+    Ok(Resealed {
+        entries: done,
+        batches,
+        bytes: bytes.into_inner(),
+    })
 }

@@ -13,10 +13,13 @@
 //! - [`record`]: the line format, the key chain and the sealing of `K_0`;
 //! - [`writer`]: [`AuditLog`], the appender with group commit and anchors;
 //! - [`verify`]: the offline verifier;
-//! - [`anchor`]: checkpoint lines.
+//! - [`anchor`]: checkpoint lines;
+//! - [`command`]: [`CommandLog`], the segment of a command that decrypts outside a mount.
 
 mod anchor;
 pub use anchor::{AnchorTarget, CheckpointStore, StoreError};
+mod command;
+pub use command::{CommandLog, Recorder, COMMAND_LOG_NAME};
 mod record;
 mod reopen;
 mod verify;

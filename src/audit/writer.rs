@@ -267,7 +267,7 @@ impl AuditLog {
                     source,
                 },
             })?;
-        let locked = lock(file, path)?;
+        let locked = lock(file, path, Busy::Grace)?;
         let command = serde_json::json!({ "command": "audit init" });
         let mut detail = Map::new();
         detail.insert("mount".to_owned(), command.clone());
@@ -296,6 +296,26 @@ impl AuditLog {
         anchor: Option<&AnchorTarget>,
         mount_detail: Value,
     ) -> Result<AuditLog, AuditError> {
+        AuditLog::open_segment_when(
+            path,
+            fallback_auditor,
+            sync,
+            anchor,
+            mount_detail,
+            Busy::Grace,
+        )
+    }
+
+    /// [`AuditLog::open_segment`], doing what `busy` says while another process holds
+    /// the log.
+    pub(super) fn open_segment_when(
+        path: &Path,
+        fallback_auditor: &Recipient,
+        sync: SyncPolicy,
+        anchor: Option<&AnchorTarget>,
+        mount_detail: Value,
+        busy: Busy,
+    ) -> Result<AuditLog, AuditError> {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             DirBuilder::new()
                 .recursive(true)
@@ -310,7 +330,7 @@ impl AuditLog {
             .mode(0o600)
             .open(path)
             .map_err(io_error(path))?;
-        let locked = lock(file, path)?;
+        let locked = lock(file, path, busy)?;
         let file = &locked.file;
         check_is_log(file, path)?;
         let mut detail = Map::new();
@@ -724,22 +744,55 @@ struct Locked {
 /// seal record (`umount` returns before the daemon exits).
 const LOCK_GRACE: Duration = Duration::from_secs(3);
 
-/// Takes the lock on `file`, waiting up to [`LOCK_GRACE`]; a log still held after that (a
-/// second live mount on the same log) fails with [`AuditError::InUse`].
-fn lock(file: File, path: &Path) -> Result<Locked, AuditError> {
+/// What opening a log does while another process holds its lock.
+#[derive(Clone, Copy)]
+pub(super) enum Busy<'a> {
+    /// Wait up to [`LOCK_GRACE`], then fail with [`AuditError::InUse`] (a mount: the other
+    /// writer is a live mount, which holds its log for its whole life).
+    Grace,
+    /// Wait for as long as it holds it, calling the function once before waiting (a
+    /// command: the other writer is another command, which finishes).
+    Wait(&'a dyn Fn()),
+}
+
+/// Takes the lock on `file`, doing what `busy` says while another process holds it.
+fn lock(file: File, path: &Path, busy: Busy) -> Result<Locked, AuditError> {
     let deadline = Instant::now() + LOCK_GRACE;
     loop {
         let dup = file.try_clone().map_err(io_error(path))?;
         match Flock::lock(dup, FlockArg::LockExclusiveNonblock) {
             Ok(lock) => return Ok(Locked { file, lock }),
-            Err((_, Errno::EWOULDBLOCK)) if Instant::now() < deadline => {
-                std::thread::sleep(Duration::from_millis(50));
-            }
-            Err((_, Errno::EWOULDBLOCK)) => {
-                return Err(AuditError::InUse {
+            Err((_, Errno::EWOULDBLOCK)) => match busy {
+                Busy::Wait(waiting) => {
+                    waiting();
+                    return lock_blocking(file, path);
+                }
+                Busy::Grace if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+                Busy::Grace => {
+                    return Err(AuditError::InUse {
+                        path: path.to_owned(),
+                    })
+                }
+            },
+            Err((_, errno)) => {
+                return Err(AuditError::Io {
                     path: path.to_owned(),
+                    source: errno.into(),
                 })
             }
+        }
+    }
+}
+
+/// Takes the lock on `file`, waiting for as long as another process holds it.
+fn lock_blocking(file: File, path: &Path) -> Result<Locked, AuditError> {
+    loop {
+        let dup = file.try_clone().map_err(io_error(path))?;
+        match Flock::lock(dup, FlockArg::LockExclusive) {
+            Ok(lock) => return Ok(Locked { file, lock }),
+            Err((_, Errno::EINTR)) => {}
             Err((_, errno)) => {
                 return Err(AuditError::Io {
                     path: path.to_owned(),

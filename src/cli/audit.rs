@@ -13,10 +13,77 @@ use std::time::SystemTime;
 use anyhow::{anyhow, Context, Result};
 use serde_json::Value;
 
-use smpfs::audit::{verify, AuditError, AuditLog};
+use smpfs::audit::{verify, AuditError, AuditLog, CommandLog, COMMAND_LOG_NAME};
 use smpfs::keys::Recipient;
 
 use super::output::{out, say};
+
+/// `--audit PATH` of the commands that decrypt outside a mount (`cat`, `inspect`, `ls`,
+/// `verify`, `info`, `share`, `rotate`, `migrate`).
+#[derive(clap::Args)]
+pub struct AuditArgs {
+    /// The audit log this command records what it decrypts in (default:
+    /// `audit-commands.log` beside the identity file; created if missing; waited for while
+    /// another command writes it). Decryption is always audited: there is no `off`.
+    #[arg(long = "audit", value_name = "PATH", value_parser = audit_path)]
+    audit: Option<PathBuf>,
+}
+
+/// An `--audit` path; `off` is refused.
+fn audit_path(text: &str) -> Result<PathBuf, String> {
+    match text {
+        "" => Err("give the audit log's path".to_owned()),
+        "off" => Err(
+            "decryption outside a mount is always audited: give a log file \
+                      (`./off` for a file named off)"
+                .to_owned(),
+        ),
+        path => Ok(PathBuf::from(path)),
+    }
+}
+
+impl AuditArgs {
+    /// Runs `work` with this command's audit segment open ([`CommandLog`]), then seals
+    /// the segment with the outcome, failed or not. The log is opened before `work` runs,
+    /// so a log that cannot be opened or written fails the command before anything is
+    /// decrypted; a failure to seal fails the command too. `identity` is the identity
+    /// file's path (the default log is beside it) and `workstation` its recipient.
+    pub fn run<T>(
+        &self,
+        identity: &Path,
+        workstation: &Recipient,
+        command: &str,
+        source: &str,
+        work: impl FnOnce(&CommandLog) -> Result<T>,
+    ) -> Result<T> {
+        let path = self
+            .audit
+            .clone()
+            .unwrap_or_else(|| identity.with_file_name(COMMAND_LOG_NAME));
+        let waiting = || {
+            say!(
+                "smpfs: waiting for the audit log {}: another process is writing it",
+                path.display()
+            )
+        };
+        let log =
+            CommandLog::open(&path, workstation, command, source, &waiting).with_context(|| {
+                format!(
+                    "opening audit log {} (nothing was decrypted; give another log with \
+                     --audit PATH)",
+                    path.display()
+                )
+            })?;
+        let result = work(&log);
+        let failed = result.as_ref().err().map(super::report);
+        let sealed = log
+            .seal(failed.as_deref().map_or(Ok(()), Err))
+            .with_context(|| format!("sealing the audit segment in {}", path.display()));
+        let value = result?;
+        sealed?;
+        Ok(value)
+    }
+}
 
 /// Columns of `show`'s table: (heading, record field, right-aligned).
 const COLUMNS: [(&str, &str, bool); 10] = [

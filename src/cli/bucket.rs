@@ -2,11 +2,11 @@
 //! v2), `share` and `rotate`, and finding one file of a bucket of either layout for `cat`
 //! and `inspect`.
 
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
 
+use smpfs::audit::CommandLog;
 use smpfs::backend::{Backend, Source};
 use smpfs::bucket::{policy, write, BucketError, ManifestStore, Recipients, SeenGenerations};
 use smpfs::keys::Identity;
@@ -15,6 +15,7 @@ use smpfs::reseal::{self, Journal};
 use smpfs::seal::SealOptions;
 use smpfs::vault::SealedObject;
 
+use super::audit::AuditArgs;
 use super::output::{escape_controls, out, say};
 use super::{backend_options, init_stderr_logging, load_identity, mount};
 
@@ -56,6 +57,28 @@ pub fn open(bucket: &str, options: &[String], command: &str, writable: bool) -> 
     })
 }
 
+/// Opens the bucket of `args` (with write rights if `writable`) and loads its identity,
+/// then runs `work` with `command`'s audit segment open ([`AuditArgs::run`]), before
+/// anything is decrypted.
+pub fn audited(
+    args: &BucketArgs,
+    audit: &AuditArgs,
+    command: &str,
+    writable: bool,
+    work: impl FnOnce(&Opened, Identity, &CommandLog) -> Result<()>,
+) -> Result<()> {
+    let opened = open(&args.bucket, &args.options, command, writable)?;
+    let identity = load_identity(&args.identity, args.passphrase_file.as_deref())?;
+    let source = opened.source.to_string();
+    audit.run(
+        &args.identity,
+        &identity.recipient(),
+        command,
+        &source,
+        |log| work(&opened, identity, log),
+    )
+}
+
 /// Opens file `path` of a bucket of either layout, checked as a mount checks it.
 pub fn open_file(opened: &Opened, path: &str, identity: &Identity) -> Result<SealedObject> {
     smpfs::backend::validate_key(path).context("give the file's path relative to the bucket")?;
@@ -91,18 +114,31 @@ pub fn open_file(opened: &Opened, path: &str, identity: &Identity) -> Result<Sea
 }
 
 /// `smpfs ls`: the files of a v2 bucket below `path`, from its manifest; with
-/// `objects`, each file's object key too.
-pub fn ls(args: &BucketArgs, path: Option<&str>, objects: bool) -> Result<()> {
+/// `objects`, each file's object key too. The manifest read is audited before anything
+/// is printed.
+pub fn ls(args: &BucketArgs, audit: &AuditArgs, path: Option<&str>, objects: bool) -> Result<()> {
     init_stderr_logging();
-    let opened = open(&args.bucket, &args.options, "ls", false)?;
-    let identity = load_identity(&args.identity, args.passphrase_file.as_deref())?;
-    let Some(manifest) = opened.store.load(&identity)? else {
+    audited(args, audit, "ls", false, |opened, identity, log| {
+        list(opened, &identity, log, path, objects)
+    })
+}
+
+/// [`ls`] with the bucket opened and the audit segment open.
+fn list(
+    opened: &Opened,
+    identity: &Identity,
+    log: &CommandLog,
+    path: Option<&str>,
+    objects: bool,
+) -> Result<()> {
+    let Some(manifest) = opened.store.load(identity)? else {
         bail!(
             "{} has no manifest (a v1 bucket: its object keys are its paths; \
              `smpfs migrate` converts it)",
             opened.source
         );
     };
+    log.manifest(manifest.generation)?;
     let path = path.unwrap_or("").trim_end_matches('/');
     let mut shown = 0;
     for (name, entry) in manifest.below(path) {
@@ -168,15 +204,27 @@ pub fn rm(args: &BucketArgs, paths: &[String]) -> Result<()> {
 /// memory and sealed again under a random id; batches are journaled (sealed) in the
 /// bucket, so an interrupted run resumes. The manifest appears in one commit at the end,
 /// then the v1 objects and the journal are deleted.
-pub fn migrate(args: &BucketArgs, to: &[String], pad: bool) -> Result<()> {
+pub fn migrate(args: &BucketArgs, audit: &AuditArgs, to: &[String], pad: bool) -> Result<()> {
     init_stderr_logging();
-    let opened = open(&args.bucket, &args.options, "migrate", true)?;
-    let identity = load_identity(&args.identity, args.passphrase_file.as_deref())?;
+    audited(args, audit, "migrate", true, |opened, identity, log| {
+        migrate_bucket(opened, &identity, log, to, pad)
+    })
+}
+
+/// [`migrate`] with the bucket opened and the audit segment open.
+fn migrate_bucket(
+    opened: &Opened,
+    identity: &Identity,
+    log: &CommandLog,
+    to: &[String],
+    pad: bool,
+) -> Result<()> {
     let backend = &opened.backend;
     let listing = backend.list()?;
     // Not files: v2's own objects, and the v1 recipient list (removed with the v1 objects).
     let is_v2_key = |key: &str| smpfs::bucket::is_v2_object(key) || policy::is_policy_key(key);
-    if let Some(manifest) = opened.store.load(&identity)? {
+    if let Some(manifest) = opened.store.load(identity)? {
+        log.manifest(manifest.generation)?;
         // An earlier run committed: only its clean-up may be left.
         let leftovers: Vec<&str> = listing
             .iter()
@@ -199,7 +247,7 @@ pub fn migrate(args: &BucketArgs, to: &[String], pad: bool) -> Result<()> {
         return Ok(());
     }
     let journal = Journal::new(&opened.store, "migrate/");
-    let (mut journaled, batches) = journal.load(&identity)?;
+    let (mut journaled, batches) = journal.load(identity)?;
     let todo: Vec<reseal::Source> = listing
         .iter()
         .filter(|o| !is_v2_key(&o.key) && !journaled.contains_key(&o.key))
@@ -223,7 +271,7 @@ pub fn migrate(args: &BucketArgs, to: &[String], pad: bool) -> Result<()> {
         opened.source,
         journaled.len()
     );
-    let recipients = match (to, policy::read(&opened.store, &identity)?) {
+    let recipients = match (to, policy::read(&opened.store, identity)?) {
         ([], Some(list)) => {
             say!(
                 "sealing to the bucket's {} recipients (--to names others)",
@@ -244,33 +292,32 @@ pub fn migrate(args: &BucketArgs, to: &[String], pad: bool) -> Result<()> {
     };
     let bar = super::progress_bar(total);
     let started = std::time::Instant::now();
-    let bytes = AtomicU64::new(0);
     let pool = super::sealing_pool(backend.as_ref())?;
     let resealed = pool.install(|| {
         reseal::reseal(
             &journal,
-            &identity,
+            identity,
             &todo,
             batches,
             &options,
             &|n| bar.inc(n),
-            &bytes,
+            &|event| log.record(event),
         )
     });
     bar.finish_and_clear();
-    let (done, batches) = resealed.map_err(|e| anyhow::anyhow!("{e}; nothing was committed"))?;
-    journaled.extend(done);
+    let resealed = resealed.map_err(|e| anyhow::anyhow!("{e}; nothing was committed"))?;
+    let batches = resealed.batches;
+    journaled.extend(resealed.entries);
     let entries = journaled;
-    let committed = opened.store.commit(
-        Some(&identity),
-        Recipients::ForNew(&recipients),
-        &mut |_| {
-            entries
-                .iter()
-                .map(|(path, entry)| Op::Put(path.clone(), *entry))
-                .collect()
-        },
-    )?;
+    let committed =
+        opened
+            .store
+            .commit(Some(identity), Recipients::ForNew(&recipients), &mut |_| {
+                entries
+                    .iter()
+                    .map(|(path, entry)| Op::Put(path.clone(), *entry))
+                    .collect()
+            })?;
     let mut removed = 0;
     for listed in &listing {
         let v1_object = !is_v2_key(&listed.key) && entries.contains_key(&listed.key);
@@ -281,7 +328,7 @@ pub fn migrate(args: &BucketArgs, to: &[String], pad: bool) -> Result<()> {
     }
     journal.clear(batches)?;
     let secs = started.elapsed().as_secs_f64();
-    let migrated = bytes.load(Ordering::Relaxed) as f64 / (1 << 20) as f64;
+    let migrated = resealed.bytes as f64 / (1 << 20) as f64;
     say!(
         "migrated {} files of {} to v2 (manifest generation {}, {removed} v1 objects removed) \
          in {secs:.2}s ({:.0} MiB/s)",
@@ -295,22 +342,40 @@ pub fn migrate(args: &BucketArgs, to: &[String], pad: bool) -> Result<()> {
 
 /// `smpfs rotate`: seals every file of a v2 bucket again under fresh keys, to its
 /// recipients less `remove` ([`smpfs::access::rotate`]).
-pub fn rotate(args: &BucketArgs, remove: &[String], pad: bool) -> Result<()> {
+pub fn rotate(args: &BucketArgs, audit: &AuditArgs, remove: &[String], pad: bool) -> Result<()> {
     init_stderr_logging();
-    let opened = open(&args.bucket, &args.options, "rotate", true)?;
-    let identity = load_identity(&args.identity, args.passphrase_file.as_deref())?;
+    audited(args, audit, "rotate", true, |opened, identity, log| {
+        rotate_bucket(opened, &identity, log, remove, pad)
+    })
+}
+
+/// [`rotate`] with the bucket opened and the audit segment open.
+fn rotate_bucket(
+    opened: &Opened,
+    identity: &Identity,
+    log: &CommandLog,
+    remove: &[String],
+    pad: bool,
+) -> Result<()> {
     let removed = super::parse_recipients(remove)?;
     let manifest = opened
         .store
-        .load(&identity)?
+        .load(identity)?
         .ok_or(BucketError::NoManifest)?;
+    log.manifest(manifest.generation)?;
     let bar = super::progress_bar(manifest.entries.values().map(|e| e.size).sum());
     let started = std::time::Instant::now();
     let pool = super::sealing_pool(opened.backend.as_ref())?;
     let rotated = pool.install(|| {
-        smpfs::access::rotate(&opened.store, &identity, &manifest, &removed, pad, &|n| {
-            bar.inc(n)
-        })
+        smpfs::access::rotate(
+            &opened.store,
+            identity,
+            &manifest,
+            &removed,
+            pad,
+            &|n| bar.inc(n),
+            &|event| log.record(event),
+        )
     });
     bar.finish_and_clear();
     let rotated = rotated?;
@@ -337,18 +402,34 @@ pub fn rotate(args: &BucketArgs, remove: &[String], pad: bool) -> Result<()> {
 }
 
 /// `smpfs share`: changes who may read a v2 bucket by giving every file a new header.
-pub fn share(args: &BucketArgs, add: &[String], remove: &[String]) -> Result<()> {
+pub fn share(
+    args: &BucketArgs,
+    audit: &AuditArgs,
+    add: &[String],
+    remove: &[String],
+) -> Result<()> {
     init_stderr_logging();
     if add.is_empty() && remove.is_empty() {
         bail!("say who to --add or --remove");
     }
-    let opened = open(&args.bucket, &args.options, "share", true)?;
-    let identity = load_identity(&args.identity, args.passphrase_file.as_deref())?;
+    audited(args, audit, "share", true, |opened, identity, log| {
+        share_bucket(opened, &identity, log, add, remove)
+    })
+}
+
+/// [`share`] with the bucket opened and the audit segment open.
+fn share_bucket(
+    opened: &Opened,
+    identity: &Identity,
+    log: &CommandLog,
+    add: &[String],
+    remove: &[String],
+) -> Result<()> {
     let (add, remove) = (
         super::parse_recipients(add)?,
         super::parse_recipients(remove)?,
     );
-    let Some(manifest) = opened.store.load(&identity)? else {
+    let Some(manifest) = opened.store.load(identity)? else {
         bail!(
             "{} is a v1 bucket: its files carry their headers inside, so `share` could not \
              re-wrap them without sending every byte again. `smpfs migrate {}` converts it \
@@ -357,6 +438,7 @@ pub fn share(args: &BucketArgs, add: &[String], remove: &[String]) -> Result<()>
             opened.source
         );
     };
+    log.manifest(manifest.generation)?;
     let bar = indicatif::ProgressBar::with_draw_target(
         Some(manifest.entries.len() as u64),
         indicatif::ProgressDrawTarget::stderr(),
@@ -368,9 +450,15 @@ pub fn share(args: &BucketArgs, add: &[String], remove: &[String]) -> Result<()>
     let started = std::time::Instant::now();
     let pool = super::sealing_pool(opened.backend.as_ref())?;
     let shared = pool.install(|| {
-        smpfs::access::share(&opened.store, &identity, &manifest, &add, &remove, &|n| {
-            bar.inc(n)
-        })
+        smpfs::access::share(
+            &opened.store,
+            identity,
+            &manifest,
+            &add,
+            &remove,
+            &|n| bar.inc(n),
+            &|event| log.record(event),
+        )
     });
     bar.finish_and_clear();
     let shared = shared?;

@@ -163,7 +163,7 @@ pub fn seal_deidentified(
 pub fn inspect(args: &super::ObjectArgs) -> Result<()> {
     super::init_stderr_logging();
     smpfs::heap::protect().context("protecting memory for inspection")?;
-    let object = super::open_sealed(args)?;
-    smpfs::dicom::inspect::inspect(&object).with_context(|| format!("inspecting {}", args.path))?;
-    Ok(())
+    super::with_sealed(args, "inspect", |object| {
+        smpfs::dicom::inspect::inspect(&object).with_context(|| format!("inspecting {}", args.path))
+    })
 }

@@ -112,6 +112,8 @@ enum Command {
     Ls {
         #[command(flatten)]
         bucket: bucket::BucketArgs,
+        #[command(flatten)]
+        audit: audit::AuditArgs,
         /// Only this file, or the files below this directory.
         path: Option<String>,
         /// Also print each file's object key in the bucket (after its size).
@@ -132,6 +134,8 @@ enum Command {
     Migrate {
         #[command(flatten)]
         bucket: bucket::BucketArgs,
+        #[command(flatten)]
+        audit: audit::AuditArgs,
         /// Recipients to seal the v2 objects to (default: the identity's own).
         #[arg(long = "to")]
         recipients: Vec<String>,
@@ -145,6 +149,8 @@ enum Command {
     Share {
         #[command(flatten)]
         bucket: bucket::BucketArgs,
+        #[command(flatten)]
+        audit: audit::AuditArgs,
         /// Recipient (`smpfs1…`) to add; repeat for several.
         #[arg(long = "add", value_name = "RECIPIENT")]
         add: Vec<String>,
@@ -157,6 +163,8 @@ enum Command {
     Rotate {
         #[command(flatten)]
         bucket: bucket::BucketArgs,
+        #[command(flatten)]
+        audit: audit::AuditArgs,
         /// Recipients that may no longer read the bucket.
         #[arg(long = "remove", value_name = "RECIPIENT")]
         remove: Vec<String>,
@@ -258,6 +266,8 @@ struct ObjectArgs {
     /// Backend options, comma-separated, as for `seal` (endpoint=URL, region=, …).
     #[arg(short = 'o', value_name = "OPTIONS")]
     options: Vec<String>,
+    #[command(flatten)]
+    audit: audit::AuditArgs,
 }
 
 #[derive(Subcommand)]
@@ -393,25 +403,29 @@ pub fn main() -> ExitCode {
         Command::Mount(args) => mount::mount(args, 1),
         Command::Ls {
             bucket,
+            audit,
             path,
             objects,
-        } => bucket::ls(&bucket, path.as_deref(), objects),
+        } => bucket::ls(&bucket, &audit, path.as_deref(), objects),
         Command::Rm { bucket, paths } => bucket::rm(&bucket, &paths),
         Command::Share {
             bucket,
+            audit,
             add,
             remove,
-        } => bucket::share(&bucket, &add, &remove),
+        } => bucket::share(&bucket, &audit, &add, &remove),
         Command::Rotate {
             bucket,
+            audit,
             remove,
             pad,
-        } => bucket::rotate(&bucket, &remove, pad),
+        } => bucket::rotate(&bucket, &audit, &remove, pad),
         Command::Migrate {
             bucket,
+            audit,
             recipients,
             pad,
-        } => bucket::migrate(&bucket, &recipients, pad),
+        } => bucket::migrate(&bucket, &audit, &recipients, pad),
         Command::Audit { command } => audit::run(command),
         Command::Gdrive { command } => gdrive::run(command),
         Command::Purge { mountpoint } => control(&mountpoint, smpfs::control::Command::Purge),
@@ -896,12 +910,29 @@ fn resolve_to_be(path: &std::path::Path) -> std::io::Result<PathBuf> {
 }
 
 /// Opens one sealed file of a bucket (of either layout) with the identity of `args`
-/// (asking for its passphrase if it has one), checking it as a mount does; the identity is
-/// dropped before returning.
-fn open_sealed(args: &ObjectArgs) -> Result<SealedObject> {
-    let opened = bucket::open(&args.bucket, &args.options, "cat", false)?;
+/// (asking for its passphrase if it has one), checking it as a mount does, and runs
+/// `work` on it with `command`'s audit segment open, once its whole plaintext is recorded
+/// as read (`open` and `read` records). The identity is dropped before `work` runs.
+fn with_sealed(
+    args: &ObjectArgs,
+    command: &str,
+    work: impl FnOnce(SealedObject) -> Result<()>,
+) -> Result<()> {
+    let opened = bucket::open(&args.bucket, &args.options, command, false)?;
     let identity = load_identity(&args.identity, args.passphrase_file.as_deref())?;
-    bucket::open_file(&opened, &args.path, &identity)
+    let source = opened.source.to_string();
+    args.audit.run(
+        &args.identity,
+        &identity.recipient(),
+        command,
+        &source,
+        |log| {
+            let object = bucket::open_file(&opened, &args.path, &identity)?;
+            drop(identity);
+            log.whole_file(&args.path, object.file_id(), object.size())?;
+            work(object)
+        },
+    )
 }
 
 /// Decrypts one sealed file through a locked buffer, to stdout or to a new file `out`. The
@@ -910,10 +941,14 @@ fn open_sealed(args: &ObjectArgs) -> Result<SealedObject> {
 /// error says how many (authenticated) bytes came before it.
 fn cat(args: &ObjectArgs, out: Option<&std::path::Path>) -> Result<()> {
     init_stderr_logging();
-    let object = open_sealed(args)?;
+    with_sealed(args, "cat", |object| cat_object(&object, out))
+}
+
+/// [`cat`] of the opened and recorded `object`.
+fn cat_object(object: &SealedObject, out: Option<&std::path::Path>) -> Result<()> {
     let Some(out) = out else {
         let mut written = 0;
-        let result = write_plaintext(&object, &mut std::io::stdout().lock(), &mut written);
+        let result = write_plaintext(object, &mut std::io::stdout().lock(), &mut written);
         return result.with_context(|| {
             format!(
                 "{written} bytes were written to stdout before this error: they were \
@@ -929,7 +964,7 @@ fn cat(args: &ObjectArgs, out: Option<&std::path::Path>) -> Result<()> {
         .prefix(".smpfs-cat.")
         .tempfile_in(dir)
         .with_context(|| format!("creating a file in {}", dir.display()))?;
-    write_plaintext(&object, partial.as_file_mut(), &mut 0)
+    write_plaintext(object, partial.as_file_mut(), &mut 0)
         .with_context(|| format!("{} was not written", out.display()))?;
     partial
         .as_file()

@@ -4,9 +4,12 @@
 use anyhow::{bail, Context, Result};
 use serde::Serialize;
 
+use smpfs::audit::{Event, EventKind};
+use smpfs::keys::Identity;
 use smpfs::verify::info::{self, HeaderInfo, Opens};
 use smpfs::verify::{Plan, Report};
 
+use super::audit::AuditArgs;
 use super::bucket::{self, BucketArgs};
 use super::output::{escape_controls, out};
 use super::{init_stderr_logging, load_identity};
@@ -16,6 +19,8 @@ use super::{init_stderr_logging, load_identity};
 pub struct VerifyArgs {
     #[command(flatten)]
     bucket: BucketArgs,
+    #[command(flatten)]
+    audit: AuditArgs,
     /// Threads checking objects, and batches of chunks of large ones (default: the number
     /// of cores).
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
@@ -58,28 +63,40 @@ pub struct InfoArgs {
     /// Print one JSON document instead of lines.
     #[arg(long)]
     json: bool,
+    #[command(flatten)]
+    audit: AuditArgs,
 }
 
-/// `smpfs verify`: authenticates every object of a bucket; fails unless all verify.
+/// `smpfs verify`: authenticates every object of a bucket; fails unless all verify. The
+/// manifest read, and each object before it is decrypted, are audited.
 pub fn verify(args: &VerifyArgs) -> Result<()> {
     init_stderr_logging();
-    let opened = bucket::open(&args.bucket.bucket, &args.bucket.options, "verify", false)?;
-    let identity = load_identity(
-        &args.bucket.identity,
-        args.bucket.passphrase_file.as_deref(),
-    )?;
-    let plan = Plan::new(&opened.store, &identity)?;
-    let jobs = args.jobs.map_or_else(
-        || std::thread::available_parallelism().map_or(2, usize::from),
-        usize::from,
-    );
-    let bar = super::progress_bar(plan.bytes());
-    let report = plan.run(&identity, jobs, &|n| bar.inc(n));
-    bar.finish_and_clear();
-    drop(identity);
-    let report = report?;
-    let bucket = opened.source.to_string();
-    if args.json {
+    bucket::audited(
+        &args.bucket,
+        &args.audit,
+        "verify",
+        false,
+        |opened, identity, log| {
+            let plan = Plan::new(&opened.store, &identity)?;
+            if let Some(generation) = plan.generation() {
+                log.manifest(generation)?;
+            }
+            let jobs = args.jobs.map_or_else(
+                || std::thread::available_parallelism().map_or(2, usize::from),
+                usize::from,
+            );
+            let bar = super::progress_bar(plan.bytes());
+            let report = plan.run(&identity, jobs, &|n| bar.inc(n), &|event| log.record(event));
+            bar.finish_and_clear();
+            drop(identity);
+            print_verified(&opened.source.to_string(), args.json, &report?)
+        },
+    )
+}
+
+/// Prints what [`verify`] found; fails unless everything verified.
+fn print_verified(bucket: &str, json: bool, report: &Report) -> Result<()> {
+    if json {
         #[derive(Serialize)]
         struct Document<'a> {
             bucket: &'a str,
@@ -88,13 +105,13 @@ pub fn verify(args: &VerifyArgs) -> Result<()> {
             report: &'a Report,
         }
         let document = Document {
-            bucket: &bucket,
+            bucket,
             clean: report.is_clean(),
-            report: &report,
+            report,
         };
         out!("{}", serde_json::to_string_pretty(&document)?)?;
     } else {
-        print_report(&bucket, &report)?;
+        print_report(bucket, report)?;
     }
     if !report.is_clean() {
         bail!(
@@ -146,16 +163,54 @@ fn print_report(bucket: &str, report: &Report) -> Result<()> {
     Ok(())
 }
 
-/// `smpfs info`: one sealed object's header.
+/// `smpfs info`: one sealed object's header. A header this identity opens (its file key
+/// unwrapped) is recorded as an `open` before anything is printed.
 pub fn info(args: &InfoArgs) -> Result<()> {
     init_stderr_logging();
-    let identity = || load_identity(&args.identity, args.passphrase_file.as_deref());
-    let header = match (&args.path, args.target.split_once("://")) {
+    let identity = load_identity(&args.identity, args.passphrase_file.as_deref())?;
+    args.audit.run(
+        &args.identity,
+        &identity.recipient(),
+        "info",
+        &args.target,
+        |log| {
+            let header = read_header(args, &identity)?;
+            drop(identity);
+            // A header sealed to others unwraps no key: nothing to record.
+            let result = match header.opens {
+                Opens::Yes => Some("ok"),
+                Opens::Tampered => Some("the header failed authentication"),
+                Opens::NotForThisIdentity => None,
+            };
+            if let Some(result) = result {
+                let file_id = <[u8; 16] as hex::FromHex>::from_hex(&header.file_id)
+                    .context("the header's file id")?;
+                let path = args.path.as_deref().unwrap_or(&args.target);
+                log.record(
+                    Event::new(EventKind::Open)
+                        .path(path)
+                        .file_id(file_id)
+                        .result(result),
+                )?;
+            }
+            if args.json {
+                out!("{}", serde_json::to_string_pretty(&header)?)?;
+            } else {
+                print_header(&header)?;
+            }
+            Ok(())
+        },
+    )
+}
+
+/// The header `args` names, opened with `identity`.
+fn read_header(args: &InfoArgs, identity: &Identity) -> Result<HeaderInfo> {
+    Ok(match (&args.path, args.target.split_once("://")) {
         (Some(path), _) => {
             let opened = bucket::open(&args.target, &args.options, "info", false)?;
-            info::in_bucket(&opened.store, path, &identity()?)?
+            info::in_bucket(&opened.store, path, identity)?
         }
-        (None, Some(("file", path))) => info::file(std::path::Path::new(path), &identity()?)?,
+        (None, Some(("file", path))) => info::file(std::path::Path::new(path), identity)?,
         (None, Some(_)) => {
             let (parent, key) = args
                 .target
@@ -169,16 +224,10 @@ pub fn info(args: &InfoArgs) -> Result<()> {
                 );
             }
             let opened = bucket::open(parent, &args.options, "info", false)?;
-            info::object(opened.backend.as_ref(), key, &identity()?)?
+            info::object(opened.backend.as_ref(), key, identity)?
         }
-        (None, None) => info::file(std::path::Path::new(&args.target), &identity()?)?,
-    };
-    if args.json {
-        out!("{}", serde_json::to_string_pretty(&header)?)?;
-    } else {
-        print_header(&header)?;
-    }
-    Ok(())
+        (None, None) => info::file(std::path::Path::new(&args.target), identity)?,
+    })
 }
 
 fn print_header(h: &HeaderInfo) -> Result<()> {

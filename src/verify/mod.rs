@@ -24,6 +24,7 @@ use std::time::Instant;
 use rayon::prelude::*;
 use serde::Serialize;
 
+use crate::audit::{AuditError, Event, EventKind, Recorder};
 use crate::backend::{Backend, BackendError};
 use crate::bucket::{BucketError, ManifestStore};
 use crate::cache::{CacheError, ChunkSource, LockedBuf, LockedRegion};
@@ -72,6 +73,8 @@ pub enum VerifyError {
         #[source]
         source: std::io::Error,
     },
+    #[error("the check stopped: {0}")]
+    Audit(#[from] AuditError),
 }
 
 /// What one object turned out to be.
@@ -321,18 +324,27 @@ impl Plan {
         })
     }
 
+    /// The manifest generation to check (v2 only).
+    pub fn generation(&self) -> Option<u64> {
+        self.generation
+    }
+
     /// Bytes of the objects to authenticate (what [`Plan::run`] reports progress of).
     pub fn bytes(&self) -> u64 {
         self.items.iter().map(|item| item.size).sum()
     }
 
     /// Authenticates every object on `jobs` threads, calling `progress(bytes)` as object
-    /// bytes are checked (their total is [`Plan::bytes`]).
+    /// bytes are checked (their total is [`Plan::bytes`]). Each object whose header opens
+    /// is recorded with `audit` before any chunk of it is decrypted (a `read` record of its
+    /// path, or key in a v1 bucket, its file id and bytes `0..size`); if a record fails,
+    /// that object is not checked and the run fails with [`VerifyError::Audit`].
     pub fn run(
         self,
         identity: &Identity,
         jobs: usize,
         progress: &(dyn Fn(u64) + Sync),
+        audit: &Recorder<'_>,
     ) -> Result<Report, VerifyError> {
         let started = Instant::now();
         let pool = rayon::ThreadPoolBuilder::new()
@@ -348,6 +360,8 @@ impl Plan {
             first_read: self.backend.read_profile().first_read,
             buffers: &buffers,
             progress,
+            audit,
+            audit_failed: parking_lot::Mutex::new(None),
         };
         let checked: Vec<Checked> = pool.install(|| {
             self.items
@@ -359,6 +373,9 @@ impl Plan {
                 })
                 .collect()
         });
+        if let Some(error) = context.audit_failed.into_inner() {
+            return Err(error.into());
+        }
         drop(buffers);
         let mut counts = Counts::default();
         let mut problems = self.found;
@@ -429,6 +446,9 @@ struct Context<'a> {
     first_read: u64,
     buffers: &'a Buffers,
     progress: &'a (dyn Fn(u64) + Sync),
+    audit: &'a Recorder<'a>,
+    /// The first record that failed: the run fails with it.
+    audit_failed: parking_lot::Mutex<Option<AuditError>>,
 }
 
 /// What checking one object found, and how many of its bytes were read.
@@ -493,6 +513,15 @@ fn authenticate(
         item.bound.as_ref(),
     )
     .map_err(|e| classify(&e))?;
+    let record = Event::new(EventKind::Read)
+        .path(item.path.as_deref().unwrap_or(&item.key))
+        .file_id(object.file_id())
+        .range(0, object.size());
+    if let Err(error) = (context.audit)(record) {
+        let detail = format!("not checked: {error}");
+        context.audit_failed.lock().get_or_insert(error);
+        return Err((Status::Failed, detail));
+    }
     let layout = *object.layout();
     report(layout.chunk_offset(0));
     let (prefetched, within) = object.prefetched(&first);

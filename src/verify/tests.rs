@@ -61,9 +61,14 @@ impl Fixture {
         let total = plan.bytes();
         let seen = std::sync::atomic::AtomicU64::new(0);
         let report = plan
-            .run(&self.identity, jobs, &|n| {
-                seen.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
-            })
+            .run(
+                &self.identity,
+                jobs,
+                &|n| {
+                    seen.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+                },
+                &|_| Ok(()),
+            )
             .unwrap();
         assert_eq!(
             seen.into_inner(),
@@ -207,6 +212,7 @@ fn detached_headers_after_share_are_followed() {
         &[reader.recipient()],
         &[],
         &|_| {},
+        &|_| Ok(()),
     )
     .unwrap();
     let report = f.verify(2);
@@ -281,4 +287,54 @@ fn a_large_object_is_checked_in_parallel_batches_and_names_its_first_bad_chunk()
             report.problems
         );
     }
+}
+
+#[test]
+fn each_object_is_recorded_before_it_is_decrypted_and_a_failed_record_stops_the_run() {
+    let f = Fixture::new(&[("a/1.bin", data(40_000, 1)), ("b", data(300, 2))]);
+    let manifest = f.store.load(&f.identity).unwrap().unwrap();
+    let recorded = parking_lot::Mutex::new(Vec::new());
+    let plan = Plan::new(&f.store, &f.identity).unwrap();
+    assert_eq!(plan.generation(), Some(manifest.generation));
+    let report = plan
+        .run(&f.identity, 2, &|_| {}, &|event| {
+            recorded.lock().push(event);
+            Ok(())
+        })
+        .unwrap();
+    assert!(report.is_clean(), "{:?}", report.problems);
+    let mut recorded = recorded.into_inner();
+    recorded.sort_by(|a, b| a.path.cmp(&b.path));
+    let expected: Vec<Event> = manifest
+        .entries
+        .iter()
+        .map(|(path, entry)| {
+            Event::new(EventKind::Read)
+                .path(path)
+                .file_id(entry.file_id)
+                .range(0, entry.size)
+        })
+        .collect();
+    assert_eq!(recorded, expected);
+
+    // A log that fails: nothing is decrypted, and the run fails with the log's error.
+    let plan = Plan::new(&f.store, &f.identity).unwrap();
+    let checked = std::sync::atomic::AtomicU64::new(0);
+    let result = plan.run(
+        &f.identity,
+        2,
+        &|n| {
+            checked.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+        },
+        &|_| {
+            Err(AuditError::Failed {
+                path: "audit.log".into(),
+            })
+        },
+    );
+    assert!(
+        matches!(result, Err(VerifyError::Audit(AuditError::Failed { .. }))),
+        "{:?}",
+        result.map(|r| r.problems)
+    );
 }
