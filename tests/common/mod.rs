@@ -193,6 +193,15 @@ pub fn assert_audit_verifies(log: &Path, identity: &Path) {
     );
 }
 
+/// The records of the audit log at `log` that parse as JSON, in order.
+pub fn audit_records(log: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(log)
+        .unwrap()
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect()
+}
+
 /// Bytes of locked memory of process `pid` (`VmLck` in /proc).
 pub fn vm_locked_bytes(pid: u32) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
