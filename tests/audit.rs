@@ -315,3 +315,118 @@ fn a_killed_daemon_leaves_an_unsealed_segment_and_a_torn_line_is_named() {
         "{recovered}"
     );
 }
+
+/// For the compliance office: `show` filters by event and user, follows the log as it
+/// grows and sums reads up per day, user and path; `export` writes the records as JSON
+/// lines, CSV or RFC 5424 syslog messages.
+#[test]
+fn show_filters_follows_and_sums_up_and_export_writes_three_formats() {
+    use std::io::BufRead;
+    let ws = Workspace::new();
+    ws.write_plain("CT/1.dcm", &pattern(200_000, 3));
+    ws.write_plain("MR/2.dcm", &pattern(5_000, 4));
+    ws.seal_all();
+    let log = ws.dir.path().join("audit.log");
+    let mount = ws.mount(&[]);
+    std::fs::read(ws.mnt().join("CT/1.dcm")).unwrap();
+
+    // A follower started now sees the read that comes after it.
+    let mut follower = smpfs()
+        .args(["audit", "show", "--follow", "--json", "--event", "read"])
+        .arg(&log)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let (lines, seen) = std::sync::mpsc::channel();
+    let stdout = follower.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout).lines() {
+            if lines.send(line.unwrap()).is_err() {
+                break;
+            }
+        }
+    });
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    std::fs::read(ws.mnt().join("MR/2.dcm")).unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let mut followed = Vec::new();
+    while !followed.iter().any(|l: &String| l.contains("MR/2.dcm")) {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        match seen.recv_timeout(left) {
+            Ok(line) => followed.push(line),
+            Err(_) => panic!("the follower printed no read of MR/2.dcm: {followed:?}"),
+        }
+    }
+    let _ = follower.kill();
+    let _ = follower.wait();
+    for line in &followed {
+        let record: Value = serde_json::from_str(line).unwrap();
+        assert_eq!(record["event"], "read", "{line}");
+    }
+    assert!(mount.unmount().success());
+
+    let opens = run_ok(
+        smpfs()
+            .args([
+                "audit", "show", "--json", "--event", "open", "--user", "root",
+            ])
+            .arg(&log),
+    );
+    let opens: Vec<Value> = String::from_utf8(opens.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(opens.len(), 2, "{opens:?}");
+    assert!(opens
+        .iter()
+        .all(|r| r["event"] == "open" && r["user"] == "root"));
+    let nobody = run_ok(
+        smpfs()
+            .args(["audit", "show", "--json", "--user", "nobody-here"])
+            .arg(&log),
+    );
+    assert!(nobody.stdout.is_empty());
+
+    let summary = run_ok(smpfs().args(["audit", "show", "--summary"]).arg(&log));
+    let summary = String::from_utf8(summary.stdout).unwrap();
+    let ct = summary
+        .lines()
+        .find(|l| l.ends_with("CT/1.dcm"))
+        .unwrap_or_else(|| panic!("{summary}"));
+    let cells: Vec<&str> = ct.split_whitespace().collect();
+    // DAY USER(uid) OPENS READS BYTES REFUSED PATH
+    assert_eq!(&cells[1..3], ["root", "(0)"], "{ct}");
+    assert_eq!(cells[3], "1", "{ct}");
+    let bytes: u64 = cells[5].parse().unwrap();
+    assert!((200_000..200_000 + (128 << 10)).contains(&bytes), "{ct}");
+
+    let log_lines: Vec<String> = std::fs::read_to_string(&log)
+        .unwrap()
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    let export = |format: &str| {
+        let out = run_ok(
+            smpfs()
+                .args(["audit", "export", "--format", format])
+                .arg(&log),
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    assert_eq!(export("jsonl").lines().collect::<Vec<_>>(), log_lines);
+    let csv = export("csv");
+    assert!(csv.lines().next().unwrap().contains(",user,host,"), "{csv}");
+    assert_eq!(csv.lines().count(), log_lines.len() + 1);
+    let syslog = export("syslog");
+    assert_eq!(syslog.lines().count(), log_lines.len());
+    for (message, line) in syslog.lines().zip(&log_lines) {
+        assert!(
+            message.starts_with("<86>1 ") || message.starts_with("<84>1 "),
+            "{message}"
+        );
+        assert!(message.contains(" smpfs ") && message.contains(" [smpfs@32473 seq=\""));
+        assert!(message.ends_with(line.as_str()), "{message}");
+    }
+}

@@ -22,6 +22,7 @@ mod command;
 pub use command::{CommandLog, Recorder, COMMAND_LOG_NAME};
 mod record;
 mod reopen;
+pub mod report;
 mod verify;
 mod writer;
 

@@ -1,18 +1,20 @@
 //! `smpfs audit {init, verify, show, export}`: set up a log for an auditor, verify it
-//! offline, and read it as a table, JSON lines or CSV.
+//! offline, and read it as a table (filtered, followed, or summed up per user, path and
+//! day), JSON lines, CSV or RFC 5424 syslog messages.
 //!
 //! `show` and `export` only read; they do not verify (say so, and point to `verify`).
 //! Text from the log is printed with control characters escaped, so a crafted path or
 //! process name cannot drive the auditor's terminal.
 
 use std::fs::File;
-use std::io::{BufRead, BufReader, BufWriter, Write};
+use std::io::{BufRead, BufReader, BufWriter, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
 use anyhow::{anyhow, Context, Result};
 use serde_json::Value;
 
+use smpfs::audit::report::{self, Summary};
 use smpfs::audit::{verify, AuditError, AuditLog, CommandLog, COMMAND_LOG_NAME};
 use smpfs::keys::Recipient;
 
@@ -99,11 +101,36 @@ const COLUMNS: [(&str, &str, bool); 10] = [
     ("RESULT", "result", false),
 ];
 
-/// Columns of `export --csv`: every record field, in line order.
-const CSV_FIELDS: [&str; 17] = [
-    "seq", "time", "log_id", "segment", "event", "uid", "gid", "pid", "process", "path", "file_id",
-    "offset", "length", "result", "detail", "prev", "tag",
+/// Columns of `export --format csv`: every record field, in line order.
+const CSV_FIELDS: [&str; 19] = [
+    "seq", "time", "log_id", "segment", "event", "uid", "gid", "pid", "process", "user", "host",
+    "path", "file_id", "offset", "length", "result", "detail", "prev", "tag",
 ];
+
+/// Event names a filter may ask for (the `event` field's values).
+const EVENTS: [&str; 10] = [
+    "mount",
+    "open",
+    "read",
+    "release",
+    "denied",
+    "integrity_failure",
+    "gpu_load",
+    "purge",
+    "refresh",
+    "unmount",
+];
+
+/// How `export` writes records.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum ExportFormat {
+    /// One JSON record per line, exactly as in the log.
+    Jsonl,
+    /// CSV with a header line, one column per record field.
+    Csv,
+    /// RFC 5424 syslog messages (facility authpriv), one per line, the record as message.
+    Syslog,
+}
 
 #[derive(clap::Subcommand)]
 pub enum AuditCommand {
@@ -150,16 +177,33 @@ pub enum AuditCommand {
         /// Only records before this time (RFC 3339).
         #[arg(long)]
         until: Option<String>,
+        /// Only records of this event (repeat for several): open, read, denied, …
+        #[arg(long, value_parser = clap::builder::PossibleValuesParser::new(EVENTS))]
+        event: Vec<String>,
+        /// Only records of this login user (the `user` field).
+        #[arg(long)]
+        user: Option<String>,
         /// Print the matching lines as they are in the log (JSON lines).
         #[arg(long)]
         json: bool,
+        /// Keep printing records as they are written (until interrupted).
+        #[arg(long, conflicts_with = "summary")]
+        follow: bool,
+        /// Who read what and how much: opens, reads, bytes and refusals per day, user and
+        /// path, instead of the records.
+        #[arg(long, conflicts_with = "json")]
+        summary: bool,
     },
-    /// Write every record as CSV with a header to standard output; does not verify.
+    /// Write every record to standard output as JSON lines, CSV or RFC 5424 syslog
+    /// messages; does not verify.
     Export {
         /// The audit log.
         log: PathBuf,
-        /// CSV (the only format).
-        #[arg(long, required = true)]
+        /// The output format.
+        #[arg(long, value_enum, default_value = "csv")]
+        format: ExportFormat,
+        /// Same as `--format csv`.
+        #[arg(long, conflicts_with = "format", hide = true)]
         csv: bool,
     },
 }
@@ -186,17 +230,32 @@ pub fn run(command: AuditCommand) -> Result<()> {
             uid,
             since,
             until,
+            event,
+            user,
             json,
+            follow,
+            summary,
         } => {
             let filter = Filter {
                 path,
                 uid,
                 since: since.as_deref().map(parse_time).transpose()?,
                 until: until.as_deref().map(parse_time).transpose()?,
+                events: event,
+                user,
             };
-            show(&log, &filter, json)
+            if summary {
+                return show_summary(&log, &filter);
+            }
+            let shown = show(&log, &filter, json)?;
+            if follow {
+                follow_log(&log, shown, &filter, json)?;
+            }
+            Ok(())
         }
-        AuditCommand::Export { log, csv: _ } => export_csv(&log),
+        AuditCommand::Export { log, format, csv } => {
+            export(&log, if csv { ExportFormat::Csv } else { format })
+        }
     }
 }
 
@@ -262,10 +321,25 @@ struct Filter {
     uid: Option<u32>,
     since: Option<SystemTime>,
     until: Option<SystemTime>,
+    /// Event names; empty for all.
+    events: Vec<String>,
+    user: Option<String>,
 }
 
 impl Filter {
     fn matches(&self, record: &Value) -> bool {
+        if !self.events.is_empty()
+            && !record["event"]
+                .as_str()
+                .is_some_and(|event| self.events.iter().any(|e| e == event))
+        {
+            return false;
+        }
+        if let Some(user) = &self.user {
+            if record["user"].as_str() != Some(user.as_str()) {
+                return false;
+            }
+        }
         if let Some(part) = &self.path {
             if !record["path"]
                 .as_str()
@@ -292,31 +366,33 @@ impl Filter {
     }
 }
 
-/// Calls `each` with every complete line of the log that is a JSON object, and its parse.
-/// Lines that do not parse and an incomplete last line are skipped with a note.
-fn for_each_record(log: &Path, mut each: impl FnMut(&[u8], &Value) -> Result<()>) -> Result<()> {
+/// Calls `each` with every complete line of the log that is a JSON object, and its parse;
+/// returns the offset just past the last complete line. Lines that do not parse and an
+/// incomplete last line are skipped with a note.
+fn for_each_record(log: &Path, mut each: impl FnMut(&[u8], &Value) -> Result<()>) -> Result<u64> {
     let file = File::open(log).with_context(|| format!("opening {}", log.display()))?;
     let mut reader = BufReader::new(file);
     let mut line = Vec::new();
+    let mut end = 0u64;
     for number in 1.. {
         line.clear();
-        if reader
+        let read = reader
             .read_until(b'\n', &mut line)
-            .with_context(|| format!("reading {}", log.display()))?
-            == 0
-        {
+            .with_context(|| format!("reading {}", log.display()))?;
+        if read == 0 {
             break;
         }
         if line.pop() != Some(b'\n') {
             say!("smpfs: line {number} is incomplete (torn tail); skipped");
             break;
         }
+        end += read as u64;
         match serde_json::from_slice::<Value>(&line) {
             Ok(record) if record.is_object() => each(&line, &record)?,
             _ => say!("smpfs: line {number} is not a record; skipped"),
         }
     }
-    Ok(())
+    Ok(end)
 }
 
 /// A field as table or CSV text: strings as they are, numbers and JSON as JSON, absent
@@ -343,11 +419,53 @@ fn printable(text: &str) -> String {
         .collect()
 }
 
-fn show(log: &Path, filter: &Filter, json: bool) -> Result<()> {
+/// Where `show` stopped, for `--follow`: the offset past the last complete line, and the
+/// table's column widths.
+struct Shown {
+    end: u64,
+    widths: [usize; 10],
+}
+
+/// A record as table cells (`-` for absent fields), control characters escaped.
+fn row(record: &Value) -> [String; 10] {
+    COLUMNS.map(|(_, field, _)| {
+        let text = printable(&cell(record, field));
+        if text.is_empty() {
+            "-".to_owned()
+        } else {
+            text
+        }
+    })
+}
+
+/// Writes one table line: cells padded to `widths`, numbers right-aligned.
+fn print_row(
+    out: &mut dyn Write,
+    widths: &[usize; 10],
+    cells: [String; 10],
+) -> std::io::Result<()> {
+    let mut text = String::new();
+    for (i, (cell, (_, _, right))) in cells.iter().zip(COLUMNS).enumerate() {
+        let width = widths[i];
+        let padded = if right {
+            format!("{cell:>width$}")
+        } else {
+            format!("{cell:<width$}")
+        };
+        if i > 0 {
+            text.push_str("  ");
+        }
+        text.push_str(&padded);
+    }
+    writeln!(out, "{}", text.trim_end())
+}
+
+fn show(log: &Path, filter: &Filter, json: bool) -> Result<Shown> {
     say!("note: `show` does not verify the log; use `smpfs audit verify` for that");
     let mut out = BufWriter::new(std::io::stdout().lock());
+    let mut widths = COLUMNS.map(|(heading, _, _)| heading.chars().count());
     if json {
-        for_each_record(log, |line, record| {
+        let end = for_each_record(log, |line, record| {
             if filter.matches(record) {
                 out.write_all(line)?;
                 out.write_all(b"\n")?;
@@ -355,20 +473,9 @@ fn show(log: &Path, filter: &Filter, json: bool) -> Result<()> {
             Ok(())
         })?;
         out.flush()?;
-        return Ok(());
+        return Ok(Shown { end, widths });
     }
-    let row = |record: &Value| {
-        COLUMNS.map(|(_, field, _)| {
-            let text = printable(&cell(record, field));
-            if text.is_empty() {
-                "-".to_owned()
-            } else {
-                text
-            }
-        })
-    };
     // Two passes: the widths first, so a large log needs no memory for rows.
-    let mut widths = COLUMNS.map(|(heading, _, _)| heading.chars().count());
     let mut count = 0u64;
     for_each_record(log, |_, record| {
         if filter.matches(record) {
@@ -379,41 +486,125 @@ fn show(log: &Path, filter: &Filter, json: bool) -> Result<()> {
         }
         Ok(())
     })?;
-    let mut print = |cells: [String; 10]| -> std::io::Result<()> {
-        let mut text = String::new();
-        for (i, (cell, (_, _, right))) in cells.iter().zip(COLUMNS).enumerate() {
-            let width = widths[i];
-            let padded = if right {
-                format!("{cell:>width$}")
-            } else {
-                format!("{cell:<width$}")
-            };
-            if i > 0 {
-                text.push_str("  ");
-            }
-            text.push_str(&padded);
-        }
-        writeln!(out, "{}", text.trim_end())
-    };
-    print(COLUMNS.map(|(heading, _, _)| heading.to_owned()))?;
-    for_each_record(log, |_, record| {
+    print_row(
+        &mut out,
+        &widths,
+        COLUMNS.map(|(heading, _, _)| heading.to_owned()),
+    )?;
+    let end = for_each_record(log, |_, record| {
         if filter.matches(record) {
-            print(row(record))?;
+            print_row(&mut out, &widths, row(record))?;
         }
         Ok(())
     })?;
     out.flush()?;
     say!("{count} records");
+    Ok(Shown { end, widths })
+}
+
+/// `show --follow`: prints the records written after `shown.end` as they come, polling the
+/// log every 250 ms, until interrupted. A log that shrinks (replaced) ends it with an error.
+fn follow_log(log: &Path, shown: Shown, filter: &Filter, json: bool) -> Result<()> {
+    let mut file = File::open(log).with_context(|| format!("opening {}", log.display()))?;
+    file.seek(SeekFrom::Start(shown.end))?;
+    let mut reader = BufReader::new(file);
+    let mut offset = shown.end;
+    let mut pending = Vec::new();
+    let mut out = std::io::stdout().lock();
+    loop {
+        let read = reader.read_until(b'\n', &mut pending)?;
+        if read == 0 || pending.last() != Some(&b'\n') {
+            if std::fs::metadata(log)?.len() < offset + pending.len() as u64 {
+                anyhow::bail!("{} shrank: it was replaced or truncated", log.display());
+            }
+            std::thread::sleep(std::time::Duration::from_millis(250));
+            continue;
+        }
+        offset += pending.len() as u64;
+        pending.pop();
+        if let Ok(record) = serde_json::from_slice::<Value>(&pending) {
+            if record.is_object() && filter.matches(&record) {
+                if json {
+                    out.write_all(&pending)?;
+                    out.write_all(b"\n")?;
+                } else {
+                    print_row(&mut out, &shown.widths, row(&record))?;
+                }
+                out.flush()?;
+            }
+        }
+        pending.clear();
+    }
+}
+
+/// `show --summary`: per day, user and path, the opens, reads, bytes read and refusals.
+fn show_summary(log: &Path, filter: &Filter) -> Result<()> {
+    say!("note: `show` does not verify the log; use `smpfs audit verify` for that");
+    let mut summary = Summary::default();
+    for_each_record(log, |_, record| {
+        if filter.matches(record) {
+            summary.add(record);
+        }
+        Ok(())
+    })?;
+    let mut out = BufWriter::new(std::io::stdout().lock());
+    let rows: Vec<_> = summary.rows().collect();
+    let user_width = rows
+        .iter()
+        .map(|r| printable(r.1).chars().count())
+        .max()
+        .unwrap_or(0)
+        .max(4);
+    writeln!(
+        out,
+        "{:<10}  {:<user_width$}  {:>6}  {:>7}  {:>14}  {:>7}  PATH",
+        "DAY", "USER", "OPENS", "READS", "BYTES", "REFUSED"
+    )?;
+    for (day, user, path, counts) in &rows {
+        writeln!(
+            out,
+            "{day:<10}  {:<user_width$}  {:>6}  {:>7}  {:>14}  {:>7}  {}",
+            printable(user),
+            counts.opens,
+            counts.reads,
+            counts.bytes,
+            counts.refused,
+            printable(path)
+        )?;
+    }
+    out.flush()?;
+    say!("{} rows", rows.len());
     Ok(())
 }
 
-fn export_csv(log: &Path) -> Result<()> {
-    let mut writer = csv::Writer::from_writer(std::io::stdout().lock());
-    writer.write_record(CSV_FIELDS)?;
-    for_each_record(log, |_, record| {
-        writer.write_record(CSV_FIELDS.map(|field| cell(record, field)))?;
-        Ok(())
-    })?;
-    writer.flush()?;
+/// `export`: every record, in `format`, to standard output.
+fn export(log: &Path, format: ExportFormat) -> Result<()> {
+    let mut out = BufWriter::new(std::io::stdout().lock());
+    match format {
+        ExportFormat::Jsonl => {
+            for_each_record(log, |line, _| {
+                out.write_all(line)?;
+                out.write_all(b"\n")?;
+                Ok(())
+            })?;
+        }
+        ExportFormat::Syslog => {
+            for_each_record(log, |line, record| {
+                let line = String::from_utf8_lossy(line);
+                writeln!(out, "{}", report::syslog_line(record, &line))?;
+                Ok(())
+            })?;
+        }
+        ExportFormat::Csv => {
+            let mut writer = csv::Writer::from_writer(&mut out);
+            writer.write_record(CSV_FIELDS)?;
+            for_each_record(log, |_, record| {
+                writer.write_record(CSV_FIELDS.map(|field| cell(record, field)))?;
+                Ok(())
+            })?;
+            writer.flush()?;
+        }
+    }
+    out.flush()?;
     Ok(())
 }
