@@ -358,12 +358,13 @@ mod tests {
     fn mount_options() {
         let o = MountOptions::parse(&["ro,cache_size=64M", "kernel_cache"]).unwrap();
         assert_eq!(o.cache_size, 64 << 20);
-        assert_eq!((o.disk_cache, o.disk_cache_size), (None, 10 << 30));
-        let o = MountOptions::parse(&["disk_cache=/var/cache/smpfs/a,disk_cache_size=2G"]).unwrap();
-        assert_eq!(o.disk_cache, Some(PathBuf::from("/var/cache/smpfs/a")));
-        assert_eq!(o.disk_cache_size, 2 << 30);
-        assert!(MountOptions::parse(&["disk_cache_size=1K"]).is_err());
+        assert_eq!((&o.disk_cache, o.disk_cache_size), (&None, 10 << 30));
         assert!(o.kernel_cache && !o.allow_other);
+        let cached =
+            MountOptions::parse(&["disk_cache=/var/cache/smpfs/a,disk_cache_size=2G"]).unwrap();
+        assert_eq!(cached.disk_cache, Some(PathBuf::from("/var/cache/smpfs/a")));
+        assert_eq!(cached.disk_cache_size, 2 << 30);
+        assert!(MountOptions::parse(&["disk_cache_size=1K"]).is_err());
         assert_eq!(
             MountOptions::parse::<&str>(&[]).unwrap(),
             MountOptions::default()
