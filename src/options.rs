@@ -101,6 +101,9 @@ pub struct MountOptions {
     pub disk_cache: Option<PathBuf>,
     /// Bound of the disk cache in bytes (`disk_cache_size=`, default 10G).
     pub disk_cache_size: u64,
+    /// Fold a sequential reader's reads into growing range records (`audit_reads=folded`,
+    /// the default), or write one record per read request (`audit_reads=each`).
+    pub fold_reads: bool,
 }
 
 /// Where a mount's audit records go.
@@ -139,6 +142,7 @@ impl Default for MountOptions {
             noexec: false,
             disk_cache: None,
             disk_cache_size: 10 << 30,
+            fold_reads: true,
         }
     }
 }
@@ -211,6 +215,9 @@ impl MountOptions {
                         return Err(bad(&"must be at least 256K"));
                     }
                 }
+                ("audit_reads", Some("folded")) => options.fold_reads = true,
+                ("audit_reads", Some("each")) => options.fold_reads = false,
+                ("audit_reads", Some(_)) => return Err(bad(&"must be folded or each")),
                 ("kernel_cache", None) => options.kernel_cache = true,
                 ("volumes", None) => options.volumes = true,
                 ("allow_other", None) => options.allow_other = true,
@@ -365,6 +372,13 @@ mod tests {
         assert_eq!(cached.disk_cache, Some(PathBuf::from("/var/cache/smpfs/a")));
         assert_eq!(cached.disk_cache_size, 2 << 30);
         assert!(MountOptions::parse(&["disk_cache_size=1K"]).is_err());
+        assert!(o.fold_reads);
+        assert!(
+            !MountOptions::parse(&["audit_reads=each"])
+                .unwrap()
+                .fold_reads
+        );
+        assert!(MountOptions::parse(&["audit_reads=some"]).is_err());
         assert_eq!(
             MountOptions::parse::<&str>(&[]).unwrap(),
             MountOptions::default()

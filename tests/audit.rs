@@ -122,12 +122,14 @@ fn reads_by_cat_python_and_dd_are_recorded_and_the_auditor_verifies() {
         assert_eq!(r["user"], "?", "{r}");
         assert_eq!(r["pid"], other);
     }
-    // dd read exactly three 4 KiB blocks: three read requests with those offsets.
-    let dd: Vec<u64> = events("read", "dd")
+    // dd read exactly three 4 KiB blocks: a record for the first, then one folded record
+    // reaching past the second read and covering the third (written before both).
+    let dd: Vec<(u64, u64)> = events("read", "dd")
         .iter()
-        .map(|r| r["offset"].as_u64().unwrap())
+        .map(|r| (r["offset"].as_u64().unwrap(), r["length"].as_u64().unwrap()))
         .collect();
-    assert_eq!(dd, [0, 4096, 8192]);
+    assert_eq!(dd, [(0, 4096), (4096, 8192)]);
+    assert_eq!(events("read", "dd")[1]["detail"]["folded"], true);
     let kinds: Vec<&str> = all.iter().map(|r| r["event"].as_str().unwrap()).collect();
     assert!(kinds.contains(&"mount") && kinds.contains(&"purge"));
     assert_eq!(kinds.last(), Some(&"unmount"), "the segment is sealed");
@@ -229,10 +231,12 @@ fn reads_fail_closed_when_the_log_cannot_be_written() {
 
     let file = std::fs::File::open(ws.mnt().join("f")).unwrap();
     let mut served = 0u64;
+    let mut served_blocks = Vec::new();
     let mut buf = vec![0u8; 4096];
     for i in 0..20u64 {
         assert_eq!(file.read_at(&mut buf, i * 4096).unwrap(), 4096);
         served += 1;
+        served_blocks.push(i);
     }
     let filler = logdir.join("filler");
     let _ = Command::new("dd")
@@ -247,6 +251,7 @@ fn reads_fail_closed_when_the_log_cannot_be_written() {
                 assert_eq!(n, 4096);
                 assert_eq!(buf, data[(i * 4096) as usize..(i * 4096 + 4096) as usize]);
                 served += 1;
+                served_blocks.push(i);
             }
             Err(e) => {
                 assert_eq!(e.raw_os_error(), Some(libc::EIO), "{e}");
@@ -257,15 +262,23 @@ fn reads_fail_closed_when_the_log_cannot_be_written() {
     assert!(failed > 0, "reads went on after the log filled up");
     drop(file);
     drop(mount);
-    // Only this test reads through this mount, so every successful read record is ours.
-    let recorded = records(&log)
+    // Only this test reads through this mount, so every successful read record is ours;
+    // each block served lies in the range of one of them (folded records cover several).
+    let ranges: Vec<(u64, u64)> = records(&log)
         .iter()
         .filter(|r| r["event"] == "read" && r["result"] == "ok" && r["path"] == "f")
-        .count() as u64;
-    assert!(
-        recorded >= served,
-        "{served} reads returned data but only {recorded} were recorded"
-    );
+        .map(|r| {
+            let offset = r["offset"].as_u64().unwrap();
+            (offset, offset + r["length"].as_u64().unwrap())
+        })
+        .collect();
+    for block in served_blocks {
+        let (start, end) = (block * 4096, block * 4096 + 4096);
+        assert!(
+            ranges.iter().any(|&(s, e)| s <= start && end <= e),
+            "block {block} was returned but no record covers it ({served} served, {ranges:?})"
+        );
+    }
 }
 
 #[test]
@@ -429,4 +442,26 @@ fn show_filters_follows_and_sums_up_and_export_writes_three_formats() {
         assert!(message.contains(" smpfs ") && message.contains(" [smpfs@32473 seq=\""));
         assert!(message.ends_with(line.as_str()), "{message}");
     }
+}
+
+/// With `-o audit_reads=each` every read request is its own record, as before folding.
+#[test]
+fn with_audit_reads_each_every_request_is_recorded() {
+    let ws = Workspace::new();
+    ws.write_plain("f", &pattern(100_000, 5));
+    ws.seal_all();
+    let mount = ws.mount(&["audit_reads=each"]);
+    let file = std::fs::File::open(ws.mnt().join("f")).unwrap();
+    let mut buf = vec![0u8; 4096];
+    for i in 0..5u64 {
+        assert_eq!(file.read_at(&mut buf, i * 4096).unwrap(), 4096);
+    }
+    drop(file);
+    assert!(mount.unmount().success());
+    let reads: Vec<(u64, u64)> = records(&ws.dir.path().join("audit.log"))
+        .iter()
+        .filter(|r| r["event"] == "read")
+        .map(|r| (r["offset"].as_u64().unwrap(), r["length"].as_u64().unwrap()))
+        .collect();
+    assert_eq!(reads, (0..5).map(|i| (i * 4096, 4096)).collect::<Vec<_>>());
 }

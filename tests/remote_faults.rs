@@ -426,7 +426,8 @@ fn assert_audited(log: &Path, reads: &[ReadRecord]) {
         match read.got {
             Ok(0) => {}
             Ok(n) => {
-                // The ok records inside the request must cover the bytes returned.
+                // The ok records overlapping the request (a folded record may start before
+                // it) must cover the bytes returned.
                 let mut ranges: Vec<(u64, u64)> = theirs
                     .iter()
                     .filter(|r| r["result"] == "ok")
@@ -434,7 +435,7 @@ fn assert_audited(log: &Path, reads: &[ReadRecord]) {
                         let o = r["offset"].as_u64().unwrap();
                         (o, o + r["length"].as_u64().unwrap())
                     })
-                    .filter(|(o, _)| *o >= start && *o < end)
+                    .filter(|(o, e)| *o < end && *e > start)
                     .collect();
                 ranges.sort();
                 let mut covered = start;

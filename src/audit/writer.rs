@@ -510,6 +510,43 @@ impl AuditLog {
         &self.shared.path
     }
 
+    /// Whether records could still be written, without writing one: fails, as
+    /// [`AuditLog::record`] would, once the log has failed, is sealed, or its file was
+    /// deleted (which fails the log for good). A read that earlier records already cover
+    /// calls this instead of writing.
+    pub fn check(&self) -> Result<(), AuditError> {
+        let path = &self.shared.path;
+        let mut state = self.shared.state.lock();
+        match state.phase {
+            Phase::Open(_) => {}
+            Phase::Sealed => return Err(AuditError::Sealed { path: path.clone() }),
+            Phase::Failed => return Err(AuditError::Failed { path: path.clone() }),
+        }
+        let deleted = self
+            .shared
+            .sync_file
+            .metadata()
+            .map_err(io_error(path))
+            .and_then(|m| {
+                if m.nlink() == 0 {
+                    Err(AuditError::Io {
+                        path: path.clone(),
+                        source: std::io::Error::new(
+                            std::io::ErrorKind::NotFound,
+                            "the audit log file was deleted while mounted",
+                        ),
+                    })
+                } else {
+                    Ok(())
+                }
+            });
+        if let Err(error) = deleted {
+            self.shared.fail(&mut state, &error);
+            return Err(error);
+        }
+        Ok(())
+    }
+
     /// For `smpfs status`: `open` with the segment and the records written so far,
     /// `sealed`, or `failed` (every audited request is refused).
     pub fn state(&self) -> String {

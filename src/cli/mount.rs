@@ -389,6 +389,7 @@ fn serve_audited(
         max_read: MAX_READ,
         gpu_sink: options.gpu_sink,
         volumes: options.volumes,
+        fold_reads: options.fold_reads,
     };
     if options.volumes {
         // Volumes parse decrypted DICOM files on the heap: wipe it on free, lock it in RAM.
