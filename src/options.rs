@@ -4,7 +4,7 @@
 use std::fmt;
 use std::path::PathBuf;
 
-use crate::audit::SyncPolicy;
+use crate::audit::{ForwardTarget, SyncPolicy};
 use crate::backend::{BackendOptions, Source};
 
 /// Default Object Lock retention of S3 audit checkpoints: six years, HIPAA's retention
@@ -67,6 +67,8 @@ pub struct MountOptions {
     pub audit_anchor: Option<Source>,
     /// Object Lock retention of S3 checkpoints (`audit_anchor_retention=`, default 6 years).
     pub audit_anchor_retention: std::time::Duration,
+    /// A live copy of the audit records to syslog or journald (`audit_forward=`).
+    pub audit_forward: Option<ForwardTarget>,
     /// Identity file (`identity=PATH`), for mount(8) and fstab, which pass no flags.
     pub identity: Option<PathBuf>,
     /// File whose first line is the identity's passphrase (`passphrase_file=PATH`).
@@ -128,6 +130,7 @@ impl Default for MountOptions {
             audit_sync: SyncPolicy::default(),
             audit_anchor: None,
             audit_anchor_retention: DEFAULT_ANCHOR_RETENTION,
+            audit_forward: None,
             identity: None,
             passphrase_file: None,
             log_file: None,
@@ -233,6 +236,9 @@ impl MountOptions {
                 }
                 ("audit_anchor_retention", Some(v)) => {
                     options.audit_anchor_retention = parse_duration(item, v)?
+                }
+                ("audit_forward", Some(target)) => {
+                    options.audit_forward = Some(target.parse().map_err(|e| bad(&e))?)
                 }
                 ("gpu_sink", Some(v)) => options.gpu_sink = v.parse().map_err(|e| bad(&e))?,
                 _ if parse_backend_option(&mut options.backend, item)? => {}
@@ -358,6 +364,36 @@ mod tests {
                 ),
                 "{bad} accepted"
             );
+        }
+    }
+
+    #[test]
+    fn audit_forward_option() {
+        assert_eq!(MountOptions::default().audit_forward, None);
+        let o = MountOptions::parse(&["audit_forward=syslog+tcp://siem:6514"]).unwrap();
+        assert_eq!(
+            o.audit_forward,
+            Some(ForwardTarget::Tcp {
+                host: "siem".into(),
+                port: 6514
+            })
+        );
+        let o = MountOptions::parse(&["audit_forward=journald"]).unwrap();
+        assert_eq!(o.audit_forward, Some(ForwardTarget::Journald));
+        match MountOptions::parse(&["audit_forward=syslog://siem:99999"]) {
+            Err(OptionError::BadValue { option, reason }) => {
+                assert_eq!(option, "audit_forward=syslog://siem:99999");
+                assert!(reason.contains("port"), "{reason}");
+                assert!(reason.contains("syslog+tcp://HOST:PORT"), "{reason}");
+            }
+            other => panic!("a bad port was accepted: {other:?}"),
+        }
+        for bad in [
+            "audit_forward",
+            "audit_forward=",
+            "audit_forward=udp://siem:514",
+        ] {
+            assert!(MountOptions::parse(&[bad]).is_err(), "{bad} accepted");
         }
     }
 

@@ -14,12 +14,18 @@
 //! - [`writer`]: [`AuditLog`], the appender with group commit and anchors;
 //! - [`verify`]: the offline verifier;
 //! - [`anchor`]: checkpoint lines;
+//! - [`forward`]: [`Forwarder`], the live forward of a mount's records to syslog or journald;
 //! - [`command`]: [`CommandLog`], the segment of a command that decrypts outside a mount.
 
 mod anchor;
 pub use anchor::{AnchorTarget, CheckpointStore, StoreError};
 mod command;
 pub use command::{CommandLog, Recorder, COMMAND_LOG_NAME};
+mod forward;
+pub use forward::{
+    ForwardError, ForwardStats, ForwardTarget, Forwarder, JOURNAL_SOCKET, JOURNAL_SOCKET_VAR,
+    QUEUE_LINES,
+};
 mod record;
 mod reopen;
 pub mod report;

@@ -40,6 +40,7 @@ use parking_lot::{Condvar, Mutex, MutexGuard};
 use serde_json::{Map, Value};
 
 use super::anchor::{Anchor, AnchorTarget, Checkpoint};
+use super::forward::Forwarder;
 use super::record::{io_error, random, wrap_key, Body, Chain, Place, ZERO_TAG};
 use super::reopen::{check_is_log, last_record, log_auditor, recover_torn_tail};
 use super::{Actor, AuditError, Event, EventKind, SyncPolicy};
@@ -169,19 +170,23 @@ struct Batch {
     checkpoint: bool,
 }
 
-/// The log file as the leader writes it, and the anchor.
+/// The log file as the leader writes it, the anchor, and the live forward.
 struct Output {
     file: File,
     _lock: Flock<File>,
     anchor: Option<Anchor>,
     log_id: String,
     segment: u32,
+    /// Where the segment's first line starts in the file.
+    segment_start: u64,
+    /// Gets each batch once written (see [`AuditLog::forward`]).
+    forward: Option<Forwarder>,
 }
 
 impl Output {
     /// Writes `batch` (one `write(2)` unless it comes up short), then `fdatasync`s if
     /// `sync`, then checkpoints its last record if the batch asks for it or the anchor is
-    /// due (counting each of its records).
+    /// due (counting each of its records), then queues it to the forward, if any.
     fn commit(&mut self, batch: &Batch, sync: bool, path: &Path) -> Result<(), AuditError> {
         self.file.write_all(&batch.lines).map_err(io_error(path))?;
         if sync {
@@ -204,10 +209,12 @@ impl Output {
             }
         }
         if due {
-            self.checkpoint(batch, path)
-        } else {
-            Ok(())
+            self.checkpoint(batch, path)?;
         }
+        if let Some(forward) = &mut self.forward {
+            forward.send(&batch.lines, batch.records);
+        }
+        Ok(())
     }
 
     /// Syncs the log, then checkpoints the last record of `batch` (already written) to the
@@ -410,11 +417,13 @@ impl AuditLog {
         };
         drop(k0);
         let mut output = Output {
+            segment_start: locked.file.metadata().map_err(io_error(path))?.len(),
             file: locked.file,
             _lock: locked.lock,
             anchor: anchor.map(Anchor::open).transpose()?,
             log_id: start.log_id,
             segment: start.segment,
+            forward: None,
         };
         let mount = Event::new(EventKind::Mount)
             .actor(&Actor::current())
@@ -484,10 +493,27 @@ impl AuditLog {
         self.shared.wait_written(state, seq)
     }
 
-    /// Writes the sealing record (event `unmount`, with `detail`), syncs, writes the final
-    /// anchor checkpoint and drops the key; later `record` calls fail with `Sealed`.
-    pub fn seal(&self, detail: Value) -> Result<(), AuditError> {
+    /// Forwards the segment's lines to `forwarder`: those written so far (read back from
+    /// the log), then each batch once its `write(2)` succeeded, in order. Call it once,
+    /// right after opening the segment.
+    pub fn forward(&self, mut forwarder: Forwarder) -> Result<(), AuditError> {
+        let mut output = self.shared.output.lock();
+        forwarder
+            .send_written(&output.file, output.segment_start)
+            .map_err(io_error(&self.shared.path))?;
+        output.forward = Some(forwarder);
+        Ok(())
+    }
+
+    /// Writes the sealing record (event `unmount`, with `detail` and, with a forward, its
+    /// counts so far in `forward`), syncs, writes the final anchor checkpoint and drops
+    /// the key; later `record` calls fail with `Sealed`. Ends the forward after it got the
+    /// sealing record.
+    pub fn seal(&self, mut detail: Value) -> Result<(), AuditError> {
         let path = &self.shared.path;
+        if let Some(forward) = &self.shared.output.lock().forward {
+            forward.note(&mut detail);
+        }
         let unmount = Body::new(
             Event::new(EventKind::Unmount)
                 .actor(&Actor::current())
@@ -502,6 +528,10 @@ impl AuditLog {
         self.shared.wait_written(state, seq)?;
         self.stop_syncer();
         tracing::info!(path = %path.display(), "audit segment sealed");
+        // Ending the forward sends what is queued (for a bounded time) and logs the totals;
+        // not under the output lock.
+        let forward = self.shared.output.lock().forward.take();
+        drop(forward);
         Ok(())
     }
 

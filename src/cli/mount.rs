@@ -10,7 +10,7 @@ use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 
 use super::daemon::{daemonize, Readiness};
 use nix::mount::{umount2, MntFlags};
-use smpfs::audit::AuditLog;
+use smpfs::audit::{AuditLog, Forwarder};
 use smpfs::backend::cached::CachedBackend;
 use smpfs::backend::Source;
 use smpfs::bucket::{ManifestStore, SeenGenerations};
@@ -40,7 +40,8 @@ pub struct MountArgs {
     foreground: bool,
     /// Mount options, comma-separated: identity=PATH, cache_size=SIZE, kernel_cache,
     /// allow_other, uid=N, gid=N, umask=OCTAL, idle_timeout=SECS, audit=PATH|off, audit_sync=always|MS,
-    /// audit_anchor=PATH|s3://B/P, audit_anchor_retention=DURATION, endpoint=URL, region=,
+    /// audit_anchor=PATH|s3://B/P, audit_anchor_retention=DURATION,
+    /// audit_forward=syslog://HOST:PORT|syslog+tcp://HOST:PORT|journald, endpoint=URL, region=,
     /// profile=, path_style[=on|off], gdrive_credentials=PATH, gdrive_token=PATH,
     /// timeout=DURATION, volumes, gpu_sink=cuda|host (host: tests only), ro; mount(8)'s
     /// _netdev, nofail, auto, noauto, user, users, x-*.
@@ -248,6 +249,9 @@ pub fn mount(args: MountArgs, failure_status: u8) -> Result<()> {
         AuditTarget::Path(path) => Some(path.clone()),
         AuditTarget::BesideIdentity => Some(identity_path.with_file_name("audit.log")),
     };
+    if audit_path.is_none() && options.audit_forward.is_some() {
+        bail!("audit_forward= forwards the audit log's records; it cannot be used with audit=off");
+    }
     let mut readiness = if args.foreground {
         super::init_stderr_logging();
         Readiness::foreground()
@@ -343,6 +347,10 @@ fn serve(
                 detail,
             )
             .with_context(|| format!("opening audit log {}", path.display()))?;
+            if let Some(target) = &options.audit_forward {
+                log.forward(Forwarder::start(target)?)
+                    .with_context(|| format!("forwarding audit log {}", path.display()))?;
+            }
             tracing::info!(log = %path.display(), "auditing every open and read");
             Some(Arc::new(log))
         }
