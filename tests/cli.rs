@@ -775,3 +775,39 @@ fn share_refuses_bad_recipient_lists_and_changes_nothing() {
         assert_eq!(snapshot(), before, "{args:?} changed the bucket");
     }
 }
+
+/// Sealing a new zero-knowledge bucket needs no identity, whatever the number of files:
+/// without one the manifest is committed once, at the end (with one, every 1 000 files).
+#[test]
+fn a_new_bucket_takes_more_than_a_commit_s_worth_of_files_without_an_identity() {
+    let ws = Workspace::new();
+    for i in 0..1005 {
+        ws.write_plain(
+            &format!("d{}/f{i}", i / 100),
+            format!("file {i}").as_bytes(),
+        );
+    }
+    let out = run_ok(
+        ws.smpfs()
+            .arg("seal")
+            .arg(ws.plain())
+            .args(["--to", &ws.recipient, "--out"])
+            .arg(ws.bucket()),
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("manifest generation 1"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let listed = run_ok(
+        ws.smpfs()
+            .arg("ls")
+            .arg(ws.bucket())
+            .arg("-i")
+            .arg(&ws.identity),
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&listed.stdout).lines().count(),
+        1005
+    );
+}

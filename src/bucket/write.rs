@@ -58,7 +58,9 @@ fn clash(manifest: &Manifest, path: &str) -> Option<String> {
 /// With `pad`, plaintext is padded to [`manifest::padded_len`]. `current` is the manifest
 /// the caller loaded (the default one for a new bucket); commits apply on top of whatever
 /// is newest. Runs on the current rayon pool; `progress(bytes)` is called as plaintext is
-/// consumed. Without `identity` only a new bucket can be sealed into.
+/// consumed. Without `identity` only a new bucket can be sealed into, and in one commit at
+/// the end (a later commit would need to read the manifest): an interrupted run commits
+/// nothing, and its objects are orphans (`smpfs verify` names them) until it is run again.
 pub fn seal_files(
     store: &ManifestStore,
     identity: Option<&Identity>,
@@ -70,7 +72,11 @@ pub fn seal_files(
 ) -> Result<SealReport, BucketError> {
     let mut report = SealReport::default();
     let backend = store.backend();
-    for batch in jobs.chunks(COMMIT_EVERY) {
+    let batch_len = match identity {
+        Some(_) => COMMIT_EVERY,
+        None => jobs.len().max(1),
+    };
+    for batch in jobs.chunks(batch_len) {
         let failed = Mutex::new(Vec::new());
         let bytes = AtomicU64::new(0);
         let to_seal: Vec<&SealJob> = batch
