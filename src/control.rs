@@ -50,6 +50,19 @@ pub enum Command {
     Refresh,
     /// Report the mount's state as one line of JSON.
     Status,
+    /// Set the purpose of reads from the sender's session (its argument).
+    Purpose,
+}
+
+/// One command as the daemon receives it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Request {
+    /// What is asked.
+    pub command: Command,
+    /// The text after the command's word (`purpose TEXT`); empty for the others.
+    pub argument: String,
+    /// The sending process, as the kernel reports it (SO_PEERCRED).
+    pub peer_pid: i32,
 }
 
 impl Command {
@@ -60,6 +73,7 @@ impl Command {
             Command::Unlock => "unlock",
             Command::Refresh => "refresh",
             Command::Status => "status",
+            Command::Purpose => "purpose",
         }
     }
 
@@ -70,6 +84,7 @@ impl Command {
             Command::Unlock,
             Command::Refresh,
             Command::Status,
+            Command::Purpose,
         ]
         .into_iter()
         .find(|c| c.word() == word)
@@ -144,7 +159,7 @@ fn remove_stale_sockets(dir: &Path) {
 pub fn serve(
     listener: UnixListener,
     busy: &std::sync::Mutex<()>,
-    mut handle: impl FnMut(Command) -> Result<String, String>,
+    mut handle: impl FnMut(Request) -> Result<String, String>,
 ) {
     let owner = nix::unistd::geteuid().as_raw();
     for stream in listener.incoming() {
@@ -152,16 +167,22 @@ pub fn serve(
         let _busy = busy
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let allowed =
-            getsockopt(&stream, PeerCredentials).is_ok_and(|c| c.uid() == 0 || c.uid() == owner);
+        let peer = getsockopt(&stream, PeerCredentials).ok();
+        let allowed = peer.is_some_and(|c| c.uid() == 0 || c.uid() == owner);
         let mut line = String::new();
         let reply = if !allowed {
             Err("permission denied".to_owned())
         } else if BufReader::new(&stream).read_line(&mut line).is_err() {
             continue;
         } else {
-            match Command::from_word(line.trim()) {
-                Some(command) => handle(command),
+            let line = line.trim_end_matches('\n');
+            let (word, argument) = line.split_once(' ').unwrap_or((line, ""));
+            match Command::from_word(word) {
+                Some(command) => handle(Request {
+                    command,
+                    argument: argument.to_owned(),
+                    peer_pid: peer.map_or(0, |c| c.pid()),
+                }),
                 None => Err(format!("unknown command {:?}", line.trim())),
             }
         };
@@ -175,6 +196,18 @@ pub fn serve(
 
 /// Sends `command` to the daemon of `mountpoint` and returns its reply.
 pub fn send(mountpoint: &Path, command: Command) -> Result<String, ControlError> {
+    send_with(mountpoint, command, "")
+}
+
+/// Sends `command` with its `argument` (one line of text) and returns the reply.
+pub fn send_with(
+    mountpoint: &Path,
+    command: Command,
+    argument: &str,
+) -> Result<String, ControlError> {
+    if argument.contains(['\n', '\r']) {
+        return Err(ControlError::Refused("the text must be one line".into()));
+    }
     if is_stale_mount(mountpoint) {
         return Err(ControlError::Stale(
             std::path::absolute(mountpoint).map_err(|source| ControlError::Io {
@@ -194,7 +227,14 @@ pub fn send(mountpoint: &Path, command: Command) -> Result<String, ControlError>
         UnixStream::connect(&path).map_err(|_| ControlError::NoDaemon(mountpoint.clone()))?;
     let mut reply = String::new();
     let exchanged = stream
-        .write_all(format!("{}\n", command.word()).as_bytes())
+        .write_all(
+            if argument.is_empty() {
+                format!("{}\n", command.word())
+            } else {
+                format!("{} {argument}\n", command.word())
+            }
+            .as_bytes(),
+        )
         .and_then(|()| BufReader::new(&stream).read_line(&mut reply));
     if exchanged.is_err() || reply.is_empty() {
         // The daemon went away mid-command: the mount is stale now, or it crashed.
@@ -223,12 +263,18 @@ mod tests {
         let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o600);
         std::thread::spawn(move || {
-            serve(listener, &std::sync::Mutex::new(()), |c| match c {
+            serve(listener, &std::sync::Mutex::new(()), |r| match r.command {
                 Command::Lock => Ok("locked".into()),
+                Command::Purpose => Ok(format!("{} from {}", r.argument, r.peer_pid)),
                 _ => Err("not now".into()),
             })
         });
         assert_eq!(send(&mountpoint, Command::Lock).unwrap(), "locked");
+        assert_eq!(
+            send_with(&mountpoint, Command::Purpose, "tumour board 12").unwrap(),
+            format!("tumour board 12 from {}", std::process::id())
+        );
+        assert!(send_with(&mountpoint, Command::Purpose, "two\nlines").is_err());
         assert!(
             matches!(send(&mountpoint, Command::Purge), Err(ControlError::Refused(t)) if t == "not now")
         );

@@ -106,6 +106,11 @@ pub struct MountOptions {
     /// Fold a sequential reader's reads into growing range records (`audit_reads=folded`,
     /// the default), or write one record per read request (`audit_reads=each`).
     pub fold_reads: bool,
+    /// The purpose records carry when a reader's session stated none (`purpose=TEXT`).
+    pub purpose: Option<String>,
+    /// Refuse reads by a process whose session stated no purpose, when the mount has none
+    /// either (`require_purpose`).
+    pub require_purpose: bool,
 }
 
 /// Where a mount's audit records go.
@@ -146,6 +151,8 @@ impl Default for MountOptions {
             disk_cache: None,
             disk_cache_size: 10 << 30,
             fold_reads: true,
+            purpose: None,
+            require_purpose: false,
         }
     }
 }
@@ -218,6 +225,10 @@ impl MountOptions {
                         return Err(bad(&"must be at least 256K"));
                     }
                 }
+                ("purpose", Some(text)) if !text.trim().is_empty() => {
+                    options.purpose = Some(text.trim().to_owned())
+                }
+                ("require_purpose", None) => options.require_purpose = true,
                 ("audit_reads", Some("folded")) => options.fold_reads = true,
                 ("audit_reads", Some("each")) => options.fold_reads = false,
                 ("audit_reads", Some(_)) => return Err(bad(&"must be folded or each")),
@@ -415,6 +426,9 @@ mod tests {
                 .fold_reads
         );
         assert!(MountOptions::parse(&["audit_reads=some"]).is_err());
+        let purposeful = MountOptions::parse(&["purpose=tumour board,require_purpose"]).unwrap();
+        assert_eq!(purposeful.purpose.as_deref(), Some("tumour board"));
+        assert!(purposeful.require_purpose && !o.require_purpose);
         assert_eq!(
             MountOptions::parse::<&str>(&[]).unwrap(),
             MountOptions::default()

@@ -465,3 +465,80 @@ fn with_audit_reads_each_every_request_is_recorded() {
         .collect();
     assert_eq!(reads, (0..5).map(|i| (i * 4096, 4096)).collect::<Vec<_>>());
 }
+
+/// `-o require_purpose`: a process whose session stated no purpose is refused (EACCES,
+/// recorded as `denied`); after `smpfs purpose` in its session it reads, and its records
+/// carry the purpose. A command's `--purpose` is carried the same way.
+#[test]
+fn require_purpose_refuses_reads_until_the_session_states_one() {
+    let ws = Workspace::new();
+    ws.write_plain("f", &pattern(20_000, 6));
+    ws.seal_all();
+    let mount = ws.mount(&["require_purpose"]);
+    let file = ws.mnt().join("f");
+    let smpfs_bin = env!("CARGO_BIN_EXE_smpfs");
+    // Each `setsid` starts a session of its own, as a new terminal login would.
+    let in_new_session = |script: &str| {
+        Command::new("setsid")
+            .args(["--wait", "sh", "-c", script])
+            .output()
+            .unwrap()
+    };
+    let refused = in_new_session(&format!("cat {}", file.display()));
+    assert!(!refused.status.success());
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("Permission denied"),
+        "{}",
+        String::from_utf8_lossy(&refused.stderr)
+    );
+    let stated = in_new_session(&format!(
+        "{smpfs_bin} purpose {mnt} 'QA review, ticket 17' && cat {file} | wc -c",
+        mnt = ws.mnt().display(),
+        file = file.display()
+    ));
+    assert!(
+        stated.status.success(),
+        "{}",
+        String::from_utf8_lossy(&stated.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&stated.stdout);
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert!(lines[0].contains("recorded with purpose"), "{stdout}");
+    assert_eq!(lines.last().copied(), Some("20000"), "{stdout}");
+    // Another new session still has none.
+    assert!(!in_new_session(&format!("cat {}", file.display()))
+        .status
+        .success());
+    assert!(mount.unmount().success());
+
+    let all = records(&ws.dir.path().join("audit.log"));
+    let denied: Vec<&Value> = all.iter().filter(|r| r["event"] == "denied").collect();
+    assert_eq!(denied.len(), 2, "{denied:?}");
+    assert!(denied
+        .iter()
+        .all(|r| r["result"].as_str().unwrap().contains("no purpose stated")));
+    let reads: Vec<&Value> = all.iter().filter(|r| r["event"] == "read").collect();
+    assert!(!reads.is_empty());
+    assert!(
+        reads.iter().all(|r| r["purpose"] == "QA review, ticket 17"),
+        "{reads:?}"
+    );
+
+    // Outside a mount: `cat --purpose`.
+    let log = ws.dir.path().join("commands.log");
+    run_ok(
+        smpfs()
+            .args(["cat", "--purpose", "export for the registry", "--audit"])
+            .arg(&log)
+            .arg(ws.bucket())
+            .arg("f")
+            .arg("-i")
+            .arg(&ws.identity),
+    );
+    let command_reads: Vec<Value> = records(&log)
+        .into_iter()
+        .filter(|r| r["event"] == "read")
+        .collect();
+    assert_eq!(command_reads.len(), 1);
+    assert_eq!(command_reads[0]["purpose"], "export for the registry");
+}

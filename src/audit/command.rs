@@ -68,6 +68,12 @@ impl CommandLog {
         })
     }
 
+    /// States why this command accesses the data: every record carries `purpose`.
+    pub fn with_purpose(mut self, purpose: Option<String>) -> Self {
+        self.actor.purpose = purpose;
+        self
+    }
+
     /// Records `event` with this process as its actor; returns once its line is written.
     pub fn record(&self, event: Event) -> Result<(), AuditError> {
         self.log.record(event.actor(&self.actor))

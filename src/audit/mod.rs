@@ -200,6 +200,9 @@ pub struct Actor {
     pub process: String,
     /// The login name of `uid` (the password database's), or `?` if it has none.
     pub user: String,
+    /// Why the data is accessed, as stated for the process's session (`smpfs purpose`),
+    /// the mount (`-o purpose=`) or the command (`--purpose`), if stated.
+    pub purpose: Option<String>,
 }
 
 impl Actor {
@@ -216,6 +219,7 @@ impl Actor {
             pid,
             process,
             user: user_name(uid),
+            purpose: None,
         }
     }
 

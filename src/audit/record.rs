@@ -62,6 +62,9 @@ pub(crate) struct Record {
     /// The host the record was written on (logs before it existed omit it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub host: Option<String>,
+    /// The stated purpose of the access, if one was stated.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub purpose: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub path: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -98,6 +101,7 @@ impl Body {
             pid: actor.as_ref().map(|a| a.pid),
             host: actor.as_ref().map(|_| super::host_name().to_owned()),
             user: actor.as_ref().map(|a| a.user.clone()),
+            purpose: actor.as_ref().and_then(|a| a.purpose.clone()),
             process: actor.map(|a| a.process),
             path: event.path,
             file_id: event.file_id.map(hex::encode),
@@ -311,6 +315,7 @@ mod tests {
             pid: 42,
             process: "python3".to_owned(),
             user: "ana".to_owned(),
+            purpose: None,
         };
         Event::new(EventKind::Read)
             .actor(&actor)

@@ -29,6 +29,9 @@ pub struct AuditArgs {
     /// another command writes it). Decryption is always audited: there is no `off`.
     #[arg(long = "audit", value_name = "PATH", value_parser = audit_path)]
     audit: Option<PathBuf>,
+    /// Why the data is accessed; every record of this command carries it.
+    #[arg(long, value_name = "TEXT")]
+    purpose: Option<String>,
 }
 
 /// An `--audit` path; `off` is refused.
@@ -68,14 +71,15 @@ impl AuditArgs {
                 path.display()
             )
         };
-        let log =
-            CommandLog::open(&path, workstation, command, source, &waiting).with_context(|| {
+        let log = CommandLog::open(&path, workstation, command, source, &waiting)
+            .with_context(|| {
                 format!(
                     "opening audit log {} (nothing was decrypted; give another log with \
                      --audit PATH)",
                     path.display()
                 )
-            })?;
+            })?
+            .with_purpose(self.purpose.clone());
         let result = work(&log);
         let failed = result.as_ref().err().map(super::report);
         let sealed = log

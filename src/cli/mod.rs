@@ -213,6 +213,15 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// State why this terminal session reads from a mount: every later audit record of a
+    /// process in the session carries it; needed with `-o require_purpose`.
+    Purpose {
+        /// The mountpoint.
+        mountpoint: PathBuf,
+        /// The purpose, e.g. `tumour board 2026-12-04` or an ethics approval number.
+        #[arg(required = true, num_args = 1..)]
+        purpose: Vec<String>,
+    },
     /// Manage a disk cache directory (`-o disk_cache=DIR`).
     Cache {
         #[command(subcommand)]
@@ -433,6 +442,16 @@ pub fn main() -> ExitCode {
         Command::Unlock { mountpoint } => control(&mountpoint, smpfs::control::Command::Unlock),
         Command::Refresh { mountpoint } => control(&mountpoint, smpfs::control::Command::Refresh),
         Command::Status { mountpoint, json } => status(&mountpoint, json),
+        Command::Purpose {
+            mountpoint,
+            purpose,
+        } => smpfs::control::send_with(
+            &mountpoint,
+            smpfs::control::Command::Purpose,
+            &purpose.join(" "),
+        )
+        .map_err(anyhow::Error::from)
+        .and_then(|reply| Ok(out!("{}: {reply}", mountpoint.display())?)),
         Command::Cache {
             command: CacheCommand::Clear { dir },
         } => smpfs::diskcache::clear(&dir)

@@ -14,7 +14,7 @@ use smpfs::audit::{AuditLog, Forwarder};
 use smpfs::backend::cached::CachedBackend;
 use smpfs::backend::Source;
 use smpfs::bucket::{ManifestStore, SeenGenerations};
-use smpfs::control::Command;
+use smpfs::control::{Command, Request};
 use smpfs::diskcache::DiskCache;
 use smpfs::fs::{FsOptions, SmpFs};
 use smpfs::gpu::SinkKind;
@@ -398,6 +398,8 @@ fn serve_audited(
         gpu_sink: options.gpu_sink,
         volumes: options.volumes,
         fold_reads: options.fold_reads,
+        purpose: options.purpose.clone(),
+        require_purpose: options.require_purpose,
     };
     if options.volumes {
         // Volumes parse decrypted DICOM files on the heap: wipe it on free, lock it in RAM.
@@ -542,9 +544,9 @@ fn serve_audited(
         std::thread::Builder::new()
             .name("smpfs-control".into())
             .spawn(move || {
-                smpfs::control::serve(control, &busy, |command| {
+                smpfs::control::serve(control, &busy, |request| {
                     control_command(
-                        command,
+                        request,
                         &vault,
                         &notifier,
                         &mountpoint,
@@ -689,17 +691,29 @@ fn status(vault: &Vault, mountpoint: &Path, watched: &Watched) -> String {
     .to_string()
 }
 
-/// Runs one `smpfs purge|lock|unlock|refresh|status` command for the daemon.
+/// Runs one `smpfs purge|lock|unlock|refresh|status|purpose` command for the daemon.
 fn control_command(
-    command: Command,
+    request: Request,
     vault: &Vault,
     notifier: &fuser::Notifier,
     mountpoint: &Path,
     (identity_path, passphrase_file): (&Path, &Option<PathBuf>),
     watched: &Watched,
 ) -> std::result::Result<String, String> {
-    match command {
+    match request.command {
         Command::Status => Ok(status(vault, mountpoint, watched)),
+        Command::Purpose => {
+            let purpose = request.argument.trim();
+            if purpose.is_empty() {
+                return Err("give the purpose as text".into());
+            }
+            let session = vault
+                .set_purpose(request.peer_pid, purpose.to_owned())
+                .map_err(|e| e.to_string())?;
+            Ok(format!(
+                "reads from session {session} are recorded with purpose {purpose:?}"
+            ))
+        }
         Command::Purge => {
             let bytes = vault.unmount();
             // Files mapped and still open keep a detached mount alive: drop their pages.

@@ -103,7 +103,7 @@ fn errno(error: &VaultError) -> Errno {
         VaultError::NotADirectory => Errno::ENOTDIR,
         VaultError::IsADirectory => Errno::EISDIR,
         VaultError::BadHandle => Errno::EBADF,
-        VaultError::Purged => Errno::EACCES,
+        VaultError::Purged | VaultError::NoPurpose => Errno::EACCES,
         VaultError::Format {
             source: FormatError::NoMatchingRecipient,
             ..
@@ -138,7 +138,7 @@ fn detail(error: &VaultError) -> Detail {
         VaultError::BadHandle => Detail::BadFileHandle,
         VaultError::Purged => Detail::Locked,
         VaultError::Format { .. } => Detail::Integrity,
-        VaultError::Audit(_) => Detail::Audit,
+        VaultError::Audit(_) | VaultError::NoPurpose => Detail::Audit,
         VaultError::PastEof { .. } => Detail::PastEof,
         VaultError::NotSealed => Detail::BadArgument,
         VaultError::NotFound

@@ -53,6 +53,11 @@ pub enum VaultError {
     BadHandle,
     #[error("keys were purged; the mount is locked")]
     Purged,
+    #[error(
+        "this mount requires a purpose: none is set for the reading process's session \
+         (run `smpfs purpose MOUNTPOINT TEXT` in it)"
+    )]
+    NoPurpose,
     #[error("{key}: {source}")]
     Format {
         key: String,
@@ -120,6 +125,11 @@ pub struct VaultConfig {
     /// Whether a sequential reader's reads are folded into growing range records
     /// ([`fold`]; `-o audit_reads=folded`, the default) or recorded one per request.
     pub fold_reads: bool,
+    /// The purpose records carry when the reader's session stated none (`-o purpose=`).
+    pub purpose: Option<String>,
+    /// Refuse opens and reads by a process whose session stated no purpose and the mount
+    /// none either (`-o require_purpose`).
+    pub require_purpose: bool,
 }
 
 impl Default for VaultConfig {
@@ -131,6 +141,8 @@ impl Default for VaultConfig {
             gpu_sink: SinkKind::default(),
             volumes: false,
             fold_reads: true,
+            purpose: None,
+            require_purpose: false,
         }
     }
 }
@@ -275,6 +287,8 @@ pub struct Vault {
     purge_gate: RwLock<()>,
     /// Requests holding the purge gate now (`smpfs status`).
     in_flight: AtomicU64,
+    /// Purposes stated with `smpfs purpose`, by session id.
+    purposes: RwLock<HashMap<u32, String>>,
     /// Purges so far; a read-ahead job queued before the latest one is dropped.
     purges: AtomicU64,
     cache: ChunkCache,
@@ -364,6 +378,7 @@ impl Vault {
             identity: RwLock::new(Some(identity)),
             purge_gate: RwLock::new(()),
             in_flight: AtomicU64::new(0),
+            purposes: RwLock::new(HashMap::new()),
             purges: AtomicU64::new(0),
             cache,
             tree: RwLock::new(tree),
@@ -634,6 +649,8 @@ impl Vault {
             )?;
             return Err(VaultError::Purged);
         }
+        let path = self.tree.read().audit_path(ino).unwrap_or_default();
+        self.require_purpose(caller, &path)?;
         let handle = self.open_handle(ino, caller, actor, serde_json::Value::Null)?;
         let fh = self.next_handle.fetch_add(1, Ordering::Relaxed);
         self.handles.lock().insert(fh, handle);
@@ -783,11 +800,55 @@ impl Vault {
         }
     }
 
-    fn record(&self, event: Event) -> Result<(), VaultError> {
-        match &self.audit {
-            Some(log) => Ok(log.record(event)?),
-            None => Ok(()),
+    /// Writes `event`, its actor carrying the purpose of its session (or the mount's).
+    fn record(&self, mut event: Event) -> Result<(), VaultError> {
+        let Some(log) = &self.audit else {
+            return Ok(());
+        };
+        if let Some(actor) = &mut event.actor {
+            if actor.purpose.is_none() {
+                actor.purpose = self.purpose_of(actor.pid);
+            }
         }
+        Ok(log.record(event)?)
+    }
+
+    /// States `purpose` for the session of process `pid` (`smpfs purpose`); returns the
+    /// session id. Later records of every process in that session carry it.
+    pub fn set_purpose(&self, pid: i32, purpose: String) -> Result<u32, VaultError> {
+        let session = nix::unistd::getsid(Some(nix::unistd::Pid::from_raw(pid)))
+            .map_err(|_| VaultError::NotFound)?
+            .as_raw() as u32;
+        tracing::info!(session, "purpose stated for a session");
+        self.purposes.write().insert(session, purpose);
+        Ok(session)
+    }
+
+    /// The purpose stated for the session of `pid`, else the mount's.
+    fn purpose_of(&self, pid: u32) -> Option<String> {
+        let stated = {
+            let purposes = self.purposes.read();
+            (!purposes.is_empty())
+                .then(|| nix::unistd::getsid(Some(nix::unistd::Pid::from_raw(pid as i32))).ok())
+                .flatten()
+                .and_then(|session| purposes.get(&(session.as_raw() as u32)).cloned())
+        };
+        stated.or_else(|| self.config.purpose.clone())
+    }
+
+    /// With `require_purpose`, refuses `caller` (and records the refusal, as `denied`)
+    /// unless a purpose applies to it.
+    fn require_purpose(&self, caller: Caller, path: &str) -> Result<(), VaultError> {
+        if !self.config.require_purpose || self.purpose_of(caller.pid).is_some() {
+            return Ok(());
+        }
+        self.record(
+            Event::new(EventKind::Denied)
+                .actor(&Actor::from_request(caller.uid, caller.gid, caller.pid))
+                .path(path)
+                .result("EACCES: no purpose stated for this session (smpfs purpose)"),
+        )?;
+        Err(VaultError::NoPurpose)
     }
 
     /// Reads up to `len` plaintext bytes at `offset` through handle `fh` into `out`
@@ -815,6 +876,13 @@ impl Vault {
             return Err(VaultError::Purged);
         }
         let handle = self.handle(fh, caller)?;
+        if self.config.require_purpose {
+            let path = handle
+                .source
+                .event(EventKind::Denied, &Actor::default())
+                .path;
+            self.require_purpose(caller, &path.unwrap_or_default())?;
+        }
         let requested = out.len() as u64;
         let result = self.read_handle(&handle, offset, out);
         let actor = handle.actor(caller);
