@@ -35,7 +35,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use super::report::syslog_line;
+use super::report::{severity, syslog_line};
 
 /// Lines the forward queue holds at most.
 pub const QUEUE_LINES: u64 = 10_000;
@@ -511,25 +511,12 @@ fn message(target: &ForwardTarget, line: &[u8]) -> Option<Vec<u8>> {
     })
 }
 
-/// A syslog message framed for TCP: ending in `\n`, with no `\n` inside. The log line,
-/// at the end, never holds one (JSON escapes it); a structured-data value copied from a
-/// record (a path may contain a newline) gets a space instead.
+/// A syslog message framed for TCP: followed by `\n`. [`syslog_line`] never puts one
+/// inside (the log line is JSON, structured-data values escape control characters).
 fn tcp_frame(message: &str) -> Vec<u8> {
-    let mut framed: Vec<u8> = message
-        .bytes()
-        .map(|b| if b == b'\n' || b == b'\r' { b' ' } else { b })
-        .collect();
+    let mut framed = message.as_bytes().to_vec();
     framed.push(b'\n');
     framed
-}
-
-/// Syslog severity of a record, as [`syslog_line`] gives it: warning (4) for refusals and
-/// integrity failures, info (6) for the rest.
-fn severity(record: &Value) -> u8 {
-    match record["event"].as_str() {
-        Some("denied" | "integrity_failure") => 4,
-        _ => 6,
-    }
 }
 
 /// One journal entry in the native protocol: `MESSAGE` (the log line), `PRIORITY`,
@@ -654,12 +641,13 @@ mod tests {
         assert!(udp.ends_with(&format!("] {LINE}")), "{udp}");
         let tcp = message(&target("syslog+tcp://h:1"), LINE.as_bytes()).unwrap();
         assert_eq!(tcp, format!("{udp}\n").into_bytes());
-        // A newline in a structured-data value would split the TCP frame.
-        let framed = tcp_frame("<86>1 - - smpfs - read [smpfs@32473 path=\"a\nb\"] {}");
-        assert_eq!(
-            framed,
-            b"<86>1 - - smpfs - read [smpfs@32473 path=\"a b\"] {}\n"
-        );
+        // A newline in a structured-data value is escaped: the TCP frame stays one line.
+        let framed = tcp_frame(&syslog_line(
+            &json!({"event": "read", "path": "a\nb"}),
+            "{}",
+        ));
+        assert_eq!(framed.iter().filter(|&&b| b == b'\n').count(), 1);
+        assert!(framed.ends_with(b"path=\"a\\nb\"] {}\n"));
         assert_eq!(message(&target("syslog://h:1"), b"not json"), None);
     }
 

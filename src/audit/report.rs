@@ -81,10 +81,6 @@ impl Summary {
 /// the message, so a SIEM keeps the chained record as written.
 pub fn syslog_line(record: &Value, line: &str) -> String {
     const AUTHPRIV: u32 = 10;
-    let severity = match record["event"].as_str() {
-        Some("denied" | "integrity_failure") => 4,
-        _ => 6,
-    };
     let header_field = |field: &str, max: usize| {
         let text = match &record[field] {
             Value::String(s) => s.clone(),
@@ -114,7 +110,7 @@ pub fn syslog_line(record: &Value, line: &str) -> String {
     data.push(']');
     format!(
         "<{}>1 {} {} smpfs {} {} {data} {line}",
-        AUTHPRIV * 8 + severity,
+        AUTHPRIV * 8 + u32::from(severity(record)),
         header_field("time", 128),
         header_field("host", 255),
         header_field("pid", 128),
@@ -122,14 +118,29 @@ pub fn syslog_line(record: &Value, line: &str) -> String {
     )
 }
 
-/// A structured-data parameter value with `"`, `\` and `]` escaped (RFC 5424 §6.3.3).
+/// Syslog severity of a record: warning (4) for refusals and integrity failures, info (6)
+/// for the rest.
+pub fn severity(record: &Value) -> u8 {
+    match record["event"].as_str() {
+        Some("denied" | "integrity_failure") => 4,
+        _ => 6,
+    }
+}
+
+/// A structured-data parameter value with `"`, `\` and `]` escaped (RFC 5424 §6.3.3), and
+/// control characters written as escapes (`\n`, `\u{1b}`), so a message is always one
+/// line (a path may hold a newline).
 fn sd_escape(value: &str) -> String {
     let mut out = String::with_capacity(value.len());
     for c in value.chars() {
         if matches!(c, '"' | '\\' | ']') {
             out.push('\\');
+            out.push(c);
+        } else if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
         }
-        out.push(c);
     }
     out
 }
@@ -211,6 +222,11 @@ mod tests {
              [smpfs@32473 seq=\"7\" log_id=\"ab\" segment=\"1\" uid=\"0\" user=\"root\" \
              process=\"cat\" path=\"a\\\"b\\]c\\\\d\" result=\"EIO\" prev=\"00\" tag=\"ff\"] \
              {\"seq\":7}"
+        );
+        let newline = syslog_line(&json!({"event": "read", "path": "a\nb"}), "{}");
+        assert!(
+            !newline.contains('\n') && newline.contains("path=\"a\\nb\""),
+            "{newline}"
         );
         let quiet = syslog_line(&json!({"event": "read"}), "{}");
         assert!(
