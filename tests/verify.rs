@@ -425,6 +425,30 @@ fn info_prints_the_header_and_recipient_stanzas() {
     let stdout = text(&out.stdout);
     assert!(stdout.contains("header object   hdr/"), "{stdout}");
     assert!(stdout.contains("2 stanzas"), "{stdout}");
+    // The bucket's recipients, from its manifest: the header alone cannot name them.
+    assert!(
+        stdout.contains(&format!(
+            "bucket seals to 2 recipients: {}, {other}",
+            ws.recipient
+        )),
+        "{stdout}"
+    );
+    // A v1 bucket by path: its sealed recipient list.
+    let v1_out = run_ok(
+        ws.smpfs()
+            .arg("info")
+            .arg(ws.bucket())
+            .args(["--path", "CT/1.dcm", "-i"])
+            .arg(&ws.identity),
+    );
+    let v1 = text(&v1_out.stdout);
+    assert!(
+        v1.contains(&format!(
+            "bucket seals to 2 recipients: {}, {third}",
+            ws.recipient
+        )),
+        "{v1}"
+    );
     assert!(
         stdout.contains("header hash matches, file id matches, object length matches"),
         "{stdout}"

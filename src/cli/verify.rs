@@ -42,7 +42,8 @@ Forms of TARGET:
                                                  (v2) or its key (v1)
 
 Headers do not name their recipients (docs/FORMAT.md §3): info prints how many recipient
-stanzas a header has and whether this identity opens one of them.")]
+stanzas a header has and whether this identity opens one of them; with --path it also
+prints the recipients the bucket seals to (its manifest's, or a v1 bucket's list).")]
 pub struct InfoArgs {
     /// The sealed object: a local file, or s3://BUCKET/KEY or a gdrive:// object URL;
     /// with --path, the bucket it is in.
@@ -253,6 +254,13 @@ fn print_header(h: &HeaderInfo) -> Result<()> {
         "recipients      {} stanzas (a stanza does not name its recipient); {opens}",
         h.stanzas
     )?;
+    if let Some(list) = &h.bucket_recipients {
+        out!(
+            "bucket seals to {} recipients: {}",
+            list.len(),
+            list.join(", ")
+        )?;
+    }
     if let Some(bound) = &h.bound_path {
         let check = match (h.location_matches, &h.location) {
             (Some(true), _) => "matches where it is".to_owned(),

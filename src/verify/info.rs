@@ -89,6 +89,10 @@ pub struct HeaderInfo {
     pub expected_object_len: u64,
     /// The manifest entry of the file (v2 buckets).
     pub manifest: Option<ManifestCheck>,
+    /// With `--path`, the recipients the bucket seals to: its manifest's (v2) or its
+    /// recipient list's (v1, when it has one), as `smpfs1…` text. Headers do not name
+    /// theirs; this is the list the file was sealed to unless sealed with another `--to`.
+    pub bucket_recipients: Option<Vec<String>>,
 }
 
 impl HeaderInfo {
@@ -148,6 +152,7 @@ impl HeaderInfo {
             object_len,
             expected_object_len,
             manifest: None,
+            bucket_recipients: None,
         })
     }
 
@@ -206,14 +211,19 @@ pub fn in_bucket(
     identity: &Identity,
 ) -> Result<HeaderInfo, VerifyError> {
     let backend = store.backend().as_ref();
+    let text = |list: Vec<crate::keys::Recipient>| list.iter().map(ToString::to_string).collect();
     let Some(manifest) = store.load(identity)? else {
-        return object(backend, path, identity);
+        let mut info = object(backend, path, identity)?;
+        info.bucket_recipients = crate::bucket::policy::read(store, identity)?.map(text);
+        return Ok(info);
     };
     let entry = manifest
         .entries
         .get(path)
         .ok_or_else(|| VerifyError::NoSuchFile(path.to_owned()))?;
-    entry_info(backend, path, entry, identity)
+    let mut info = entry_info(backend, path, entry, identity)?;
+    info.bucket_recipients = Some(text(manifest.recipients.clone()));
+    Ok(info)
 }
 
 /// The header of the file `path` whose manifest entry is `entry`.
