@@ -421,3 +421,50 @@ fn a_command_waits_for_another_holding_its_log_and_says_so() {
     let segment = segments_last(&log);
     assert_eq!(events(&segment), ["mount", "open", "read", "unmount"]);
 }
+
+/// `recipients` and `rm` decrypt only a manifest (or a v1 bucket's list): each records it.
+#[test]
+fn recipients_and_rm_record_the_manifest_they_decrypt() {
+    let ws = Workspace::new();
+    ws.write_plain("a.bin", &pattern(1000, 1));
+    ws.write_plain("b.bin", &pattern(1000, 2));
+    seal_v2(&ws);
+    let bucket = ws.bucket().display().to_string();
+    let log = ws.dir.path().join("commands.log");
+    let audit = ["--audit", log.to_str().unwrap()];
+    run_ok(&mut on_bucket(&ws, "recipients", &audit));
+    let mut rm = on_bucket(&ws, "rm", &audit);
+    rm.arg("a.bin");
+    run_ok(&mut rm);
+    let segments = segments(&log);
+    let [recipients, removed] = &segments[..] else {
+        panic!("two segments: {segments:?}");
+    };
+    assert_command(recipients, "recipients", &bucket);
+    assert_eq!(events(recipients), ["mount", "refresh", "unmount"]);
+    assert_eq!(recipients[1]["detail"]["generation"], 1);
+    assert_command(removed, "rm", &bucket);
+    assert_eq!(events(removed), ["mount", "refresh", "unmount"]);
+    assert_eq!(removed[1]["detail"]["generation"], 2);
+
+    // A v1 bucket's list: an `open` of it.
+    let v1 = ws.dir.path().join("v1");
+    run_ok(
+        ws.smpfs()
+            .args(["seal", "--layout", "v1", "--to", &ws.recipient])
+            .arg(ws.plain())
+            .arg("--out")
+            .arg(&v1),
+    );
+    run_ok(
+        ws.smpfs()
+            .arg("recipients")
+            .arg(&v1)
+            .arg("-i")
+            .arg(&ws.identity)
+            .args(audit),
+    );
+    let last = segments_last(&log);
+    assert_eq!(events(&last), ["mount", "open", "unmount"]);
+    assert_eq!(last[1]["path"], ".smpfs-recipients");
+}

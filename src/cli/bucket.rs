@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
 
-use smpfs::audit::CommandLog;
+use smpfs::audit::{CommandLog, Event, EventKind};
 use smpfs::backend::{Backend, Source};
 use smpfs::bucket::{policy, write, BucketError, ManifestStore, Recipients, SeenGenerations};
 use smpfs::keys::Identity;
@@ -165,39 +165,48 @@ fn list(
 }
 
 /// `smpfs recipients`: who new files of a v2 bucket are sealed to, one per line.
-pub fn recipients(args: &BucketArgs) -> Result<()> {
+pub fn recipients(args: &BucketArgs, audit: &AuditArgs) -> Result<()> {
     init_stderr_logging();
-    let opened = open(&args.bucket, &args.options, "recipients", false)?;
-    let identity = load_identity(&args.identity, args.passphrase_file.as_deref())?;
-    let recipients = match opened.store.load(&identity)? {
-        Some(manifest) => manifest.recipients,
-        None => policy::read(&opened.store, &identity)?.with_context(|| {
-            format!(
-                "{} is a v1 bucket without a recipient list (sealed before lists existed): \
-                 each file names its readers only in its own header; `smpfs seal --to …` \
-                 into it writes one, `smpfs migrate` converts it",
-                opened.source
-            )
-        })?,
-    };
-    for recipient in &recipients {
-        out!("{recipient}")?;
-    }
-    Ok(())
+    audited(args, audit, "recipients", false, |opened, identity, log| {
+        let recipients = match opened.store.load(&identity)? {
+            Some(manifest) => {
+                log.manifest(manifest.generation)?;
+                manifest.recipients
+            }
+            None => {
+                let list = policy::read(&opened.store, &identity)?.with_context(|| {
+                    format!(
+                        "{} is a v1 bucket without a recipient list (sealed before lists \
+                         existed): each file names its readers only in its own header; \
+                         `smpfs seal --to …` into it writes one, `smpfs migrate` converts it",
+                        opened.source
+                    )
+                })?;
+                log.record(Event::new(EventKind::Open).path(policy::POLICY_KEY))?;
+                list
+            }
+        };
+        for recipient in &recipients {
+            out!("{recipient}")?;
+        }
+        Ok(())
+    })
 }
 
 /// `smpfs rm`: removes files (or directories) from a v2 bucket.
-pub fn rm(args: &BucketArgs, paths: &[String]) -> Result<()> {
+pub fn rm(args: &BucketArgs, audit: &AuditArgs, paths: &[String]) -> Result<()> {
     init_stderr_logging();
-    let opened = open(&args.bucket, &args.options, "rm", true)?;
-    let identity = load_identity(&args.identity, args.passphrase_file.as_deref())?;
-    let (committed, removed) = write::remove(&opened.store, &identity, paths)?;
-    say!(
-        "removed {removed} files from {}; manifest generation {}",
-        opened.source,
-        committed.manifest.generation
-    );
-    Ok(())
+    audited(args, audit, "rm", true, |opened, identity, log| {
+        let (committed, removed) = write::remove(&opened.store, &identity, paths)?;
+        // The manifest it decrypted and changed; no file content was decrypted.
+        log.manifest(committed.manifest.generation)?;
+        say!(
+            "removed {removed} files from {}; manifest generation {}",
+            opened.source,
+            committed.manifest.generation
+        );
+        Ok(())
+    })
 }
 
 /// `smpfs migrate`: rewrites a v1 bucket as v2. Each file is decrypted into locked

@@ -91,8 +91,13 @@ enum Command {
         #[arg(long)]
         remove: bool,
     },
-    /// Print who new files of a zero-knowledge bucket are sealed to (from its manifest).
-    Recipients(bucket::BucketArgs),
+    /// Print who new files of a bucket are sealed to (a v2 manifest, or a v1 bucket's list).
+    Recipients {
+        #[command(flatten)]
+        bucket: bucket::BucketArgs,
+        #[command(flatten)]
+        audit: audit::AuditArgs,
+    },
     /// Seal files and directory trees into a bucket, keeping relative paths.
     Seal(SealArgs),
     /// Print a sealed DICOM file's header attributes (up to the pixel data), decrypted in
@@ -125,6 +130,8 @@ enum Command {
     Rm {
         #[command(flatten)]
         bucket: bucket::BucketArgs,
+        #[command(flatten)]
+        audit: audit::AuditArgs,
         /// Paths to remove, as a mount shows them; a directory removes everything below.
         #[arg(required = true)]
         paths: Vec<String>,
@@ -404,7 +411,7 @@ pub fn main() -> ExitCode {
                 remove,
             },
         ),
-        Command::Recipients(args) => bucket::recipients(&args),
+        Command::Recipients { bucket, audit } => bucket::recipients(&bucket, &audit),
         Command::Inspect(args) => dicom::inspect(&args),
         Command::Cat { object, out } => cat(&object, out.as_deref()),
         Command::Verify(args) => verify::verify(&args),
@@ -416,7 +423,11 @@ pub fn main() -> ExitCode {
             path,
             objects,
         } => bucket::ls(&bucket, &audit, path.as_deref(), objects),
-        Command::Rm { bucket, paths } => bucket::rm(&bucket, &paths),
+        Command::Rm {
+            bucket,
+            audit,
+            paths,
+        } => bucket::rm(&bucket, &audit, &paths),
         Command::Share {
             bucket,
             audit,
