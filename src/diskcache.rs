@@ -31,6 +31,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 
 use lru::LruCache;
+use nix::fcntl::{Flock, FlockArg};
 use parking_lot::Mutex;
 
 /// Bytes of one cache window: pieces never cross a multiple of it.
@@ -81,8 +82,8 @@ pub struct DiskCache {
     store: Arc<Store>,
     queue: Mutex<Option<SyncSender<Job>>>,
     writer: Mutex<Option<JoinHandle<()>>>,
-    // Held for the cache's life: the flock is released when the file closes.
-    _lock: File,
+    // Held for the cache's life: the flock is released when it is dropped.
+    _lock: Flock<File>,
 }
 
 /// The pieces on disk and their index, shared with the writer thread.
@@ -435,13 +436,13 @@ pub fn clear(dir: &Path) -> Result<u64, DiskCacheError> {
 }
 
 /// Takes the cache's exclusive lock, naming the holder if another process has it.
-fn lock(dir: &Path) -> Result<File, DiskCacheError> {
+fn lock(dir: &Path) -> Result<Flock<File>, DiskCacheError> {
     let path = dir.join("lock");
     let io = |source| DiskCacheError::Io {
         dir: dir.to_owned(),
         source,
     };
-    let mut file = OpenOptions::new()
+    let file = OpenOptions::new()
         .read(true)
         .write(true)
         .create(true)
@@ -449,10 +450,9 @@ fn lock(dir: &Path) -> Result<File, DiskCacheError> {
         .mode(0o600)
         .open(&path)
         .map_err(io)?;
-    let flags = nix::fcntl::FlockArg::LockExclusiveNonblock;
-    #[allow(deprecated)]
-    if let Err(errno) = nix::fcntl::flock(std::os::fd::AsRawFd::as_raw_fd(&file), flags) {
-        if errno == nix::errno::Errno::EWOULDBLOCK {
+    let mut locked = match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+        Ok(locked) => locked,
+        Err((mut file, nix::errno::Errno::EWOULDBLOCK)) => {
             let mut holder = String::new();
             let _ = file.read_to_string(&mut holder);
             return Err(DiskCacheError::InUse {
@@ -460,11 +460,11 @@ fn lock(dir: &Path) -> Result<File, DiskCacheError> {
                 holder: holder.trim().to_owned(),
             });
         }
-        return Err(io(errno.into()));
-    }
-    file.set_len(0).map_err(io)?;
-    write!(file, "{}", std::process::id()).map_err(io)?;
-    Ok(file)
+        Err((_, errno)) => return Err(io(errno.into())),
+    };
+    locked.set_len(0).map_err(io)?;
+    write!(locked, "{}", std::process::id()).map_err(io)?;
+    Ok(locked)
 }
 
 /// The piece windows a read of `len` bytes at `offset` touches.

@@ -214,10 +214,18 @@ enum Source {
 impl Source {
     /// An audit event of `kind` naming this file.
     fn event(&self, kind: EventKind, actor: &Actor) -> Event {
-        let event = Event::new(kind).actor(actor);
+        let event = Event::new(kind).actor(actor).path(self.path());
         match self {
-            Source::Sealed(object) => event.path(object.path()).file_id(object.file_id()),
-            Source::Volume(entry, _) | Source::Text(entry) => event.path(entry.path()),
+            Source::Sealed(object) => event.file_id(object.file_id()),
+            Source::Volume(..) | Source::Text(_) => event,
+        }
+    }
+
+    /// The path audit records name it by.
+    fn path(&self) -> &str {
+        match self {
+            Source::Sealed(object) => object.path(),
+            Source::Volume(entry, _) | Source::Text(entry) => entry.path(),
         }
     }
 
@@ -876,13 +884,7 @@ impl Vault {
             return Err(VaultError::Purged);
         }
         let handle = self.handle(fh, caller)?;
-        if self.config.require_purpose {
-            let path = handle
-                .source
-                .event(EventKind::Denied, &Actor::default())
-                .path;
-            self.require_purpose(caller, &path.unwrap_or_default())?;
-        }
+        self.require_purpose(caller, handle.source.path())?;
         let requested = out.len() as u64;
         let result = self.read_handle(&handle, offset, out);
         let actor = handle.actor(caller);
