@@ -41,10 +41,12 @@ pub struct MountArgs {
     /// Mount options, comma-separated: identity=PATH, cache_size=SIZE, kernel_cache,
     /// allow_other, uid=N, gid=N, umask=OCTAL, idle_timeout=SECS, audit=PATH|off, audit_sync=always|MS,
     /// audit_anchor=PATH|s3://B/P, audit_anchor_retention=DURATION,
-    /// audit_forward=syslog://HOST:PORT|syslog+tcp://HOST:PORT|journald, endpoint=URL, region=,
-    /// profile=, path_style[=on|off], gdrive_credentials=PATH, gdrive_token=PATH,
-    /// timeout=DURATION, volumes, gpu_sink=cuda|host (host: tests only), ro; mount(8)'s
-    /// _netdev, nofail, auto, noauto, user, users, x-*.
+    /// audit_forward=syslog://HOST:PORT|syslog+tcp://HOST:PORT|journald,
+    /// audit_reads=folded|each, purpose=TEXT, require_purpose, refresh=DURATION,
+    /// disk_cache=DIR, disk_cache_size=SIZE, endpoint=URL, region=, profile=,
+    /// path_style[=on|off], gdrive_credentials=PATH, gdrive_token=PATH, timeout=DURATION,
+    /// volumes, gpu_sink=cuda|host (host: tests only), ro; mount(8)'s _netdev, nofail,
+    /// auto, noauto, user, users, x-*.
     #[arg(short = 'o', value_name = "OPTIONS")]
     options: Vec<String>,
     /// Log file for a background mount [default: ~/.local/state/smpfs/smpfs.log].
