@@ -67,6 +67,10 @@ pub struct MountOptions {
     pub audit_anchor: Option<Source>,
     /// Object Lock retention of S3 checkpoints (`audit_anchor_retention=`, default 6 years).
     pub audit_anchor_retention: std::time::Duration,
+    /// Rotate the audit log once it reaches this many bytes (`audit_rotate=SIZE`).
+    pub audit_rotate_size: Option<u64>,
+    /// Rotate the audit log once it is this old (`audit_rotate_every=DURATION`).
+    pub audit_rotate_every: Option<std::time::Duration>,
     /// A live copy of the audit records to syslog or journald (`audit_forward=`).
     pub audit_forward: Option<ForwardTarget>,
     /// Identity file (`identity=PATH`), for mount(8) and fstab, which pass no flags.
@@ -136,6 +140,8 @@ impl Default for MountOptions {
             audit_anchor: None,
             audit_anchor_retention: DEFAULT_ANCHOR_RETENTION,
             audit_forward: None,
+            audit_rotate_size: None,
+            audit_rotate_every: None,
             identity: None,
             passphrase_file: None,
             log_file: None,
@@ -247,6 +253,12 @@ impl MountOptions {
                 }
                 ("audit_anchor_retention", Some(v)) => {
                     options.audit_anchor_retention = parse_duration(item, v)?
+                }
+                ("audit_rotate", Some(v)) => {
+                    options.audit_rotate_size = Some(parse_size(v).map_err(|e| bad(&e))?)
+                }
+                ("audit_rotate_every", Some(v)) => {
+                    options.audit_rotate_every = Some(parse_duration(item, v)?)
                 }
                 ("audit_forward", Some(target)) => {
                     options.audit_forward = Some(target.parse().map_err(|e| bad(&e))?)

@@ -542,3 +542,73 @@ fn require_purpose_refuses_reads_until_the_session_states_one() {
     assert_eq!(command_reads.len(), 1);
     assert_eq!(command_reads[0]["purpose"], "export for the registry");
 }
+
+/// `audit_rotate_every=`: the log is rotated into files whose chain `audit verify DIR`
+/// follows; a rotated file removed from the directory is named.
+#[test]
+fn a_rotated_log_verifies_as_a_directory_and_a_removed_file_is_named() {
+    let ws = Workspace::new();
+    let data = pattern(500_000, 7);
+    ws.write_plain("f", &data);
+    ws.seal_all();
+    let dir = ws.dir.path().join("logs");
+    let log = dir.join("audit.log");
+    let mount = ws.mount(&[
+        &format!("audit={}", log.display()),
+        "audit_rotate_every=1s",
+        "audit_reads=each",
+    ]);
+    let file = std::fs::File::open(ws.mnt().join("f")).unwrap();
+    let mut buf = vec![0u8; 4096];
+    for round in 0..4u64 {
+        for block in 0..10u64 {
+            let offset = (round * 10 + block) * 4096;
+            assert_eq!(file.read_at(&mut buf, offset).unwrap(), 4096);
+            assert_eq!(buf, data[offset as usize..offset as usize + 4096]);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(1600));
+    }
+    drop(file);
+    assert!(mount.unmount().success());
+    let mut rotated: Vec<std::path::PathBuf> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.file_name().unwrap() != "audit.log")
+        .collect();
+    rotated.sort();
+    assert!(rotated.len() >= 2, "rotated files: {rotated:?}");
+
+    let verified = run_ok(
+        smpfs()
+            .args(["audit", "verify"])
+            .arg(&dir)
+            .arg("-i")
+            .arg(&ws.identity),
+    );
+    let report = String::from_utf8_lossy(&verified.stdout).into_owned();
+    assert!(report.contains("in chain order"), "{report}");
+    assert!(report.contains("verified"), "{report}");
+    // Every read is in some file, in one chain.
+    let reads: usize = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| records(&e.unwrap().path()))
+        .map(|rs| rs.iter().filter(|r| r["event"] == "read").count())
+        .sum();
+    assert_eq!(reads, 40);
+
+    std::fs::remove_file(&rotated[0]).unwrap();
+    let cut = smpfs()
+        .args(["audit", "verify"])
+        .arg(&dir)
+        .arg("-i")
+        .arg(&ws.identity)
+        .output()
+        .unwrap();
+    assert!(!cut.status.success());
+    let stderr = String::from_utf8_lossy(&cut.stderr);
+    assert!(
+        stderr.contains("a rotated file was removed or cut")
+            && stderr.contains(&format!("line 1 of {}", rotated[1].display())),
+        "{stderr}"
+    );
+}

@@ -40,7 +40,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::format::FormatError;
 
-pub use verify::{verify, VerifyReport};
+pub use verify::{verify, verify_files, VerifyReport};
 pub use writer::{is_being_written, AuditLog};
 
 /// Errors of writing, reading and verifying audit logs. The verification variants name

@@ -101,7 +101,8 @@ fn first_line_end(file: &File, path: &Path) -> Result<Option<u64>, AuditError> {
 }
 
 /// Refuses, before anything is written, a non-empty file that does not start as an smpfs
-/// audit log: a complete first line that is a valid `mount` record at seq 0, or, in a file
+/// audit log: a complete first line that is a valid `mount` record at seq 0 (or one
+/// continuing a rotated file, whose detail says `rotated_from`), or, in a file
 /// of one unfinished line, the start of one (a writer killed during its first record).
 pub(super) fn check_is_log(file: &File, path: &Path) -> Result<(), AuditError> {
     let len = file.metadata().map_err(io_error(path))?.len();
@@ -109,8 +110,14 @@ pub(super) fn check_is_log(file: &File, path: &Path) -> Result<(), AuditError> {
         return Ok(());
     }
     let is_log = match first_line_end(file, path)? {
-        Some(end) => read_record(file, path, 0, end)
-            .is_ok_and(|first| first.event == EventKind::Mount && first.seq == 0),
+        Some(end) => read_record(file, path, 0, end).is_ok_and(|first| {
+            first.event == EventKind::Mount
+                && (first.seq == 0
+                    || first
+                        .detail
+                        .as_ref()
+                        .is_some_and(|d| d.get("rotated_from").is_some()))
+        }),
         None => {
             let mut head = [0u8; FIRST_RECORD_HEAD.len()];
             len < MAX_LINE && file.read_exact_at(&mut head, 0).is_ok() && head == FIRST_RECORD_HEAD

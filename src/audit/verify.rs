@@ -9,7 +9,7 @@
 use std::collections::VecDeque;
 use std::fmt;
 use std::fs::File;
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Read};
 use std::path::Path;
 
 use serde_json::Value;
@@ -74,10 +74,25 @@ pub fn verify(
     auditor: &Identity,
     anchor: Option<&AnchorTarget>,
 ) -> Result<VerifyReport, AuditError> {
+    verify_files(log, &[log.to_owned()], auditor, anchor)
+}
+
+/// Verifies a log rotated into `files` (in chain order: each continues the previous one's
+/// last record) as one log named `name`; line numbers count across the files.
+pub fn verify_files(
+    name: &Path,
+    files: &[std::path::PathBuf],
+    auditor: &Identity,
+    anchor: Option<&AnchorTarget>,
+) -> Result<VerifyReport, AuditError> {
+    let log = name;
     let checkpoints = anchor.map(anchor::read).transpose()?;
-    let file = File::open(log).map_err(io_error(log))?;
+    let mut reader: Box<dyn Read> = Box::new(std::io::empty());
+    for file in files {
+        reader = Box::new(reader.chain(File::open(file).map_err(io_error(file))?));
+    }
     let mut lines = Lines {
-        reader: BufReader::new(file),
+        reader: BufReader::new(reader),
         path: log,
         ahead: VecDeque::new(),
         read: 0,
@@ -101,7 +116,7 @@ struct Line {
 
 /// The log's lines, with lookahead.
 struct Lines<'a> {
-    reader: BufReader<File>,
+    reader: BufReader<Box<dyn Read>>,
     path: &'a Path,
     ahead: VecDeque<Line>,
     read: usize,

@@ -540,6 +540,60 @@ impl AuditLog {
         &self.shared.path
     }
 
+    /// Rotation: seals this segment (detail `{"rotated_to": NAME}`), renames its file to
+    /// `rotated`, and starts the next segment in a new file at the old path, continuing the
+    /// chain from the seal (its `mount` detail says `{"rotated_from": NAME}` besides
+    /// `mount_detail`), with the same sync policy and the given anchor. `smpfs audit verify`
+    /// of the directory follows the chain across the files.
+    pub fn rotate(
+        &self,
+        rotated: &Path,
+        anchor: Option<&AnchorTarget>,
+        mount_detail: Value,
+    ) -> Result<AuditLog, AuditError> {
+        let path = self.shared.path.clone();
+        let name = rotated
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        self.seal(serde_json::json!({ "rotated_to": name }))?;
+        let file = &self.shared.sync_file;
+        let last = last_record(file, &path)?.ok_or_else(|| AuditError::Corrupt {
+            path: path.clone(),
+            reason: "nothing to rotate".to_owned(),
+        })?;
+        let auditor = log_auditor(file, &path)?;
+        std::fs::rename(&path, rotated).map_err(io_error(&path))?;
+        let next = OpenOptions::new()
+            .read(true)
+            .append(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&path)
+            .map_err(io_error(&path))?;
+        let locked = lock(next, &path, Busy::Grace)?;
+        let mut detail = Map::new();
+        detail.insert("mount".to_owned(), mount_detail);
+        detail.insert("rotated_from".to_owned(), name.into());
+        let start = Start {
+            segment: last.segment + 1,
+            seq: last.seq + 1,
+            prev: last.tag,
+            log_id: last.log_id,
+        };
+        let log = AuditLog::start(
+            &path,
+            locked,
+            &auditor,
+            start,
+            self.shared.policy,
+            anchor,
+            detail,
+        )?;
+        sync_parent(&path)?;
+        Ok(log)
+    }
+
     /// Whether records could still be written, without writing one: fails, as
     /// [`AuditLog::record`] would, once the log has failed, is sealed, or its file was
     /// deleted (which fails the log for good). A read that earlier records already cover

@@ -15,7 +15,7 @@ use anyhow::{anyhow, Context, Result};
 use serde_json::Value;
 
 use smpfs::audit::report::{self, Summary};
-use smpfs::audit::{verify, AuditError, AuditLog, CommandLog, COMMAND_LOG_NAME};
+use smpfs::audit::{verify_files, AuditError, AuditLog, CommandLog, COMMAND_LOG_NAME};
 use smpfs::keys::Recipient;
 
 use super::output::{out, say};
@@ -290,8 +290,10 @@ fn verify_log(
         })
         .transpose()?;
     let identity = super::load_identity(identity, passphrase_file)?;
-    let live = smpfs::audit::is_being_written(log)?;
-    let report = match verify(log, &identity, anchor.as_ref()) {
+    let files = log_files(log)?;
+    let newest = files.last().cloned().unwrap_or_else(|| log.to_owned());
+    let live = smpfs::audit::is_being_written(&newest)?;
+    let report = match verify_files(log, &files, &identity, anchor.as_ref()) {
         // A mount is writing the last segment: what is written so far verifies.
         Err(AuditError::Unsealed {
             segment,
@@ -308,9 +310,76 @@ fn verify_log(
         }
         other => other,
     };
-    let report = report.with_context(|| format!("audit log {} does NOT verify", log.display()))?;
+    let report = report
+        .map_err(|e| anyhow!("{e}{}", where_in(&files, &e)))
+        .with_context(|| format!("audit log {} does NOT verify", log.display()))?;
+    if files.len() > 1 {
+        out!("{} files, in chain order:", files.len())?;
+        for file in &files {
+            out!("  {}", file.display())?;
+        }
+    }
     out!("{report}")?;
     Ok(())
+}
+
+/// The files of a log: `log` itself, or, for a directory of a rotated log, every file in
+/// it whose first line is an audit record, in chain order (by that record's seq).
+fn log_files(log: &Path) -> Result<Vec<PathBuf>> {
+    if !log.is_dir() {
+        return Ok(vec![log.to_owned()]);
+    }
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(log).with_context(|| format!("reading {}", log.display()))? {
+        let path = entry?.path();
+        let Ok(file) = File::open(&path) else {
+            continue;
+        };
+        let mut first = String::new();
+        if !path.is_file() || BufReader::new(file).read_line(&mut first).is_err() {
+            continue;
+        }
+        if let Ok(record) = serde_json::from_str::<Value>(&first) {
+            if let (Some(seq), Some("mount")) = (record["seq"].as_u64(), record["event"].as_str()) {
+                files.push((seq, path));
+            }
+        }
+    }
+    files.sort();
+    if files.is_empty() {
+        anyhow::bail!("{} holds no audit log file", log.display());
+    }
+    Ok(files.into_iter().map(|(_, path)| path).collect())
+}
+
+/// For a log of several files: which file and line `error`'s line number is, and, when
+/// records are missing right at the start of a file, that a rotated file before it was
+/// removed or cut.
+fn where_in(files: &[PathBuf], error: &AuditError) -> String {
+    let (line, missing) = match error {
+        AuditError::Deleted { line, .. } | AuditError::SegmentMissing { line, .. } => (*line, true),
+        AuditError::Modified { line, .. } | AuditError::Reordered { line, .. } => (*line, false),
+        _ => return String::new(),
+    };
+    if files.len() < 2 {
+        return String::new();
+    }
+    let mut first_line = 1;
+    for file in files {
+        let lines = std::fs::read(file).map_or(0, |b| b.iter().filter(|&&c| c == b'\n').count());
+        if line < first_line + lines {
+            let within = line - first_line + 1;
+            let cut = if within == 1 && missing {
+                "; the records missing come just before this file: a rotated file was removed \
+                 or cut"
+            } else {
+                ""
+            };
+            return format!(" (line {within} of {}{cut})", file.display());
+        }
+        first_line += lines;
+    }
+    String::new()
 }
 
 fn parse_time(text: &str) -> Result<SystemTime> {

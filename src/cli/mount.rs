@@ -539,7 +539,6 @@ fn serve_audited(
         let identity_path = identity_path.to_owned();
         let passphrase_file = options.passphrase_file.clone();
         let watched = Watched {
-            audit,
             disk_cache: disk_cache.clone(),
             disk_cache_limit: options.disk_cache_size,
         };
@@ -557,6 +556,9 @@ fn serve_audited(
                     )
                 })
             })?;
+    }
+    if options.audit_rotate_size.is_some() || options.audit_rotate_every.is_some() {
+        rotate_audit_log(&vault, mountpoint, source, options)?;
     }
     tracing::info!(mountpoint = %mountpoint.display(), "mount is live");
     readiness.ready(&warnings);
@@ -655,9 +657,84 @@ fn detach(mountpoint: &Path) -> std::result::Result<(), String> {
     }
 }
 
+/// Starts the thread that rotates the mount's audit log (`audit_rotate=`,
+/// `audit_rotate_every=`): checked every 5 s; a rotated file is renamed
+/// `NAME.YYYYMMDDTHHMMSSZ` beside it, and the chain goes on in a new `NAME`.
+fn rotate_audit_log(
+    vault: &Arc<Vault>,
+    mountpoint: &Path,
+    source: &Source,
+    options: &MountOptions,
+) -> Result<()> {
+    let Some(path) = vault.audit_log().map(|log| log.path().to_owned()) else {
+        return Ok(());
+    };
+    let vault = Arc::clone(vault);
+    let options = options.clone();
+    let detail = serde_json::json!({
+        "source": source.to_string(),
+        "mountpoint": mountpoint.display().to_string(),
+    });
+    let check = options
+        .audit_rotate_every
+        .unwrap_or(std::time::Duration::from_secs(5))
+        .min(std::time::Duration::from_secs(5));
+    std::thread::Builder::new()
+        .name("smpfs-audit-rotate".into())
+        .spawn(move || {
+            let mut since = std::time::Instant::now();
+            loop {
+                std::thread::sleep(check);
+                let size = std::fs::metadata(&path).map_or(0, |m| m.len());
+                let due = options.audit_rotate_size.is_some_and(|max| size >= max)
+                    || options
+                        .audit_rotate_every
+                        .is_some_and(|every| since.elapsed() >= every);
+                if !due || vault.audit_log().is_none_or(|log| log.state() == "sealed") {
+                    continue;
+                }
+                let stamp = humantime::format_rfc3339_seconds(std::time::SystemTime::now())
+                    .to_string()
+                    .replace(['-', ':'], "");
+                let name = path.file_name().unwrap_or_default().to_string_lossy();
+                let mut rotated = path.with_file_name(format!("{name}.{stamp}"));
+                for n in 1.. {
+                    if !rotated.exists() {
+                        break;
+                    }
+                    rotated = path.with_file_name(format!("{name}.{stamp}-{n}"));
+                }
+                let anchor = options.audit_anchor.as_ref().and_then(|target| {
+                    super::anchor_target(
+                        target,
+                        &options.backend.s3,
+                        options.audit_anchor_retention,
+                    )
+                    .map_err(|e| tracing::error!("audit anchor not reopened after rotation: {e:#}"))
+                    .ok()
+                });
+                let rotated_ok = vault.rotate_audit(|log| {
+                    let next = log.rotate(&rotated, anchor.as_ref(), detail.clone())?;
+                    if let Some(target) = &options.audit_forward {
+                        match Forwarder::start(target) {
+                            Ok(forwarder) => next.forward(forwarder)?,
+                            Err(e) => tracing::error!("audit forward not restarted: {e}"),
+                        }
+                    }
+                    Ok(next)
+                });
+                match rotated_ok {
+                    Ok(()) => tracing::info!(rotated = %rotated.display(), "audit log rotated"),
+                    Err(e) => tracing::error!("audit log not rotated: {e}"),
+                }
+                since = std::time::Instant::now();
+            }
+        })?;
+    Ok(())
+}
+
 /// What `smpfs status` reports besides the vault.
 struct Watched {
-    audit: Option<Arc<AuditLog>>,
     disk_cache: Option<Arc<DiskCache>>,
     disk_cache_limit: u64,
 }
@@ -685,7 +762,7 @@ fn status(vault: &Vault, mountpoint: &Path, watched: &Watched) -> String {
         "requests_in_flight": vault.in_flight(),
         "memory_cache_locked_bytes": vault.cache().locked_bytes(),
         "disk_cache": disk_cache,
-        "audit": watched.audit.as_ref().map(|log| serde_json::json!({
+        "audit": vault.audit_log().map(|log| serde_json::json!({
             "path": log.path().display().to_string(),
             "state": log.state(),
         })),

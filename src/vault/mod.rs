@@ -313,7 +313,8 @@ pub struct Vault {
     /// How the backend wants read-ahead scheduled.
     profile: ReadProfile,
     gpu: Loader,
-    audit: Option<Arc<AuditLog>>,
+    /// Where records go; replaced when the log is rotated ([`Vault::rotate_audit`]).
+    audit: RwLock<Option<Arc<AuditLog>>>,
     /// When the last request arrived, as milliseconds since `started`.
     last_request_ms: AtomicU64,
     started: std::time::Instant,
@@ -397,7 +398,7 @@ impl Vault {
             readahead_workers: Workers::new(profile.parallel_requests, "smpfs-readahead"),
             profile,
             gpu: Loader::new(config.gpu_sink),
-            audit,
+            audit: RwLock::new(audit),
             last_request_ms: AtomicU64::new(0),
             sealed: std::sync::atomic::AtomicBool::new(false),
             started: std::time::Instant::now(),
@@ -810,7 +811,7 @@ impl Vault {
 
     /// Writes `event`, its actor carrying the purpose of its session (or the mount's).
     fn record(&self, mut event: Event) -> Result<(), VaultError> {
-        let Some(log) = &self.audit else {
+        let Some(log) = self.audit_log() else {
             return Ok(());
         };
         if let Some(actor) = &mut event.actor {
@@ -819,6 +820,26 @@ impl Vault {
             }
         }
         Ok(log.record(event)?)
+    }
+
+    /// The audit log records go to now.
+    pub fn audit_log(&self) -> Option<Arc<AuditLog>> {
+        self.audit.read().clone()
+    }
+
+    /// Rotates the audit log with `rotate` (which seals the current one and returns the
+    /// next) while no request is in flight, so no record can find the old log sealed.
+    pub fn rotate_audit(
+        &self,
+        rotate: impl FnOnce(&AuditLog) -> Result<AuditLog, AuditError>,
+    ) -> Result<(), VaultError> {
+        let _quiet = self.purge_gate.write();
+        let mut audit = self.audit.write();
+        if let Some(current) = audit.as_ref() {
+            let next = rotate(current)?;
+            *audit = Some(Arc::new(next));
+        }
+        Ok(())
     }
 
     /// States `purpose` for the session of process `pid` (`smpfs purpose`); returns the
@@ -907,7 +928,7 @@ impl Vault {
                         record = record.detail(serde_json::json!({ "folded": true, "bytes": n }));
                     }
                     self.record(record)?;
-                } else if let Some(log) = &self.audit {
+                } else if let Some(log) = self.audit_log() {
                     // Covered by a record already written; still refused once the log fails.
                     log.check()?;
                 }
@@ -1272,7 +1293,7 @@ impl Vault {
         }
         let bytes = self.purge();
         self.cache.release();
-        if let Some(log) = &self.audit {
+        if let Some(log) = self.audit_log() {
             if let Err(e) = log.seal(serde_json::json!({ "clean": true })) {
                 tracing::error!("audit segment not sealed: {e}");
             }
