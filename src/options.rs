@@ -441,6 +441,12 @@ mod tests {
         let purposeful = MountOptions::parse(&["purpose=tumour board,require_purpose"]).unwrap();
         assert_eq!(purposeful.purpose.as_deref(), Some("tumour board"));
         assert!(purposeful.require_purpose && !o.require_purpose);
+        let rotating = MountOptions::parse(&["audit_rotate=100M,audit_rotate_every=1d"]).unwrap();
+        assert_eq!(rotating.audit_rotate_size, Some(100 << 20));
+        assert_eq!(
+            rotating.audit_rotate_every,
+            Some(std::time::Duration::from_secs(86_400))
+        );
         assert_eq!(
             MountOptions::parse::<&str>(&[]).unwrap(),
             MountOptions::default()
