@@ -712,21 +712,7 @@ fn share_refuses_bad_recipient_lists_and_changes_nothing() {
             .arg("-i")
             .arg(&ws.identity),
     );
-    let snapshot = || {
-        let mut files: Vec<(String, Vec<u8>)> = walkdir::WalkDir::new(ws.bucket())
-            .into_iter()
-            .map(|e| e.unwrap())
-            .filter(|e| e.file_type().is_file())
-            .map(|e| {
-                (
-                    e.path().display().to_string(),
-                    std::fs::read(e.path()).unwrap(),
-                )
-            })
-            .collect();
-        files.sort();
-        files
-    };
+    let snapshot = || common::files_below(&ws.bucket());
     let before = snapshot();
     let secret_line = std::fs::read_to_string(&ws.identity)
         .unwrap()

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
-use common::{assert_audit_verifies, audit_records, pattern, run_ok, Workspace};
+use common::{assert_audit_verifies, audit_records, files_below, pattern, run_ok, Workspace};
 use serde_json::Value;
 
 /// The default log of commands, beside the workspace's identity.
@@ -94,27 +94,6 @@ fn on_bucket(ws: &Workspace, command: &str, extra: &[&str]) -> Command {
         .arg(&ws.identity)
         .args(extra);
     cmd
-}
-
-/// Every file below `dir`, relative path and bytes, sorted.
-fn tree(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
-    let mut found = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(next) = stack.pop() {
-        for entry in std::fs::read_dir(&next).unwrap() {
-            let path = entry.unwrap().path();
-            if path.is_dir() {
-                stack.push(path);
-            } else {
-                found.push((
-                    path.strip_prefix(dir).unwrap().to_owned(),
-                    std::fs::read(&path).unwrap(),
-                ));
-            }
-        }
-    }
-    found.sort();
-    found
 }
 
 #[test]
@@ -285,7 +264,7 @@ fn inspect_records_the_file_before_printing_its_header() {
 /// stdout, no `--out` file, the buckets unchanged. `why` must be in each error.
 fn assert_every_command_fails_closed(ws: &Workspace, log: &Path, why: &str) {
     let v1 = ws.dir.path().join("v1");
-    let buckets_before = (tree(&ws.bucket()), tree(&v1));
+    let buckets_before = (files_below(&ws.bucket()), files_below(&v1));
     let copy = ws.dir.path().join("copy");
     let audit = ["--audit", log.to_str().unwrap()];
     let other = other_recipient();
@@ -320,7 +299,7 @@ fn assert_every_command_fails_closed(ws: &Workspace, log: &Path, why: &str) {
     }
     assert!(!copy.exists(), "cat --out wrote its file");
     assert_eq!(
-        (tree(&ws.bucket()), tree(&v1)),
+        (files_below(&ws.bucket()), files_below(&v1)),
         buckets_before,
         "a bucket changed"
     );

@@ -11,7 +11,7 @@ use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 use common::moto::Moto;
-use common::{pattern, run_ok, Workspace};
+use common::{files_below, pattern, run_ok, Workspace};
 
 /// Names a hospital tree really has: a patient name, an MRN, a DICOM UID and a date.
 const PHI: [&str; 4] = [
@@ -64,29 +64,6 @@ fn seal(ws: &Workspace, source: &Path, out: &str, extra: &[&str]) -> Command {
         .arg(&ws.identity)
         .args(extra);
     cmd
-}
-
-/// Every file below `dir` (recursively), relative paths and contents.
-fn files_below(dir: &Path) -> Vec<(String, Vec<u8>)> {
-    let mut found = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(next) = stack.pop() {
-        for entry in std::fs::read_dir(&next).unwrap() {
-            let path = entry.unwrap().path();
-            if path.is_dir() {
-                stack.push(path);
-            } else {
-                let rel = path
-                    .strip_prefix(dir)
-                    .unwrap()
-                    .to_string_lossy()
-                    .into_owned();
-                found.push((rel, std::fs::read(&path).unwrap()));
-            }
-        }
-    }
-    found.sort();
-    found
 }
 
 fn contains(haystack: &[u8], needle: &[u8]) -> bool {

@@ -117,19 +117,11 @@ impl CommandLog {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::audit::record::{parse_line, Record};
     use crate::keys::Identity;
     use std::sync::mpsc;
     use std::time::Duration;
 
-    fn records(path: &Path) -> Vec<Record> {
-        std::fs::read(path)
-            .unwrap()
-            .split(|&b| b == b'\n')
-            .filter(|l| !l.is_empty())
-            .map(|l| parse_line(l).expect("every line parses").0)
-            .collect()
-    }
+    use crate::audit::record::read_records as records;
 
     #[test]
     fn a_command_segment_names_the_command_and_verifies() {

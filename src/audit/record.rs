@@ -302,6 +302,17 @@ pub(crate) fn io_error(path: &std::path::Path) -> impl Fn(std::io::Error) -> Aud
     }
 }
 
+/// Every record of the log file at `path`, for the writer's and commands' tests.
+#[cfg(test)]
+pub(crate) fn read_records(path: &std::path::Path) -> Vec<Record> {
+    std::fs::read(path)
+        .unwrap()
+        .split(|&b| b == b'\n')
+        .filter(|l| !l.is_empty())
+        .map(|l| parse_line(l).expect("every line parses").0)
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

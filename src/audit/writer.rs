@@ -957,18 +957,11 @@ fn sync_parent(path: &Path) -> Result<(), AuditError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::audit::record::{parse_line, unwrap_key, Record};
+    use crate::audit::record::unwrap_key;
     use crate::audit::VerifyReport;
     use crate::keys::Identity;
 
-    fn lines(path: &Path) -> Vec<Record> {
-        std::fs::read(path)
-            .unwrap()
-            .split(|&b| b == b'\n')
-            .filter(|l| !l.is_empty())
-            .map(|l| parse_line(l).expect("every line parses").0)
-            .collect()
-    }
+    use crate::audit::record::read_records as lines;
 
     /// A new log, `audit.log` in a fresh directory, to a fresh recipient, default syncing.
     fn fresh_log() -> (tempfile::TempDir, PathBuf, Recipient, AuditLog) {

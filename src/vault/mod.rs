@@ -811,7 +811,8 @@ impl Vault {
 
     /// Writes `event`, its actor carrying the purpose of its session (or the mount's).
     fn record(&self, mut event: Event) -> Result<(), VaultError> {
-        let Some(log) = self.audit_log() else {
+        let audit = self.audit.read();
+        let Some(log) = audit.as_ref() else {
             return Ok(());
         };
         if let Some(actor) = &mut event.actor {
@@ -928,7 +929,7 @@ impl Vault {
                         record = record.detail(serde_json::json!({ "folded": true, "bytes": n }));
                     }
                     self.record(record)?;
-                } else if let Some(log) = self.audit_log() {
+                } else if let Some(log) = self.audit.read().as_ref() {
                     // Covered by a record already written; still refused once the log fails.
                     log.check()?;
                 }

@@ -152,6 +152,29 @@ pub fn spawn_mount(mut cmd: Command, mnt: PathBuf, log: PathBuf) -> Mount {
     mount
 }
 
+/// Every file below `dir` (recursively): relative paths and contents, sorted.
+pub fn files_below(dir: &Path) -> Vec<(String, Vec<u8>)> {
+    let mut found = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(next) = stack.pop() {
+        for entry in std::fs::read_dir(&next).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                stack.push(path);
+            } else {
+                let rel = path
+                    .strip_prefix(dir)
+                    .unwrap()
+                    .to_string_lossy()
+                    .into_owned();
+                found.push((rel, std::fs::read(&path).unwrap()));
+            }
+        }
+    }
+    found.sort();
+    found
+}
+
 /// How many times `needle` occurs in the readable memory of process `pid`.
 pub fn occurrences_in_memory(pid: u32, needle: &[u8]) -> usize {
     use std::os::unix::fs::FileExt;
