@@ -167,20 +167,34 @@ fn damaged_entries_are_fetched_again_and_the_bound_holds() {
     assert_reads(&ws, &files);
     assert!(mount.unmount().success());
 
-    // Flip a byte in one piece, cut another short: both are found, deleted, fetched again.
+    // Flip a byte in one piece, cut another short: neither is served, both are replaced.
+    // (When both lie in one read, the first found sends the whole read to the store and
+    // its refetch overwrites the second, so at least one is counted as damaged.)
     let pieces = files_under(&cache.join("pieces"));
     assert!(pieces.len() >= 2, "{pieces:?}");
     let mut flipped = std::fs::read(&pieces[0]).unwrap();
     let last = flipped.len() - 1;
     flipped[last] ^= 0x20;
-    std::fs::write(&pieces[0], flipped).unwrap();
+    std::fs::write(&pieces[0], &flipped).unwrap();
     let cut = std::fs::read(&pieces[1]).unwrap();
-    std::fs::write(&pieces[1], &cut[..cut.len() / 2]).unwrap();
+    let cut = cut[..cut.len() / 2].to_vec();
+    std::fs::write(&pieces[1], &cut).unwrap();
     let mount = ws.mount_source("s3://epochs/zk", &[&moto.endpoint_option(), &option]);
     assert_reads(&ws, &files);
     let after = status(&ws);
-    assert_eq!(after["disk_cache"]["damaged"], 2, "{after}");
+    assert!(
+        after["disk_cache"]["damaged"].as_u64().unwrap() >= 1,
+        "{after}"
+    );
     assert!(mount.unmount().success());
+    for (piece, damaged) in [(&pieces[0], &flipped), (&pieces[1], &cut)] {
+        assert_ne!(
+            std::fs::read(piece).ok().as_ref(),
+            Some(damaged),
+            "{} is still damaged",
+            piece.display()
+        );
+    }
     assert!(
         mount_log_mentions(&ws, "damaged piece deleted"),
         "damage not logged"
