@@ -107,8 +107,9 @@ pub struct MountOptions {
     pub disk_cache: Option<PathBuf>,
     /// Bound of the disk cache in bytes (`disk_cache_size=`, default 10G).
     pub disk_cache_size: u64,
-    /// Fold a sequential reader's reads into growing range records (`audit_reads=folded`,
-    /// the default), or write one record per read request (`audit_reads=each`).
+    /// Fold a reader's reads into growing range records and per-chunk records
+    /// (`audit_reads=folded`, the default), or write one record per read request
+    /// (`audit_reads=each`).
     pub fold_reads: bool,
     /// The purpose records carry when a reader's session stated none (`purpose=TEXT`).
     pub purpose: Option<String>,

@@ -72,7 +72,7 @@ fn reads_by_cat_python_and_dd_are_recorded_and_the_auditor_verifies() {
         "dd",
         run(Command::new("dd")
             .arg(format!("if={}", file.display()))
-            .args(["of=/dev/null", "bs=4k", "count=3"])),
+            .args(["of=/dev/null", "bs=64k", "count=3"])),
     );
     // head, as uid 1234 / gid 5678.
     let other = run(Command::new("setpriv")
@@ -122,13 +122,14 @@ fn reads_by_cat_python_and_dd_are_recorded_and_the_auditor_verifies() {
         assert_eq!(r["user"], "?", "{r}");
         assert_eq!(r["pid"], other);
     }
-    // dd read exactly three 4 KiB blocks: a record for the first, then one folded record
-    // reaching past the second read and covering the third (written before both).
+    // dd read exactly three 64 KiB blocks (one chunk each): a record for the first, then
+    // one folded record reaching past the second read and covering the third (written
+    // before both).
     let dd: Vec<(u64, u64)> = events("read", "dd")
         .iter()
         .map(|r| (r["offset"].as_u64().unwrap(), r["length"].as_u64().unwrap()))
         .collect();
-    assert_eq!(dd, [(0, 4096), (4096, 8192)]);
+    assert_eq!(dd, [(0, 65536), (65536, 131072)]);
     assert_eq!(events("read", "dd")[1]["detail"]["folded"], true);
     let kinds: Vec<&str> = all.iter().map(|r| r["event"].as_str().unwrap()).collect();
     assert!(kinds.contains(&"mount") && kinds.contains(&"purge"));
@@ -208,7 +209,7 @@ fn reads_fail_closed_when_the_log_is_deleted() {
 #[test]
 fn reads_fail_closed_when_the_log_cannot_be_written() {
     let ws = Workspace::new();
-    let data = pattern(1 << 20, 3);
+    let data = pattern(8 << 20, 3);
     ws.write_plain("f", &data);
     ws.seal_all();
     // The log lives on a tiny tmpfs that we then fill up.
@@ -230,13 +231,11 @@ fn reads_fail_closed_when_the_log_cannot_be_written() {
     let mount = ws.mount(&[&format!("audit={}", log.display())]);
 
     let file = std::fs::File::open(ws.mnt().join("f")).unwrap();
-    let mut served = 0u64;
-    let mut served_blocks = Vec::new();
+    let mut served = Vec::new();
     let mut buf = vec![0u8; 4096];
     for i in 0..20u64 {
         assert_eq!(file.read_at(&mut buf, i * 4096).unwrap(), 4096);
-        served += 1;
-        served_blocks.push(i);
+        served.push(i * 4096);
     }
     let filler = logdir.join("filler");
     let _ = Command::new("dd")
@@ -244,14 +243,16 @@ fn reads_fail_closed_when_the_log_cannot_be_written() {
         .arg(format!("of={}", filler.display()))
         .arg("bs=4k")
         .status();
+    // Random reads, each in a chunk of its own (64 KiB), so each needs a new record; the
+    // first few may still fit in the log's last, partly filled page.
     let mut failed = 0;
-    for i in 20..60u64 {
-        match file.read_at(&mut buf, i * 4096) {
+    for chunk in (8..128u64).rev().step_by(2) {
+        let offset = chunk * 65536 + 4096;
+        match file.read_at(&mut buf, offset) {
             Ok(n) => {
                 assert_eq!(n, 4096);
-                assert_eq!(buf, data[(i * 4096) as usize..(i * 4096 + 4096) as usize]);
-                served += 1;
-                served_blocks.push(i);
+                assert_eq!(buf, data[offset as usize..offset as usize + 4096]);
+                served.push(offset);
             }
             Err(e) => {
                 assert_eq!(e.raw_os_error(), Some(libc::EIO), "{e}");
@@ -272,11 +273,12 @@ fn reads_fail_closed_when_the_log_cannot_be_written() {
             (offset, offset + r["length"].as_u64().unwrap())
         })
         .collect();
-    for block in served_blocks {
-        let (start, end) = (block * 4096, block * 4096 + 4096);
+    for &start in &served {
+        let end = start + 4096;
         assert!(
             ranges.iter().any(|&(s, e)| s <= start && end <= e),
-            "block {block} was returned but no record covers it ({served} served, {ranges:?})"
+            "bytes at {start} were returned but no record covers them ({} served, {ranges:?})",
+            served.len()
         );
     }
 }
@@ -464,6 +466,49 @@ fn with_audit_reads_each_every_request_is_recorded() {
         .map(|r| (r["offset"].as_u64().unwrap(), r["length"].as_u64().unwrap()))
         .collect();
     assert_eq!(reads, (0..5).map(|i| (i * 4096, 4096)).collect::<Vec<_>>());
+}
+
+/// Random reads: a record covers the chunk (64 KiB) a read falls in, once per reader; a
+/// read in a chunk already recorded writes nothing more, and every byte served is covered.
+#[test]
+fn random_reads_record_each_chunk_once() {
+    let ws = Workspace::new();
+    let data = pattern(1 << 20, 6);
+    ws.write_plain("f", &data);
+    ws.seal_all();
+    let mount = ws.mount(&[]);
+    let file = std::fs::File::open(ws.mnt().join("f")).unwrap();
+    let mut buf = vec![0u8; 4096];
+    for (chunk, at) in [
+        (5u64, 100u64),
+        (2, 0),
+        (5, 30_000),
+        (9, 8192),
+        (2, 61_440),
+        (5, 0),
+    ] {
+        let offset = chunk * 65536 + at;
+        assert_eq!(file.read_at(&mut buf, offset).unwrap(), 4096);
+        assert_eq!(buf, data[offset as usize..offset as usize + 4096]);
+    }
+    drop(file);
+    assert!(mount.unmount().success());
+    let reads: Vec<(u64, u64, bool)> = records(&ws.dir.path().join("audit.log"))
+        .iter()
+        .filter(|r| r["event"] == "read")
+        .map(|r| {
+            (
+                r["offset"].as_u64().unwrap(),
+                r["length"].as_u64().unwrap(),
+                r["detail"]["folded"] == true,
+            )
+        })
+        .collect();
+    assert_eq!(
+        reads,
+        [5u64, 2, 9].map(|chunk| (chunk * 65536, 65536, true)),
+        "one record per chunk touched"
+    );
 }
 
 /// `-o require_purpose`: a process whose session stated no purpose is refused (EACCES,

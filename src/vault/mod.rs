@@ -122,7 +122,7 @@ pub struct VaultConfig {
     pub gpu_sink: SinkKind,
     /// Whether DICOM series appear as NIfTI-1 volumes under [`VOLUMES_DIR`] (`-o volumes`).
     pub volumes: bool,
-    /// Whether a sequential reader's reads are folded into growing range records
+    /// Whether a reader's reads are folded into growing range and per-chunk records
     /// ([`fold`]; `-o audit_reads=folded`, the default) or recorded one per request.
     pub fold_reads: bool,
     /// The purpose records carry when the reader's session stated none (`-o purpose=`).
@@ -238,6 +238,15 @@ impl Source {
                 Virtual::Error { text, .. } => text.len() as u64,
                 _ => 0,
             },
+        }
+    }
+
+    /// Bytes a random read's folded record covers at least: a sealed file's chunk, the
+    /// unit smpfs decrypts; a file assembled in memory's default chunk size.
+    fn audit_unit(&self) -> u64 {
+        match self {
+            Source::Sealed(object) => object.layout().chunk_size() as u64,
+            Source::Volume(..) | Source::Text(_) => 1 << crate::format::DEFAULT_CHUNK_LOG2,
         }
     }
 
@@ -703,13 +712,14 @@ impl Vault {
                 source
             }
         };
+        let unit = source.audit_unit();
         Ok(Arc::new(Handle {
             ino,
             source,
             readahead: Mutex::new(Readahead::default()),
             actor: Mutex::new(actor),
             bytes_read: AtomicU64::new(0),
-            announced: Mutex::new(fold::Announced::default()),
+            announced: Mutex::new(fold::Announced::new(unit)),
         }))
     }
 
@@ -915,11 +925,10 @@ impl Vault {
             Ok(n) if self.config.fold_reads => {
                 let n = *n as u64;
                 let size = handle.source.size();
-                let range = handle
-                    .announced
-                    .lock()
-                    .record_for(caller.pid, offset, n, size);
-                if let Some((start, length)) = range {
+                // Held across the write: a concurrent read of the same bytes must not find
+                // them covered before the record that covers them is in the log.
+                let mut announced = handle.announced.lock();
+                if let Some((start, length)) = announced.record_for(caller.pid, offset, n, size) {
                     let mut record = handle
                         .source
                         .event(EventKind::Read, &actor)
@@ -928,7 +937,10 @@ impl Vault {
                     if length > n {
                         record = record.detail(serde_json::json!({ "folded": true, "bytes": n }));
                     }
-                    self.record(record)?;
+                    if let Err(error) = self.record(record) {
+                        announced.forget();
+                        return Err(error);
+                    }
                 } else if let Some(log) = self.audit.read().as_ref() {
                     // Covered by a record already written; still refused once the log fails.
                     log.check()?;
