@@ -94,6 +94,17 @@ fn a_udp_receiver_gets_each_record_as_an_rfc_5424_datagram() {
         .unwrap();
     let port = receiver.local_addr().unwrap().port();
     let mount = ws.mount(&[&format!("audit_forward=syslog://127.0.0.1:{port}")]);
+    assert_eq!(
+        std::fs::read(ws.mnt().join(FILE)).unwrap(),
+        pattern(300_000, 1)
+    );
+    // `smpfs status` shows the forward's counts while mounted.
+    let status = common::run_ok(ws.smpfs().arg("status").arg(ws.mnt()).arg("--json"));
+    let status: Value = serde_json::from_slice(&status.stdout).unwrap();
+    let forward = &status["audit"]["forward"];
+    assert_eq!(forward["to"], format!("syslog://127.0.0.1:{port}"), "{status}");
+    assert!(forward["sent"].as_u64().unwrap() >= 1, "the mount record: {status}");
+    assert_eq!(forward["dropped"], 0, "{status}");
     read_and_unmount(&ws, mount);
     let mut messages = Vec::new();
     let mut buf = vec![0; 65536];

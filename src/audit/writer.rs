@@ -540,6 +540,14 @@ impl AuditLog {
         &self.shared.path
     }
 
+    /// With a live forward, adds its counts so far to `detail` as `"forward": {"to",
+    /// "sent", "dropped", "errors", "queued"}` (for `smpfs status`); without one, leaves it.
+    pub fn note_forward(&self, detail: &mut Value) {
+        if let Some(forward) = &self.shared.output.lock().forward {
+            forward.note(detail);
+        }
+    }
+
     /// Rotation: seals this segment (detail `{"rotated_to": NAME}`), renames its file to
     /// `rotated`, and starts the next segment in a new file at the old path, continuing the
     /// chain from the seal (its `mount` detail says `{"rotated_from": NAME}` besides

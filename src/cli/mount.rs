@@ -762,10 +762,14 @@ fn status(vault: &Vault, mountpoint: &Path, watched: &Watched) -> String {
         "requests_in_flight": vault.in_flight(),
         "memory_cache_locked_bytes": vault.cache().locked_bytes(),
         "disk_cache": disk_cache,
-        "audit": vault.audit_log().map(|log| serde_json::json!({
-            "path": log.path().display().to_string(),
-            "state": log.state(),
-        })),
+        "audit": vault.audit_log().map(|log| {
+            let mut audit = serde_json::json!({
+                "path": log.path().display().to_string(),
+                "state": log.state(),
+            });
+            log.note_forward(&mut audit);
+            audit
+        }),
     })
     .to_string()
 }
