@@ -102,8 +102,15 @@ fn a_udp_receiver_gets_each_record_as_an_rfc_5424_datagram() {
     let status = common::run_ok(ws.smpfs().arg("status").arg(ws.mnt()).arg("--json"));
     let status: Value = serde_json::from_slice(&status.stdout).unwrap();
     let forward = &status["audit"]["forward"];
-    assert_eq!(forward["to"], format!("syslog://127.0.0.1:{port}"), "{status}");
-    assert!(forward["sent"].as_u64().unwrap() >= 1, "the mount record: {status}");
+    assert_eq!(
+        forward["to"],
+        format!("syslog://127.0.0.1:{port}"),
+        "{status}"
+    );
+    assert!(
+        forward["sent"].as_u64().unwrap() >= 1,
+        "the mount record: {status}"
+    );
     assert_eq!(forward["dropped"], 0, "{status}");
     read_and_unmount(&ws, mount);
     let mut messages = Vec::new();
