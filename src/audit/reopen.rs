@@ -14,8 +14,16 @@ use crate::keys::Recipient;
 
 /// Longest line the writer reads back when it reopens a log.
 pub(super) const MAX_LINE: u64 = 16 << 20;
-/// How every log's first line begins: the first record's `seq` and the opening of its `time`.
-const FIRST_RECORD_HEAD: &[u8] = b"{\"seq\":0,\"time\":\"";
+/// Whether `head` begins as every record line does: `{"seq":DIGITS,"time":"` (a new log's
+/// first record has seq 0; a rotated-in file's continues its predecessor's).
+fn starts_like_a_record(head: &[u8]) -> bool {
+    let Some(rest) = head.strip_prefix(b"{\"seq\":") else {
+        return false;
+    };
+    let digits = rest.iter().take_while(|b| b.is_ascii_digit()).count();
+    (1..=20).contains(&digits) && rest[digits..].starts_with(b",\"time\":\"")
+}
+
 /// The position of the last `\n` before byte `end`, reading backwards in blocks.
 fn last_newline_before(file: &File, end: u64) -> std::io::Result<Option<u64>> {
     let mut block = vec![0u8; 64 << 10];
@@ -103,7 +111,7 @@ fn first_line_end(file: &File, path: &Path) -> Result<Option<u64>, AuditError> {
 /// Refuses, before anything is written, a non-empty file that does not start as an smpfs
 /// audit log: a complete first line that is a valid `mount` record at seq 0 (or one
 /// continuing a rotated file, whose detail says `rotated_from`), or, in a file
-/// of one unfinished line, the start of one (a writer killed during its first record).
+/// of one unfinished line, the start of a record (a writer killed during its first one).
 pub(super) fn check_is_log(file: &File, path: &Path) -> Result<(), AuditError> {
     let len = file.metadata().map_err(io_error(path))?.len();
     if len == 0 {
@@ -119,8 +127,9 @@ pub(super) fn check_is_log(file: &File, path: &Path) -> Result<(), AuditError> {
                         .is_some_and(|d| d.get("rotated_from").is_some()))
         }),
         None => {
-            let mut head = [0u8; FIRST_RECORD_HEAD.len()];
-            len < MAX_LINE && file.read_exact_at(&mut head, 0).is_ok() && head == FIRST_RECORD_HEAD
+            let mut head = [0u8; 64];
+            let n = file.read_at(&mut head, 0).map_err(io_error(path))?;
+            len < MAX_LINE && starts_like_a_record(&head[..n])
         }
     };
     if is_log {
@@ -148,4 +157,70 @@ pub(super) fn log_auditor(file: &File, path: &Path) -> Result<Recipient, AuditEr
             path: path.to_owned(),
             reason: "its first record names no auditor".to_owned(),
         })
+}
+
+/// The file the chain at `path` continues from when `path` holds no record yet: among its
+/// siblings named `NAME.…`, the one sealed by a rotation (its last record an `unmount`
+/// whose `rotated_to` is its own name) with the highest `seq`. A crash between a
+/// rotation's rename and the new file's first record leaves such a sibling beside an
+/// empty (or torn, then emptied) `path`. Returns the sibling's name, last record and
+/// auditor; siblings that are not such logs are passed over.
+pub(super) fn rotated_predecessor(
+    path: &Path,
+) -> Result<Option<(String, Record, Recipient)>, AuditError> {
+    let (Some(dir), Some(name)) = (path.parent(), path.file_name()) else {
+        return Ok(None);
+    };
+    let dir = if dir.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        dir
+    };
+    let prefix = format!("{}.", name.to_string_lossy());
+    let mut best: Option<(String, Record, File)> = None;
+    for entry in std::fs::read_dir(dir).map_err(io_error(dir))? {
+        let entry = entry.map_err(io_error(dir))?;
+        let sibling = entry.file_name().to_string_lossy().into_owned();
+        if !sibling.starts_with(&prefix) || !entry.file_type().is_ok_and(|t| t.is_file()) {
+            continue;
+        }
+        let sibling_path = entry.path();
+        let Ok(file) = File::open(&sibling_path) else {
+            continue;
+        };
+        let Ok(Some(last)) = last_record(&file, &sibling_path) else {
+            continue;
+        };
+        let sealed_by_rotation = last.event == EventKind::Unmount
+            && last
+                .detail
+                .as_ref()
+                .and_then(|d| d.get("rotated_to"))
+                .and_then(Value::as_str)
+                == Some(sibling.as_str());
+        if sealed_by_rotation && best.as_ref().is_none_or(|(_, b, _)| last.seq > b.seq) {
+            best = Some((sibling, last, file));
+        }
+    }
+    let Some((sibling, last, file)) = best else {
+        return Ok(None);
+    };
+    let auditor = log_auditor(&file, &path.with_file_name(&sibling))?;
+    Ok(Some((sibling, last, auditor)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::starts_like_a_record;
+
+    #[test]
+    fn a_record_head_is_recognised_at_any_seq() {
+        assert!(starts_like_a_record(b"{\"seq\":0,\"time\":\"2026"));
+        assert!(starts_like_a_record(
+            b"{\"seq\":18446744073709551615,\"time\":\""
+        ));
+        assert!(!starts_like_a_record(b"{\"seq\":,\"time\":\""));
+        assert!(!starts_like_a_record(b"{\"seq\":12,\"tim"));
+        assert!(!starts_like_a_record(b"#!/bin/sh\n"));
+    }
 }

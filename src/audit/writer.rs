@@ -42,7 +42,9 @@ use serde_json::{Map, Value};
 use super::anchor::{Anchor, AnchorTarget, Checkpoint};
 use super::forward::Forwarder;
 use super::record::{io_error, random, wrap_key, Body, Chain, Place, ZERO_TAG};
-use super::reopen::{check_is_log, last_record, log_auditor, recover_torn_tail};
+use super::reopen::{
+    check_is_log, last_record, log_auditor, recover_torn_tail, rotated_predecessor,
+};
 use super::{Actor, AuditError, Event, EventKind, SyncPolicy};
 use crate::keys::Recipient;
 
@@ -376,6 +378,23 @@ impl AuditLog {
                     log_id: last.log_id,
                 };
                 (start, log_auditor(file, path)?)
+            }
+            None if let Some((rotated, last, auditor)) = rotated_predecessor(path)? => {
+                tracing::warn!(
+                    path = %path.display(),
+                    rotated = %rotated,
+                    "the audit log holds no record but was rotated into {rotated}: a crash \
+                     interrupted the rotation; the chain continues from there"
+                );
+                detail.insert("rotated_from".to_owned(), rotated.into());
+                detail.insert("resumed_rotation".to_owned(), true.into());
+                let start = Start {
+                    segment: last.segment + 1,
+                    seq: last.seq + 1,
+                    prev: last.tag,
+                    log_id: last.log_id,
+                };
+                (start, auditor)
             }
             None => {
                 tracing::warn!(
@@ -987,6 +1006,50 @@ mod tests {
             .path("CT/1.dcm")
             .file_id([3; 16])
             .range(i * 4096, 4096)
+    }
+
+    /// A crash right after a rotation's rename leaves the new file empty or with a torn
+    /// first record; the next mount continues the chain from the rotated file, under its
+    /// auditor, and the two files verify as one log.
+    #[test]
+    fn a_rotation_cut_short_by_a_crash_resumes_the_chain() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.log");
+        let auditor = Identity::generate();
+        AuditLog::init(&path, &auditor.recipient()).unwrap();
+        let workstation = Identity::generate().recipient();
+        let open = || {
+            AuditLog::open_segment(
+                &path,
+                &workstation,
+                SyncPolicy::default(),
+                None,
+                Value::Null,
+            )
+            .unwrap()
+        };
+        let log = open();
+        log.record(read_event(0)).unwrap();
+        let rotated = dir.path().join("audit.log.1");
+        let next = log.rotate(&rotated, None, Value::Null).unwrap();
+        let first_of_next = lines(&path)[0].seq;
+        drop(next);
+        // The crash: the new file's first record torn (truncated mid-line).
+        std::fs::write(&path, format!("{{\"seq\":{first_of_next},\"time\":\"2026-")).unwrap();
+        let resumed = open();
+        resumed.record(read_event(1)).unwrap();
+        resumed
+            .seal(serde_json::json!({"reason": "umount"}))
+            .unwrap();
+        let records = lines(&path);
+        assert_eq!(records[0].seq, lines(&rotated).last().unwrap().seq + 1);
+        let detail = records[0].detail.as_ref().unwrap();
+        assert_eq!(detail["rotated_from"], "audit.log.1");
+        assert_eq!(detail["resumed_rotation"], true);
+        assert_eq!(detail["auditor"], auditor.recipient().to_string());
+        let report =
+            crate::audit::verify_files(&path, &[rotated, path.clone()], &auditor, None).unwrap();
+        assert_eq!(report.records, records.last().unwrap().seq + 1);
     }
 
     #[test]
