@@ -93,7 +93,8 @@ pub struct MountOptions {
     /// (`refresh=DURATION`, default 60s; `refresh=0` never, but `smpfs refresh` still does).
     pub refresh: Option<std::time::Duration>,
     /// Remote backend settings (S3: `endpoint=`, `region=`, `profile=`, `path_style=`;
-    /// Drive: `gdrive_credentials=`, `gdrive_token=`, `gdrive_endpoint=`; both:
+    /// Drive: `gdrive_credentials=`, `gdrive_token=`, `gdrive_endpoint=`; Dropbox:
+    /// `dropbox_token=`, `dropbox_endpoint=`, `dropbox_content_endpoint=`; all:
     /// `timeout=`); see [`parse_backend_option`].
     pub backend: BackendOptions,
     /// Where GPU loads go (`gpu_sink=cuda|host`); `host` (shared memory) is for tests only.
@@ -294,7 +295,9 @@ fn parse_duration(item: &str, text: &str) -> Result<std::time::Duration, OptionE
 /// Applies one backend option to `options`; `Ok(false)` if `item` is not one. S3:
 /// `endpoint=URL`, `region=`, `profile=`, `path_style[=on|off]`; Google Drive:
 /// `gdrive_credentials=PATH` (service-account key), `gdrive_token=PATH` (login cache),
-/// `gdrive_endpoint=URL` (tests and self-hosted proxies); both: `timeout=DURATION`.
+/// `gdrive_endpoint=URL` (tests and self-hosted proxies); Dropbox: `dropbox_token=PATH`
+/// (login cache), `dropbox_endpoint=URL` (RPC, OAuth and content hosts),
+/// `dropbox_content_endpoint=URL` (content host only); all: `timeout=DURATION`.
 /// Shared by `mount -o`, `seal -o` and `audit verify -o`.
 pub fn parse_backend_option(options: &mut BackendOptions, item: &str) -> Result<bool, OptionError> {
     let (s3, gdrive) = (&mut options.s3, &mut options.gdrive);
@@ -323,6 +326,19 @@ pub fn parse_backend_option(options: &mut BackendOptions, item: &str) -> Result<
             gdrive.credentials = Some(path.into())
         }
         ("gdrive_token", Some(path)) if !path.is_empty() => gdrive.token = Some(path.into()),
+        ("dropbox_endpoint" | "dropbox_content_endpoint", Some(url)) => {
+            if !(url.starts_with("http://") || url.starts_with("https://")) {
+                return Err(bad("must be an http:// or https:// URL"));
+            }
+            if name == "dropbox_endpoint" {
+                options.dropbox.endpoint = Some(url.to_owned());
+            } else {
+                options.dropbox.content_endpoint = Some(url.to_owned());
+            }
+        }
+        ("dropbox_token", Some(path)) if !path.is_empty() => {
+            options.dropbox.token = Some(path.into())
+        }
         ("region", Some(region)) if !region.is_empty() => s3.region = Some(region.to_owned()),
         ("profile", Some(profile)) if !profile.is_empty() => s3.profile = Some(profile.to_owned()),
         ("path_style", None | Some("on")) => s3.path_style = Some(true),
@@ -331,6 +347,7 @@ pub fn parse_backend_option(options: &mut BackendOptions, item: &str) -> Result<
         ("timeout", Some(v)) => {
             s3.timeout = parse_duration(item, v)?;
             gdrive.timeout = s3.timeout;
+            options.dropbox.timeout = s3.timeout;
         }
         _ => return Ok(false),
     }
@@ -374,9 +391,20 @@ mod tests {
         assert_eq!(gdrive.credentials, Some("/etc/smpfs/sa.json".into()));
         assert_eq!(gdrive.token, Some("/t.json".into()));
         assert_eq!(gdrive.endpoint.as_deref(), Some("http://127.0.0.1:8080"));
+        let o = MountOptions::parse(&[
+            "dropbox_token=/d.json,dropbox_endpoint=http://127.0.0.1:9,dropbox_content_endpoint=http://127.0.0.1:10,timeout=3s",
+        ])
+        .unwrap();
+        let dropbox = &o.backend.dropbox;
+        assert_eq!(dropbox.token, Some("/d.json".into()));
+        assert_eq!(dropbox.api(), "http://127.0.0.1:9");
+        assert_eq!(dropbox.content(), "http://127.0.0.1:10");
+        assert_eq!(dropbox.token_url(), "http://127.0.0.1:9/oauth2/token");
+        assert_eq!(dropbox.timeout, std::time::Duration::from_secs(3));
         for bad in [
             "endpoint=ftp://x",
             "gdrive_endpoint=localhost:80",
+            "dropbox_endpoint=api.dropboxapi.com",
             "path_style=maybe",
             "timeout=0",
             "timeout=soon",

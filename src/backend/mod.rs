@@ -1,9 +1,10 @@
 //! Where sealed objects live. A [`Backend`] lists objects, reads byte ranges of them and
 //! stores new ones; it never sees a key or a plaintext byte. `local` is a directory on
-//! disk; S3 and Google Drive implement the same trait, sharing `remote`'s runtime, body
+//! disk; S3, Google Drive and Dropbox implement the same trait, sharing `remote`'s runtime, body
 //! filler and backoff, and the vault's read-ahead (driven by [`ReadProfile`]).
 
 pub mod cached;
+pub mod dropbox;
 pub mod gdrive;
 pub mod local;
 pub mod remote;
@@ -13,6 +14,7 @@ use std::io::Write;
 use std::sync::Arc;
 use std::time::Duration;
 
+pub use dropbox::{DropboxBackend, DropboxLocation, DropboxOptions};
 pub use gdrive::{GDriveBackend, GDriveLocation, GDriveOptions};
 pub use local::LocalBackend;
 pub use s3::{S3Backend, S3Checkpoints, S3Location, S3Options};
@@ -206,7 +208,7 @@ impl ReadProfile {
 
 /// Where a bucket is, as given on the command line: `s3://BUCKET[/PREFIX]`,
 /// `gdrive://FOLDER_ID[/PATH]`, `gdrive:///My Drive/PATH`, `gdrive:///Shared drives/NAME/PATH`,
-/// or a local directory (`file://PATH` or a plain path).
+/// `dropbox:///PATH`, or a local directory (`file://PATH` or a plain path).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Source {
     /// A directory on a local or network filesystem.
@@ -215,6 +217,8 @@ pub enum Source {
     S3(S3Location),
     /// A folder on Google Drive.
     GDrive(GDriveLocation),
+    /// A folder on Dropbox (`dropbox:///PATH`).
+    Dropbox(DropboxLocation),
 }
 
 /// Connection settings of the remote backends, from `-o` options (see
@@ -225,6 +229,8 @@ pub struct BackendOptions {
     pub s3: S3Options,
     /// Google Drive settings.
     pub gdrive: GDriveOptions,
+    /// Dropbox settings.
+    pub dropbox: DropboxOptions,
 }
 
 impl std::str::FromStr for Source {
@@ -234,10 +240,11 @@ impl std::str::FromStr for Source {
         match text.split_once("://") {
             Some(("s3", _)) => Ok(Source::S3(text.parse()?)),
             Some(("gdrive", _)) => Ok(Source::GDrive(text.parse()?)),
+            Some(("dropbox", _)) => Ok(Source::Dropbox(text.parse()?)),
             Some(("file", path)) => Ok(Source::Local(path.into())),
             Some((scheme, _)) => Err(BackendError::BadSource {
                 source_text: text.to_owned(),
-                reason: format!("unknown scheme {scheme}:// (use s3://, gdrive:// or a directory)"),
+                reason: format!("unknown scheme {scheme}:// (use s3://, gdrive://, dropbox:// or a directory)"),
             }),
             None => Ok(Source::Local(text.into())),
         }
@@ -246,7 +253,8 @@ impl std::str::FromStr for Source {
 
 impl Source {
     /// Opens the backend. For S3 no request is made yet (see [`S3Backend::open`]); Google
-    /// Drive loads its credentials (see [`GDriveBackend::open`]). `writable` asks for the
+    /// Drive and Dropbox load their credentials (see [`GDriveBackend::open`],
+    /// [`DropboxBackend::open`]). `writable` asks for the
     /// rights to store objects (Drive's file scope) rather than read-only ones.
     pub fn open(
         &self,
@@ -261,6 +269,9 @@ impl Source {
                 &options.gdrive,
                 writable,
             )?),
+            Source::Dropbox(location) => {
+                Arc::new(DropboxBackend::open(location.clone(), &options.dropbox)?)
+            }
         })
     }
 }
@@ -271,6 +282,7 @@ impl std::fmt::Display for Source {
             Source::Local(path) => write!(f, "{}", path.display()),
             Source::S3(location) => write!(f, "s3://{}/{}", location.bucket, location.prefix),
             Source::GDrive(location) => write!(f, "{location}"),
+            Source::Dropbox(location) => write!(f, "{location}"),
         }
     }
 }
@@ -330,6 +342,14 @@ mod tests {
             Ok(Source::GDrive(_))
         ));
         assert!(matches!("s3://scans/a".parse(), Ok(Source::S3(_))));
+        assert!(matches!(
+            "dropbox:///Scans/a".parse(),
+            Ok(Source::Dropbox(_))
+        ));
+        assert_eq!(
+            "dropbox:///Scans/a".parse::<Source>().unwrap().to_string(),
+            "dropbox:///Scans/a"
+        );
         assert!(matches!("/buckets/b".parse(), Ok(Source::Local(_))));
         assert!("ftp://x".parse::<Source>().is_err());
         let text = "gdrive:///Shared drives/Lab/CT";

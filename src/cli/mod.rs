@@ -5,6 +5,7 @@ mod audit;
 mod bucket;
 mod daemon;
 mod dicom;
+mod dropbox;
 mod gdrive;
 mod identity;
 mod mount;
@@ -254,6 +255,11 @@ enum Command {
         #[command(subcommand)]
         command: gdrive::GdriveCommand,
     },
+    /// Dropbox: log in once for mounts and seals.
+    Dropbox {
+        #[command(subcommand)]
+        command: dropbox::DropboxCommand,
+    },
     /// Print the shell completion script for SHELL (bash, zsh, fish, elvish, powershell).
     Completions {
         /// The shell.
@@ -269,7 +275,8 @@ enum Command {
 /// One sealed file of a bucket, for `cat` and `inspect`.
 #[derive(clap::Args)]
 struct ObjectArgs {
-    /// The bucket: a directory, s3://BUCKET[/PREFIX] or a Drive folder, as for `mount`.
+    /// The bucket: a directory, s3://BUCKET[/PREFIX], a Drive or Dropbox folder, as for
+    /// `mount`.
     bucket: String,
     /// The file's path in the bucket, as a mount of it shows it (e.g. `CT/1.dcm`).
     path: String,
@@ -321,7 +328,8 @@ struct SealArgs {
     pad: bool,
     /// The bucket: a directory (created if missing), s3://BUCKET[/PREFIX] or a Drive
     /// folder (gdrive://FOLDER_ID[/PATH], gdrive:///My Drive/PATH,
-    /// gdrive:///Shared drives/NAME/PATH; missing folders are created).
+    /// gdrive:///Shared drives/NAME/PATH; missing folders are created) or a Dropbox
+    /// folder (dropbox:///PATH).
     #[arg(long)]
     out: String,
     /// Plaintext bytes per chunk: a power of two from 4K to 64K.
@@ -333,7 +341,7 @@ struct SealArgs {
     overwrite: bool,
     /// Backend options, comma-separated: endpoint=URL, region=, profile=,
     /// path_style[=on|off] (S3); gdrive_credentials=PATH, gdrive_token=PATH (Drive);
-    /// timeout=DURATION.
+    /// dropbox_token=PATH, dropbox_endpoint=URL (Dropbox); timeout=DURATION.
     #[arg(short = 'o', value_name = "OPTIONS")]
     options: Vec<String>,
     /// De-identify DICOM files while sealing (PS3.15 Annex E); PROFILE is `basic` (the
@@ -448,6 +456,7 @@ pub fn main() -> ExitCode {
         } => bucket::migrate(&bucket, &audit, &recipients, pad),
         Command::Audit { command } => audit::run(command),
         Command::Gdrive { command } => gdrive::run(command),
+        Command::Dropbox { command } => dropbox::run(command),
         Command::Purge { mountpoint } => control(&mountpoint, smpfs::control::Command::Purge),
         Command::Lock { mountpoint } => control(&mountpoint, smpfs::control::Command::Lock),
         Command::Unlock { mountpoint } => control(&mountpoint, smpfs::control::Command::Unlock),
@@ -495,7 +504,7 @@ pub fn backend_options(
     let mut parsed = smpfs::backend::BackendOptions::default();
     for item in options.iter().flat_map(|o| o.split(',')) {
         if !smpfs::options::parse_backend_option(&mut parsed, item)? {
-            bail!("unknown {command} option {item:?} ({command} takes S3 and Drive options only)");
+            bail!("unknown {command} option {item:?} ({command} takes S3, Drive and Dropbox options only)");
         }
     }
     Ok(parsed)
@@ -514,6 +523,9 @@ pub fn anchor_target(
         )),
         Source::GDrive(_) => {
             bail!("audit anchors on Google Drive are not supported; use a file or s3://")
+        }
+        Source::Dropbox(_) => {
+            bail!("audit anchors on Dropbox are not supported; use a file or s3://")
         }
     })
 }
