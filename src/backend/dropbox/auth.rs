@@ -147,7 +147,12 @@ async fn token_request(
     let response = http_client(connector.clone(), 0)
         .request(request)
         .await
-        .map_err(|e| Failure::transient(context(), format!("token server: {e}")))?;
+        .map_err(|e| {
+            Failure::transient(
+                context(),
+                format!("token server: {}", super::client::chain(&e)),
+            )
+        })?;
     let status = response.status().as_u16();
     let bytes = response
         .into_body()
@@ -199,7 +204,11 @@ pub struct Auth {
 impl Auth {
     /// Credentials from the token file at `path`, refreshed at `token_url`. Makes no
     /// request.
-    pub fn load(path: &Path, token_url: String, connector: Connector) -> Result<Self, BackendError> {
+    pub fn load(
+        path: &Path,
+        token_url: String,
+        connector: Connector,
+    ) -> Result<Self, BackendError> {
         Ok(Auth {
             stored: tokio::sync::Mutex::new(Stored::load(path)?),
             path: path.to_owned(),
@@ -373,6 +382,9 @@ mod tests {
         assert_eq!(mode & 0o777, 0o600);
         assert_eq!(Stored::load(&path).unwrap(), stored);
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o640)).unwrap();
-        assert!(Stored::load(&path).unwrap_err().to_string().contains("chmod 600"));
+        assert!(Stored::load(&path)
+            .unwrap_err()
+            .to_string()
+            .contains("chmod 600"));
     }
 }

@@ -99,7 +99,10 @@ impl Failure {
 /// Classifies an HTTP error status with Dropbox's error body (JSON, or text for 400).
 pub fn classify_status(context: String, status: u16, body: &[u8]) -> Failure {
     let json: Value = serde_json::from_slice(body).unwrap_or_default();
-    let summary = json["error_summary"].as_str().unwrap_or_default().to_owned();
+    let summary = json["error_summary"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
     let detail = json["error"].clone();
     let text = if summary.is_empty() {
         String::from_utf8_lossy(&body[..body.len().min(300)])
@@ -125,6 +128,17 @@ pub fn classify_status(context: String, status: u16, body: &[u8]) -> Failure {
         summary,
         detail,
     }
+}
+
+/// `error` and its causes, as one line (hyper's own message alone says only "Connect").
+pub fn chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(&format!(": {cause}"));
+        source = cause.source();
+    }
+    text
 }
 
 /// `value` as HTTP-header-safe JSON (every character past U+007E as `\uXXXX`).
@@ -372,7 +386,7 @@ impl Client {
         let response = client
             .request(request)
             .await
-            .map_err(|e| Failure::transient(context(), e.to_string()))?;
+            .map_err(|e| Failure::transient(context(), chain(&e)))?;
         let status = response.status().as_u16();
         if (200..300).contains(&status) {
             return Ok(response);
@@ -571,7 +585,10 @@ mod tests {
             serde_json::json!({"error_summary": summary, "error": {".tag": "x"}}).to_string()
         };
         let kind = |status, body: &str| classify_status(String::new(), status, body.as_bytes());
-        assert_eq!(kind(401, &body("expired_access_token/")).kind, Kind::Unauthorized);
+        assert_eq!(
+            kind(401, &body("expired_access_token/")).kind,
+            Kind::Unauthorized
+        );
         assert_eq!(kind(429, &body("too_many_requests/")).kind, Kind::Transient);
         assert_eq!(kind(503, "").kind, Kind::Transient);
         assert_eq!(kind(400, "Error in call").kind, Kind::Fatal);

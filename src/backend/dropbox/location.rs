@@ -90,11 +90,19 @@ mod tests {
         assert_eq!(l.key_path("x/1.dcm"), "/Scans/site a/2026/x/1.dcm");
         assert_eq!(l.to_string(), "dropbox:///Scans/site a/2026");
         let top: DropboxLocation = "dropbox:///".parse().unwrap();
-        assert_eq!((top.api_path(), top.to_string()), ("".into(), "dropbox:///".into()));
+        assert_eq!(
+            (top.api_path(), top.to_string()),
+            ("".into(), "dropbox:///".into())
+        );
         let pct: DropboxLocation = "dropbox:///a%25b".parse().unwrap();
         assert_eq!(pct.path, ["a%b"]);
         assert_eq!(pct.to_string().parse::<DropboxLocation>().unwrap(), pct);
-        for bad in ["dropbox://x/y", "dropbox:///a/../b", "dropbox:///a%00", "s3://x"] {
+        for bad in [
+            "dropbox://x/y",
+            "dropbox:///a/../b",
+            "dropbox:///a%00",
+            "s3://x",
+        ] {
             assert!(bad.parse::<DropboxLocation>().is_err(), "{bad}");
         }
     }

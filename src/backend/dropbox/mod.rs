@@ -189,7 +189,11 @@ impl DropboxBackend {
             return None;
         }
         let depth = self.location.path.len();
-        let key = shown.split('/').skip(1 + depth).collect::<Vec<_>>().join("/");
+        let key = shown
+            .split('/')
+            .skip(1 + depth)
+            .collect::<Vec<_>>()
+            .join("/");
         match validate_key(&key) {
             Ok(()) => Some(key),
             Err(e) => {

@@ -70,12 +70,14 @@ impl DropboxWriter {
     fn chunk(&self, offset: u64) -> Result<Bytes, Failure> {
         let len = CHUNK.min(self.len - offset) as usize;
         let mut buf = vec![0u8; len];
-        self.staged.read_exact_at(&mut buf, offset).map_err(|source| {
-            Failure::from_error(BackendError::Io {
-                context: format!("reading back the staged {:?}", self.key),
-                source,
-            })
-        })?;
+        self.staged
+            .read_exact_at(&mut buf, offset)
+            .map_err(|source| {
+                Failure::from_error(BackendError::Io {
+                    context: format!("reading back the staged {:?}", self.key),
+                    source,
+                })
+            })?;
         Ok(Bytes::from(buf))
     }
 
@@ -117,7 +119,10 @@ impl DropboxWriter {
                 .await
         });
         let started = client.bounded(context, last, started).await?;
-        let session = started["session_id"].as_str().unwrap_or_default().to_owned();
+        let session = started["session_id"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
         let mut offset = first.len() as u64;
         while offset < self.len {
             let context = || format!("uploading {key:?} at {offset}");
