@@ -560,3 +560,89 @@ fn keys_are_read_created_once_and_deleted_on_the_backend() {
     writer.delete("a/b").unwrap();
     assert_eq!(reader.stat("a/b").unwrap(), None);
 }
+
+/// The commands that take a bucket work on a Dropbox folder as on the others (through
+/// `Source::open`): `ls`, `cat`, `verify`, `info --path`; `share` adds a reader who then
+/// opens every file and removes one who then does not; `rotate` keeps every file readable
+/// under new objects; `rm` removes a file.
+#[test]
+fn bucket_commands_share_and_rotate_work_on_a_dropbox_folder() {
+    let fake = FakeDropbox::start();
+    let ws = Workspace::new();
+    let scan = pattern(200_000, 3);
+    ws.write_plain("s/scan.bin", &scan);
+    ws.write_plain("s/other.bin", b"other");
+    let out = "dropbox:///Access";
+    run_ok(
+        seal_to(&ws, &fake, &ws.plain(), out)
+            .arg("-i")
+            .arg(&ws.identity)
+            .env("SMPFS_STATE_DIR", ws.state()),
+    );
+    let other_path = ws.dir.path().join("other.key");
+    let other = smpfs::keys::Identity::generate();
+    other.save_new(&other_path, None).unwrap();
+    let other_recipient = other.recipient().to_string();
+    let options = fake.options();
+    let command = |args: &[&str], identity: &Path| {
+        let mut cmd = ws.smpfs();
+        cmd.args(args)
+            .args([out, "-o", &options, "-i"])
+            .arg(identity);
+        cmd.output().unwrap()
+    };
+    let cat_as = |identity: &Path| {
+        let mut cmd = ws.smpfs();
+        cmd.args(["cat", out, "s/scan.bin", "-o", &options, "-i"])
+            .arg(identity);
+        cmd.output().unwrap()
+    };
+    let listed = command(&["ls"], &ws.identity);
+    assert!(listed.status.success(), "{}", stderr(&listed));
+    let listed = String::from_utf8_lossy(&listed.stdout).into_owned();
+    assert!(
+        listed.contains("s/") || listed.contains("scan.bin"),
+        "{listed}"
+    );
+    let verified = command(&["verify"], &ws.identity);
+    assert!(verified.status.success(), "{}", stderr(&verified));
+    let info = ws
+        .smpfs()
+        .args(["info", out, "--path", "s/scan.bin", "-o", &options, "-i"])
+        .arg(&ws.identity)
+        .output()
+        .unwrap();
+    assert!(info.status.success(), "{}", stderr(&info));
+
+    assert!(!cat_as(&other_path).status.success());
+    let added = command(&["share", "--add", &other_recipient], &ws.identity);
+    assert!(added.status.success(), "{}", stderr(&added));
+    let read = cat_as(&other_path);
+    assert!(read.stdout == scan, "{}", stderr(&read));
+    let removed = command(&["share", "--remove", &other_recipient], &ws.identity);
+    assert!(removed.status.success(), "{}", stderr(&removed));
+    assert!(!cat_as(&other_path).status.success());
+    let names: Vec<String> = fake
+        .files()
+        .iter()
+        .map(|f| f["path_display"].as_str().unwrap().to_owned())
+        .collect();
+    assert!(
+        !names.iter().any(|n| n.contains("scan.bin")),
+        "a v2 bucket names no file: {names:?}"
+    );
+    let rotated = command(&["rotate"], &ws.identity);
+    assert!(rotated.status.success(), "{}", stderr(&rotated));
+    assert!(cat_as(&ws.identity).stdout == scan);
+    let removed = ws
+        .smpfs()
+        .args(["rm", out, "s/other.bin", "-o", &options, "-i"])
+        .arg(&ws.identity)
+        .output()
+        .unwrap();
+    assert!(removed.status.success(), "{}", stderr(&removed));
+    let mount = ws.mount_source(out, &[&options, "audit=off"]);
+    assert!(std::fs::read(ws.mnt().join("s/scan.bin")).unwrap() == scan);
+    assert!(!ws.mnt().join("s/other.bin").exists());
+    assert!(mount.unmount().success());
+}

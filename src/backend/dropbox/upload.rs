@@ -67,16 +67,14 @@ impl DropboxWriter {
         })
     }
 
-    fn chunk(&self, offset: u64) -> Result<Bytes, Failure> {
+    fn chunk(&self, offset: u64) -> Result<Bytes, BackendError> {
         let len = CHUNK.min(self.len - offset) as usize;
         let mut buf = vec![0u8; len];
         self.staged
             .read_exact_at(&mut buf, offset)
-            .map_err(|source| {
-                Failure::from_error(BackendError::Io {
-                    context: format!("reading back the staged {:?}", self.key),
-                    source,
-                })
+            .map_err(|source| BackendError::Io {
+                context: format!("reading back the staged {:?}", self.key),
+                source,
             })?;
         Ok(Bytes::from(buf))
     }
@@ -96,7 +94,7 @@ impl DropboxWriter {
         let key = &self.key;
         if self.len <= SINGLE {
             let context = || format!("uploading {key:?}");
-            let data = self.chunk(0)?;
+            let data = self.chunk(0).map_err(Failure::from_error)?;
             let arg = self.commit_arg();
             let stored = client.retrying(last, async |token| {
                 client
@@ -106,7 +104,7 @@ impl DropboxWriter {
             return client.bounded(context, last, stored).await;
         }
         let context = || format!("starting the upload session of {key:?}");
-        let first = self.chunk(0)?;
+        let first = self.chunk(0).map_err(Failure::from_error)?;
         let started = client.retrying(last, async |token| {
             client
                 .upload(
@@ -126,7 +124,7 @@ impl DropboxWriter {
         let mut offset = first.len() as u64;
         while offset < self.len {
             let context = || format!("uploading {key:?} at {offset}");
-            let data = self.chunk(offset)?;
+            let data = self.chunk(offset).map_err(Failure::from_error)?;
             let arg = json!({"cursor": {"session_id": session, "offset": offset}, "close": false});
             let sent = client.retrying(last, async |token| {
                 client
