@@ -37,6 +37,7 @@ Forms of TARGET:
   smpfs info ./bucket/obj/ab/ab3f… -i ID          a sealed file on local disk
   smpfs info s3://scans/site/CT/1.dcm -i ID      an object on S3 (bucket, then key)
   smpfs info gdrive://FOLDER_ID/CT/1.dcm -i ID   an object on Google Drive
+  smpfs info dropbox:///scans/CT/1.dcm -i ID     an object on Dropbox
   smpfs info BUCKET --path CT/1.dcm -i ID        a file of a bucket (a directory, s3://… or
                                                  gdrive://…), by its path in the manifest
                                                  (v2) or its key (v1)
@@ -45,7 +46,7 @@ Headers do not name their recipients (docs/FORMAT.md §3): info prints how many 
 stanzas a header has and whether this identity opens one of them; with --path it also
 prints the recipients the bucket seals to (its manifest's, or a v1 bucket's list).")]
 pub struct InfoArgs {
-    /// The sealed object: a local file, or s3://BUCKET/KEY or a gdrive:// object URL;
+    /// The sealed object: a local file, or s3://BUCKET/KEY, a gdrive:// or dropbox:// object URL;
     /// with --path, the bucket it is in.
     target: String,
     /// The file's path in the bucket TARGET (as a mount shows it; the object key in a v1
