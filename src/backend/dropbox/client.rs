@@ -327,7 +327,18 @@ impl Client {
         mut attempt: impl AsyncFnMut(&str) -> Result<T, Failure>,
     ) -> Result<T, Failure> {
         let (mut retries, mut refreshed) = (0, false);
-        let mut token = self.auth.token().await?;
+        // A token server that does not answer is retried like any other request.
+        let mut token = loop {
+            match self.auth.token().await {
+                Ok(token) => break token,
+                Err(failure) if failure.kind == Kind::Transient && retries < MAX_RETRIES => {
+                    *last.lock() = Some(failure.error.to_string());
+                    tokio::time::sleep(backoff(retries)).await;
+                    retries += 1;
+                }
+                Err(failure) => return Err(failure),
+            }
+        };
         loop {
             let failure = match attempt(&token).await {
                 Ok(value) => return Ok(value),
