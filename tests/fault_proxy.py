@@ -29,7 +29,7 @@ FAULT is {"kind": ..., "match": "GET /", "rate": 1.0, "count": null, ...}: it ap
 requests whose `METHOD PATH?QUERY` contains `match`, with probability `rate`, at most
 `count` times (null: no limit). The first fault that applies wins.
 
-Run: fault_proxy.py --upstream 127.0.0.1:PORT [--port PORT] [--flavor s3|drive]
+Run: fault_proxy.py --upstream 127.0.0.1:PORT [--port PORT] [--flavor s3|drive|dropbox]
      [--port-file FILE] [--faults JSON]
 The proxy prints its port on stdout once it listens (and writes it to --port-file).
 """
@@ -179,7 +179,11 @@ async def stall(reader):
 
 def error_answer(fault):
     status = int(fault.get("status", 503))
-    if flavor == "drive":
+    if flavor == "dropbox":
+        summary = fault.get("summary", "internal_error")
+        body = json.dumps({"error_summary": summary + "/..", "error": {".tag": summary}}).encode()
+        ctype = "application/json"
+    elif flavor == "drive":
         reason = fault.get("reason", "backendError")
         body = json.dumps({"error": {"code": status, "message": f"injected {status} {reason}",
                                      "errors": [{"reason": reason, "message": "injected"}]}}).encode()
@@ -377,7 +381,7 @@ async def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--upstream", required=True, help="HOST:PORT")
     parser.add_argument("--port", type=int, default=0)
-    parser.add_argument("--flavor", choices=("s3", "drive"), default="s3")
+    parser.add_argument("--flavor", choices=("s3", "drive", "dropbox"), default="s3")
     parser.add_argument("--port-file")
     parser.add_argument("--faults", help="initial fault list (JSON)")
     args = parser.parse_args()

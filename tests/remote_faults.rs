@@ -15,6 +15,7 @@ use std::process::Output;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+use common::dropbox::FakeDropbox;
 use common::fault_proxy::{FaultProxy, Flavor};
 use common::gdrive::FakeDrive;
 use common::moto::{aws_env, Moto};
@@ -49,6 +50,7 @@ fn expected(index: usize) -> Vec<u8> {
 enum Server {
     S3(Moto),
     Drive(FakeDrive),
+    Dropbox(FakeDropbox),
 }
 
 /// A server with the proxy in front of it.
@@ -77,10 +79,20 @@ impl Remote {
         }
     }
 
+    fn dropbox() -> Self {
+        let fake = FakeDropbox::start();
+        let proxy = FaultProxy::start(fake.port, Flavor::Dropbox);
+        Remote {
+            server: Server::Dropbox(fake),
+            proxy,
+        }
+    }
+
     fn name(&self) -> &'static str {
         match self.server {
             Server::S3(_) => "S3",
             Server::Drive(_) => "Drive",
+            Server::Dropbox(_) => "Dropbox",
         }
     }
 
@@ -89,6 +101,7 @@ impl Remote {
         match self.server {
             Server::S3(_) => format!("s3://scans/{name}"),
             Server::Drive(_) => format!("gdrive:///My Drive/{name}"),
+            Server::Dropbox(_) => format!("dropbox:///{name}"),
         }
     }
 
@@ -115,6 +128,17 @@ impl Remote {
                     fake.key.display()
                 )
             }
+            Server::Dropbox(fake) => {
+                let endpoint = if proxied {
+                    self.proxy.endpoint()
+                } else {
+                    fake.endpoint()
+                };
+                format!(
+                    "dropbox_endpoint={endpoint},dropbox_token={},{timeout}",
+                    fake.token.display()
+                )
+            }
         }
     }
 
@@ -123,6 +147,7 @@ impl Remote {
         match self.server {
             Server::S3(_) => "GET /scans/",
             Server::Drive(_) => "alt=media",
+            Server::Dropbox(_) => "/2/files/download",
         }
     }
 
@@ -132,6 +157,7 @@ impl Remote {
         match self.server {
             Server::S3(_) => "PUT /scans/",
             Server::Drive(_) => "/upload-session/",
+            Server::Dropbox(_) => "/2/files/upload",
         }
     }
 
@@ -192,6 +218,20 @@ impl Remote {
                         let path = path_of(e);
                         let rel = path.strip_prefix(&root)?.to_owned();
                         Some((rel, e["size"].as_str().unwrap().parse().unwrap()))
+                    })
+                    .collect();
+                objects.sort();
+                (objects, 0)
+            }
+            Server::Dropbox(fake) => {
+                let root = format!("/{name}/");
+                let mut objects: Vec<(String, u64)> = fake
+                    .files()
+                    .iter()
+                    .filter_map(|f| {
+                        let path = f["path_display"].as_str().unwrap();
+                        let rel = path.strip_prefix(&root)?.to_owned();
+                        Some((rel, f["size"].as_u64().unwrap()))
                     })
                     .collect();
                 objects.sort();
@@ -355,6 +395,10 @@ fn rows(remote: &Remote) -> Vec<(&'static str, Value, Expect)> {
         Server::Drive(_) => (
             json!({"kind": "status", "status": 403, "reason": "userRateLimitExceeded", "count": 3, "match": m}),
             json!({"kind": "status", "status": 503, "reason": "backendError", "match": m}),
+        ),
+        Server::Dropbox(_) => (
+            json!({"kind": "status", "status": 429, "summary": "too_many_requests", "count": 3, "match": m}),
+            json!({"kind": "status", "status": 500, "summary": "internal_error", "match": m}),
         ),
     };
     vec![
@@ -557,6 +601,11 @@ fn drive_reads_under_every_fault_are_right_or_eio_audited_and_recover() {
     read_matrix(Remote::drive());
 }
 
+#[test]
+fn dropbox_reads_under_every_fault_are_right_or_eio_audited_and_recover() {
+    read_matrix(Remote::dropbox());
+}
+
 /// A fault while a directory is first checked must not hide its files for good: the
 /// lookup fails with EIO meanwhile, and once the server answers again the files are there
 /// and read correctly. (It failed before the fix: such files were hidden until remount.)
@@ -703,6 +752,7 @@ fn seal_matrix(remote: Remote) {
     let root = match remote.server {
         Server::S3(_) => "s3://scans",
         Server::Drive(_) => "gdrive:///My Drive",
+        Server::Dropbox(_) => "dropbox:///",
     };
     let mount = ws.mount_source(root, &[&remote.options(false), "audit=off"]);
     for round in 0..rounds_run {
@@ -728,4 +778,9 @@ fn s3_seal_broken_by_faults_completes_on_a_rerun_without_loss_or_duplicates() {
 #[test]
 fn drive_seal_broken_by_faults_completes_on_a_rerun_without_loss_or_duplicates() {
     seal_matrix(Remote::drive());
+}
+
+#[test]
+fn dropbox_seal_broken_by_faults_completes_on_a_rerun_without_loss_or_duplicates() {
+    seal_matrix(Remote::dropbox());
 }

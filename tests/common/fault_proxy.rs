@@ -15,6 +15,8 @@ pub enum Flavor {
     S3,
     /// Drive JSON errors (`{"error": {"errors": [{"reason": …}]}}`).
     Drive,
+    /// Dropbox JSON errors (`{"error_summary": …, "error": {".tag": …}}`).
+    Dropbox,
 }
 
 /// A running proxy; killed on drop.
@@ -36,6 +38,7 @@ impl FaultProxy {
                 match flavor {
                     Flavor::S3 => "s3",
                     Flavor::Drive => "drive",
+                    Flavor::Dropbox => "dropbox",
                 },
             ])
             .stdout(Stdio::piped())
