@@ -556,6 +556,11 @@ fn keys_are_read_created_once_and_deleted_on_the_backend() {
     assert_eq!((&split[0][..], &split[1][..]), (&b"sec"[..], &b"ond!"[..]));
     assert_eq!(writer.location("A/b").unwrap(), "kv/a/b");
     assert_eq!(reader.location("a/b").unwrap(), "kv/a/b");
+    // Names past ASCII travel as escaped JSON in Dropbox-API-Arg (the fake refuses raw bytes).
+    put(&writer, "série/ß 1.bin", b"unicode", false).unwrap();
+    assert_eq!(get(&reader, "série/ß 1.bin", 7).unwrap(), b"unicode");
+    let listed: Vec<String> = reader.list().unwrap().into_iter().map(|o| o.key).collect();
+    assert!(listed.contains(&"série/ß 1.bin".to_owned()), "{listed:?}");
     writer.delete("a/b").unwrap();
     writer.delete("a/b").unwrap();
     assert_eq!(reader.stat("a/b").unwrap(), None);
