@@ -44,12 +44,12 @@ pub fn run(command: DropboxCommand) -> Result<()> {
             endpoint,
             authorize_url,
         } => {
-            let app_key = match app_key {
-                Some(key) => key,
-                None => std::env::var("SMPFS_DROPBOX_APP_KEY").map_err(|_| {
+            let app_key = app_key
+                .or_else(|| std::env::var("SMPFS_DROPBOX_APP_KEY").ok())
+                .filter(|key| !key.trim().is_empty())
+                .ok_or_else(|| {
                     anyhow::anyhow!("Dropbox login needs --app-key KEY or SMPFS_DROPBOX_APP_KEY")
-                })?,
-            };
+                })?;
             let token = token.unwrap_or_else(dropbox::default_token_path);
             let options = DropboxOptions {
                 endpoint,

@@ -324,12 +324,12 @@ pub async fn exchange(
     .map_err(|f| match f.kind {
         Kind::Transient => f.error,
         _ => BackendError::Remote {
-            context: "Dropbox login".into(),
+            context: "exchanging the authorization code".into(),
             message: f.error.to_string(),
         },
     })?;
     let refresh_token = answer.refresh_token.ok_or_else(|| BackendError::Remote {
-        context: "Dropbox login".into(),
+        context: "exchanging the authorization code".into(),
         message: "the answer has no refresh token (token_access_type=offline was not honoured)"
             .into(),
     })?;

@@ -116,8 +116,8 @@ pub fn login(
     let code = code.trim();
     if code.is_empty() {
         return Err(BackendError::Remote {
-            context: "Dropbox login".into(),
-            message: "no authorization code was given".into(),
+            context: "the authorization code".into(),
+            message: "none was given (paste the code Dropbox shows after Allow)".into(),
         });
     }
     let runtime = BlockingRuntime::new("smpfs-dropbox", 1, options.timeout)?;
