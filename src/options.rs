@@ -293,7 +293,7 @@ fn parse_duration(item: &str, text: &str) -> Result<std::time::Duration, OptionE
 }
 
 /// Applies one backend option to `options`; `Ok(false)` if `item` is not one. S3:
-/// `endpoint=URL`, `region=`, `profile=`, `path_style[=on|off]`; Google Drive:
+/// `endpoint=URL` (also Azure's: the account's blob endpoint), `region=`, `profile=`, `path_style[=on|off]`; Google Drive:
 /// `gdrive_credentials=PATH` (service-account key), `gdrive_token=PATH` (login cache),
 /// `gdrive_endpoint=URL` (tests and self-hosted proxies); Dropbox: `dropbox_token=PATH`
 /// (login cache), `dropbox_endpoint=URL` (RPC, OAuth and content hosts),
@@ -315,6 +315,7 @@ pub fn parse_backend_option(options: &mut BackendOptions, item: &str) -> Result<
                 return Err(bad("must be an http:// or https:// URL"));
             }
             s3.endpoint = Some(url.to_owned());
+            options.azure.endpoint = Some(url.to_owned());
         }
         ("gdrive_endpoint", Some(url)) => {
             if !(url.starts_with("http://") || url.starts_with("https://")) {
@@ -348,6 +349,7 @@ pub fn parse_backend_option(options: &mut BackendOptions, item: &str) -> Result<
             s3.timeout = parse_duration(item, v)?;
             gdrive.timeout = s3.timeout;
             options.dropbox.timeout = s3.timeout;
+            options.azure.timeout = s3.timeout;
         }
         _ => return Ok(false),
     }

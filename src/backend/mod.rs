@@ -1,8 +1,9 @@
 //! Where sealed objects live. A [`Backend`] lists objects, reads byte ranges of them and
 //! stores new ones; it never sees a key or a plaintext byte. `local` is a directory on
-//! disk; S3, Google Drive and Dropbox implement the same trait, sharing `remote`'s runtime, body
+//! disk; S3, Azure Blob, Google Drive and Dropbox implement the same trait, sharing `remote`'s runtime, body
 //! filler and backoff, and the vault's read-ahead (driven by [`ReadProfile`]).
 
+pub mod azure;
 pub mod cached;
 pub mod dropbox;
 pub mod gdrive;
@@ -14,6 +15,7 @@ use std::io::Write;
 use std::sync::Arc;
 use std::time::Duration;
 
+pub use azure::{AzureBackend, AzureLocation, AzureOptions};
 pub use dropbox::{DropboxBackend, DropboxLocation, DropboxOptions};
 pub use gdrive::{GDriveBackend, GDriveLocation, GDriveOptions};
 pub use local::LocalBackend;
@@ -208,7 +210,8 @@ impl ReadProfile {
 
 /// Where a bucket is, as given on the command line: `s3://BUCKET[/PREFIX]`,
 /// `gdrive://FOLDER_ID[/PATH]`, `gdrive:///My Drive/PATH`, `gdrive:///Shared drives/NAME/PATH`,
-/// `dropbox:///PATH`, or a local directory (`file://PATH` or a plain path).
+/// `dropbox:///PATH`, `az://ACCOUNT/CONTAINER[/PREFIX]`, or a local directory (`file://PATH`
+/// or a plain path).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Source {
     /// A directory on a local or network filesystem.
@@ -219,6 +222,8 @@ pub enum Source {
     GDrive(GDriveLocation),
     /// A folder on Dropbox (`dropbox:///PATH`).
     Dropbox(DropboxLocation),
+    /// A container prefix on Azure Blob Storage (`az://ACCOUNT/CONTAINER[/PREFIX]`).
+    Azure(AzureLocation),
 }
 
 /// Connection settings of the remote backends, from `-o` options (see
@@ -231,6 +236,8 @@ pub struct BackendOptions {
     pub gdrive: GDriveOptions,
     /// Dropbox settings.
     pub dropbox: DropboxOptions,
+    /// Azure Blob Storage settings.
+    pub azure: AzureOptions,
 }
 
 impl std::str::FromStr for Source {
@@ -241,10 +248,11 @@ impl std::str::FromStr for Source {
             Some(("s3", _)) => Ok(Source::S3(text.parse()?)),
             Some(("gdrive", _)) => Ok(Source::GDrive(text.parse()?)),
             Some(("dropbox", _)) => Ok(Source::Dropbox(text.parse()?)),
+            Some(("az", _)) => Ok(Source::Azure(text.parse()?)),
             Some(("file", path)) => Ok(Source::Local(path.into())),
             Some((scheme, _)) => Err(BackendError::BadSource {
                 source_text: text.to_owned(),
-                reason: format!("unknown scheme {scheme}:// (use s3://, gdrive://, dropbox:// or a directory)"),
+                reason: format!("unknown scheme {scheme}:// (use s3://, az://, gdrive://, dropbox:// or a directory)"),
             }),
             None => Ok(Source::Local(text.into())),
         }
@@ -272,6 +280,9 @@ impl Source {
             Source::Dropbox(location) => {
                 Arc::new(DropboxBackend::open(location.clone(), &options.dropbox)?)
             }
+            Source::Azure(location) => {
+                Arc::new(AzureBackend::open(location.clone(), &options.azure)?)
+            }
         })
     }
 }
@@ -283,6 +294,7 @@ impl std::fmt::Display for Source {
             Source::S3(location) => write!(f, "s3://{}/{}", location.bucket, location.prefix),
             Source::GDrive(location) => write!(f, "{location}"),
             Source::Dropbox(location) => write!(f, "{location}"),
+            Source::Azure(location) => write!(f, "{location}"),
         }
     }
 }
@@ -346,6 +358,11 @@ mod tests {
             "dropbox:///Scans/a".parse(),
             Ok(Source::Dropbox(_))
         ));
+        assert!(matches!("az://lab1/scans/a".parse(), Ok(Source::Azure(_))));
+        assert_eq!(
+            "az://lab1/scans/a".parse::<Source>().unwrap().to_string(),
+            "az://lab1/scans/a/"
+        );
         assert_eq!(
             "dropbox:///Scans/a".parse::<Source>().unwrap().to_string(),
             "dropbox:///Scans/a"

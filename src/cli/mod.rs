@@ -326,8 +326,8 @@ struct SealArgs {
     /// identify a file (v2 only).
     #[arg(long)]
     pad: bool,
-    /// The bucket: a directory (created if missing), s3://BUCKET[/PREFIX] or a Drive
-    /// folder (gdrive://FOLDER_ID[/PATH], gdrive:///My Drive/PATH,
+    /// The bucket: a directory (created if missing), s3://BUCKET[/PREFIX],
+    /// az://ACCOUNT/CONTAINER[/PREFIX] or a Drive folder (gdrive://FOLDER_ID[/PATH], gdrive:///My Drive/PATH,
     /// gdrive:///Shared drives/NAME/PATH; missing folders are created) or a Dropbox
     /// folder (dropbox:///PATH).
     #[arg(long)]
@@ -340,8 +340,9 @@ struct SealArgs {
     #[arg(long)]
     overwrite: bool,
     /// Backend options, comma-separated: endpoint=URL, region=, profile=,
-    /// path_style[=on|off] (S3); gdrive_credentials=PATH, gdrive_token=PATH (Drive);
-    /// dropbox_token=PATH, dropbox_endpoint=URL (Dropbox); timeout=DURATION.
+    /// path_style[=on|off] (S3; endpoint=URL is also Azure's blob endpoint);
+    /// gdrive_credentials=PATH, gdrive_token=PATH (Drive); dropbox_token=PATH,
+    /// dropbox_endpoint=URL (Dropbox); timeout=DURATION.
     #[arg(short = 'o', value_name = "OPTIONS")]
     options: Vec<String>,
     /// De-identify DICOM files while sealing (PS3.15 Annex E); PROFILE is `basic` (the
@@ -504,7 +505,7 @@ pub fn backend_options(
     let mut parsed = smpfs::backend::BackendOptions::default();
     for item in options.iter().flat_map(|o| o.split(',')) {
         if !smpfs::options::parse_backend_option(&mut parsed, item)? {
-            bail!("unknown {command} option {item:?} ({command} takes S3, Drive and Dropbox options only)");
+            bail!("unknown {command} option {item:?} ({command} takes S3, Azure, Drive and Dropbox options only)");
         }
     }
     Ok(parsed)
@@ -526,6 +527,9 @@ pub fn anchor_target(
         }
         Source::Dropbox(_) => {
             bail!("audit anchors on Dropbox are not supported; use a file or s3://")
+        }
+        Source::Azure(_) => {
+            bail!("audit anchors on Azure Blob Storage are not supported; use a file or s3://")
         }
     })
 }

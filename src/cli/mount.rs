@@ -28,7 +28,7 @@ const MAX_READ: usize = 1 << 20;
 #[derive(clap::Args)]
 pub struct MountArgs {
     /// The bucket: a local directory (or file://PATH), s3://BUCKET[/PREFIX],
-    /// gdrive://FOLDER_ID[/PATH], gdrive:///My Drive/PATH, gdrive:///Shared drives/NAME/PATH
+    /// az://ACCOUNT/CONTAINER[/PREFIX], gdrive://FOLDER_ID[/PATH], gdrive:///My Drive/PATH, gdrive:///Shared drives/NAME/PATH
     /// or dropbox:///PATH.
     source: String,
     /// Where to mount it (an existing directory).
@@ -44,7 +44,7 @@ pub struct MountArgs {
     /// audit_anchor=PATH|s3://B/P, audit_anchor_retention=DURATION,
     /// audit_forward=syslog://HOST:PORT|syslog+tcp://HOST:PORT|journald,
     /// audit_reads=folded|each, purpose=TEXT, require_purpose, refresh=DURATION,
-    /// disk_cache=DIR, disk_cache_size=SIZE, endpoint=URL, region=, profile=,
+    /// disk_cache=DIR, disk_cache_size=SIZE, endpoint=URL (S3, Azure), region=, profile=,
     /// path_style[=on|off], gdrive_credentials=PATH, gdrive_token=PATH, dropbox_token=PATH,
     /// dropbox_endpoint=URL, dropbox_content_endpoint=URL, timeout=DURATION,
     /// volumes, gpu_sink=cuda|host (host: tests only), ro; mount(8)'s _netdev, nofail,
@@ -298,7 +298,7 @@ fn serve(
     let backend = source.open(&options.backend, false)?;
     let disk_cache = match &options.disk_cache {
         Some(_) if matches!(source, Source::Local(_)) => bail!(
-            "disk_cache= is for remote buckets (S3, Google Drive, Dropbox); {source} is a local directory"
+            "disk_cache= is for remote buckets (S3, Azure, Google Drive, Dropbox); {source} is a local directory"
         ),
         Some(dir) => Some(Arc::new(
             DiskCache::open(dir, options.disk_cache_size).context("opening the disk cache")?,

@@ -2,6 +2,7 @@
 //! and an `smpfs mount -f` process on a temporary mountpoint, unmounted on drop.
 #![allow(dead_code)]
 
+pub mod azurite;
 pub mod dropbox;
 pub mod fault_proxy;
 pub mod gdrive;
