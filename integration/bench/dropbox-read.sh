@@ -66,10 +66,12 @@ for ((at = 0; at < OBJECT_BYTES; at += 8 << 20)); do
     -r "$at-$(( at + (8 << 20) - 1 ))" "$ENDPOINT/2/files/download")
 done
 
-raw=() ranged=() mount=() mount_cpu=() fake_cpu=()
+raw=() raw_busy=() ranged=() mount=() mount_busy=() mount_cpu=() fake_cpu=()
 for rep in $(seq "$REPS"); do
+  ticks0=$(cpu_ticks)
   secs=$(curl -s -o /dev/null -w '%{time_total}' -X POST -H "Authorization: Bearer $TOKEN" \
     -H "Dropbox-API-Arg: $ARG" "$ENDPOINT/2/files/download")
+  raw_busy+=("$(busy_pct "$ticks0" "$(cpu_ticks)")")
   raw+=("$(gbps "$OBJECT_BYTES" "$secs")")
   start=$(date +%s.%N)
   curl -s --parallel --parallel-max 8 "${RANGES[@]}"
@@ -77,16 +79,18 @@ for rep in $(seq "$REPS"); do
   ranged+=("$(gbps "$OBJECT_BYTES" "$(python3 -c "print($end - $start)")")")
   "$SMPFS" mount "dropbox:///bench" "$MNT" -i "$WORK/id.key" -o "$OPTS,audit=off"
   DAEMON=$(pgrep -n -f -- "$MNT")
-  daemon0=$(cpu_of "$DAEMON") fake0=$(cpu_of "$SERVER_PID")
+  daemon0=$(cpu_of "$DAEMON") fake0=$(cpu_of "$SERVER_PID") ticks0=$(cpu_ticks)
   start=$(date +%s.%N)
   dd if="$MNT/data.bin" of=/dev/null bs=1M status=none
   end=$(date +%s.%N)
+  mount_busy+=("$(busy_pct "$ticks0" "$(cpu_ticks)")")
   mount_cpu+=("$(per_gib "$daemon0" "$(cpu_of "$DAEMON")" "$PLAIN_BYTES")")
   fake_cpu+=("$(per_gib "$fake0" "$(cpu_of "$SERVER_PID")" "$PLAIN_BYTES")")
   umount "$MNT"
   mount+=("$(gbps "$PLAIN_BYTES" "$(python3 -c "print($end - $start)")")")
   log "rep $rep: raw ${raw[-1]}, 8 ranges ${ranged[-1]}, mount ${mount[-1]} GB/s" \
-    "(smpfs ${mount_cpu[-1]}, fake ${fake_cpu[-1]} CPU s/GiB)"
+    "(smpfs ${mount_cpu[-1]}, fake ${fake_cpu[-1]} CPU s/GiB;" \
+    "CPUs ${raw_busy[-1]}% busy during raw, ${mount_busy[-1]}% during mount)"
 done
 log "checking the mount's bytes once (untimed)"
 "$SMPFS" mount "dropbox:///bench" "$MNT" -i "$WORK/id.key" -o "$OPTS,audit=off"
@@ -106,7 +110,10 @@ report=$(cat <<REPORT_EOF
 | smpfs Dropbox mount first read (dd bs=1M) | $MOUNT | ${mount[*]} |
 
 CPU per GiB read during the mount read (median): smpfs daemon $(median "${mount_cpu[@]}") s,
-fake server $(median "${fake_cpu[@]}") s ($(nproc) CPUs).
+fake server $(median "${fake_cpu[@]}") s ($(nproc) CPUs). All CPUs together were
+$(median "${raw_busy[@]}")% busy during the raw download and $(median "${mount_busy[@]}")% during the mount read
+(medians; runs: ${raw_busy[*]} and ${mount_busy[*]}). mount / 8 ranges =
+$(python3 -c "print(f'{$MOUNT / $RANGED:.2f}')").
 
 mount / raw = **$RATIO** (target >= 0.90): **$VERDICT**
 REPORT_EOF
