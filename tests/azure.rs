@@ -372,9 +372,9 @@ fn bad_credentials_missing_containers_and_dead_endpoints_fail_clearly() {
 #[test]
 fn blobs_are_read_created_once_and_deleted_on_the_backend() {
     let azurite = Azurite::start();
-    azurite.create_container("kv");
-    let writer = azurite.backend("kv/p");
-    let reader = azurite.backend("kv/p");
+    azurite.create_container("kvs");
+    let writer = azurite.backend("kvs/p");
+    let reader = azurite.backend("kvs/p");
     assert!(matches!(
         get(&reader, "a/b", 1),
         Err(BackendError::NotFound { .. })

@@ -131,9 +131,17 @@ impl Azurite {
         }
     }
 
-    /// Kills the server (connections are refused until [`Azurite::restart`]).
+    /// Stops the server with SIGTERM, as a service manager would (it saves its metadata on
+    /// the way out), and SIGKILL if it takes more than 5 s; connections are refused until
+    /// [`Azurite::restart`].
     pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
+            let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+            let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while child.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(20));
+            }
             let _ = child.kill();
             let _ = child.wait();
         }

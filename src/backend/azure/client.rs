@@ -691,7 +691,12 @@ impl Client {
             _ => Kind::Fatal,
         };
         let message = match (status, code.as_str()) {
-            (401, _) | (403, "AuthenticationFailed" | "InvalidAuthenticationInfo" | "") => {
+            // Azurite says AuthorizationFailure for a wrong signature.
+            (401, _)
+            | (
+                403,
+                "AuthenticationFailed" | "InvalidAuthenticationInfo" | "AuthorizationFailure" | "",
+            ) => {
                 format!(
                     "Azure Blob authentication failed for account {:?} with {} (check \
                      AZURE_STORAGE_KEY, AZURE_STORAGE_SAS_TOKEN, AZURE_STORAGE_CONNECTION_STRING \
