@@ -327,14 +327,11 @@ fn unwrap_stanza(
     identity: &Identity,
     file_id: &[u8; 16],
 ) -> Option<Zeroizing<[u8; 32]>> {
-    let ephemeral = PublicKey::from(<[u8; 32]>::try_from(&stanza[..32]).expect("32 bytes"));
-    let shared = identity.secret().diffie_hellman(&ephemeral);
-    if !shared.was_contributory() {
-        return None;
-    }
+    let ephemeral = <[u8; 32]>::try_from(&stanza[..32]).expect("32 bytes");
+    let shared = identity.agree(&ephemeral)?;
     let wrap_key = stanza_wrap_key(
-        shared.as_bytes(),
-        &ephemeral,
+        &shared,
+        &PublicKey::from(ephemeral),
         identity.recipient().public_key(),
     );
     let mut wrapped = Zeroizing::new([0u8; 32 + TAG_LEN]);

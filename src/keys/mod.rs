@@ -163,6 +163,8 @@ fn excerpt(text: &str) -> String {
 /// leaves stale copies of the secret behind, and it is never swapped or dumped.
 pub struct Identity {
     secret: locked::LockedSecret,
+    /// Derived from the secret once: every stanza opened needs it.
+    recipient: Recipient,
     custody: Option<Custody>,
 }
 
@@ -185,9 +187,44 @@ impl Identity {
         self.secret.relock()
     }
 
+    /// The identity of `bytes` (moved into a locked page), unwrapped by `custody` if a KMS
+    /// or HSM held it.
+    fn with_custody(bytes: &[u8; 32], custody: Option<Custody>) -> Self {
+        let secret = locked::LockedSecret::new(bytes);
+        let recipient = Recipient(PublicKey::from(secret.secret()));
+        Identity {
+            secret,
+            recipient,
+            custody,
+        }
+    }
+
     /// The recipient that files must be sealed to for this identity to open them.
     pub fn recipient(&self) -> Recipient {
-        Recipient(PublicKey::from(self.secret()))
+        self.recipient
+    }
+
+    /// X25519 of this identity's secret with `public` (an ephemeral key from a stanza);
+    /// `None` if `public` is of low order (the shared secret would be all zeros). Computed
+    /// by AWS-LC, about 1.6x dalek's serial backend here; its copy of the secret lives in
+    /// AWS-LC's heap for the call only and is cleansed when freed.
+    pub(crate) fn agree(&self, public: &[u8; 32]) -> Option<Zeroizing<[u8; 32]>> {
+        use aws_lc_rs::agreement;
+        let bytes = Zeroizing::new(self.secret().to_bytes());
+        let key = agreement::PrivateKey::from_private_key(&agreement::X25519, bytes.as_ref())
+            .expect("any 32 bytes are an X25519 secret");
+        let mut shared = Zeroizing::new([0u8; 32]);
+        agreement::agree(
+            &key,
+            agreement::UnparsedPublicKey::new(&agreement::X25519, public),
+            (),
+            |secret| {
+                shared.copy_from_slice(secret);
+                Ok(())
+            },
+        )
+        .ok()?;
+        Some(shared)
     }
 
     /// The X25519 secret, for the format's key agreement only.
@@ -282,10 +319,7 @@ impl Identity {
                     custody: wrapped.custody.clone(),
                 })?;
                 let secret = unwrap(&wrapped)?;
-                let identity = Identity {
-                    secret: locked::LockedSecret::new(&secret),
-                    custody: Some(wrapped.custody.clone()),
-                };
+                let identity = Identity::with_custody(&secret, Some(wrapped.custody.clone()));
                 crate::harden::scrub_stack();
                 if identity.recipient() != wrapped.recipient {
                     return Err(KeyError::WrongUnwrappedKey {
@@ -428,10 +462,7 @@ fn read_private(path: &Path) -> Result<Zeroizing<String>, KeyError> {
 impl From<[u8; 32]> for Identity {
     fn from(bytes: [u8; 32]) -> Self {
         let bytes = Zeroizing::new(bytes);
-        Identity {
-            secret: locked::LockedSecret::new(&bytes),
-            custody: None,
-        }
+        Identity::with_custody(&bytes, None)
     }
 }
 
@@ -444,6 +475,28 @@ impl fmt::Debug for Identity {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// AWS-LC's X25519 gives dalek's shared secret for ordinary keys, the cached recipient
+    /// is the secret's public key, and a low-order point is refused.
+    #[test]
+    fn agreement_matches_dalek_and_refuses_low_order_points() {
+        for _ in 0..16 {
+            let id = Identity::generate();
+            let mut bytes = [0u8; 32];
+            getrandom::getrandom(&mut bytes).unwrap();
+            let ephemeral = StaticSecret::from(bytes);
+            let public = PublicKey::from(&ephemeral);
+            let ours = id.agree(public.as_bytes()).unwrap();
+            let theirs = ephemeral.diffie_hellman(id.recipient().public_key());
+            assert_eq!(*ours, *theirs.as_bytes());
+            assert_eq!(id.recipient().public_key(), &PublicKey::from(id.secret()));
+        }
+        let id = Identity::generate();
+        assert!(id.agree(&[0u8; 32]).is_none());
+        let mut one = [0u8; 32];
+        one[0] = 1;
+        assert!(id.agree(&one).is_none(), "the point of order 1");
+    }
 
     #[test]
     fn recipient_text_round_trips_and_rejects_typos() {
