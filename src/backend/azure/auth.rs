@@ -94,6 +94,7 @@ impl Credential {
 }
 
 /// A credential and, from a connection string, the endpoint it names.
+#[derive(Debug)]
 pub struct Found {
     /// How to authorize.
     pub credential: Credential,
@@ -439,7 +440,7 @@ impl TokenSource {
 mod tests {
     use super::*;
 
-    fn env(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> + '_ {
+    fn env<'a>(pairs: &'a [(&'a str, &'a str)]) -> impl Fn(&str) -> Option<String> + 'a {
         move |name| {
             pairs
                 .iter()
