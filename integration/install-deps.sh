@@ -71,3 +71,15 @@ if ! python3 -c 'import cryptography.hazmat.primitives.asymmetric.rsa' >/dev/nul
   echo "==> pip install cryptography"
   python3 -m pip install -q --disable-pip-version-check --root-user-action=ignore 'cryptography>=3.4'
 fi
+
+# The Azure tests start Azurite's Blob server on loopback (Node.js; npm comes with it).
+if ! command -v azurite-blob >/dev/null 2>&1; then
+  if ! command -v npm >/dev/null 2>&1; then
+    echo "==> apt-get install npm"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends npm >/dev/null
+  fi
+  echo "==> npm install -g azurite"
+  npm install -g --silent --no-audit --no-fund azurite >/dev/null
+fi

@@ -385,6 +385,9 @@ mod tests {
         assert_eq!(s3.path_style, Some(true));
         assert_eq!(s3.timeout, std::time::Duration::from_secs(5));
         assert_eq!(o.backend.gdrive.timeout, std::time::Duration::from_secs(5));
+        let azure = &o.backend.azure;
+        assert_eq!(azure.endpoint.as_deref(), Some("http://127.0.0.1:9000"));
+        assert_eq!(azure.timeout, std::time::Duration::from_secs(5));
         let o = MountOptions::parse(&[
             "gdrive_credentials=/etc/smpfs/sa.json,gdrive_token=/t.json,gdrive_endpoint=http://127.0.0.1:8080",
         ])
