@@ -228,8 +228,9 @@ fn backend_empty(fake: &FakeDropbox) -> bool {
 }
 
 /// A file sealed again (a new revision) while it is read keeps serving the listed
-/// revision byte-exact; once Dropbox no longer has that revision, reads fail with EIO and
-/// say the file changed: never bytes of two versions.
+/// revision byte-exact; an answer that names another revision (a misbehaving server)
+/// fails the read; once Dropbox no longer has that revision, reads fail with EIO and say
+/// the file changed: never bytes of two versions.
 #[test]
 fn a_file_replaced_mid_read_serves_its_listed_revision_then_fails() {
     let fake = FakeDropbox::start();
@@ -253,6 +254,19 @@ fn a_file_replaced_mid_read_serves_its_listed_revision_then_fails() {
         .find(|f| f["name"] == "big.bin")
         .unwrap();
     assert_eq!(entry["revisions"].as_array().unwrap().len(), 2, "{entry}");
+
+    // A server that serves the current content whatever revision was asked: the answer
+    // names another revision, and the read fails rather than take its bytes.
+    fake.admin("config", json!({"ignore_rev": true}));
+    let error = read_at(&mut file, 5 << 20, 65_536).unwrap_err();
+    assert_eq!(error.raw_os_error(), Some(libc::EIO), "{error}");
+    // Refused by the backend's revision check, before the format's own checks see a byte.
+    assert!(
+        mount.log_text().contains("changed since it was listed"),
+        "log:\n{}",
+        mount.log_text()
+    );
+    fake.admin("config", json!({"ignore_rev": false}));
 
     let middle = read_at(&mut file, 10 << 20, 65_536).unwrap();
     assert!(

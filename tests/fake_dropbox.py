@@ -15,7 +15,8 @@ port standing for the api, content and OAuth hosts.
   against the challenge; refresh_token; 400 invalid_grant once revoked).
 
 Test controls under /_admin/ (JSON): config (page_size, token_ttl, revoked, faults: list
-of {status, summary, count, match}), token (issue tokens for app "test-app"), expire
+of {status, summary, count, match}, ignore_rev: serve the current revision for `rev:`
+downloads, as a misbehaving server or proxy might), token (issue tokens for app "test-app"), expire
 (every access token now answers 401 expired_access_token), replace ({path, data_b64}: a
 new revision), prune ({path}: drop its old revisions), bulk ({folder, count}: that many
 small files), state, stats ({"reset": true} zeroes them after answering).
@@ -49,7 +50,8 @@ cursors = {}  # cursor -> (entries, position)
 tokens = {}  # access token -> expiry (0 = expired by /_admin/expire)
 refresh_tokens = {}  # refresh token -> app key
 codes = {}  # code -> (challenge, app key)
-config = {"page_size": 2000, "token_ttl": 14400, "revoked": False, "faults": []}
+config = {"page_size": 2000, "token_ttl": 14400, "revoked": False, "faults": [],
+          "ignore_rev": False}
 
 
 def zero_stats():
@@ -294,6 +296,9 @@ class Handler(BaseHTTPRequestHandler):
             if path.startswith("rev:"):
                 found = revs.get(path[4:])
                 entry, revision = found if found else (None, None)
+                if entry is not None and config["ignore_rev"]:
+                    # A misbehaving server: the current content, whatever was asked.
+                    revision = entry["revisions"][-1]
             else:
                 entry = files.get(path.lower())
                 revision = entry["revisions"][-1] if entry else None
