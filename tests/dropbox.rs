@@ -664,4 +664,27 @@ fn bucket_commands_share_and_rotate_work_on_a_dropbox_folder() {
     assert!(std::fs::read(ws.mnt().join("s/scan.bin")).unwrap() == scan);
     assert!(!ws.mnt().join("s/other.bin").exists());
     assert!(mount.unmount().success());
+    // Audit anchors are not stored on Dropbox: a clear refusal, nothing mounted.
+    let audit = ws.dir.path().join("audit.log");
+    let refused = ws
+        .smpfs()
+        .arg("mount")
+        .arg(out)
+        .arg(ws.mnt())
+        .arg("-i")
+        .arg(&ws.identity)
+        .args(["-o", &options, "-o"])
+        .arg(format!(
+            "audit={},audit_anchor=dropbox:///anchors",
+            audit.display()
+        ))
+        .output()
+        .unwrap();
+    assert!(!refused.status.success());
+    assert!(
+        stderr(&refused).contains("audit anchors on Dropbox are not supported"),
+        "{}",
+        stderr(&refused)
+    );
+    assert!(!common::is_mounted(&ws.mnt()));
 }
