@@ -1,4 +1,4 @@
-//! Pieces shared by the remote backends (S3, Google Drive): the private tokio runtime the
+//! Pieces shared by the remote backends (S3, Google Drive, Dropbox): the private tokio runtime the
 //! synchronous [`Backend`](super::Backend) trait blocks on, always under a deadline; the
 //! filler that copies a streamed body into the caller's buffers; and the backoff between
 //! retries.
