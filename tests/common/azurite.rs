@@ -108,7 +108,7 @@ impl Azurite {
             .arg(self.port.to_string())
             .arg("--location")
             .arg(self.dir.path())
-            .args(["--silent", "--skipApiVersionCheck"])
+            .args(["--silent", "--skipApiVersionCheck", "--disableTelemetry"])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
