@@ -217,6 +217,11 @@ fn listing_pages_through_more_than_5000_files() {
     // 5300 files and the folder itself, 400 a page.
     assert_eq!(fake.stats()["list_pages"], 14);
     assert!(backend.version("deep/f000001.bin").is_some());
+    // Dropbox invalidates the cursor mid-listing (409 reset): the listing starts again.
+    fake.admin("config", json!({"reset_continue": 1}));
+    fake.admin("stats", json!({"reset": true}));
+    assert_eq!(backend.list().unwrap().len(), 5300);
+    assert_eq!(fake.stats()["list_pages"], 1 + 14);
     assert!(backend_empty(&fake));
 }
 

@@ -16,7 +16,8 @@ port standing for the api, content and OAuth hosts.
 
 Test controls under /_admin/ (JSON): config (page_size, token_ttl, revoked, faults: list
 of {status, summary, count, match}, ignore_rev: serve the current revision for `rev:`
-downloads, as a misbehaving server or proxy might), token (issue tokens for app "test-app"), expire
+downloads, as a misbehaving server or proxy might; reset_continue: that many
+list_folder/continue calls answer 409 reset, as when Dropbox invalidates a cursor), token (issue tokens for app "test-app"), expire
 (every access token now answers 401 expired_access_token), replace ({path, data_b64}: a
 new revision), prune ({path}: drop its old revisions), bulk ({folder, count}: that many
 small files), state, stats ({"reset": true} zeroes them after answering).
@@ -51,7 +52,7 @@ tokens = {}  # access token -> expiry (0 = expired by /_admin/expire)
 refresh_tokens = {}  # refresh token -> app key
 codes = {}  # code -> (challenge, app key)
 config = {"page_size": 2000, "token_ttl": 14400, "revoked": False, "faults": [],
-          "ignore_rev": False}
+          "ignore_rev": False, "reset_continue": 0}
 
 
 def zero_stats():
@@ -265,6 +266,9 @@ class Handler(BaseHTTPRequestHandler):
     def list_continue(self, arg):
         with lock:
             found = cursors.get(arg.get("cursor"))
+            if config["reset_continue"] > 0:
+                config["reset_continue"] -= 1
+                found = None
         if found is None:
             return self.error(409, "reset")
         entries, at, limit = found

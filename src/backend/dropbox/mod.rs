@@ -49,6 +49,8 @@ pub const DROPBOX_CONTENT: &str = "https://content.dropboxapi.com";
 pub const DROPBOX_AUTHORIZE: &str = "https://www.dropbox.com/oauth2/authorize";
 /// Entries asked per listing page (Dropbox's largest).
 const LIST_LIMIT: u64 = 2000;
+/// Listings started in all when Dropbox invalidates the cursor (`reset`) mid-listing.
+const MAX_LIST_RESETS: u32 = 3;
 
 /// Dropbox connection settings (`dropbox_token=`, `dropbox_endpoint=`,
 /// `dropbox_content_endpoint=`, `timeout=`).
@@ -244,6 +246,73 @@ impl DropboxBackend {
         Ok(files.entry(key.to_owned()).or_insert(listed).clone())
     }
 
+    /// One recursive listing of the folder: its files by key (what pins their reads), page
+    /// by page, each request bounded by the timeout.
+    async fn walk(
+        &self,
+        last: &Mutex<Option<String>>,
+    ) -> Result<(Vec<ObjectInfo>, HashMap<String, Listed>), Failure> {
+        let client = &self.client;
+        let context = || format!("listing {}", self.location);
+        let mut objects = Vec::new();
+        let mut listed = HashMap::new();
+        let first = json!({
+            "path": self.location.api_path(),
+            "recursive": true,
+            "include_deleted": false,
+            "limit": LIST_LIMIT,
+        });
+        let mut page = match client
+            .bounded(
+                context,
+                last,
+                client.retrying(last, async |token| {
+                    client
+                        .rpc(&context, token, "files/list_folder", &first)
+                        .await
+                }),
+            )
+            .await
+        {
+            Err(f) if f.is("path/not_found") => {
+                tracing::info!(source = %self.location, "no such folder (yet): nothing to list");
+                return Ok((objects, listed));
+            }
+            other => other?,
+        };
+        loop {
+            for entry in page["entries"].as_array().map(Vec::as_slice).unwrap_or(&[]) {
+                let Some(pin) = Listed::of(entry) else {
+                    continue;
+                };
+                let display = entry["path_display"].as_str().unwrap_or_default();
+                let lower = entry["path_lower"].as_str().unwrap_or_default();
+                if let Some(key) = self.key_of(display, lower) {
+                    objects.push(ObjectInfo {
+                        key: key.clone(),
+                        size: entry["size"].as_u64().unwrap_or(0),
+                    });
+                    listed.insert(key, pin);
+                }
+            }
+            if page["has_more"] != true {
+                return Ok((objects, listed));
+            }
+            let next = json!({ "cursor": page["cursor"] });
+            page = client
+                .bounded(
+                    context,
+                    last,
+                    client.retrying(last, async |token| {
+                        client
+                            .rpc(&context, token, "files/list_folder/continue", &next)
+                            .await
+                    }),
+                )
+                .await?;
+        }
+    }
+
     /// Reads bytes of the pinned revision of `key`; with `here` on this thread's own
     /// runtime and client.
     fn read_pinned(
@@ -297,65 +366,17 @@ impl Backend for DropboxBackend {
     /// not the whole listing.
     fn list(&self) -> Result<Vec<ObjectInfo>, BackendError> {
         let client = &self.client;
-        let context = || format!("listing {}", self.location);
         let (objects, listed) = client.block_each(async |last| {
-            let mut objects = Vec::new();
-            let mut listed = HashMap::new();
-            let first = json!({
-                "path": self.location.api_path(),
-                "recursive": true,
-                "include_deleted": false,
-                "limit": LIST_LIMIT,
-            });
-            let mut page = match client
-                .bounded(
-                    context,
-                    last,
-                    client.retrying(last, async |token| {
-                        client
-                            .rpc(&context, token, "files/list_folder", &first)
-                            .await
-                    }),
-                )
-                .await
-            {
-                Err(f) if f.is("path/not_found") => {
-                    tracing::info!(source = %self.location, "no such folder (yet): nothing to list");
-                    return Ok((objects, listed));
-                }
-                other => other?,
-            };
-            loop {
-                for entry in page["entries"].as_array().map(Vec::as_slice).unwrap_or(&[]) {
-                    let Some(pin) = Listed::of(entry) else {
-                        continue;
-                    };
-                    let display = entry["path_display"].as_str().unwrap_or_default();
-                    let lower = entry["path_lower"].as_str().unwrap_or_default();
-                    if let Some(key) = self.key_of(display, lower) {
-                        objects.push(ObjectInfo {
-                            key: key.clone(),
-                            size: entry["size"].as_u64().unwrap_or(0),
-                        });
-                        listed.insert(key, pin);
+            for attempt in 1.. {
+                match self.walk(last).await {
+                    // The cursor was invalidated (Dropbox's `reset`): list again.
+                    Err(f) if f.is("reset") && attempt < MAX_LIST_RESETS => {
+                        tracing::warn!(source = %self.location, "Dropbox reset the listing; listing again");
                     }
+                    other => return other,
                 }
-                if page["has_more"] != true {
-                    return Ok((objects, listed));
-                }
-                let next = json!({ "cursor": page["cursor"] });
-                page = client
-                    .bounded(
-                        context,
-                        last,
-                        client.retrying(last, async |token| {
-                            client
-                                .rpc(&context, token, "files/list_folder/continue", &next)
-                                .await
-                        }),
-                    )
-                    .await?;
             }
+            unreachable!("the loop returns")
         })?;
         *self.files.write() = listed;
         Ok(objects)
