@@ -1,6 +1,6 @@
 //! Remote faults through real mounts. A fault-injecting proxy (`tests/fault_proxy.py`)
-//! sits between smpfs and moto (S3) or the fake Drive server, and resets connections,
-//! stalls, trickles bytes, answers bursts of 500/503/SlowDown and truncates bodies. For
+//! sits between smpfs and moto (S3), Azurite (Azure Blob), the fake Drive server or the
+//! fake Dropbox server, and resets connections, stalls, trickles bytes, answers bursts of 500/503/SlowDown and truncates bodies. For
 //! every fault: each read returns the right bytes or fails with EIO in bounded time, none
 //! hangs, none returns wrong bytes, each is in the audit log, and once the fault is
 //! cleared the same mount reads everything correctly. A seal that faults break fails
@@ -15,6 +15,7 @@ use std::process::Output;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+use common::azurite::{azure_env, Azurite};
 use common::dropbox::FakeDropbox;
 use common::fault_proxy::{FaultProxy, Flavor};
 use common::gdrive::FakeDrive;
@@ -51,6 +52,7 @@ enum Server {
     S3(Moto),
     Drive(FakeDrive),
     Dropbox(FakeDropbox),
+    Azure(Azurite),
 }
 
 /// A server with the proxy in front of it.
@@ -88,11 +90,23 @@ impl Remote {
         }
     }
 
+    fn azure() -> Self {
+        let azurite = Azurite::start();
+        azurite.create_container("scans");
+        // Azure's error bodies are XML `<Error><Code>…` as S3's.
+        let proxy = FaultProxy::start(azurite.port, Flavor::S3);
+        Remote {
+            server: Server::Azure(azurite),
+            proxy,
+        }
+    }
+
     fn name(&self) -> &'static str {
         match self.server {
             Server::S3(_) => "S3",
             Server::Drive(_) => "Drive",
             Server::Dropbox(_) => "Dropbox",
+            Server::Azure(_) => "Azure",
         }
     }
 
@@ -102,6 +116,7 @@ impl Remote {
             Server::S3(_) => format!("s3://scans/{name}"),
             Server::Drive(_) => format!("gdrive:///My Drive/{name}"),
             Server::Dropbox(_) => format!("dropbox:///{name}"),
+            Server::Azure(ref azurite) => azurite.source(&format!("scans/{name}")),
         }
     }
 
@@ -139,6 +154,14 @@ impl Remote {
                     fake.token.display()
                 )
             }
+            Server::Azure(azurite) => {
+                let endpoint = if proxied {
+                    self.proxy.endpoint()
+                } else {
+                    format!("http://127.0.0.1:{}", azurite.port)
+                };
+                format!("endpoint={endpoint}/devstoreaccount1,{timeout}")
+            }
         }
     }
 
@@ -148,6 +171,7 @@ impl Remote {
             Server::S3(_) => "GET /scans/",
             Server::Drive(_) => "alt=media",
             Server::Dropbox(_) => "/2/files/download",
+            Server::Azure(_) => "GET /devstoreaccount1/scans/",
         }
     }
 
@@ -158,13 +182,14 @@ impl Remote {
             Server::S3(_) => "PUT /scans/",
             Server::Drive(_) => "/upload-session/",
             Server::Dropbox(_) => "/2/files/upload",
+            Server::Azure(_) => "PUT /devstoreaccount1/scans/",
         }
     }
 
     /// `smpfs seal plain/ --out SOURCE(name)`.
     fn seal(&self, ws: &Workspace, name: &str, proxied: bool) -> Output {
         let mut cmd = smpfs();
-        aws_env(&mut cmd)
+        azure_env(aws_env(&mut cmd))
             .args(["seal", "--layout", "v1"])
             .arg(ws.plain())
             .args(["--to", &ws.recipient, "--out", &self.source(name), "-o"])
@@ -219,6 +244,18 @@ impl Remote {
                         let rel = path.strip_prefix(&root)?.to_owned();
                         Some((rel, e["size"].as_str().unwrap().parse().unwrap()))
                     })
+                    .collect();
+                objects.sort();
+                (objects, 0)
+            }
+            Server::Azure(azurite) => {
+                use smpfs::backend::Backend as _;
+                let mut objects: Vec<(String, u64)> = azurite
+                    .backend(&format!("scans/{name}"))
+                    .list()
+                    .unwrap()
+                    .into_iter()
+                    .map(|o| (o.key, o.size))
                     .collect();
                 objects.sort();
                 (objects, 0)
@@ -399,6 +436,10 @@ fn rows(remote: &Remote) -> Vec<(&'static str, Value, Expect)> {
         Server::Dropbox(_) => (
             json!({"kind": "status", "status": 429, "summary": "too_many_requests", "count": 3, "match": m}),
             json!({"kind": "status", "status": 500, "summary": "internal_error", "match": m}),
+        ),
+        Server::Azure(_) => (
+            json!({"kind": "status", "status": 503, "code": "ServerBusy", "count": 3, "match": m}),
+            json!({"kind": "status", "status": 500, "code": "InternalError", "match": m}),
         ),
     };
     vec![
@@ -606,6 +647,11 @@ fn dropbox_reads_under_every_fault_are_right_or_eio_audited_and_recover() {
     read_matrix(Remote::dropbox());
 }
 
+#[test]
+fn azure_reads_under_every_fault_are_right_or_eio_audited_and_recover() {
+    read_matrix(Remote::azure());
+}
+
 /// A fault while a directory is first checked must not hide its files for good: the
 /// lookup fails with EIO meanwhile, and once the server answers again the files are there
 /// and read correctly. (It failed before the fix: such files were hidden until remount.)
@@ -753,6 +799,7 @@ fn seal_matrix(remote: Remote) {
         Server::S3(_) => "s3://scans",
         Server::Drive(_) => "gdrive:///My Drive",
         Server::Dropbox(_) => "dropbox:///",
+        Server::Azure(_) => "az://devstoreaccount1/scans",
     };
     let mount = ws.mount_source(root, &[&remote.options(false), "audit=off"]);
     for round in 0..rounds_run {
@@ -783,4 +830,9 @@ fn drive_seal_broken_by_faults_completes_on_a_rerun_without_loss_or_duplicates()
 #[test]
 fn dropbox_seal_broken_by_faults_completes_on_a_rerun_without_loss_or_duplicates() {
     seal_matrix(Remote::dropbox());
+}
+
+#[test]
+fn azure_seal_broken_by_faults_completes_on_a_rerun_without_loss_or_duplicates() {
+    seal_matrix(Remote::azure());
 }

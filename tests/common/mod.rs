@@ -77,10 +77,12 @@ impl Workspace {
         self.dir.path().join("state")
     }
 
-    /// The smpfs binary with this workspace's state directory and the test credentials.
+    /// The smpfs binary with this workspace's state directory and the test credentials
+    /// (moto's AWS keys, Azurite's development account key).
     pub fn smpfs(&self) -> Command {
         let mut cmd = smpfs();
         moto::aws_env(&mut cmd);
+        azurite::azure_env(&mut cmd);
         cmd.env("SMPFS_STATE_DIR", self.state());
         cmd
     }
