@@ -1,10 +1,11 @@
 //! Remote faults through real mounts. A fault-injecting proxy (`tests/fault_proxy.py`)
 //! sits between smpfs and moto (S3), Azurite (Azure Blob), the fake Drive server or the
-//! fake Dropbox server, and resets connections, stalls, trickles bytes, answers bursts of 500/503/SlowDown and truncates bodies. For
-//! every fault: each read returns the right bytes or fails with EIO in bounded time, none
-//! hangs, none returns wrong bytes, each is in the audit log, and once the fault is
-//! cleared the same mount reads everything correctly. A seal that faults break fails
-//! cleanly and completes on a re-run, with nothing lost and nothing duplicated.
+//! fake Dropbox server, and resets connections, stalls, trickles bytes, answers bursts of
+//! 500/503/SlowDown and truncates bodies. For every fault: each read returns the right
+//! bytes or fails with EIO in bounded time, none hangs, none returns wrong bytes, each is
+//! in the audit log, and once the fault is cleared the same mount reads everything
+//! correctly. A seal that faults break fails cleanly and completes on a re-run, with
+//! nothing lost and nothing duplicated.
 
 mod common;
 
