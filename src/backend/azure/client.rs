@@ -35,6 +35,12 @@ pub type Connector = google_drive3::hyper_rustls::HttpsConnector<HttpConnector>;
 /// A hyper client; cloning one shares its connection pool.
 pub type HttpClient = google_drive3::hyper_util::client::legacy::Client<Connector, Full<Bytes>>;
 
+/// What to do when no credential was configured and there is no managed identity.
+pub const NO_CREDENTIALS: &str = "no Azure credentials found: set AZURE_STORAGE_KEY (an \
+     account key), AZURE_STORAGE_SAS_TOKEN or AZURE_STORAGE_CONNECTION_STRING, or \
+     AZURE_CLIENT_ID, AZURE_TENANT_ID and AZURE_CLIENT_SECRET, or log in with `az login`, or \
+     run where a managed identity is available";
+
 /// The REST API version every request names (`x-ms-version`).
 pub const API_VERSION: &str = "2021-08-06";
 /// Retries of one request after transient failures (the timeout usually ends them first).
@@ -467,11 +473,20 @@ impl Client {
                 let built = builder
                     .body(Full::new(Bytes::from(request.form)))
                     .map_err(|e| Failure::from_error(remote(context(), e.to_string())))?;
-                let response = self
-                    .shared
-                    .request(built)
-                    .await
-                    .map_err(|e| Failure::transient(context(), chain(&e)))?;
+                let response = self.shared.request(built).await.map_err(|e| {
+                    if matches!(source, auth::TokenSource::ManagedIdentity { .. }) {
+                        // The last link of the chain: nothing else was configured.
+                        return Failure::from_error(remote(
+                            context(),
+                            format!(
+                                "{NO_CREDENTIALS} (no managed identity: the instance metadata \
+                             service did not answer: {})",
+                                chain(&e)
+                            ),
+                        ));
+                    }
+                    Failure::transient(context(), chain(&e))
+                })?;
                 let status = response.status().as_u16();
                 let body = response
                     .into_body()
@@ -481,6 +496,16 @@ impl Client {
                     .to_bytes();
                 if status != 200 {
                     let said = String::from_utf8_lossy(&body[..body.len().min(300)]).into_owned();
+                    if matches!(source, auth::TokenSource::ManagedIdentity { .. }) {
+                        return Err(Failure::from_error(remote(
+                            context(),
+                            format!(
+                                "{NO_CREDENTIALS} (no managed identity: the instance metadata \
+                                 service answered HTTP {status}: {})",
+                                said.trim()
+                            ),
+                        )));
+                    }
                     return Err(Failure::from_error(remote(
                         context(),
                         format!(
