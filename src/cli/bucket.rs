@@ -22,8 +22,8 @@ use super::{backend_options, init_stderr_logging, load_identity, mount};
 /// A bucket and the identity to read it with.
 #[derive(clap::Args)]
 pub struct BucketArgs {
-    /// The bucket: a directory, s3://BUCKET[/PREFIX], a Drive or Dropbox folder, as for
-    /// `mount`.
+    /// The bucket: a directory, s3://BUCKET[/PREFIX], az://ACCOUNT/CONTAINER[/PREFIX], a
+    /// Drive or Dropbox folder, as for `mount`.
     pub bucket: String,
     /// Identity file to open it with.
     #[arg(long, short)]

@@ -275,8 +275,8 @@ enum Command {
 /// One sealed file of a bucket, for `cat` and `inspect`.
 #[derive(clap::Args)]
 struct ObjectArgs {
-    /// The bucket: a directory, s3://BUCKET[/PREFIX], a Drive or Dropbox folder, as for
-    /// `mount`.
+    /// The bucket: a directory, s3://BUCKET[/PREFIX], az://ACCOUNT/CONTAINER[/PREFIX], a
+    /// Drive or Dropbox folder, as for `mount`.
     bucket: String,
     /// The file's path in the bucket, as a mount of it shows it (e.g. `CT/1.dcm`).
     path: String,

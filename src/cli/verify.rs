@@ -46,8 +46,8 @@ Headers do not name their recipients (docs/FORMAT.md §3): info prints how many 
 stanzas a header has and whether this identity opens one of them; with --path it also
 prints the recipients the bucket seals to (its manifest's, or a v1 bucket's list).")]
 pub struct InfoArgs {
-    /// The sealed object: a local file, or s3://BUCKET/KEY, a gdrive:// or dropbox:// object URL;
-    /// with --path, the bucket it is in.
+    /// The sealed object: a local file, or s3://BUCKET/KEY, az://ACCOUNT/CONTAINER/KEY, a
+    /// gdrive:// or dropbox:// object URL; with --path, the bucket it is in.
     target: String,
     /// The file's path in the bucket TARGET (as a mount shows it; the object key in a v1
     /// bucket).
