@@ -10,6 +10,7 @@
 #   KERNEL_CACHE=1       also measure first and second read with `-o kernel_cache` (0 to skip)
 #   VERIFY=1             compare what each mount returns with the plaintext once (0 to skip)
 #   REPORT=FILE          also write the Markdown report to FILE
+#   SMPFS_BIN=PATH       measure that binary instead of building a release one
 #
 # Everything (plaintext, bucket, gocryptfs cipher dir, mountpoints) lives on a dedicated tmpfs,
 # so storage is out of the picture: the numbers are CPU, FUSE and copy costs. Every timed
@@ -40,9 +41,13 @@ die() { echo "read-throughput: $*" >&2; exit 1; }
 SMPFS_BENCH=1 bash integration/install-deps.sh >&2
 command -v python3 >/dev/null || die "python3 is needed for the arithmetic"
 
-log "cargo build --release --bin smpfs"
-cargo build --release --bin smpfs >&2
-SMPFS=$PWD/target/release/smpfs
+if [ -n "${SMPFS_BIN:-}" ]; then
+  SMPFS=$SMPFS_BIN
+else
+  log "cargo build --release --bin smpfs"
+  cargo build --release --bin smpfs >&2
+  SMPFS=$PWD/target/release/smpfs
+fi
 [ -x "$SMPFS" ] || die "$SMPFS was not built"
 
 # --- scratch tmpfs and cleanup ------------------------------------------------------------
