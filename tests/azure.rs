@@ -434,7 +434,7 @@ fn blobs_are_read_created_once_and_deleted_on_the_backend() {
 }
 
 /// The commands that take a bucket work on an Azure container (through `Source::open`):
-/// `ls`, `verify`; `share` adds a reader who then opens a file and removes one who then
+/// `ls`, `verify`, `info --path`; `share` adds a reader who then opens a file and removes one who then
 /// does not; `rotate` keeps every file readable.
 #[test]
 fn bucket_commands_share_and_rotate_work_on_an_azure_container() {
@@ -473,6 +473,12 @@ fn bucket_commands_share_and_rotate_work_on_an_azure_container() {
         let done = command(args, &ws.identity);
         assert!(done.status.success(), "{args:?}: {}", stderr(&done));
     }
+    let info = ws_smpfs(&ws)
+        .args(["info", &out, "--path", "s/scan.bin", "-o", &endpoint, "-i"])
+        .arg(&ws.identity)
+        .output()
+        .unwrap();
+    assert!(info.status.success(), "{}", stderr(&info));
     assert!(!cat_as(&other_path).status.success());
     let added = command(&["share", "--add", &other_recipient], &ws.identity);
     assert!(added.status.success(), "{}", stderr(&added));
