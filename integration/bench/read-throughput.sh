@@ -140,8 +140,8 @@ median() { python3 -c "import statistics,sys; print(f'{statistics.median(map(flo
 log "smpfs keygen + seal (default 64 KiB chunks)"
 RECIPIENT=$("$SMPFS" keygen --out "$WORK/id" 2>/dev/null)
 "$SMPFS" seal "$WORK/plain/$FILE" --to "$RECIPIENT" --out "$WORK/bucket" 2>&1 | tail -n 1 >&2
-SEALED=$WORK/bucket/$FILE
-[ -f "$SEALED" ] || die "sealed file $SEALED not found"
+# A zero-knowledge (v2) bucket, the default: object names are opaque.
+[ -n "$(ls -A "$WORK/bucket" 2>/dev/null)" ] || die "nothing was sealed into $WORK/bucket"
 
 # --- setup: gocryptfs ---------------------------------------------------------------------
 log "gocryptfs -init (scryptn 10) + copy plaintext in"
