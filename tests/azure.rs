@@ -502,3 +502,69 @@ fn bucket_commands_share_and_rotate_work_on_an_azure_container() {
     assert!(rotated.status.success(), "{}", stderr(&rotated));
     assert!(cat_as(&ws.identity).stdout == scan);
 }
+
+/// An account SAS (`AZURE_STORAGE_SAS_TOKEN`) and a connection string (which also gives the
+/// endpoint, so no `-o endpoint=`) authorize reads and writes as the account key does; a SAS
+/// without write permission may read but not write.
+#[test]
+fn sas_tokens_and_connection_strings_authorize_like_the_key() {
+    use base64::Engine as _;
+    use hmac::Mac as _;
+    let azurite = Azurite::start();
+    azurite.create_container("sas");
+    // An account SAS (version 2019-12-12), signed as Azure documents it.
+    let sas = |permissions: &str| {
+        let key = base64::engine::general_purpose::STANDARD
+            .decode(smpfs::backend::azure::DEV_KEY)
+            .unwrap();
+        let text = format!(
+            "devstoreaccount1\n{permissions}\nb\nsco\n\n2099-01-01T00:00:00Z\n\n\n2019-12-12\n"
+        );
+        let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(&key).unwrap();
+        mac.update(text.as_bytes());
+        let sig = base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes());
+        let sig: String =
+            percent_encoding::utf8_percent_encode(&sig, percent_encoding::NON_ALPHANUMERIC)
+                .to_string();
+        format!("sv=2019-12-12&ss=b&srt=sco&sp={permissions}&se=2099-01-01T00:00:00Z&sig={sig}")
+    };
+    let open = |vars: Vec<(&'static str, String)>, endpoint: Option<String>| {
+        let options = smpfs::backend::AzureOptions {
+            endpoint,
+            timeout: Duration::from_secs(10),
+        };
+        smpfs::backend::AzureBackend::open_with(
+            azurite.source("sas/p").parse().unwrap(),
+            &options,
+            move |name| {
+                vars.iter()
+                    .find(|(n, _)| *n == name)
+                    .map(|(_, v)| v.clone())
+            },
+        )
+        .unwrap()
+    };
+    let writer = open(
+        vec![("AZURE_STORAGE_SAS_TOKEN", sas("rwdlac"))],
+        Some(azurite.endpoint()),
+    );
+    put(&writer, "a/one", b"by SAS", false).unwrap();
+    assert_eq!(get(&writer, "a/one", 6).unwrap(), b"by SAS");
+    assert_eq!(writer.list().unwrap().len(), 1);
+    let reader = open(
+        vec![("AZURE_STORAGE_SAS_TOKEN", format!("?{}", sas("rl")))],
+        Some(azurite.endpoint()),
+    );
+    assert_eq!(get(&reader, "a/one", 6).unwrap(), b"by SAS");
+    let refused = put(&reader, "a/two", b"no", false).unwrap_err().to_string();
+    assert!(refused.contains("HTTP 403"), "{refused}");
+    let connection = format!(
+        "DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;AccountKey={};BlobEndpoint={};",
+        smpfs::backend::azure::DEV_KEY,
+        azurite.endpoint()
+    );
+    let by_string = open(vec![("AZURE_STORAGE_CONNECTION_STRING", connection)], None);
+    put(&by_string, "a/two", b"by string", false).unwrap();
+    assert_eq!(by_string.stat("a/two").unwrap(), Some(9));
+    assert_eq!(get(&writer, "a/two", 9).unwrap(), b"by string");
+}
