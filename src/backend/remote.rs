@@ -1,12 +1,18 @@
-//! Pieces shared by the remote backends (S3, Google Drive, Dropbox): the private tokio runtime the
-//! synchronous [`Backend`](super::Backend) trait blocks on, always under a deadline; the
-//! filler that copies a streamed body into the caller's buffers; and the backoff between
-//! retries.
+//! Pieces shared by the remote backends (S3, Google Drive, Dropbox, Azure): the private tokio
+//! runtime the synchronous [`Backend`](super::Backend) trait blocks on, always under a
+//! deadline, and the [`Remote`] calls over it that bound each request and report the last
+//! transient error on a timeout; the HTTP connector and the per-thread clients of the
+//! hyper-based backends; the filler that copies a streamed body into the caller's buffers;
+//! and the backoff between retries.
 
-use std::cell::OnceCell;
+use std::any::Any;
+use std::cell::{OnceCell, RefCell};
 use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use google_drive3::hyper_util::client::legacy::connect::HttpConnector;
+use parking_lot::Mutex;
 use tokio::runtime::Runtime;
 
 use super::{Arrival, BackendError};
@@ -51,7 +57,7 @@ impl BlockingRuntime {
         what: impl FnOnce() -> String,
         future: impl Future<Output = Result<T, BackendError>>,
     ) -> Result<T, BackendError> {
-        self.bounded(&self.runtime, what, future)
+        self.block_within(&self.runtime, what, future)
     }
 
     /// Like [`BlockingRuntime::run`], but on a single-threaded runtime of the calling
@@ -82,7 +88,7 @@ impl BlockingRuntime {
                     cell.get_or_init(|| runtime)
                 }
             };
-            self.bounded(runtime, what, future)
+            self.block_within(runtime, what, future)
         })
     }
 
@@ -101,7 +107,7 @@ impl BlockingRuntime {
             })
     }
 
-    fn bounded<T>(
+    fn block_within<T>(
         &self,
         runtime: &Runtime,
         what: impl FnOnce() -> String,
@@ -110,6 +116,182 @@ impl BlockingRuntime {
         runtime
             .block_on(self.within(what, future))
             .and_then(|result| result)
+    }
+}
+
+/// The last transient error a retry loop saw, if any: a loop notes each error it retries
+/// here, and a timeout's message ends with it ([`with_last_error`]).
+pub type LastError = Mutex<Option<String>>;
+
+/// `what`, followed by the last transient error seen, if any (taken from `last`):
+/// `"{what} (last error: {error})"`.
+pub fn with_last_error(what: impl Fn() -> String, last: &LastError) -> String {
+    match last.lock().take() {
+        Some(error) => format!("{} (last error: {error})", what()),
+        None => what(),
+    }
+}
+
+/// A failed request of a remote backend, as its retry loop classifies it (how to handle it
+/// is the backend's own business).
+pub trait RemoteFailure: Sized {
+    /// What to report when the failure is not handled.
+    fn into_error(self) -> BackendError;
+
+    /// A failure that is never retried, reporting `error` (a timeout, a short read).
+    fn from_error(error: BackendError) -> Self;
+}
+
+/// A client of a remote API whose blocking calls run on a [`BlockingRuntime`]. Invariant:
+/// every call is bounded by the runtime's timeout, retries and backoff included: as a whole
+/// ([`Remote::block`], [`Remote::block_here`]), or each of its requests
+/// ([`Remote::block_each`] with [`Remote::bounded`]); and a timeout's message carries the
+/// last transient error the retry loop noted in the [`LastError`] it was given.
+pub trait Remote {
+    /// How a request of this client fails.
+    type Failure: RemoteFailure;
+
+    /// Where the blocking calls run.
+    fn blocking_runtime(&self) -> &BlockingRuntime;
+
+    /// Blocks on `future` on the shared runtime for at most the timeout; on timeout the
+    /// message carries the last transient error seen, if any.
+    fn block<T>(
+        &self,
+        what: impl Fn() -> String,
+        future: impl AsyncFnOnce(&LastError) -> Result<T, Self::Failure>,
+    ) -> Result<T, BackendError> {
+        let last = Mutex::new(None);
+        let what = || with_last_error(&what, &last);
+        self.blocking_runtime().run(what, async {
+            future(&last).await.map_err(RemoteFailure::into_error)
+        })
+    }
+
+    /// Like [`Remote::block`], on the calling thread's own runtime
+    /// ([`BlockingRuntime::run_here`]): for downloads through this thread's own client
+    /// ([`ClientsHere`]), whose responses are then received on the thread that consumes
+    /// them.
+    fn block_here<T>(
+        &self,
+        what: impl Fn() -> String,
+        future: impl AsyncFnOnce(&LastError) -> Result<T, Self::Failure>,
+    ) -> Result<T, BackendError> {
+        let last = Mutex::new(None);
+        let what = || with_last_error(&what, &last);
+        self.blocking_runtime().run_here(what, async {
+            future(&last).await.map_err(RemoteFailure::into_error)
+        })
+    }
+
+    /// Like [`Remote::block`] for work of many requests (a listing, an upload), which is
+    /// not bounded as a whole: each of its requests must be, with [`Remote::bounded`].
+    fn block_each<T>(
+        &self,
+        future: impl AsyncFnOnce(&LastError) -> Result<T, Self::Failure>,
+    ) -> Result<T, BackendError> {
+        let last = Mutex::new(None);
+        self.blocking_runtime()
+            .runtime()
+            .block_on(async { future(&last).await.map_err(RemoteFailure::into_error) })
+    }
+
+    /// `future` (one request and its retries), failing with a [`BackendError::Timeout`]
+    /// made a never-retried failure ([`RemoteFailure::from_error`]) once the timeout has
+    /// passed; its message carries the last transient error seen, if any.
+    fn bounded<T>(
+        &self,
+        what: impl Fn() -> String,
+        last: &LastError,
+        future: impl Future<Output = Result<T, Self::Failure>>,
+    ) -> impl Future<Output = Result<T, Self::Failure>> {
+        let within = self
+            .blocking_runtime()
+            .within(move || with_last_error(what, last), future);
+        async { within.await.map_err(RemoteFailure::from_error)? }
+    }
+}
+
+/// HTTPS with the system's roots, or plain HTTP for a test server or an emulator: the
+/// connector of the hyper-based backends.
+pub type Connector = google_drive3::hyper_rustls::HttpsConnector<HttpConnector>;
+
+/// A hyper client sending bodies of type `B`; cloning one shares its connection pool.
+pub type HttpClient<B> = google_drive3::hyper_util::client::legacy::Client<Connector, B>;
+
+/// A [`Connector`] that connects within `timeout` (at most 5 s), with `TCP_NODELAY`.
+pub fn connector(timeout: Duration) -> Result<Connector, BackendError> {
+    let mut http = HttpConnector::new();
+    http.enforce_http(false);
+    http.set_nodelay(true);
+    http.set_connect_timeout(Some(timeout.min(Duration::from_secs(5))));
+    let builder = google_drive3::hyper_rustls::HttpsConnectorBuilder::new()
+        .with_native_roots()
+        .map_err(|source| BackendError::Io {
+            context: "loading the system's CA certificates".into(),
+            source,
+        })?;
+    Ok(builder.https_or_http().enable_http1().wrap_connector(http))
+}
+
+/// A client keeping up to `idle_per_host` idle connections.
+pub fn http_client<B>(connector: Connector, idle_per_host: usize) -> HttpClient<B>
+where
+    B: google_drive3::hyper::body::Body + Send,
+    B::Data: Send,
+{
+    google_drive3::hyper_util::client::legacy::Client::builder(
+        google_drive3::hyper_util::rt::TokioExecutor::new(),
+    )
+    .pool_max_idle_per_host(idle_per_host)
+    .build(connector)
+}
+
+/// Source of [`ClientsHere`] ids.
+static NEXT_CLIENTS_ID: AtomicU64 = AtomicU64::new(0);
+
+thread_local! {
+    /// This thread's own HTTP client of each [`ClientsHere`] (by id); they go with the
+    /// thread, as its runtime ([`BlockingRuntime::run_here`]) does.
+    static CLIENTS_HERE: RefCell<Vec<(u64, Box<dyn Any>)>> = const { RefCell::new(Vec::new()) };
+}
+
+/// The per-thread HTTP clients of one remote client. Invariant: a client from
+/// [`ClientsHere::get`] is used only inside [`Remote::block_here`] on the thread that got
+/// it, since its connections are driven by that thread's runtime alone.
+pub struct ClientsHere {
+    connector: Connector,
+    id: u64,
+}
+
+impl ClientsHere {
+    /// Per-thread clients connecting with `connector`.
+    pub fn new(connector: Connector) -> Self {
+        ClientsHere {
+            connector,
+            id: NEXT_CLIENTS_ID.fetch_add(1, Ordering::Relaxed),
+        }
+    }
+
+    /// This thread's own client (up to 8 idle connections), made on first use.
+    pub fn get<B>(&self) -> HttpClient<B>
+    where
+        B: google_drive3::hyper::body::Body + Send + 'static,
+        B::Data: Send,
+    {
+        CLIENTS_HERE.with(|clients| {
+            let mut clients = clients.borrow_mut();
+            let found = clients
+                .iter()
+                .filter(|(id, _)| *id == self.id)
+                .find_map(|(_, client)| client.downcast_ref::<HttpClient<B>>());
+            if let Some(client) = found {
+                return client.clone();
+            }
+            let client = http_client::<B>(self.connector.clone(), 8);
+            clients.push((self.id, Box::new(client.clone())));
+            client
+        })
     }
 }
 
@@ -308,6 +490,75 @@ mod tests {
             })
             .unwrap();
         assert_eq!(spawned_on, caller);
+    }
+
+    /// A failure that remembers whether it came from [`RemoteFailure::from_error`].
+    #[derive(Debug)]
+    struct TestFailure(BackendError, bool);
+
+    impl RemoteFailure for TestFailure {
+        fn into_error(self) -> BackendError {
+            self.0
+        }
+
+        fn from_error(error: BackendError) -> Self {
+            TestFailure(error, true)
+        }
+    }
+
+    struct TestClient(BlockingRuntime);
+
+    impl Remote for TestClient {
+        type Failure = TestFailure;
+
+        fn blocking_runtime(&self) -> &BlockingRuntime {
+            &self.0
+        }
+    }
+
+    #[test]
+    fn remote_calls_are_bounded_and_name_the_last_error() {
+        let client =
+            TestClient(BlockingRuntime::new("test", 1, Duration::from_millis(100)).unwrap());
+        let slow = client.block(
+            || "reading k".into(),
+            async |last: &LastError| -> Result<(), TestFailure> {
+                *last.lock() = Some("HTTP 503".into());
+                tokio::time::sleep(Duration::from_secs(5)).await;
+                Ok(())
+            },
+        );
+        let message = slow.unwrap_err().to_string();
+        assert!(
+            message.contains("reading k (last error: HTTP 503)"),
+            "{message}"
+        );
+        let failed = client.block_here(
+            || "reading k".into(),
+            async |_: &LastError| -> Result<(), TestFailure> {
+                Err(TestFailure(
+                    BackendError::Changed { key: "k".into() },
+                    false,
+                ))
+            },
+        );
+        assert!(
+            matches!(failed, Err(BackendError::Changed { .. })),
+            "{failed:?}"
+        );
+        // Each request of a longer task is bounded; its timeout is a never-retried failure.
+        let each = client.block_each(async |last: &LastError| -> Result<(), TestFailure> {
+            let request = async {
+                tokio::time::sleep(Duration::from_secs(5)).await;
+                Ok(())
+            };
+            match client.bounded(|| "listing".into(), last, request).await {
+                Err(TestFailure(BackendError::Timeout { .. }, true)) => Ok(()),
+                other => panic!("{other:?}"),
+            }
+        });
+        each.unwrap();
+        assert_eq!(with_last_error(|| "w".into(), &Mutex::new(None)), "w");
     }
 
     #[test]

@@ -5,7 +5,7 @@
 //! are classified.
 //!
 //! Invariants:
-//! - every request is bounded by the timeout ([`Client::block`], [`Client::bounded`]),
+//! - every request is bounded by the timeout ([`Remote::block`], [`Remote::bounded`]),
 //!   retries and backoff included;
 //! - 429, 5xx and dropped connections are retried with backoff (a `Retry-After` is
 //!   honoured, up to 5 s); a 401 gets one refreshed access token and one more try;
@@ -14,25 +14,22 @@
 //!   (`path/not_found`, `path/conflict`, …);
 //! - `Dropbox-API-Arg` is HTTP-header-safe JSON: every character past U+007E is escaped.
 
-use std::cell::RefCell;
-use std::future::Future;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use google_drive3::hyper::{self, body::Bytes, header};
-use google_drive3::hyper_util::client::legacy::connect::HttpConnector;
 use http_body_util::{BodyExt, Full};
 use parking_lot::Mutex;
 use serde_json::Value;
 
 use super::auth::Auth;
-use crate::backend::remote::{backoff, BlockingRuntime, BufFiller};
+use crate::backend::remote::{
+    backoff, BlockingRuntime, BufFiller, ClientsHere, Remote, RemoteFailure,
+};
+pub use crate::backend::remote::{connector, http_client, Connector};
 use crate::backend::{Arrival, BackendError};
 
-/// HTTPS (native roots) or plain HTTP for a test server.
-pub type Connector = google_drive3::hyper_rustls::HttpsConnector<HttpConnector>;
 /// A hyper client; cloning one shares its connection pool.
-pub type HttpClient = google_drive3::hyper_util::client::legacy::Client<Connector, Full<Bytes>>;
+pub type HttpClient = crate::backend::remote::HttpClient<Full<Bytes>>;
 
 /// Retries of one request after transient failures (the timeout usually ends them first).
 const MAX_RETRIES: u32 = 8;
@@ -93,6 +90,16 @@ impl Failure {
     /// Whether this is an endpoint error whose summary starts with `prefix`.
     pub fn is(&self, prefix: &str) -> bool {
         self.kind == Kind::Endpoint && self.summary.starts_with(prefix)
+    }
+}
+
+impl RemoteFailure for Failure {
+    fn into_error(self) -> BackendError {
+        self.error
+    }
+
+    fn from_error(error: BackendError) -> Self {
+        Failure::from_error(error)
     }
 }
 
@@ -157,48 +164,6 @@ pub fn header_json(value: &Value) -> String {
     out
 }
 
-/// HTTPS with the system's roots, or plain HTTP for a test server; connecting within the
-/// timeout (at most 5 s).
-pub fn connector(timeout: Duration) -> Result<Connector, BackendError> {
-    let mut http = HttpConnector::new();
-    http.enforce_http(false);
-    http.set_nodelay(true);
-    http.set_connect_timeout(Some(timeout.min(Duration::from_secs(5))));
-    let builder = google_drive3::hyper_rustls::HttpsConnectorBuilder::new()
-        .with_native_roots()
-        .map_err(|source| BackendError::Io {
-            context: "loading the system's CA certificates".into(),
-            source,
-        })?;
-    Ok(builder.https_or_http().enable_http1().wrap_connector(http))
-}
-
-/// A client keeping up to `idle_per_host` idle connections.
-pub fn http_client(connector: Connector, idle_per_host: usize) -> HttpClient {
-    google_drive3::hyper_util::client::legacy::Client::builder(
-        google_drive3::hyper_util::rt::TokioExecutor::new(),
-    )
-    .pool_max_idle_per_host(idle_per_host)
-    .build(connector)
-}
-
-/// Source of [`Client`] ids.
-static NEXT_CLIENT_ID: AtomicU64 = AtomicU64::new(0);
-
-thread_local! {
-    /// This thread's own HTTP client of each [`Client`] (by id), for downloads run by
-    /// [`Client::block_here`]; they go with the thread, as its runtime does.
-    static CLIENTS_HERE: RefCell<Vec<(u64, HttpClient)>> = const { RefCell::new(Vec::new()) };
-}
-
-/// `what`, followed by the last transient error seen, if any (taken from `last`).
-fn with_last_error(what: impl Fn() -> String, last: &Mutex<Option<String>>) -> String {
-    match last.lock().take() {
-        Some(error) => format!("{} (last error: {error})", what()),
-        None => what(),
-    }
-}
-
 /// What a content request sends and where.
 pub enum Host {
     /// The RPC host (`api.dropboxapi.com`).
@@ -216,8 +181,16 @@ pub struct Client {
     api: String,
     content: String,
     shared: HttpClient,
-    connector: Connector,
-    id: u64,
+    /// Each thread's own client, for downloads run by [`Remote::block_here`].
+    here: ClientsHere,
+}
+
+impl Remote for Client {
+    type Failure = Failure;
+
+    fn blocking_runtime(&self) -> &BlockingRuntime {
+        &self.runtime
+    }
 }
 
 impl Client {
@@ -235,8 +208,7 @@ impl Client {
             api: api.trim_end_matches('/').to_owned(),
             content: content.trim_end_matches('/').to_owned(),
             shared: http_client(connector.clone(), 32),
-            connector,
-            id: NEXT_CLIENT_ID.fetch_add(1, Ordering::Relaxed),
+            here: ClientsHere::new(connector),
         }
     }
 
@@ -248,74 +220,14 @@ impl Client {
         format!("{base}/2/{endpoint}")
     }
 
-    /// Blocks on `future` on the shared runtime for at most the timeout; on timeout the
-    /// message carries the last transient error seen, if any.
-    pub fn block<T>(
-        &self,
-        what: impl Fn() -> String,
-        future: impl AsyncFnOnce(&Mutex<Option<String>>) -> Result<T, Failure>,
-    ) -> Result<T, BackendError> {
-        let last = Mutex::new(None);
-        let what = || with_last_error(&what, &last);
-        self.runtime
-            .run(what, async { future(&last).await.map_err(|f| f.error) })
-    }
-
-    /// Like [`Client::block`], on the calling thread's own runtime
-    /// ([`BlockingRuntime::run_here`]): for downloads through [`Client::client_here`].
-    pub fn block_here<T>(
-        &self,
-        what: impl Fn() -> String,
-        future: impl AsyncFnOnce(&Mutex<Option<String>>) -> Result<T, Failure>,
-    ) -> Result<T, BackendError> {
-        let last = Mutex::new(None);
-        let what = || with_last_error(&what, &last);
-        self.runtime
-            .run_here(what, async { future(&last).await.map_err(|f| f.error) })
-    }
-
-    /// Like [`Client::block`] for work of many requests (a listing, an upload), which is
-    /// not bounded as a whole: each of its requests must be, with [`Client::bounded`].
-    pub fn block_each<T>(
-        &self,
-        future: impl AsyncFnOnce(&Mutex<Option<String>>) -> Result<T, Failure>,
-    ) -> Result<T, BackendError> {
-        let last = Mutex::new(None);
-        self.runtime
-            .runtime()
-            .block_on(async { future(&last).await.map_err(|f| f.error) })
-    }
-
-    /// `future` (one request and its retries), failing with a fatal
-    /// [`BackendError::Timeout`] once the timeout has passed.
-    pub async fn bounded<T>(
-        &self,
-        what: impl Fn() -> String,
-        last: &Mutex<Option<String>>,
-        future: impl Future<Output = Result<T, Failure>>,
-    ) -> Result<T, Failure> {
-        self.runtime
-            .within(|| with_last_error(what, last), future)
-            .await
-            .map_err(Failure::from_error)?
-    }
-
     /// The shared client (pooled connections, driven by the shared runtime).
     pub fn shared(&self) -> &HttpClient {
         &self.shared
     }
 
-    /// This thread's own HTTP client, for [`Client::block_here`] only.
+    /// This thread's own HTTP client, for [`Remote::block_here`] only.
     pub fn client_here(&self) -> HttpClient {
-        CLIENTS_HERE.with(|clients| {
-            let mut clients = clients.borrow_mut();
-            if let Some((_, client)) = clients.iter().find(|(id, _)| *id == self.id) {
-                return client.clone();
-            }
-            let client = http_client(self.connector.clone(), 8);
-            clients.push((self.id, client.clone()));
-            client
-        })
+        self.here.get()
     }
 
     /// Runs `attempt` (given an access token) until it succeeds, retrying transient

@@ -36,7 +36,7 @@ use serde_json::{json, Value};
 pub use auth::{default_token_path, Stored as DropboxLogin};
 pub use location::DropboxLocation;
 
-use super::remote::{BlockingRuntime, CopyIn};
+use super::remote::{BlockingRuntime, CopyIn, Remote};
 use super::{validate_key, Arrival, Backend, BackendError, ObjectInfo, ObjectWriter, ReadProfile};
 use client::{Client, Failure};
 use upload::DropboxWriter;

@@ -25,6 +25,7 @@ use parking_lot::Mutex;
 use serde_json::{json, Value};
 
 use super::client::{Client, ContentHasher, Failure};
+use crate::backend::remote::Remote;
 use crate::backend::{BackendError, ObjectWriter};
 
 /// Largest object sent by one `files/upload`.

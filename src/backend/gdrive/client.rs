@@ -7,22 +7,21 @@
 //!   connections are retried with exponential backoff; a 401 gets one fresh token
 //!   (`force_refreshed_token`) and one more try; anything else fails at once.
 
-use std::cell::RefCell;
 use std::future::Future;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
 
 use google_drive3::api::File;
 use google_drive3::hyper::header::{AUTHORIZATION, CONTENT_TYPE, RANGE, USER_AGENT};
-use google_drive3::hyper_util::client::legacy::connect::HttpConnector;
 use google_drive3::DriveHub;
 use http_body_util::BodyExt;
 use parking_lot::Mutex;
 
 use super::auth::{default_token_path, Auth};
 use super::{Connector, GDriveOptions};
-use crate::backend::remote::{backoff, BlockingRuntime, BufFiller};
+pub use crate::backend::remote::connector;
+use crate::backend::remote::{
+    backoff, http_client, BlockingRuntime, BufFiller, ClientsHere, Remote, RemoteFailure,
+};
 use crate::backend::{Arrival, BackendError};
 
 /// Drive's public API, where requests go unless `gdrive_endpoint=` says otherwise.
@@ -70,6 +69,16 @@ impl Failure {
             kind: Kind::Transient,
             error: BackendError::Unavailable { context, message },
         }
+    }
+}
+
+impl RemoteFailure for Failure {
+    fn into_error(self) -> BackendError {
+        self.error
+    }
+
+    fn from_error(error: BackendError) -> Self {
+        Failure::fatal(error)
     }
 }
 
@@ -163,38 +172,19 @@ pub struct Drive {
     pub runtime: BlockingRuntime,
     /// `…/drive/v3/`, for the downloads sent by hand.
     base_url: String,
-    connector: Connector,
-    /// Names this client in each thread's [`CLIENTS_HERE`].
-    id: u64,
-}
-
-/// `what`, followed by the last transient error seen, if any (taken from `last`).
-fn with_last_error(what: impl Fn() -> String, last: &Mutex<Option<String>>) -> String {
-    match last.lock().take() {
-        Some(error) => format!("{} (last error: {error})", what()),
-        None => what(),
-    }
-}
-
-/// Source of [`Drive`] ids.
-static NEXT_DRIVE_ID: AtomicU64 = AtomicU64::new(0);
-
-thread_local! {
-    /// This thread's own HTTP client of each [`Drive`] (by id), for downloads run by
-    /// [`Drive::block_here`]; they go with the thread, as its runtime does.
-    static CLIENTS_HERE: RefCell<Vec<(u64, HttpClient)>> = const { RefCell::new(Vec::new()) };
+    /// Each thread's own client, for downloads run by [`Remote::block_here`].
+    here: ClientsHere,
 }
 
 /// The hyper client the hub uses; cloning one shares its connection pool.
-pub type HttpClient =
-    google_drive3::hyper_util::client::legacy::Client<Connector, google_drive3::common::Body>;
+pub type HttpClient = crate::backend::remote::HttpClient<google_drive3::common::Body>;
 
-fn http_client(connector: Connector, idle_per_host: usize) -> HttpClient {
-    google_drive3::hyper_util::client::legacy::Client::builder(
-        google_drive3::hyper_util::rt::TokioExecutor::new(),
-    )
-    .pool_max_idle_per_host(idle_per_host)
-    .build(connector)
+impl Remote for Drive {
+    type Failure = Failure;
+
+    fn blocking_runtime(&self) -> &BlockingRuntime {
+        &self.runtime
+    }
 }
 
 impl Drive {
@@ -227,8 +217,7 @@ impl Drive {
             auth,
             runtime,
             base_url,
-            connector,
-            id: NEXT_DRIVE_ID.fetch_add(1, Ordering::Relaxed),
+            here: ClientsHere::new(connector),
         }))
     }
 
@@ -237,72 +226,8 @@ impl Drive {
         format!("{}{path}", self.base_url)
     }
 
-    /// Blocks on `future` for at most the timeout; on timeout the message carries the
-    /// last transient error seen, if any.
-    pub fn block<T>(
-        &self,
-        what: impl Fn() -> String,
-        future: impl AsyncFnOnce(&Mutex<Option<String>>) -> Result<T, Failure>,
-    ) -> Result<T, BackendError> {
-        self.block_with(false, what, future)
-    }
-
-    /// Like [`Drive::block`], on the calling thread's own runtime
-    /// ([`BlockingRuntime::run_here`]), for [`Drive::download`] through
-    /// [`Drive::client_here`]: its responses are then received on the thread that
-    /// consumes them.
-    pub fn block_here<T>(
-        &self,
-        what: impl Fn() -> String,
-        future: impl AsyncFnOnce(&Mutex<Option<String>>) -> Result<T, Failure>,
-    ) -> Result<T, BackendError> {
-        self.block_with(true, what, future)
-    }
-
-    /// Like [`Drive::block`] for work of many requests (a listing), which is not bounded
-    /// as a whole: each of its requests must be, with [`Drive::bounded`].
-    pub fn block_each<T>(
-        &self,
-        future: impl AsyncFnOnce(&Mutex<Option<String>>) -> Result<T, Failure>,
-    ) -> Result<T, BackendError> {
-        let last = Mutex::new(None);
-        self.runtime
-            .runtime()
-            .block_on(async { future(&last).await.map_err(|f| f.error) })
-    }
-
-    /// `future` (one request and its retries), failing with a fatal
-    /// [`BackendError::Timeout`] once the timeout has passed.
-    pub async fn bounded<T>(
-        &self,
-        what: impl Fn() -> String,
-        last: &Mutex<Option<String>>,
-        future: impl Future<Output = Result<T, Failure>>,
-    ) -> Result<T, Failure> {
-        self.runtime
-            .within(|| with_last_error(what, last), future)
-            .await
-            .map_err(Failure::fatal)?
-    }
-
-    fn block_with<T>(
-        &self,
-        here: bool,
-        what: impl Fn() -> String,
-        future: impl AsyncFnOnce(&Mutex<Option<String>>) -> Result<T, Failure>,
-    ) -> Result<T, BackendError> {
-        let last = Mutex::new(None);
-        let what = || with_last_error(&what, &last);
-        let future = async { future(&last).await.map_err(|f| f.error) };
-        if here {
-            self.runtime.run_here(what, future)
-        } else {
-            self.runtime.run(what, future)
-        }
-    }
-
     /// Runs `future` on the shared runtime, wherever this is awaited: inside
-    /// [`Drive::block_here`], work on a client all threads share (the token server's)
+    /// [`Remote::block_here`], work on a client all threads share (the token server's)
     /// must go there.
     async fn on_shared_runtime<T: Send + 'static>(
         &self,
@@ -327,18 +252,10 @@ impl Drive {
             .unwrap_or_else(|e| Err(token_task_failed(e)))
     }
 
-    /// This thread's own HTTP client, for [`Drive::block_here`] only: its connections are
+    /// This thread's own HTTP client, for [`Remote::block_here`] only: its connections are
     /// driven by this thread's runtime, so no other runtime may use them.
     pub fn client_here(&self) -> HttpClient {
-        CLIENTS_HERE.with(|clients| {
-            let mut clients = clients.borrow_mut();
-            if let Some((_, client)) = clients.iter().find(|(id, _)| *id == self.id) {
-                return client.clone();
-            }
-            let client = http_client(self.connector.clone(), 8);
-            clients.push((self.id, client.clone()));
-            client
-        })
+        self.here.get()
     }
 
     /// Runs `attempt` until it succeeds, retrying transient failures with backoff and a
@@ -538,7 +455,7 @@ impl Drive {
 
     /// Downloads `url` (a media URL) bytes `offset..` into `bufs` with a `Range` header,
     /// telling `arrival` as each buffer completes, through `client`: this thread's own
-    /// ([`Drive::client_here`]) inside [`Drive::block_here`], the hub's anywhere else.
+    /// ([`Drive::client_here`]) inside [`Remote::block_here`], the hub's anywhere else.
     pub async fn download(
         &self,
         client: &HttpClient,
@@ -621,21 +538,6 @@ pub fn older<'a>(named: &'a [File], ours: &'a File) -> Option<&'a File> {
 /// A Drive query string literal's content: `\` and `'` escaped.
 pub fn quote(text: &str) -> String {
     text.replace('\\', "\\\\").replace('\'', "\\'")
-}
-
-/// HTTPS (native roots) or plain HTTP for a test server, connecting within the timeout.
-pub fn connector(timeout: Duration) -> Result<Connector, BackendError> {
-    let mut http = HttpConnector::new();
-    http.enforce_http(false);
-    http.set_nodelay(true);
-    http.set_connect_timeout(Some(timeout.min(Duration::from_secs(5))));
-    let builder = google_drive3::hyper_rustls::HttpsConnectorBuilder::new()
-        .with_native_roots()
-        .map_err(|source| BackendError::Io {
-            context: "loading the system's CA certificates".into(),
-            source,
-        })?;
-    Ok(builder.https_or_http().enable_http1().wrap_connector(http))
 }
 
 #[cfg(test)]

@@ -1,6 +1,6 @@
 //! A folder on Google Drive as a bucket, through `google-drive3` (listing, metadata and
 //! uploads on the generated calls; ranged downloads sent by hand with the hub's token, chunk
-//! loads over the loading thread's own client, see [`Drive::block_here`]).
+//! loads over the loading thread's own client, see [`Remote::block_here`]).
 //!
 //! Invariants:
 //! - the listing is recursive from the source folder; each folder's entries get unique,
@@ -41,15 +41,13 @@ use parking_lot::{Mutex, RwLock};
 pub use auth::{default_client_secret_path, default_token_path};
 pub use location::{DriveRoot, GDriveLocation};
 
-use super::remote::{BlockingRuntime, CopyIn};
+use super::remote::{BlockingRuntime, CopyIn, Remote};
 use super::{validate_key, Arrival, Backend, BackendError, ObjectInfo, ObjectWriter, ReadProfile};
 use client::{quote, Drive, Failure, Kind};
 use upload::{DriveWriter, Mode, Target};
 
-/// The HTTP(S) connector of the hub and the authenticators.
-type Connector = google_drive3::hyper_rustls::HttpsConnector<
-    google_drive3::hyper_util::client::legacy::connect::HttpConnector,
->;
+// The HTTP(S) connector of the hub and the authenticators.
+use super::remote::Connector;
 
 /// Drive's MIME type of folders.
 const FOLDER: &str = "application/vnd.google-apps.folder";
@@ -456,7 +454,7 @@ impl GDriveBackend {
     /// Reads a file's bytes ([`GDriveBackend::listed`]): its listed revision, or, where
     /// revisions may not be read, the current content checked against the listing
     /// afterwards. With `here`, the pinned download runs on this thread's own runtime and
-    /// client ([`Drive::block_here`]).
+    /// client ([`Remote::block_here`]).
     fn read_listed(
         &self,
         key: &str,

@@ -35,7 +35,7 @@ use parking_lot::{Condvar, Mutex};
 use tokio::task::JoinHandle;
 
 use super::client::{classify_call, classify_status, older, token_failure, Drive, Failure, Kind};
-use crate::backend::remote::backoff;
+use crate::backend::remote::{backoff, Remote};
 use crate::backend::{BackendError, ObjectWriter};
 
 /// Bytes sent per upload request (a multiple of 256 KiB, as Drive requires).
