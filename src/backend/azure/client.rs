@@ -4,7 +4,7 @@
 //! parsing of container listings.
 //!
 //! Invariants:
-//! - every request is bounded by the timeout ([`Client::block`], [`Client::bounded`]),
+//! - every request is bounded by the timeout ([`Remote::block`], [`Remote::bounded`]),
 //!   retries and backoff included;
 //! - 408, 429, 5xx and dropped connections are retried with backoff; a 401 with a bearer
 //!   token gets one fresh token and one more try; anything else fails at once;
@@ -14,26 +14,24 @@
 //! - blob names are percent-encoded in URLs (all but unreserved characters and `/`), and
 //!   the Shared Key signature covers that encoded path.
 
-use std::cell::RefCell;
 use std::future::Future;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use google_drive3::hyper::{self, body::Bytes, header, Method};
-use google_drive3::hyper_util::client::legacy::connect::HttpConnector;
 use http_body_util::{BodyExt, Full};
 use parking_lot::Mutex;
 use percent_encoding::{percent_decode_str, utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 
 use super::auth::{self, Credential};
-use crate::backend::remote::{backoff, BlockingRuntime, BufFiller};
+use crate::backend::remote::{
+    backoff, http_client, BlockingRuntime, BufFiller, ClientsHere, Remote, RemoteFailure,
+};
+pub use crate::backend::remote::{connector, Connector};
 use crate::backend::{Arrival, BackendError};
 
-/// HTTPS (native roots) or plain HTTP for an emulator.
-pub type Connector = google_drive3::hyper_rustls::HttpsConnector<HttpConnector>;
 /// A hyper client; cloning one shares its connection pool.
-pub type HttpClient = google_drive3::hyper_util::client::legacy::Client<Connector, Full<Bytes>>;
+pub type HttpClient = crate::backend::remote::HttpClient<Full<Bytes>>;
 
 /// What to do when no credential was configured and there is no managed identity.
 pub const NO_CREDENTIALS: &str = "no Azure credentials found: set AZURE_STORAGE_KEY (an \
@@ -119,42 +117,21 @@ fn chain(error: &dyn std::error::Error) -> String {
     text
 }
 
-/// HTTPS with the system's roots, or plain HTTP for an emulator; connecting within the
-/// timeout (at most 5 s).
-pub fn connector(timeout: Duration) -> Result<Connector, BackendError> {
-    let mut http = HttpConnector::new();
-    http.enforce_http(false);
-    http.set_nodelay(true);
-    http.set_connect_timeout(Some(timeout.min(Duration::from_secs(5))));
-    let builder = google_drive3::hyper_rustls::HttpsConnectorBuilder::new()
-        .with_native_roots()
-        .map_err(|source| BackendError::Io {
-            context: "loading the system's CA certificates".into(),
-            source,
-        })?;
-    Ok(builder.https_or_http().enable_http1().wrap_connector(http))
+impl RemoteFailure for Failure {
+    fn into_error(self) -> BackendError {
+        self.error
+    }
+
+    fn from_error(error: BackendError) -> Self {
+        Failure::from_error(error)
+    }
 }
 
-fn http_client(connector: Connector, idle_per_host: usize) -> HttpClient {
-    google_drive3::hyper_util::client::legacy::Client::builder(
-        google_drive3::hyper_util::rt::TokioExecutor::new(),
-    )
-    .pool_max_idle_per_host(idle_per_host)
-    .build(connector)
-}
+impl Remote for Client {
+    type Failure = Failure;
 
-static NEXT_CLIENT_ID: AtomicU64 = AtomicU64::new(0);
-
-thread_local! {
-    /// This thread's own HTTP client of each [`Client`] (by id), for reads run by
-    /// [`Client::block_here`]; they go with the thread, as its runtime does.
-    static CLIENTS_HERE: RefCell<Vec<(u64, HttpClient)>> = const { RefCell::new(Vec::new()) };
-}
-
-fn with_last_error(what: impl Fn() -> String, last: &Mutex<Option<String>>) -> String {
-    match last.lock().take() {
-        Some(error) => format!("{} (last error: {error})", what()),
-        None => what(),
+    fn blocking_runtime(&self) -> &BlockingRuntime {
+        &self.runtime
     }
 }
 
@@ -324,8 +301,7 @@ pub struct Client {
     container: String,
     credential: Credential,
     shared: HttpClient,
-    connector: Connector,
-    id: u64,
+    here: ClientsHere,
 }
 
 impl Client {
@@ -352,8 +328,7 @@ impl Client {
             container: container.to_owned(),
             credential,
             shared: http_client(connector.clone(), 32),
-            connector,
-            id: NEXT_CLIENT_ID.fetch_add(1, Ordering::Relaxed),
+            here: ClientsHere::new(connector),
         })
     }
 
@@ -367,69 +342,9 @@ impl Client {
         format!("az://{}/{}", self.account, self.container)
     }
 
-    /// Blocks on `future` on the shared runtime for at most the timeout; on timeout the
-    /// message carries the last transient error seen, if any.
-    pub fn block<T>(
-        &self,
-        what: impl Fn() -> String,
-        future: impl AsyncFnOnce(&Mutex<Option<String>>) -> Result<T, Failure>,
-    ) -> Result<T, BackendError> {
-        let last = Mutex::new(None);
-        let what = || with_last_error(&what, &last);
-        self.runtime
-            .run(what, async { future(&last).await.map_err(|f| f.error) })
-    }
-
-    /// Like [`Client::block`], on the calling thread's own runtime, for reads through
-    /// [`Client::client_here`].
-    pub fn block_here<T>(
-        &self,
-        what: impl Fn() -> String,
-        future: impl AsyncFnOnce(&Mutex<Option<String>>) -> Result<T, Failure>,
-    ) -> Result<T, BackendError> {
-        let last = Mutex::new(None);
-        let what = || with_last_error(&what, &last);
-        self.runtime
-            .run_here(what, async { future(&last).await.map_err(|f| f.error) })
-    }
-
-    /// For work of many requests (a listing): each of its requests must be bounded, with
-    /// [`Client::bounded`].
-    pub fn block_each<T>(
-        &self,
-        future: impl AsyncFnOnce(&Mutex<Option<String>>) -> Result<T, Failure>,
-    ) -> Result<T, BackendError> {
-        let last = Mutex::new(None);
-        self.runtime
-            .runtime()
-            .block_on(async { future(&last).await.map_err(|f| f.error) })
-    }
-
-    /// `future` (one request and its retries), failing with [`BackendError::Timeout`] once
-    /// the timeout has passed.
-    pub async fn bounded<T>(
-        &self,
-        what: impl Fn() -> String,
-        last: &Mutex<Option<String>>,
-        future: impl Future<Output = Result<T, Failure>>,
-    ) -> Result<T, Failure> {
-        self.runtime
-            .within(|| with_last_error(what, last), future)
-            .await
-            .map_err(Failure::from_error)?
-    }
-
-    /// This thread's own HTTP client, for [`Client::block_here`] only.
+    /// This thread's own HTTP client, for [`Remote::block_here`] only.
     pub fn client_here(&self) -> HttpClient {
-        CLIENTS_HERE.with(|clients| {
-            let mut clients = clients.borrow_mut();
-            if let Some((_, client)) = clients.iter().find(|(id, _)| *id == self.id) {
-                return client.clone();
-            }
-            let client = http_client(self.connector.clone(), 8);
-            clients.push((self.id, client.clone()));
-            client
-        })
+        self.here.get()
     }
 
     /// A bearer token: the cached one unless `stale` is it (refused) or it expires soon.

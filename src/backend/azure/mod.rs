@@ -37,7 +37,7 @@ use tokio::task::JoinHandle;
 
 pub use auth::{DEV_ACCOUNT, DEV_KEY};
 
-use super::remote::{BlockingRuntime, CopyIn};
+use super::remote::{BlockingRuntime, CopyIn, Remote};
 use super::{validate_key, Arrival, Backend, BackendError, ObjectInfo, ObjectWriter, ReadProfile};
 use client::{md5_base64, Client, Failure, Request};
 
