@@ -283,6 +283,65 @@ print(count, parsed)
     eprintln!("compared {}", String::from_utf8_lossy(&out.stdout));
 }
 
+/// `-o disk_cache=` on Drive: a remount reads from the cache (hits, no misses) byte-exact,
+/// and a file sealed again (a new revision of the same Drive file) is fetched again, never
+/// served from the old revision's pieces.
+#[test]
+fn the_disk_cache_serves_a_remount_and_refetches_a_new_revision() {
+    let fake = FakeDrive::start();
+    let ws = Workspace::new();
+    let (old, new) = (pattern(3 << 20, 3), pattern(3 << 20, 4));
+    ws.write_plain("scan.bin", &old);
+    run_ok(&mut seal_v1_to(
+        &ws,
+        &fake,
+        &ws.plain(),
+        "gdrive:///My Drive/c",
+    ));
+    let cache = ws.dir.path().join("cache");
+    let option = format!("disk_cache={}", cache.display());
+    let options = [fake.options(), option, "audit=off".to_owned()];
+    let options: Vec<&str> = options.iter().map(String::as_str).collect();
+    let status = || -> serde_json::Value {
+        let out = run_ok(ws.smpfs().arg("status").arg(ws.mnt()).arg("--json"));
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+
+    let mount = ws.mount_source("gdrive:///My Drive/c", &options);
+    assert!(std::fs::read(ws.mnt().join("scan.bin")).unwrap() == old);
+    let first = status();
+    assert!(
+        first["disk_cache"]["misses"].as_u64().unwrap() > 0,
+        "{first}"
+    );
+    assert!(mount.unmount().success());
+
+    let mount = ws.mount_source("gdrive:///My Drive/c", &options);
+    assert!(std::fs::read(ws.mnt().join("scan.bin")).unwrap() == old);
+    let again = status();
+    assert!(again["disk_cache"]["hits"].as_u64().unwrap() > 0, "{again}");
+    assert_eq!(again["disk_cache"]["misses"], 0, "{again}");
+    assert!(mount.unmount().success());
+
+    ws.write_plain("scan.bin", &new);
+    let reseal = seal_v1_to(&ws, &fake, &ws.plain(), "gdrive:///My Drive/c")
+        .arg("--overwrite")
+        .output()
+        .unwrap();
+    assert!(reseal.status.success(), "{}", stderr(&reseal));
+    let mount = ws.mount_source("gdrive:///My Drive/c", &options);
+    assert!(
+        std::fs::read(ws.mnt().join("scan.bin")).unwrap() == new,
+        "served the old revision"
+    );
+    let replaced = status();
+    assert!(
+        replaced["disk_cache"]["misses"].as_u64().unwrap() > 0,
+        "{replaced}"
+    );
+    assert!(mount.unmount().success());
+}
+
 /// A file sealed again (`--overwrite`: a new revision of the same Drive file) while it is
 /// being read keeps serving the listed revision byte-exact; once Drive has dropped that
 /// revision, reads fail with EIO and say the file changed: never bytes of two versions.
