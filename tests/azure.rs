@@ -12,7 +12,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::azurite::{azure_env, Azurite};
-use common::{pattern, run_ok, smpfs, Workspace};
+use common::{pattern, pydicom_test_files, pydicom_tree_check, run_ok, smpfs, Workspace};
 use smpfs::backend::remote::CopyIn;
 use smpfs::backend::{Backend, BackendError};
 
@@ -155,50 +155,18 @@ fn sealed_trees_read_back_exactly_through_a_mount() {
 /// byte-exact and parse with pydicom.
 #[test]
 fn pydicom_files_read_back_through_an_azure_mount() {
-    let found = Command::new("python3")
-        .args([
-            "-c",
-            "import pydicom, os; print(os.path.join(os.path.dirname(pydicom.__file__), 'data', 'test_files'))",
-        ])
-        .output()
-        .expect("python3");
-    assert!(
-        found.status.success(),
-        "pydicom is missing: run integration/install-deps.sh"
-    );
-    let files = std::path::PathBuf::from(String::from_utf8(found.stdout).unwrap().trim());
+    let files = pydicom_test_files();
     let azurite = Azurite::start();
     azurite.create_container("dicom");
     let ws = Workspace::new();
     let source = azurite.source("dicom/test_files");
     run_ok(&mut seal_to(&ws, &azurite, &files, &source));
     let _mount = mount(&ws, &azurite, &source, &[]);
-    let check = r#"
-import os, sys, pydicom
-src, mnt = sys.argv[1], sys.argv[2]
-count = parsed = 0
-for root, _, names in os.walk(src):
-    for name in names:
-        path = os.path.join(root, name)
-        if os.path.islink(path):
-            continue
-        rel = os.path.relpath(path, src)
-        a = open(path, 'rb').read()
-        b = open(os.path.join(mnt, rel), 'rb').read()
-        assert a == b, rel
-        count += 1
-        if name.endswith('.dcm'):
-            pydicom.dcmread(os.path.join(mnt, rel), force=True)
-            parsed += 1
-assert count > 50 and parsed > 20, (count, parsed)
-print(count, parsed)
-"#;
-    let out = run_ok(
-        Command::new("python3")
-            .arg("-c")
-            .arg(check)
-            .arg(&files)
-            .arg(ws.mnt()),
+    let out = pydicom_tree_check(&files, &ws.mnt());
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
     );
     eprintln!("compared {}", String::from_utf8_lossy(&out.stdout));
 }

@@ -175,17 +175,12 @@ fn verifying_the_log_of_a_live_mount_says_it_is_still_being_written() {
 /// end is already closed, so the first write fails with EPIPE.
 #[test]
 fn inspect_into_a_closed_pipe_ends_quietly() {
-    let found = std::process::Command::new("python3")
-        .args([
-            "-c",
-            "import pydicom, os; print(os.path.join(os.path.dirname(pydicom.__file__), 'data', 'test_files', 'CT_small.dcm'))",
-        ])
-        .output()
-        .unwrap();
-    assert!(found.status.success(), "pydicom is missing");
     let ws = Workspace::new();
-    let source = String::from_utf8(found.stdout).unwrap();
-    std::fs::copy(source.trim(), ws.plain().join("CT_small.dcm")).unwrap();
+    std::fs::copy(
+        common::pydicom_test_files().join("CT_small.dcm"),
+        ws.plain().join("CT_small.dcm"),
+    )
+    .unwrap();
     ws.seal_all();
     let (reader, writer) = nix::unistd::pipe().unwrap();
     drop(reader);

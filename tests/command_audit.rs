@@ -236,17 +236,12 @@ fn migrate_records_every_file_it_decrypts() {
 
 #[test]
 fn inspect_records_the_file_before_printing_its_header() {
-    let found = Command::new("python3")
-        .args([
-            "-c",
-            "import pydicom, os; print(os.path.join(os.path.dirname(pydicom.__file__), 'data', 'test_files', 'CT_small.dcm'))",
-        ])
-        .output()
-        .unwrap();
-    assert!(found.status.success(), "pydicom is missing");
     let ws = Workspace::new();
-    let source = String::from_utf8(found.stdout).unwrap();
-    std::fs::copy(source.trim(), ws.plain().join("CT_small.dcm")).unwrap();
+    std::fs::copy(
+        common::pydicom_test_files().join("CT_small.dcm"),
+        ws.plain().join("CT_small.dcm"),
+    )
+    .unwrap();
     ws.seal_all();
     let out = run_ok(&mut on_bucket(&ws, "inspect", &["CT_small.dcm"]));
     assert!(!out.stdout.is_empty());

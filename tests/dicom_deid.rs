@@ -7,29 +7,12 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
-use common::{run_ok, smpfs, Workspace};
+use common::{pydicom_test_files, run_ok, smpfs, Workspace};
 use serde_json::Value;
 use smpfs::dicom::profile::{rows, Code, KEEP_TECHNICAL};
-
-/// pydicom's bundled test files; panics with the fix if pydicom is missing.
-fn pydicom_test_files() -> PathBuf {
-    let out = Command::new("python3")
-        .args([
-            "-c",
-            "import os, pydicom; print(os.path.join(os.path.dirname(pydicom.__file__), 'data', 'test_files'))",
-        ])
-        .output()
-        .expect("python3 must be installed: run integration/install-deps.sh");
-    assert!(
-        out.status.success(),
-        "pydicom is not installed: run integration/install-deps.sh ({})",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    PathBuf::from(String::from_utf8(out.stdout).unwrap().trim())
-}
 
 fn copy_tree(from: &Path, to: &Path) {
     run_ok(Command::new("cp").arg("-r").arg(from).arg(to));

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use common::dropbox::FakeDropbox;
-use common::{pattern, run_ok, smpfs, Workspace};
+use common::{pattern, pydicom_test_files, pydicom_tree_check, run_ok, smpfs, Workspace};
 use serde_json::json;
 use smpfs::backend::remote::CopyIn;
 use smpfs::backend::{Backend, BackendError, DropboxBackend, DropboxOptions};
@@ -135,41 +135,10 @@ fn sealed_trees_read_back_exactly_through_a_mount() {
 /// byte-exact and parse with pydicom; a second mount with a disk cache reads them too.
 #[test]
 fn pydicom_files_read_back_through_a_dropbox_mount() {
-    let found = Command::new("python3")
-        .args([
-            "-c",
-            "import pydicom, os; print(os.path.join(os.path.dirname(pydicom.__file__), 'data', 'test_files'))",
-        ])
-        .output()
-        .expect("python3");
-    assert!(
-        found.status.success(),
-        "pydicom is missing: run integration/install-deps.sh"
-    );
-    let files = std::path::PathBuf::from(String::from_utf8(found.stdout).unwrap().trim());
+    let files = pydicom_test_files();
     let fake = FakeDropbox::start();
     let ws = Workspace::new();
     run_ok(&mut seal_to(&ws, &fake, &files, "dropbox:///dicom"));
-    let check = r#"
-import os, sys, pydicom
-src, mnt = sys.argv[1], sys.argv[2]
-count = parsed = 0
-for root, _, names in os.walk(src):
-    for name in names:
-        path = os.path.join(root, name)
-        if os.path.islink(path):
-            continue
-        rel = os.path.relpath(path, src)
-        a = open(path, 'rb').read()
-        b = open(os.path.join(mnt, rel), 'rb').read()
-        assert a == b, rel
-        count += 1
-        if name.endswith('.dcm'):
-            pydicom.dcmread(os.path.join(mnt, rel), force=True)
-            parsed += 1
-assert count > 50 and parsed > 20, (count, parsed)
-print(count, parsed)
-"#;
     let cache = ws.dir.path().join("disk-cache");
     let cache_option = format!("disk_cache={}", cache.display());
     for options in [vec!["audit=off"], vec!["audit=off", cache_option.as_str()]] {
@@ -177,13 +146,7 @@ print(count, parsed)
         all.extend(options.iter().map(|o| o.to_string()));
         let all: Vec<&str> = all.iter().map(String::as_str).collect();
         let mount = ws.mount_source("dropbox:///dicom", &all);
-        let out = Command::new("python3")
-            .arg("-c")
-            .arg(check)
-            .arg(&files)
-            .arg(ws.mnt())
-            .output()
-            .unwrap();
+        let out = pydicom_tree_check(&files, &ws.mnt());
         assert!(
             out.status.success(),
             "{}; log:\n{}",

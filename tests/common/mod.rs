@@ -19,6 +19,56 @@ pub fn smpfs() -> Command {
     Command::new(env!("CARGO_BIN_EXE_smpfs"))
 }
 
+/// pydicom's bundled test files (real DICOM); panics with the fix if pydicom is missing.
+pub fn pydicom_test_files() -> PathBuf {
+    let out = Command::new("python3")
+        .args([
+            "-c",
+            "import os, pydicom; print(os.path.join(os.path.dirname(pydicom.__file__), 'data', 'test_files'))",
+        ])
+        .output()
+        .expect("python3 must be installed: run integration/install-deps.sh");
+    assert!(
+        out.status.success(),
+        "pydicom is not installed: run integration/install-deps.sh ({})",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    PathBuf::from(String::from_utf8(out.stdout).unwrap().trim())
+}
+
+/// Compares every file under `src` (links skipped) with the same path under `mnt` and
+/// parses the `.dcm` ones there with pydicom; the script fails unless more than 50 files
+/// compared equal and more than 20 parsed. Its stdout is "COMPARED PARSED".
+pub fn pydicom_tree_check(src: &Path, mnt: &Path) -> Output {
+    const CHECK: &str = r#"
+import os, sys, pydicom
+src, mnt = sys.argv[1], sys.argv[2]
+count = parsed = 0
+for root, _, names in os.walk(src):
+    for name in names:
+        path = os.path.join(root, name)
+        if os.path.islink(path):
+            continue
+        rel = os.path.relpath(path, src)
+        a = open(path, 'rb').read()
+        b = open(os.path.join(mnt, rel), 'rb').read()
+        assert a == b, rel
+        count += 1
+        if name.endswith('.dcm'):
+            pydicom.dcmread(os.path.join(mnt, rel), force=True)
+            parsed += 1
+assert count > 50 and parsed > 20, (count, parsed)
+print(count, parsed)
+"#;
+    Command::new("python3")
+        .arg("-c")
+        .arg(CHECK)
+        .arg(src)
+        .arg(mnt)
+        .output()
+        .expect("python3")
+}
+
 /// Runs a command, panicking with its stderr if it fails.
 pub fn run_ok(cmd: &mut Command) -> Output {
     let out = cmd.output().expect("spawn");
