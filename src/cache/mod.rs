@@ -104,9 +104,6 @@ pub struct ChunkCache {
     /// Free reply buffers, each with how many of its first bytes may hold plaintext.
     replies: Mutex<Vec<(LockedBuf, usize)>>,
     reply_returned: Condvar,
-    /// Told (with the index's mutex) when a reader or loader lets go of slots: a reader
-    /// that found every slot busy waits on it instead of spinning.
-    slots_released: Condvar,
     /// Purges so far: a reply buffer taken before a purge is zeroized when returned.
     purges: AtomicU64,
     reply_len: usize,
@@ -157,7 +154,6 @@ impl ChunkCache {
             }),
             replies: Mutex::new(replies.into_iter().map(|buf| (buf, 0)).collect()),
             reply_returned: Condvar::new(),
-            slots_released: Condvar::new(),
             purges: AtomicU64::new(0),
             reply_len,
             stats: CacheStats::default(),
@@ -194,20 +190,12 @@ impl ChunkCache {
                 self.stats.hits.fetch_add(1, Ordering::Relaxed);
                 visit(next, &slot.buf[..slot.len]);
                 next += 1;
-                drop(slot);
-                self.slots_released.notify_all();
                 continue;
             }
             let run = self.allocate_run(object, next..chunks.end);
             if run.is_empty() {
-                let mut index = self.index.lock();
-                if !index.lru.contains(&key) {
-                    // Every slot is busy: wait until one is let go of. The timeout covers a
-                    // release between `allocate_run` and this lock.
-                    self.slots_released
-                        .wait_for(&mut index, std::time::Duration::from_micros(500));
-                }
-                // Otherwise another thread is loading `next`: the lookup waits on its slot.
+                // Another thread is loading `next`, or every slot is busy: wait and retry.
+                std::thread::yield_now();
                 continue;
             }
             let run = self.load_run(source, next, run)?;
@@ -215,8 +203,6 @@ impl ChunkCache {
                 visit(next + i as u64, &slot.buf[..slot.len]);
             }
             next += run.len() as u64;
-            drop(run);
-            self.slots_released.notify_all();
         }
         Ok(())
     }
