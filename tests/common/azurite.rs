@@ -2,7 +2,6 @@
 //! (installed by `integration/install-deps.sh`), and the environment smpfs needs to talk
 //! to it: the published development account and key.
 
-use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -39,21 +38,13 @@ pub fn azure_env(cmd: &mut Command) -> &mut Command {
     cmd.env("AZURE_STORAGE_KEY", DEV_KEY)
 }
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 impl Azurite {
     /// Starts a server on a free port and waits until it answers; fails the test, saying
     /// how to install it, if `azurite-blob` is missing.
     pub fn start() -> Self {
         let mut azurite = Azurite {
             child: None,
-            port: free_port(),
+            port: super::free_port(),
             dir: tempfile::Builder::new()
                 .prefix("smpfs-azurite-")
                 .tempdir()

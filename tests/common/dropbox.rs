@@ -1,8 +1,7 @@
 //! The fake Dropbox server (`tests/fake_dropbox.py`) on loopback, started and stopped by
 //! the tests, and token files pointing at it.
 
-use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -21,11 +20,7 @@ impl FakeDropbox {
     /// Starts the server on a free port, waits until it answers, and writes [`Self::token`].
     pub fn start() -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let port = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let port = super::free_port();
         let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fake_dropbox.py");
         let child = Command::new("python3")
             .arg(script)
@@ -80,20 +75,7 @@ impl FakeDropbox {
 
     /// POSTs `body` to `/_admin/ACTION` and returns the JSON answer.
     pub fn admin(&self, action: &str, body: serde_json::Value) -> serde_json::Value {
-        let body = body.to_string();
-        let mut stream = TcpStream::connect(("127.0.0.1", self.port)).unwrap();
-        write!(
-            stream,
-            "POST /_admin/{action} HTTP/1.1\r\nHost: fake\r\nContent-Type: application/json\r\n\
-             Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
-            body.len()
-        )
-        .unwrap();
-        let mut answer = String::new();
-        stream.read_to_string(&mut answer).unwrap();
-        let (head, json) = answer.split_once("\r\n\r\n").unwrap();
-        assert!(head.starts_with("HTTP/1.1 200"), "{action}: {answer}");
-        serde_json::from_str(json).unwrap()
+        super::post_admin(self.port, action, body)
     }
 
     /// The server's counters.

@@ -1,8 +1,7 @@
 //! The fake Drive server (`tests/fake_gdrive.py`) on loopback, started and stopped by the
 //! tests, with the service-account key and OAuth client it writes pointing at itself.
 
-use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -22,11 +21,7 @@ impl FakeDrive {
     /// Starts the server on a free port and waits until it answers.
     pub fn start() -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let port = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let port = super::free_port();
         let key = dir.path().join("service-account.json");
         let client = dir.path().join("client.json");
         let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fake_gdrive.py");
@@ -74,20 +69,7 @@ impl FakeDrive {
 
     /// POSTs `body` to `/_admin/ACTION` and returns the JSON answer.
     pub fn admin(&self, action: &str, body: serde_json::Value) -> serde_json::Value {
-        let body = body.to_string();
-        let mut stream = TcpStream::connect(("127.0.0.1", self.port)).unwrap();
-        write!(
-            stream,
-            "POST /_admin/{action} HTTP/1.1\r\nHost: fake\r\nContent-Type: application/json\r\n\
-             Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
-            body.len()
-        )
-        .unwrap();
-        let mut answer = String::new();
-        stream.read_to_string(&mut answer).unwrap();
-        let (head, json) = answer.split_once("\r\n\r\n").unwrap();
-        assert!(head.starts_with("HTTP/1.1 200"), "{action}: {answer}");
-        serde_json::from_str(json).unwrap()
+        super::post_admin(self.port, action, body)
     }
 
     /// Every entry (metadata and revision ids).

@@ -69,6 +69,35 @@ print(count, parsed)
         .expect("python3")
 }
 
+/// A TCP port on loopback that was free a moment ago, for a server a test starts.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// POSTs `body` to `/_admin/ACTION` of a fake server on loopback `port` (the fake Drive
+/// and Dropbox servers' control endpoint) and returns its JSON answer; panics unless 200.
+pub fn post_admin(port: u16, action: &str, body: serde_json::Value) -> serde_json::Value {
+    use std::io::{Read, Write};
+    let body = body.to_string();
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    write!(
+        stream,
+        "POST /_admin/{action} HTTP/1.1\r\nHost: fake\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).unwrap();
+    let (head, json) = answer.split_once("\r\n\r\n").unwrap();
+    assert!(head.starts_with("HTTP/1.1 200"), "{action}: {answer}");
+    serde_json::from_str(json).unwrap()
+}
+
 /// Runs a command, panicking with its stderr if it fails.
 pub fn run_ok(cmd: &mut Command) -> Output {
     let out = cmd.output().expect("spawn");

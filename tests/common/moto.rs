@@ -1,7 +1,6 @@
 //! A moto S3 server on loopback, started and stopped by the tests themselves (installed by
 //! `integration/install-deps.sh`), and the environment smpfs needs to talk to it.
 
-use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -29,14 +28,6 @@ pub fn aws_env(cmd: &mut Command) -> &mut Command {
         .env_remove("AWS_SESSION_TOKEN")
 }
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 impl Moto {
     /// Starts a server on a free port and waits until it answers.
     pub fn start() -> Self {
@@ -48,7 +39,7 @@ impl Moto {
     pub fn start_with_env(env: &[(&str, &str)]) -> Self {
         let mut moto = Moto {
             child: None,
-            port: free_port(),
+            port: super::free_port(),
             extra_env: env
                 .iter()
                 .map(|(k, v)| (k.to_string(), v.to_string()))
