@@ -80,26 +80,6 @@ mount_rclone() {
   for _ in $(seq 100); do mountpoint -q "$MNT" && return; sleep 0.1; done
   die "rclone mount did not come up"
 }
-unmount() {
-  umount "$MNT"
-  for _ in $(seq 100); do mountpoint -q "$MNT" || return 0; sleep 0.1; done
-  die "$MNT is still mounted"
-}
-per_gib() { python3 -c "print(f'{($2 - $1) / ($PLAIN_BYTES / 2**30):.2f}')"; }
-# Reads the file through a fresh mount made by `$1`; prints GB/s, then the CPU seconds per
-# GiB the mount's process and the server spent.
-timed_read() {
-  "$1"
-  local start end client client0 server0
-  client=$(pgrep -n -f -- "$MNT")
-  client0=$(cpu_of "$client") server0=$(cpu_of "$SERVER_PID")
-  start=$(date +%s.%N)
-  dd if="$MNT/data.bin" of=/dev/null bs=1M status=none
-  end=$(date +%s.%N)
-  echo "$(python3 -c "print(f'{$PLAIN_BYTES / ($end - $start) / 1e9:.3f}')")" \
-    "$(per_gib "$client0" "$(cpu_of "$client")")" "$(per_gib "$server0" "$(cpu_of "$SERVER_PID")")"
-  unmount
-}
 
 log "checking every mount's bytes once (untimed)"
 for m in mount_smpfs mount_rclone; do

@@ -56,11 +56,6 @@ epoch() {
   end=$(date +%s.%N)
   python3 -c "print(round($DATA_MIB / ($end - $start), 1))"
 }
-unmount() {
-  umount "$MNT"
-  for _ in $(seq 100); do mountpoint -q "$MNT" || return 0; sleep 0.1; done
-  die "$MNT did not unmount"
-}
 daemon_pid() { "$SMPFS" status "$MNT" --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["pid"])'; }
 
 declare -A RATE

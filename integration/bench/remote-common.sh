@@ -24,6 +24,29 @@ median() { printf '%s\n' "$@" | sort -g | awk '{a[NR]=$1} END {print (NR%2) ? a[
 # CPU seconds (user + system) process $1 has used so far.
 cpu_of() { awk -v tck="$(getconf CLK_TCK)" '{printf "%.3f\n", ($14 + $15) / tck}' "/proc/$1/stat"; }
 
+# Unmounts $MNT and waits until it is gone.
+unmount() {
+  umount "$MNT"
+  for _ in $(seq 100); do mountpoint -q "$MNT" || return 0; sleep 0.1; done
+  die "$MNT is still mounted"
+}
+# CPU seconds per GiB of a $PLAIN_BYTES read, from a CPU delta.
+per_gib() { python3 -c "print(f'{($2 - $1) / ($PLAIN_BYTES / 2**30):.2f}')"; }
+# Reads $MNT/data.bin ($PLAIN_BYTES) through a fresh mount made by `$1`; prints GB/s, then the CPU seconds per
+# GiB the mount's process (the newest one naming the mount point) and the server ($SERVER_PID) spent.
+timed_read() {
+  "$1"
+  local start end client client0 server0
+  client=$(pgrep -n -f -- "$MNT")
+  client0=$(cpu_of "$client") server0=$(cpu_of "$SERVER_PID")
+  start=$(date +%s.%N)
+  dd if="$MNT/data.bin" of=/dev/null bs=1M status=none
+  end=$(date +%s.%N)
+  echo "$(python3 -c "print(f'{$PLAIN_BYTES / ($end - $start) / 1e9:.3f}')")" \
+    "$(per_gib "$client0" "$(cpu_of "$client")")" "$(per_gib "$server0" "$(cpu_of "$SERVER_PID")")"
+  unmount
+}
+
 # Idle and total jiffies of all CPUs so far, as "IDLE TOTAL" (/proc/stat, idle + iowait).
 cpu_ticks() { awk '/^cpu / {print $5 + $6, $2 + $3 + $4 + $5 + $6 + $7 + $8 + $9}' /proc/stat; }
 # Percent of all CPUs busy between two cpu_ticks readings: `busy_pct "$before" "$after"`.

@@ -53,7 +53,8 @@ for i in $(seq -w "$SMALL"); do
 done
 RECIPIENT=$("$SMPFS" keygen --out "$WORK/id.key" 2>/dev/null)
 SMPFS_OPTS="endpoint=$ENDPOINT,path_style"
-"$SMPFS" seal "$WORK/plain" --to "$RECIPIENT" --out "s3://$BUCKET/smpfs" -o "$SMPFS_OPTS" >&2
+# v1, so that the raw GET below can name the sealed object.
+"$SMPFS" seal "$WORK/plain" --layout v1 --to "$RECIPIENT" --out "s3://$BUCKET/smpfs" -o "$SMPFS_OPTS" >&2
 
 rclone_crypt_config "$BUCKET"
 rclone copy "$WORK/plain" crypt: >&2
@@ -74,27 +75,6 @@ mount_s3fs() {
   s3fs "$BUCKET:/plain" "$MNT" -o "url=$ENDPOINT,use_path_request_style,passwd_file=$WORK/s3fs.passwd,ro"
   for _ in $(seq 100); do mountpoint -q "$MNT" && return; sleep 0.1; done
   die "s3fs did not come up"
-}
-unmount() {
-  umount "$MNT"
-  for _ in $(seq 100); do mountpoint -q "$MNT" || return 0; sleep 0.1; done
-  die "$MNT is still mounted"
-}
-# CPU seconds per GiB read, from a CPU delta.
-per_gib() { python3 -c "print(f'{($2 - $1) / ($PLAIN_BYTES / 2**30):.2f}')"; }
-# Reads the file through a fresh mount made by `$1`; prints GB/s, then the CPU seconds per
-# GiB the mount's process (the newest one naming the mount point) and the server spent.
-timed_read() {
-  "$1"
-  local start end client client0 server0
-  client=$(pgrep -n -f -- "$MNT")
-  client0=$(cpu_of "$client") server0=$(cpu_of "$SERVER_PID")
-  start=$(date +%s.%N)
-  dd if="$MNT/data.bin" of=/dev/null bs=1M status=none
-  end=$(date +%s.%N)
-  echo "$(python3 -c "print(f'{$PLAIN_BYTES / ($end - $start) / 1e9:.3f}')")" \
-    "$(per_gib "$client0" "$(cpu_of "$client")")" "$(per_gib "$server0" "$(cpu_of "$SERVER_PID")")"
-  unmount
 }
 
 # Reads every small file with one `cat` through a fresh mount made by `$1`; prints files/s.

@@ -67,11 +67,6 @@ pass() {
   end=$(date +%s.%N)
   python3 -c "print(round($FILES / ($end - $start)))"
 }
-unmount() {
-  umount "$MNT"
-  for _ in $(seq 100); do mountpoint -q "$MNT" || return 0; sleep 0.1; done
-  die "$MNT did not unmount"
-}
 wait_mounted() {
   for _ in $(seq 100); do mountpoint -q "$MNT" && return 0; sleep 0.1; done
   die "$1 did not mount"
