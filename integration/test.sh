@@ -10,6 +10,14 @@ command -v cargo >/dev/null || { echo "cargo not found: install the Rust toolcha
 [ "$(id -u)" = 0 ] || { echo "run as root: the tests mount FUSE filesystems" >&2; exit 1; }
 bash "$here/install-deps.sh"
 
+# A fresh debug build of every test binary takes about 2.5 GiB; say so up front rather than
+# let a full disk surface later as a linker crash. Incremental state only helps rebuilds.
+export CARGO_INCREMENTAL=0
+free_kib=$(df -Pk . | awk 'NR == 2 { print $4 }')
+if [ "$free_kib" -lt $((3 * 1024 * 1024)) ]; then
+  echo "warning: only $((free_kib / 1024)) MiB free here; the test build needs about 2.5 GiB" >&2
+fi
+
 echo "==> cargo fmt --check"
 cargo fmt --all -- --check
 echo "==> cargo clippy"
