@@ -478,3 +478,66 @@ print(st.f_files, st.f_blocks * st.f_frsize)
     assert_eq!(lines[6], format!("3 {}", blocks(100 + 70_000)));
     drop(mount);
 }
+
+/// Local buckets are decrypted straight from a mapping of the object file; a file that
+/// shrinks under the mapping must fail the read (SIGBUS caught), not kill the mount.
+#[test]
+fn an_object_truncated_while_it_is_read_fails_the_read_and_the_mount_survives() {
+    let ws = Workspace::new();
+    let data = pattern(32 << 20, 8);
+    ws.write_plain("big", &data);
+    ws.write_plain("ok", b"still readable");
+    ws.seal_all();
+    let object = ws.bucket().join("big");
+    let sealed = std::fs::read(&object).unwrap();
+    // A cache half the file's size: every pass reads the object again.
+    let mount = ws.mount(&["cache_size=16M"]);
+    let caught = || mount.log_text().contains("while it was being read");
+    // Opened before any truncation: a file found short when it is looked up is hidden.
+    let reading = std::fs::File::open(ws.mnt().join("big")).unwrap();
+    let done = std::sync::atomic::AtomicBool::new(false);
+    let (wrong, failed) = std::thread::scope(|s| {
+        let reader = s.spawn(|| {
+            let (mut wrong, mut failed) = (0, 0);
+            let mut buf = vec![0u8; 1 << 20];
+            while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                for mib in 0..32u64 {
+                    match reading.read_at(&mut buf, mib << 20) {
+                        Ok(n) => {
+                            let at = (mib << 20) as usize;
+                            wrong += usize::from(buf[..n] != data[at..at + n]);
+                        }
+                        Err(e) => {
+                            assert_eq!(e.raw_os_error(), Some(libc::EIO), "{e}");
+                            failed += 1;
+                        }
+                    }
+                }
+            }
+            (wrong, failed)
+        });
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .open(&object)
+            .unwrap();
+        while !caught() && std::time::Instant::now() < deadline {
+            file.set_len(sealed.len() as u64 / 3).unwrap();
+            std::thread::sleep(std::time::Duration::from_millis(3));
+            file.write_all_at(&sealed, 0).unwrap();
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        done.store(true, std::sync::atomic::Ordering::Relaxed);
+        reader.join().unwrap()
+    });
+    assert!(caught(), "no read ran into the truncation");
+    assert_eq!(wrong, 0, "a read returned bytes that are not the file's");
+    assert!(failed > 0, "no read failed while the object was truncated");
+    assert_eq!(
+        std::fs::read(ws.mnt().join("ok")).unwrap(),
+        b"still readable"
+    );
+    assert!(is_mounted(&ws.mnt()));
+    drop(reading);
+    mount.unmount();
+}

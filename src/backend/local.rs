@@ -14,7 +14,8 @@ use std::path::{Path, PathBuf};
 use nix::fcntl::{openat2, renameat2, OFlag, OpenHow, RenameFlags, ResolveFlag, AT_FDCWD};
 use nix::sys::stat::Mode;
 
-use super::{validate_key, Backend, BackendError, ObjectInfo, ObjectWriter, MAX_KEY_LEN};
+use super::mapped::MappedRange;
+use super::{validate_key, Arrival, Backend, BackendError, ObjectInfo, ObjectWriter, MAX_KEY_LEN};
 
 /// Prefix of the hidden files that hold objects still being written.
 pub const PARTIAL_PREFIX: &str = ".smpfs-partial.";
@@ -185,6 +186,51 @@ impl Backend for LocalBackend {
             position += buf.len() as u64;
         }
         Ok(())
+    }
+
+    /// Decrypts straight from a mapping of the file, sparing the copy into `bufs` that a
+    /// `pread` makes; falls back to [`Backend::read_range`] where the file cannot be mapped.
+    fn read_range_arriving(
+        &self,
+        key: &str,
+        offset: u64,
+        bufs: &mut [&mut [u8]],
+        arrival: &mut dyn Arrival,
+    ) -> Result<(), BackendError> {
+        let file = self.open_beneath(key, OFlag::O_RDONLY, Mode::empty())?;
+        let size = file
+            .metadata()
+            .map_err(io_err(format!("stat {key:?}")))?
+            .len();
+        let mut end = offset;
+        for buf in bufs.iter() {
+            end += buf.len() as u64;
+            if end > size {
+                return Err(BackendError::ShortRead {
+                    key: key.to_owned(),
+                    end,
+                });
+            }
+        }
+        let len = (end - offset) as usize;
+        if len == 0 {
+            return Ok(());
+        }
+        let Ok(Some(map)) = MappedRange::new(&file, offset, len) else {
+            return self.read_range(key, offset, bufs);
+        };
+        let mut at = 0;
+        for (index, buf) in bufs.iter_mut().enumerate() {
+            let sealed = &map.bytes()[at..at + buf.len()];
+            at += buf.len();
+            arrival.complete(index, Some(sealed), buf);
+        }
+        map.finish().map_err(|truncated| {
+            tracing::warn!("{key:?}: {truncated}; its read fails");
+            BackendError::Changed {
+                key: key.to_owned(),
+            }
+        })
     }
 
     fn stat(&self, key: &str) -> Result<Option<u64>, BackendError> {

@@ -8,6 +8,7 @@ pub mod cached;
 pub mod dropbox;
 pub mod gdrive;
 pub mod local;
+pub mod mapped;
 pub mod remote;
 pub mod s3;
 

@@ -302,6 +302,28 @@ fn sequential_reads_prefetch_ahead() {
     assert_eq!(read_all(&v, "big").unwrap(), data);
 }
 
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(48))]
+    #[test]
+    fn reads_at_any_offset_and_size_return_the_plaintext(
+        reads in proptest::collection::vec((0u64..1_400_000, 0usize..1_200_000), 1..12),
+    ) {
+        let f = Fixture::new();
+        let data = pattern(1_300_000, 3);
+        f.seal("f", &data);
+        let v = f.vault();
+        let fh = v.open(resolve(&v, "f").unwrap().ino, ME).unwrap();
+        // Twice: the second time from what the first left in the cache.
+        for (offset, size) in reads.iter().chain(&reads) {
+            let mut out = vec![0u8; *size];
+            let n = v.read(fh, *offset, &mut out, ME).unwrap();
+            let start = (*offset as usize).min(data.len());
+            let end = (start + size).min(data.len());
+            proptest::prop_assert_eq!(&out[..n], &data[start..end]);
+        }
+    }
+}
+
 /// A local bucket that reports a remote backend's read profile and records the size of
 /// every ranged read.
 struct RemoteLike {
