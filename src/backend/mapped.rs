@@ -57,6 +57,7 @@ pub struct MappedRange {
     map_len: usize,
     /// Where the asked-for bytes start in the mapping (the offset's distance from a page).
     skip: usize,
+    offset: u64,
     len: usize,
     guard: &'static Guard,
 }
@@ -87,7 +88,7 @@ impl MappedRange {
                     None,
                     size,
                     ProtFlags::PROT_READ,
-                    MapFlags::MAP_SHARED | MapFlags::MAP_POPULATE,
+                    MapFlags::MAP_SHARED,
                     file.as_fd(),
                     (offset - skip as u64) as libc::off_t,
                 )
@@ -107,23 +108,31 @@ impl MappedRange {
             base,
             map_len,
             skip,
+            offset,
             len,
             guard,
         }))
     }
 
-    /// The mapped bytes. They may change, or turn to zeros, while they are read if another
-    /// process writes or truncates the file, so they must only be read once, by code that
-    /// authenticates what it read (the chunk cipher), and [`MappedRange::finish`] checked.
-    pub fn bytes(&self) -> &[u8] {
-        // SAFETY: the mapping is live for as long as `self` and at least skip + len long.
-        unsafe {
-            std::slice::from_raw_parts(self.base.cast::<u8>().as_ptr().add(self.skip), self.len)
+    /// The file's bytes `offset..offset + len`, if the mapping covers them. They may change,
+    /// or turn to zeros, while they are read if another process writes or truncates the
+    /// file, so they must only be read once, by code that authenticates what it read (the
+    /// chunk cipher), and [`MappedRange::check`] asked afterwards.
+    pub fn get(&self, offset: u64, len: usize) -> Option<&[u8]> {
+        let start = usize::try_from(offset.checked_sub(self.offset)?).ok()?;
+        if start.checked_add(len)? > self.len {
+            return None;
         }
+        // SAFETY: the mapping is live for as long as `self`, and skip + start + len is
+        // within it.
+        Some(unsafe {
+            std::slice::from_raw_parts(self.base.cast::<u8>().as_ptr().add(self.skip + start), len)
+        })
     }
 
-    /// Unmaps the range, failing if the file was truncated while it was mapped.
-    pub fn finish(self) -> Result<(), Truncated> {
+    /// Fails if any page of the mapping read as zeros because the file shrank (or failed)
+    /// under it since it was mapped.
+    pub fn check(&self) -> Result<(), Truncated> {
         if self.guard.faulted.load(Ordering::Acquire) {
             Err(Truncated)
         } else {
@@ -233,8 +242,11 @@ mod tests {
         let (_dir, file) = file_of(3 * 4096 + 100);
         let map = MappedRange::new(&file, 4097, 8000).unwrap().unwrap();
         let expected: Vec<u8> = (4097..4097 + 8000).map(|i| (i % 251) as u8 + 1).collect();
-        assert_eq!(map.bytes(), &expected[..]);
-        map.finish().unwrap();
+        assert_eq!(map.get(4097, 8000).unwrap(), &expected[..]);
+        assert_eq!(map.get(5000, 100).unwrap(), &expected[903..1003]);
+        assert!(map.get(4096, 10).is_none(), "starts before the mapping");
+        assert!(map.get(4097 + 7990, 11).is_none(), "ends after it");
+        map.check().unwrap();
     }
 
     #[test]
@@ -249,16 +261,19 @@ mod tests {
             .set_len(4096)
             .unwrap();
         // Without the handler this read would kill the test process with SIGBUS.
-        let tail: Vec<u8> = map.bytes()[3 * 4096..]
+        let tail: Vec<u8> = map
+            .get(3 * 4096, 4096)
+            .unwrap()
             .iter()
             .map(|byte| std::hint::black_box(*byte))
             .collect();
         assert!(tail.iter().all(|&byte| byte == 0));
-        assert!(map.finish().is_err());
+        assert!(map.check().is_err());
+        drop(map);
         // The guard is released and clean for the next mapping.
         let again = MappedRange::new(&file, 0, 4096).unwrap().unwrap();
-        assert_eq!(again.bytes()[0], 1);
-        again.finish().unwrap();
+        assert_eq!(again.get(0, 1).unwrap(), [1]);
+        again.check().unwrap();
     }
 
     #[test]
