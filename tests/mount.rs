@@ -541,3 +541,38 @@ fn an_object_truncated_while_it_is_read_fails_the_read_and_the_mount_survives() 
     drop(reading);
     mount.unmount();
 }
+
+/// With `-o volumes` the daemon locks all its memory (mlockall, for the DICOM parser's
+/// heap); the mappings it decrypts a local bucket's objects from hold ciphertext and must
+/// not be locked (nor count against RLIMIT_MEMLOCK).
+#[test]
+fn mapped_ciphertext_is_not_locked() {
+    let ws = Workspace::new();
+    let data = pattern(8 << 20, 4);
+    ws.write_plain("big", &data);
+    ws.seal_all();
+    let mount = ws.mount(&["volumes"]);
+    assert_eq!(std::fs::read(ws.mnt().join("big")).unwrap(), data);
+    let object = ws.bucket().join("big").canonicalize().unwrap();
+    let smaps = std::fs::read_to_string(format!("/proc/{}/smaps", mount.pid())).unwrap();
+    let lines: Vec<&str> = smaps.lines().collect();
+    let mapped: Vec<&str> = lines
+        .iter()
+        .enumerate()
+        .filter(|(_, line)| line.ends_with(object.to_str().unwrap()))
+        .map(|(i, _)| {
+            *lines[i..]
+                .iter()
+                .find(|line| line.starts_with("VmFlags:"))
+                .unwrap()
+        })
+        .collect();
+    assert!(!mapped.is_empty(), "the read went through no mapping");
+    for flags in mapped {
+        assert!(
+            !flags.contains(" lo"),
+            "a mapping of the object is locked: {flags}"
+        );
+    }
+    mount.unmount();
+}

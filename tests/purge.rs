@@ -124,9 +124,11 @@ fn purge_with_a_file_open_wipes_first_then_detaches_and_the_daemon_exits_0() {
         "the open file no longer reads"
     );
     drop(file);
+    let status = mount.wait();
     assert!(
-        mount.wait().success(),
-        "daemon exits 0 once the last file closes"
+        status.success(),
+        "daemon exits 0 once the last file closes, not {status}; log:\n{}",
+        mount.log_text()
     );
     let log = std::fs::read_to_string(ws.dir.path().join("audit.log")).unwrap();
     let events: Vec<&str> = log

@@ -99,6 +99,11 @@ impl MappedRange {
             guard.start.store(0, Ordering::Release);
             return Ok(None);
         };
+        // A process may lock all its memory, present and future (`heap::protect`: a mount
+        // with `-o volumes`, `smpfs inspect`); ciphertext needs no locking and must not use
+        // up RLIMIT_MEMLOCK, so its pages are exempted before any is faulted in.
+        // SAFETY: the range is exactly our mapping; unlocking changes no contents.
+        let _ = unsafe { mman::munlock(base, map_len) };
         guard.faulted.store(false, Ordering::Relaxed);
         guard
             .end
