@@ -8,6 +8,8 @@
 #   REPS=3               repetitions per measurement (the median is reported)
 #   SMPFS_OPTS=          extra `-o` options for the measured smpfs mount (e.g. cache_size=512M)
 #   KERNEL_CACHE=1       also measure first and second read with `-o kernel_cache` (0 to skip)
+#   TWO_READERS=1        also read two files at once through each mount (0 to skip): the
+#                        CPU-bound case, where each byte's cost shows instead of latency
 #   VERIFY=1             compare what each mount returns with the plaintext once (0 to skip)
 #   REPORT=FILE          also write the Markdown report to FILE
 #   SMPFS_BIN=PATH       measure that binary instead of building a release one
@@ -15,7 +17,7 @@
 # Everything (plaintext, bucket, gocryptfs cipher dir, mountpoints) lives on a dedicated tmpfs,
 # so storage is out of the picture: the numbers are CPU, FUSE and copy costs. Every timed
 # mount read is a first read on a fresh mount (unmounted and remounted between repetitions).
-# The targets (smpfs >= 2x gocryptfs, >= 60% of raw decrypt) are informational: exit status
+# The targets (issue #18: smpfs >= 3x gocryptfs, above raw decrypt) are informational: exit status
 # is 0 whether they are met or not.
 set -euo pipefail
 shopt -s inherit_errexit
@@ -24,9 +26,11 @@ SIZE_MIB=${SIZE_MIB:-1024}
 REPS=${REPS:-3}
 SMPFS_OPTS=${SMPFS_OPTS:-}
 KERNEL_CACHE=${KERNEL_CACHE:-1}
+TWO_READERS=${TWO_READERS:-1}
 VERIFY=${VERIFY:-1}
 REPORT=${REPORT:-}
 FILE=data.bin
+FILE2=data2.bin
 GOCRYPTFS_PW=bench-password
 
 log() { echo "==> $*" >&2; }
@@ -76,8 +80,10 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-# plaintext + sealed copy + gocryptfs copy, with headroom
-TMPFS_MIB=$(( SIZE_MIB * 7 / 2 + 256 ))
+# plaintext + sealed copy + gocryptfs copy (of each file), with headroom
+FILES=1
+[ "$TWO_READERS" = 1 ] && FILES=2
+TMPFS_MIB=$(( FILES * SIZE_MIB * 7 / 2 + 256 ))
 [ "$TMPFS_MIB" -ge 4096 ] || TMPFS_MIB=4096
 mount -t tmpfs -o "size=${TMPFS_MIB}M,mode=0700" smpfs-bench "$WORK"
 mkdir -p "$WORK/plain" "$WORK/bucket" "$WORK/gcipher" "$SMNT" "$GMNT"
@@ -85,6 +91,11 @@ BYTES=$(( SIZE_MIB * 1024 * 1024 ))
 
 log "creating ${SIZE_MIB} MiB of random plaintext on tmpfs"
 head -c "$BYTES" /dev/urandom > "$WORK/plain/$FILE"
+PLAIN_FILES=("$WORK/plain/$FILE")
+if [ "$TWO_READERS" = 1 ]; then
+  head -c "$BYTES" /dev/urandom > "$WORK/plain/$FILE2"
+  PLAIN_FILES+=("$WORK/plain/$FILE2")
+fi
 
 # --- helpers ------------------------------------------------------------------------------
 now() { date +%s.%N; }
@@ -98,9 +109,15 @@ time_cmd() {
   python3 -c "print(f'{$t1 - $t0:.6f}')"
 }
 
-gbps() { python3 -c "print(f'{$BYTES / $1 / 1e9:.3f}')"; }
 
 dd_read() { dd if="$1" of=/dev/null bs=1M status=none; }
+
+# Both files of directory $1 read at once, one dd each.
+dd_read_two() {
+  dd_read "$1/$FILE" &
+  dd_read "$1/$FILE2"
+  wait $!
+}
 
 smpfs_mount() {
   local opts=("$@")
@@ -120,9 +137,9 @@ smpfs_o=()
 
 declare -A RUNS   # label -> space-separated GB/s of every repetition
 
-record() {  # label seconds
+record() {  # label seconds [files read in that time]
   local rate
-  rate=$(gbps "$2")
+  rate=$(python3 -c "print(f'{${3:-1} * $BYTES / $2 / 1e9:.3f}')")
   RUNS[$1]="${RUNS[$1]:-}${RUNS[$1]:+ }$rate"
   log "  $1: $2 s = $rate GB/s"
 }
@@ -134,12 +151,18 @@ measure() {  # label command...: time one run and record it
   record "$label" "$secs"
 }
 
+measure_two() {  # label directory: time both files read at once; records their total rate
+  local secs
+  secs=$(time_cmd dd_read_two "$2")
+  record "$1" "$secs" 2
+}
+
 median() { python3 -c "import statistics,sys; print(f'{statistics.median(map(float, sys.argv[1:])):.3f}')" $1; }
 
 # --- setup: smpfs -------------------------------------------------------------------------
 log "smpfs keygen + seal (default 64 KiB chunks)"
 RECIPIENT=$("$SMPFS" keygen --out "$WORK/id" 2>/dev/null)
-"$SMPFS" seal "$WORK/plain/$FILE" --to "$RECIPIENT" --out "$WORK/bucket" 2>&1 | tail -n 1 >&2
+"$SMPFS" seal "${PLAIN_FILES[@]}" --to "$RECIPIENT" --out "$WORK/bucket" 2>&1 | tail -n 1 >&2
 # A zero-knowledge (v2) bucket, the default: object names are opaque.
 [ -n "$(ls -A "$WORK/bucket" 2>/dev/null)" ] || die "nothing was sealed into $WORK/bucket"
 
@@ -147,7 +170,7 @@ RECIPIENT=$("$SMPFS" keygen --out "$WORK/id" 2>/dev/null)
 log "gocryptfs -init (scryptn 10) + copy plaintext in"
 gocryptfs -init -quiet -scryptn 10 -extpass "echo $GOCRYPTFS_PW" "$WORK/gcipher" >/dev/null
 gocryptfs_mount
-cp "$WORK/plain/$FILE" "$GMNT/$FILE"
+cp "${PLAIN_FILES[@]}" "$GMNT/"
 unmount_quietly "$GMNT"
 
 # --- measurements -------------------------------------------------------------------------
@@ -157,6 +180,8 @@ L_SMPFS="smpfs mount first read"
 L_GOCRYPTFS="gocryptfs first read"
 L_KC1="smpfs -o kernel_cache, first read"
 L_KC2="smpfs -o kernel_cache, second read"
+L_SMPFS2="smpfs mount, two readers at once (total)"
+L_GOCRYPTFS2="gocryptfs, two readers at once (total)"
 
 LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
 # Busy share of all CPUs over one second, measured now (after setup): other work skews results.
@@ -182,6 +207,14 @@ for rep in $(seq "$REPS"); do
   gocryptfs_mount
   measure "$L_GOCRYPTFS" dd_read "$GMNT/$FILE"
   unmount_quietly "$GMNT"
+  if [ "$TWO_READERS" = 1 ]; then
+    smpfs_mount "${smpfs_o[@]}"
+    measure_two "$L_SMPFS2" "$SMNT"
+    unmount_quietly "$SMNT"
+    gocryptfs_mount
+    measure_two "$L_GOCRYPTFS2" "$GMNT"
+    unmount_quietly "$GMNT"
+  fi
   if [ "$KERNEL_CACHE" = 1 ]; then
     smpfs_mount -o "kernel_cache${SMPFS_OPTS:+,$SMPFS_OPTS}"
     measure "$L_KC1" dd_read "$SMNT/$FILE"
@@ -210,8 +243,8 @@ M_SMPFS=$(median "${RUNS[$L_SMPFS]}")
 M_GOCRYPTFS=$(median "${RUNS[$L_GOCRYPTFS]}")
 R_GOCRYPTFS=$(python3 -c "print(f'{$M_SMPFS / $M_GOCRYPTFS:.2f}')")
 R_CAT=$(python3 -c "print(f'{$M_SMPFS / $M_CAT:.2f}')")
-P_GOCRYPTFS=$(python3 -c "print('PASS' if $M_SMPFS >= 2 * $M_GOCRYPTFS else 'MISS')")
-P_CAT=$(python3 -c "print('PASS' if $M_SMPFS >= 0.6 * $M_CAT else 'MISS')")
+P_GOCRYPTFS=$(python3 -c "print('PASS' if $M_SMPFS >= 3 * $M_GOCRYPTFS else 'MISS')")
+P_CAT=$(python3 -c "print('PASS' if $M_SMPFS > $M_CAT else 'MISS')")
 
 CPU=$(lscpu | sed -n 's/^Model name:[[:space:]]*//p' | head -n 1)
 row() { printf '| %s | %s | %s |\n' "$1" "$(median "${RUNS[$1]}")" "$(echo "${RUNS[$1]}" | sed 's/ /, /g')"; }
@@ -226,8 +259,19 @@ report() {
   row "$L_SMPFS"
   row "$L_GOCRYPTFS"
   echo
-  echo "- smpfs mount / gocryptfs: **${R_GOCRYPTFS}x** (target >= 2x): **$P_GOCRYPTFS**"
-  echo "- smpfs mount / smpfs raw decrypt: **${R_CAT}** (target >= 0.60): **$P_CAT**"
+  echo "- smpfs mount / gocryptfs: **${R_GOCRYPTFS}x** (target >= 3x): **$P_GOCRYPTFS**"
+  echo "- smpfs mount / smpfs raw decrypt: **${R_CAT}** (target > 1): **$P_CAT**"
+  if [ "$TWO_READERS" = 1 ]; then
+    echo
+    echo "Two readers at once, one file each (fresh mount, total rate):"
+    echo
+    echo "| measurement | median GB/s | all runs GB/s |"
+    echo "|---|---:|---|"
+    row "$L_SMPFS2"
+    row "$L_GOCRYPTFS2"
+    echo
+    echo "- two readers, smpfs mount / gocryptfs: **$(python3 -c "print(f'{$(median "${RUNS[$L_SMPFS2]}") / $(median "${RUNS[$L_GOCRYPTFS2]}"):.2f}')")x**"
+  fi
   if [ "$KERNEL_CACHE" = 1 ]; then
     echo
     echo "With \`-o kernel_cache\` (plaintext kept in the kernel page cache):"
