@@ -6,13 +6,13 @@
 
 mod common;
 
-use std::io::{Read, Seek, SeekFrom, Write};
+use std::io::Write;
 use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::azurite::{azure_env, Azurite};
-use common::{pattern, pydicom_test_files, pydicom_tree_check, run_ok, smpfs, Workspace};
+use common::{pattern, pydicom_test_files, pydicom_tree_check, read_at, run_ok, smpfs, Workspace};
 use smpfs::backend::remote::CopyIn;
 use smpfs::backend::{Backend, BackendError};
 
@@ -59,13 +59,6 @@ fn mount(ws: &Workspace, azurite: &Azurite, source: &str, options: &[&str]) -> c
         cmd.args(["-o", o]);
     }
     common::spawn_mount(cmd, ws.mnt(), log)
-}
-
-fn read_at(file: &mut std::fs::File, offset: u64, len: usize) -> std::io::Result<Vec<u8>> {
-    let mut buf = vec![0u8; len];
-    file.seek(SeekFrom::Start(offset))?;
-    file.read_exact(&mut buf)?;
-    Ok(buf)
 }
 
 fn put(backend: &dyn Backend, key: &str, data: &[u8], overwrite: bool) -> Result<(), BackendError> {

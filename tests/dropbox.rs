@@ -6,7 +6,7 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Read, Seek, SeekFrom, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use common::dropbox::FakeDropbox;
-use common::{pattern, pydicom_test_files, pydicom_tree_check, run_ok, smpfs, Workspace};
+use common::{pattern, pydicom_test_files, pydicom_tree_check, read_at, run_ok, smpfs, Workspace};
 use serde_json::json;
 use smpfs::backend::remote::CopyIn;
 use smpfs::backend::{Backend, BackendError, DropboxBackend, DropboxOptions};
@@ -32,14 +32,6 @@ fn seal_to(ws: &Workspace, fake: &FakeDropbox, source: &Path, out: &str) -> Comm
 
 fn stderr(out: &std::process::Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
-}
-
-/// Reads `len` bytes at `offset` of an open file.
-fn read_at(file: &mut std::fs::File, offset: u64, len: usize) -> std::io::Result<Vec<u8>> {
-    let mut buf = vec![0u8; len];
-    file.seek(SeekFrom::Start(offset))?;
-    file.read_exact(&mut buf)?;
-    Ok(buf)
 }
 
 /// A backend on the fake at `source`, as a sealer or a mount opens one.
@@ -269,34 +261,9 @@ fn dead_or_hung_servers_give_eio_within_the_timeout() {
     read_at(&mut file, 0, 65_536).unwrap();
 
     let pid = fake.pid();
-    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGSTOP).unwrap();
-    let started = Instant::now();
-    let error = read_at(&mut file, 2 << 20, 65_536).unwrap_err();
-    let waited = started.elapsed();
-    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGCONT).unwrap();
-    assert_eq!(error.raw_os_error(), Some(libc::EIO), "{error}");
-    assert!(
-        waited >= Duration::from_millis(1500) && waited < Duration::from_secs(8),
-        "took {waited:?}"
-    );
-    let again = read_at(&mut file, 2 << 20, 65_536)
-        .unwrap_or_else(|e| panic!("after SIGCONT: {e}; log:\n{}", mount.log_text()));
-    assert!(again == data[2 << 20..(2 << 20) + 65_536]);
-
-    fake.kill();
-    let started = Instant::now();
-    let error = read_at(&mut file, 5 << 20, 65_536).unwrap_err();
-    assert_eq!(error.raw_os_error(), Some(libc::EIO), "{error}");
-    assert!(
-        started.elapsed() < Duration::from_secs(8),
-        "took {:?}",
-        started.elapsed()
-    );
-    assert!(
-        mount.log_text().contains("last error"),
-        "log:\n{}",
-        mount.log_text()
-    );
+    common::assert_hung_then_dead_server_fails_in_time(&mount, &mut file, &data, pid, || {
+        fake.kill()
+    });
 }
 
 /// Revoked credentials fail the mount at once, saying so and what to do; so does a token
