@@ -12,8 +12,9 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::azurite::{azure_env, Azurite};
-use common::{pattern, pydicom_test_files, pydicom_tree_check, read_at, run_ok, smpfs, Workspace};
-use smpfs::backend::remote::CopyIn;
+use common::{
+    get, pattern, put, pydicom_test_files, pydicom_tree_check, read_at, run_ok, smpfs, Workspace,
+};
 use smpfs::backend::{Backend, BackendError};
 
 /// `smpfs seal SOURCE --to RECIPIENT --out OUT -o endpoint=…` with the development key
@@ -59,18 +60,6 @@ fn mount(ws: &Workspace, azurite: &Azurite, source: &str, options: &[&str]) -> c
         cmd.args(["-o", o]);
     }
     common::spawn_mount(cmd, ws.mnt(), log)
-}
-
-fn put(backend: &dyn Backend, key: &str, data: &[u8], overwrite: bool) -> Result<(), BackendError> {
-    let mut writer = backend.create(key, overwrite)?;
-    writer.write_all(data).unwrap();
-    writer.commit()
-}
-
-fn get(backend: &dyn Backend, key: &str, len: usize) -> Result<Vec<u8>, BackendError> {
-    let mut buf = vec![0u8; len];
-    backend.read_range(key, 0, &mut [&mut buf])?;
-    Ok(buf)
 }
 
 /// Files of many sizes (empty, chunk boundaries, several 8 MiB blocks) sealed as v1 under a
@@ -366,24 +355,7 @@ fn blobs_are_read_created_once_and_deleted_on_the_backend() {
     assert_eq!(reader.stat("a/b").unwrap(), Some(7));
     assert_ne!(reader.version("a/b").unwrap(), pinned);
     assert_eq!(get(&reader, "a/b", 7).unwrap(), b"second!");
-    let big = pattern((19 << 20) + 7, 4);
-    put(&writer, "big", &big, false).unwrap();
-    let mut back = vec![0u8; 1 << 20];
-    reader
-        .read_range("big", 18 << 20, &mut [&mut back])
-        .unwrap();
-    assert!(back == big[18 << 20..19 << 20]);
-    let mut past = vec![0u8; 16];
-    assert!(matches!(
-        reader.read_range("big", big.len() as u64 - 8, &mut [&mut past]),
-        Err(BackendError::ShortRead { .. })
-    ));
-    let mut split = [vec![0u8; 3], vec![0u8; 4]];
-    let [x, y] = &mut split;
-    reader
-        .read_range_arriving("a/b", 0, &mut [x, y], &mut CopyIn)
-        .unwrap();
-    assert_eq!((&split[0][..], &split[1][..]), (&b"sec"[..], &b"ond!"[..]));
+    common::assert_ranged_reads(&writer, &reader);
     assert_eq!(writer.location("a/b").unwrap(), "p/a/b");
     put(&writer, "série/ß 1+%.bin", b"unicode", false).unwrap();
     assert_eq!(get(&reader, "série/ß 1+%.bin", 7).unwrap(), b"unicode");

@@ -14,9 +14,10 @@ use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use common::dropbox::FakeDropbox;
-use common::{pattern, pydicom_test_files, pydicom_tree_check, read_at, run_ok, smpfs, Workspace};
+use common::{
+    get, pattern, put, pydicom_test_files, pydicom_tree_check, read_at, run_ok, smpfs, Workspace,
+};
 use serde_json::json;
-use smpfs::backend::remote::CopyIn;
 use smpfs::backend::{Backend, BackendError, DropboxBackend, DropboxOptions};
 
 /// `smpfs seal SOURCE --to RECIPIENT --out OUT -o <fake's options>` (layout v2 for a new
@@ -42,18 +43,6 @@ fn backend(fake: &FakeDropbox, source: &str) -> DropboxBackend {
         ..DropboxOptions::default()
     };
     DropboxBackend::open(source.parse().unwrap(), &options).unwrap()
-}
-
-fn put(backend: &dyn Backend, key: &str, data: &[u8], overwrite: bool) -> Result<(), BackendError> {
-    let mut writer = backend.create(key, overwrite)?;
-    writer.write_all(data).unwrap();
-    writer.commit()
-}
-
-fn get(backend: &dyn Backend, key: &str, len: usize) -> Result<Vec<u8>, BackendError> {
-    let mut buf = vec![0u8; len];
-    backend.read_range(key, 0, &mut [&mut buf])?;
-    Ok(buf)
 }
 
 /// A tree of files around the upload-session threshold (8 MiB) and the chunk size, sealed
@@ -485,24 +474,7 @@ fn keys_are_read_created_once_and_deleted_on_the_backend() {
     put(&writer, "a/b", b"second!", true).unwrap();
     assert_eq!(reader.stat("a/b").unwrap(), Some(7));
     assert_eq!(get(&reader, "a/b", 7).unwrap(), b"second!");
-    let big = pattern((19 << 20) + 7, 4);
-    put(&writer, "big", &big, false).unwrap();
-    let mut back = vec![0u8; 1 << 20];
-    reader
-        .read_range("big", 18 << 20, &mut [&mut back])
-        .unwrap();
-    assert!(back == big[18 << 20..19 << 20]);
-    let mut past = vec![0u8; 16];
-    assert!(matches!(
-        reader.read_range("big", big.len() as u64 - 8, &mut [&mut past]),
-        Err(BackendError::ShortRead { .. })
-    ));
-    let mut split = [vec![0u8; 3], vec![0u8; 4]];
-    let [x, y] = &mut split;
-    reader
-        .read_range_arriving("a/b", 0, &mut [x, y], &mut CopyIn)
-        .unwrap();
-    assert_eq!((&split[0][..], &split[1][..]), (&b"sec"[..], &b"ond!"[..]));
+    common::assert_ranged_reads(&writer, &reader);
     assert_eq!(writer.location("A/b").unwrap(), "kv/a/b");
     assert_eq!(reader.location("a/b").unwrap(), "kv/a/b");
     // Names past ASCII travel as escaped JSON in Dropbox-API-Arg (the fake refuses raw bytes).

@@ -441,3 +441,55 @@ pub fn assert_hung_then_dead_server_fails_in_time(
         mount.log_text()
     );
 }
+
+/// Stores `data` as object `key` through `backend`'s writer.
+pub fn put(
+    backend: &dyn smpfs::backend::Backend,
+    key: &str,
+    data: &[u8],
+    overwrite: bool,
+) -> Result<(), smpfs::backend::BackendError> {
+    use std::io::Write;
+    let mut writer = backend.create(key, overwrite)?;
+    writer.write_all(data).unwrap();
+    writer.commit()
+}
+
+/// The first `len` bytes of object `key`.
+pub fn get(
+    backend: &dyn smpfs::backend::Backend,
+    key: &str,
+    len: usize,
+) -> Result<Vec<u8>, smpfs::backend::BackendError> {
+    let mut buf = vec![0u8; len];
+    backend.read_range(key, 0, &mut [&mut buf])?;
+    Ok(buf)
+}
+
+/// Ranged reads of a backend, with object `a/b` holding `second!`: a MiB deep inside a
+/// 19 MiB object that `writer` stores, a read past its end (a short read), and one read
+/// into two buffers.
+pub fn assert_ranged_reads(
+    writer: &dyn smpfs::backend::Backend,
+    reader: &dyn smpfs::backend::Backend,
+) {
+    use smpfs::backend::BackendError;
+    let big = pattern((19 << 20) + 7, 4);
+    put(writer, "big", &big, false).unwrap();
+    let mut back = vec![0u8; 1 << 20];
+    reader
+        .read_range("big", 18 << 20, &mut [&mut back])
+        .unwrap();
+    assert!(back == big[18 << 20..19 << 20]);
+    let mut past = vec![0u8; 16];
+    assert!(matches!(
+        reader.read_range("big", big.len() as u64 - 8, &mut [&mut past]),
+        Err(BackendError::ShortRead { .. })
+    ));
+    let mut split = [vec![0u8; 3], vec![0u8; 4]];
+    let [x, y] = &mut split;
+    reader
+        .read_range_arriving("a/b", 0, &mut [x, y], &mut smpfs::backend::remote::CopyIn)
+        .unwrap();
+    assert_eq!((&split[0][..], &split[1][..]), (&b"sec"[..], &b"ond!"[..]));
+}
