@@ -179,14 +179,15 @@ pub struct ReadProfile {
 }
 
 impl Default for ReadProfile {
-    /// A local disk: two read-ahead requests (one per core decrypting) of 1 MiB, an 8 MiB
-    /// window, one request thread per core (at least two), and a first read of the header
-    /// only (a local read costs no round trip).
+    /// A local disk: two read-ahead requests (one per core decrypting) of 1 MiB, a 64 MiB
+    /// window (slack that keeps read-ahead busy while request threads hold the cores), one
+    /// request thread per core (at least two), and a first read of the header only (a local
+    /// read costs no round trip).
     fn default() -> Self {
         let cores = std::thread::available_parallelism().map_or(2, usize::from);
         ReadProfile {
             parallel_requests: 2,
-            max_readahead: 8 << 20,
+            max_readahead: 64 << 20,
             part_size: 1 << 20,
             request_threads: cores.clamp(2, 16),
             first_read: 4 << 10,

@@ -16,7 +16,7 @@ mod tree;
 mod volumes;
 
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::sync::Weak;
 
@@ -291,6 +291,25 @@ struct Readahead {
     window: u64,
     /// End of what has already been asked for, in chunks.
     prefetched_until: u64,
+    /// Held while the reader is sequential, so the windows share the cache.
+    stream: Option<Stream>,
+}
+
+/// Counts one sequential reader in [`Vault::streams`] for as long as it lives, however
+/// the reader ends (a seek, a release, a purge dropping the handle).
+struct Stream(Arc<AtomicUsize>);
+
+impl Stream {
+    fn join(streams: &Arc<AtomicUsize>) -> Self {
+        streams.fetch_add(1, Ordering::Relaxed);
+        Stream(Arc::clone(streams))
+    }
+}
+
+impl Drop for Stream {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 /// The mounted view.
@@ -319,6 +338,8 @@ pub struct Vault {
     served: Mutex<HashSet<Ino>>,
     next_handle: AtomicU64,
     readahead_workers: Workers,
+    /// Handles reading sequentially now: their read-ahead windows share the cache.
+    streams: Arc<AtomicUsize>,
     /// How the backend wants read-ahead scheduled.
     profile: ReadProfile,
     gpu: Loader,
@@ -407,6 +428,7 @@ impl Vault {
             // Read-ahead yields to request threads: a reader waiting on its reply is on the
             // critical path, work for its later requests is not (a single reader gained 12%).
             readahead_workers: Workers::new(profile.parallel_requests, "smpfs-readahead", 5),
+            streams: Arc::new(AtomicUsize::new(0)),
             profile,
             gpu: Loader::new(config.gpu_sink),
             audit: RwLock::new(audit),
@@ -1221,6 +1243,20 @@ impl Vault {
         Ok((end - offset) as usize)
     }
 
+    /// The largest read-ahead window: the backend's `max_readahead`, at most a quarter of
+    /// the cache, and at most an equal share of half the cache among the sequential
+    /// readers, so that no reader's prefetched chunks are evicted by another's before they
+    /// are read. At least 1 MiB.
+    fn window_limit(&self) -> u64 {
+        let cache = self.config.cache_size as u64;
+        let streams = self.streams.load(Ordering::Relaxed).max(1) as u64;
+        self.profile
+            .max_readahead
+            .min(cache / 4)
+            .min(cache / 2 / streams)
+            .max(1 << 20)
+    }
+
     /// Grows the window while reads stay sequential and prefetches it in the background,
     /// in parts that the workers fetch in parallel. `offset..end` is the non-empty range
     /// just read.
@@ -1232,14 +1268,12 @@ impl Vault {
         let prefetch = {
             let mut ra = handle.readahead.lock();
             if offset == ra.next_offset {
-                let limit = self
-                    .profile
-                    .max_readahead
-                    .min(self.config.cache_size as u64 / 4);
-                ra.window = (ra.window * 2).clamp(1 << 20, limit.max(1 << 20));
+                ra.stream.get_or_insert_with(|| Stream::join(&self.streams));
+                ra.window = (ra.window * 2).clamp(1 << 20, self.window_limit());
             } else {
                 ra.window = 0;
                 ra.prefetched_until = 0;
+                ra.stream = None;
             }
             ra.next_offset = end;
             let want_until =

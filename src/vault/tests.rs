@@ -549,6 +549,74 @@ fn read_ahead_keeps_the_window_full_with_requests_of_the_part_size() {
 }
 
 #[test]
+fn sequential_readers_share_half_the_cache_for_their_read_ahead_windows() {
+    let f = Fixture::new();
+    let data = pattern(48 << 20, 11);
+    for name in ["alone", "b", "c", "d", "e", "again"] {
+        f.seal(name, &data);
+    }
+    let config = VaultConfig {
+        cache_size: 128 << 20,
+        ..VaultConfig::default()
+    };
+    let v = Arc::new(Vault::new(f.backend(), f.identity(), config, None, None).unwrap());
+    let chunks_per_mib = (1u64 << 20) >> DEFAULT_CHUNK_LOG2;
+    // Chunks loaded once read-ahead has stopped.
+    let settled_loads = || {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        let mut last = u64::MAX;
+        loop {
+            let loads = v.cache().stats().loads.load(Ordering::Relaxed);
+            if loads == last {
+                return loads;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "read-ahead never settled"
+            );
+            last = loads;
+            std::thread::sleep(std::time::Duration::from_millis(200));
+        }
+    };
+    let mut out = vec![0u8; 1 << 20];
+    // Reads the first 8 MiB of each file, 1 MiB from each in turn; the windows grow to
+    // their limit (1, 2, 4, 8, 16, 32 MiB) on the way. Returns the chunks loaded meanwhile.
+    let mut read_8_mib_of = |names: &[&str]| {
+        let handles: Vec<u64> = names
+            .iter()
+            .map(|name| v.open(resolve(&v, name).unwrap().ino, ME).unwrap())
+            .collect();
+        let before = settled_loads();
+        for i in 0..8u64 {
+            for &fh in &handles {
+                assert_eq!(v.read(fh, i << 20, &mut out, ME).unwrap(), 1 << 20);
+                assert_eq!(out, data[(i << 20) as usize..][..1 << 20]);
+            }
+        }
+        let loaded = settled_loads() - before;
+        for fh in handles {
+            v.release(fh, ME);
+        }
+        loaded
+    };
+    // Per reader: the 8 MiB read and the window after it, less at most one part (1 MiB)
+    // still to be asked for.
+    let expect = |readers: u64, window_mib: u64| {
+        readers * (8 + window_mib - 1) * chunks_per_mib
+            ..=readers * (8 + window_mib) * chunks_per_mib
+    };
+    // Alone, a reader gets a quarter of the cache.
+    let alone = read_8_mib_of(&["alone"]);
+    assert!(expect(1, 32).contains(&alone), "{alone} chunks loaded");
+    // Four at once share half of it: 16 MiB each, not 32 (which would overrun the cache).
+    let four = read_8_mib_of(&["b", "c", "d", "e"]);
+    assert!(expect(4, 16).contains(&four), "{four} chunks loaded");
+    // Released, they no longer count: a reader alone again gets a quarter.
+    let again = read_8_mib_of(&["again"]);
+    assert!(expect(1, 32).contains(&again), "{again} chunks loaded");
+}
+
+#[test]
 fn read_ahead_starts_at_the_chunk_after_a_chunk_aligned_read() {
     let f = Fixture::new();
     let data = pattern((8 << 20) + 1000, 10);
