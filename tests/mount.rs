@@ -238,6 +238,38 @@ fn every_signal_unmounts_cleanly_with_the_purge() {
 }
 
 #[test]
+fn a_connection_closed_by_the_unmount_is_told_from_one_aborted_under_a_live_mount() {
+    let aborted = std::io::Error::from_raw_os_error(libc::ECONNABORTED);
+    let ws = Workspace::new();
+    ws.write_plain("f", b"data");
+    ws.seal_all();
+    let mut mount = ws.mount(&[]);
+    // A daemon gone while the kernel still holds its mount: the mountpoint answers ENOTCONN,
+    // as after `/sys/fs/fuse/connections/N/abort`, so ECONNABORTED there is a failure.
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(mount.pid() as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    assert!(!mount.wait().success());
+    assert_eq!(
+        std::fs::metadata(ws.mnt()).unwrap_err().raw_os_error(),
+        Some(libc::ENOTCONN)
+    );
+    assert!(!smpfs::fs::ended_with_unmount(&aborted, &ws.mnt()));
+    // Once the mount is gone, the same error is the end of an orderly unmount.
+    assert!(Command::new("umount")
+        .arg("-l")
+        .arg(ws.mnt())
+        .status()
+        .unwrap()
+        .success());
+    assert!(smpfs::fs::ended_with_unmount(&aborted, &ws.mnt()));
+    let other = std::io::Error::from_raw_os_error(libc::EIO);
+    assert!(!smpfs::fs::ended_with_unmount(&other, &ws.mnt()));
+}
+
+#[test]
 fn idle_timeout_unmounts_with_the_purge_but_not_while_a_file_is_open() {
     let ws = Workspace::new();
     ws.write_plain("f", b"data");

@@ -564,7 +564,14 @@ fn serve_audited(
     }
     tracing::info!(mountpoint = %mountpoint.display(), "mount is live");
     readiness.ready(&warnings);
-    let served = session.run().context("serving FUSE requests");
+    let served = match session.run() {
+        Err(e) if smpfs::fs::ended_with_unmount(&e, mountpoint) => {
+            tracing::debug!("a request thread saw the connection close at the unmount");
+            Ok(())
+        }
+        other => other,
+    }
+    .context("serving FUSE requests");
     // destroy() purged and sealed already after an orderly unmount; this is for a kernel
     // connection lost without it (a second call only zeroizes the cache again).
     vault.unmount();

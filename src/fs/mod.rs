@@ -3,6 +3,7 @@
 //! decoded with [`crate::gpu::abi`] and answered from a load thread.
 
 use std::ffi::OsStr;
+use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -32,6 +33,21 @@ fn reply_sized(reply: ReplyXattr, size: u32, value: &[u8]) {
     } else {
         reply.data(value);
     }
+}
+
+/// Whether a FUSE session that failed with `error` in fact ended with its unmount.
+///
+/// With several request threads, one may take a last request (a release, a forget) just
+/// as the kernel closes the connection after an unmount, and get ECONNABORTED instead of
+/// the ENODEV that fuser treats as the end. The mountpoint tells the two apart: an abort
+/// under a live mount (`/sys/fs/fuse/connections/N/abort`) leaves the mount in place,
+/// answering ENOTCONN, while after an unmount the directory beneath answers again.
+pub fn ended_with_unmount(error: &std::io::Error, mountpoint: &Path) -> bool {
+    error.raw_os_error() == Some(libc::ECONNABORTED)
+        && !matches!(
+            std::fs::metadata(mountpoint),
+            Err(e) if e.raw_os_error() == Some(libc::ENOTCONN)
+        )
 }
 
 /// Directory entries fetched from the vault at a time while filling one readdir reply.
