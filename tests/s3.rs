@@ -333,23 +333,7 @@ fn a_hung_server_gives_eio_within_the_timeout() {
         &[&moto.endpoint_option(), "audit=off", "timeout=2s"],
     );
     let mut file = std::fs::File::open(ws.mnt().join("scan.bin")).unwrap();
-    let pid = moto.pid();
-    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGSTOP).unwrap();
-    let started = Instant::now();
-    file.seek(SeekFrom::Start(2 << 20)).unwrap();
-    let mut buf = vec![0u8; 65_536];
-    let error = file.read_exact(&mut buf).unwrap_err();
-    let waited = started.elapsed();
-    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGCONT).unwrap();
-    assert_eq!(error.raw_os_error(), Some(libc::EIO), "{error}");
-    assert!(
-        waited >= Duration::from_millis(1500) && waited < Duration::from_secs(8),
-        "took {waited:?}"
-    );
-    file.seek(SeekFrom::Start(2 << 20)).unwrap();
-    file.read_exact(&mut buf)
-        .unwrap_or_else(|e| panic!("after SIGCONT: {e}; log:\n{}", mount.log_text()));
-    assert!(buf == data[2 << 20..(2 << 20) + 65_536]);
+    common::assert_hung_server_fails_in_time(&mount, &mut file, &data, moto.pid());
 }
 
 /// Credentials the server rejects make the mount fail at once, saying why; nothing is

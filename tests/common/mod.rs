@@ -402,9 +402,9 @@ pub fn read_at(file: &mut std::fs::File, offset: u64, len: usize) -> std::io::Re
 }
 
 /// For a mount with `timeout=2s` on a server whose process is `pid`, with `file` (holding
-/// `data`, at least 6 MiB) open on it: a hung server (SIGSTOP) gives EIO after the timeout,
-/// not a hang, and reads work again once it continues; a server that `kill` stops gives
-/// EIO within the timeout, and the log gives the last error.
+/// `data`, at least 6 MiB) open on it: a hung server gives EIO in time
+/// ([`assert_hung_server_fails_in_time`]); a server that `kill` stops gives EIO within
+/// the timeout, and the log gives the last error.
 pub fn assert_hung_then_dead_server_fails_in_time(
     mount: &Mount,
     file: &mut std::fs::File,
@@ -412,20 +412,7 @@ pub fn assert_hung_then_dead_server_fails_in_time(
     pid: nix::unistd::Pid,
     kill: impl FnOnce(),
 ) {
-    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGSTOP).unwrap();
-    let started = Instant::now();
-    let error = read_at(file, 2 << 20, 65_536).unwrap_err();
-    let waited = started.elapsed();
-    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGCONT).unwrap();
-    assert_eq!(error.raw_os_error(), Some(libc::EIO), "{error}");
-    assert!(
-        waited >= Duration::from_millis(1500) && waited < Duration::from_secs(8),
-        "took {waited:?}"
-    );
-    let again = read_at(file, 2 << 20, 65_536)
-        .unwrap_or_else(|e| panic!("after SIGCONT: {e}; log:\n{}", mount.log_text()));
-    assert!(again == data[2 << 20..(2 << 20) + 65_536]);
-
+    assert_hung_server_fails_in_time(mount, file, data, pid);
     kill();
     let started = Instant::now();
     let error = read_at(file, 5 << 20, 65_536).unwrap_err();
@@ -440,6 +427,30 @@ pub fn assert_hung_then_dead_server_fails_in_time(
         "log:\n{}",
         mount.log_text()
     );
+}
+
+/// For a mount with `timeout=2s` on a server whose process is `pid`, with `file` (holding
+/// `data`, at least 3 MiB) open on it: a hung server (SIGSTOP) gives EIO after the
+/// timeout, not a hang, and reads work again once it continues.
+pub fn assert_hung_server_fails_in_time(
+    mount: &Mount,
+    file: &mut std::fs::File,
+    data: &[u8],
+    pid: nix::unistd::Pid,
+) {
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGSTOP).unwrap();
+    let started = Instant::now();
+    let error = read_at(file, 2 << 20, 65_536).unwrap_err();
+    let waited = started.elapsed();
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGCONT).unwrap();
+    assert_eq!(error.raw_os_error(), Some(libc::EIO), "{error}");
+    assert!(
+        waited >= Duration::from_millis(1500) && waited < Duration::from_secs(8),
+        "took {waited:?}"
+    );
+    let again = read_at(file, 2 << 20, 65_536)
+        .unwrap_or_else(|e| panic!("after SIGCONT: {e}; log:\n{}", mount.log_text()));
+    assert!(again == data[2 << 20..(2 << 20) + 65_536]);
 }
 
 /// Stores `data` as object `key` through `backend`'s writer.
