@@ -12,7 +12,6 @@
 //! index and a last-chunk flag and its AAD carries the file id and the logical path, so
 //! reordering, truncation, extension and swapping chunks, files or names fail authentication.
 
-use aws_lc_rs::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_256_GCM_SIV};
 use hkdf::Hkdf;
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
@@ -20,6 +19,9 @@ use x25519_dalek::{PublicKey, StaticSecret};
 use zeroize::{Zeroize, Zeroizing};
 
 use crate::keys::{Identity, Recipient};
+
+mod siv;
+use siv::Siv;
 
 /// First six bytes of every sealed object.
 pub const MAGIC: &[u8; 6] = b"SMPFS\0";
@@ -459,66 +461,6 @@ pub fn seal_header(
             logical_path: logical_path.to_owned(),
         },
     ))
-}
-
-/// AES-256-GCM-SIV (RFC 8452), through AWS-LC's AES-NI/CLMUL assembly, about 2.5x the
-/// throughput of the portable RustCrypto code on the machines measured (PERFORMANCE.md).
-struct Siv(LessSafeKey);
-
-impl Siv {
-    fn new(key: &[u8; 32]) -> Self {
-        let key = UnboundKey::new(&AES_256_GCM_SIV, key).expect("32-byte key");
-        Siv(LessSafeKey::new(key))
-    }
-
-    /// Encrypts `data` in place and returns the tag.
-    fn seal(&self, nonce: [u8; 12], aad: &[u8], data: &mut [u8]) -> [u8; TAG_LEN] {
-        let tag = self
-            .0
-            .seal_in_place_separate_tag(Nonce::assume_unique_for_key(nonce), Aad::from(aad), data)
-            .expect("AES-GCM-SIV seals any message this format allows");
-        tag.as_ref().try_into().expect("16-byte tag")
-    }
-
-    /// Authenticates and decrypts `sealed` (ciphertext ‖ tag) in place. On failure every
-    /// byte of `sealed` is zeroed, so no unauthenticated plaintext can escape.
-    fn open(&self, nonce: [u8; 12], aad: &[u8], sealed: &mut [u8]) -> Result<(), ()> {
-        let result = self
-            .0
-            .open_in_place(Nonce::assume_unique_for_key(nonce), Aad::from(aad), sealed)
-            .map(|_| ());
-        if result.is_err() {
-            sealed.zeroize();
-        }
-        result.map_err(|_| ())
-    }
-
-    /// Authenticates and decrypts `sealed` (ciphertext ‖ tag) into `out`, which must be as
-    /// long: the plaintext first, then a copy of the tag, as [`Siv::open`] leaves it. On
-    /// failure every byte of `out` is zeroed.
-    fn open_into(
-        &self,
-        nonce: [u8; 12],
-        aad: &[u8],
-        sealed: &[u8],
-        out: &mut [u8],
-    ) -> Result<(), ()> {
-        let plain_len = sealed.len() - TAG_LEN;
-        let (ciphertext, tag) = sealed.split_at(plain_len);
-        let (plain, tag_out) = out.split_at_mut(plain_len);
-        let result = self.0.open_separate_gather(
-            Nonce::assume_unique_for_key(nonce),
-            Aad::from(aad),
-            ciphertext,
-            tag,
-            plain,
-        );
-        tag_out.copy_from_slice(tag);
-        if result.is_err() {
-            out.zeroize();
-        }
-        result.map_err(|_| ())
-    }
 }
 
 /// Seals and opens the chunks of one file with the file's payload key.
