@@ -1,6 +1,7 @@
 //! AES-256-GCM-SIV (RFC 8452): sealing through AWS-LC's AES-NI/CLMUL assembly (about 2.5x
-//! the portable RustCrypto code here), opening through [`vaes`] where the CPU has 512-bit
-//! AES and carry-less multiply, and through AWS-LC elsewhere (PERFORMANCE.md).
+//! the portable RustCrypto code here); opening through the `siv-vaes` crate
+//! (crates/siv-vaes) where the CPU has 512-bit AES and carry-less multiply, about 1.9x
+//! AWS-LC, and through AWS-LC elsewhere (PERFORMANCE.md).
 
 use aws_lc_rs::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_256_GCM_SIV};
 use zeroize::Zeroize;
@@ -8,9 +9,7 @@ use zeroize::Zeroize;
 use super::TAG_LEN;
 
 #[cfg(target_arch = "x86_64")]
-mod vaes;
-#[cfg(target_arch = "x86_64")]
-use vaes::OpeningKey as WideKey;
+use siv_vaes::OpeningKey as WideKey;
 
 /// Off x86-64 there is no wide path: a key that cannot exist, so `Siv` always uses AWS-LC.
 #[cfg(not(target_arch = "x86_64"))]

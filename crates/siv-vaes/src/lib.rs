@@ -1,16 +1,19 @@
-//! AES-256-GCM-SIV opening (RFC 8452) on VAES and VPCLMULQDQ: sixteen blocks per step in
-//! four 512-bit registers, the counter-mode decryption and the POLYVAL hash of the same
-//! blocks in one pass.
+//! AES-256-GCM-SIV opening (RFC 8452) on VAES and VPCLMULQDQ, for smpfs's read path:
+//! sixteen blocks per step in four 512-bit registers, the counter-mode decryption and the
+//! POLYVAL hash of the same blocks in one pass.
 //!
 //! AWS-LC's assembly runs one 128-bit block per AES instruction; on CPUs with 512-bit AES
-//! and carry-less multiply this path opens a 64 KiB chunk in about half the time
-//! (PERFORMANCE.md). Sealing stays in AWS-LC. Every result must equal AWS-LC's: the tests
-//! compare the two on random keys, nonces, lengths and tamperings, and check RFC 8452's
-//! vectors, counter wrap included.
+//! and carry-less multiply this opens a 64 KiB chunk in about half the time (smpfs's
+//! docs/PERFORMANCE.md). Sealing stays in AWS-LC. Every result must equal AWS-LC's: the
+//! tests compare the two on random keys, nonces, lengths and tamperings, and check RFC
+//! 8452's vectors, counter wrap included. It is a crate of its own so that test builds
+//! optimise it (unoptimised intrinsics run ~60x slower), and it is empty off x86-64.
 //!
 //! POLYVAL's field elements are the blocks as little-endian 128-bit integers, so no byte
 //! reflection is needed; `a • b` is `a·b·x⁻¹²⁸` reduced modulo `x¹²⁸ + x¹²⁷ + x¹²⁶ + x¹²¹ + 1`,
 //! and since that reduction is linear, sixteen products are summed before one reduction.
+
+#![cfg(target_arch = "x86_64")]
 
 use core::arch::x86_64::*;
 
