@@ -1,4 +1,5 @@
-//! Anonymous memory that is mlocked, excluded from core dumps and from forked children.
+//! Anonymous memory that is mlocked, excluded from core dumps and from forked children, and
+//! on transparent huge pages where the kernel offers them.
 
 use std::ffi::c_void;
 use std::num::NonZeroUsize;
@@ -41,6 +42,13 @@ impl LockedRegion {
             // SAFETY: the range is exactly our mapping.
             unsafe { mman::madvise(ptr, len, advice) }
                 .map_err(|source| CacheError::MapFailed { bytes: len, source })?;
+        }
+        // Huge pages where the kernel offers them, asked for before `mlock` faults the pages
+        // in: a 64 MiB read-ahead window then spans 32 TLB entries instead of 16 384
+        // (+4–8 % on a local first read, PERFORMANCE.md).
+        // SAFETY: the range is exactly our mapping.
+        if let Err(error) = unsafe { mman::madvise(ptr, len, MmapAdvise::MADV_HUGEPAGE) } {
+            tracing::debug!(%error, "no transparent huge pages for the cache");
         }
         // SAFETY: the range is exactly our mapping.
         unsafe { mman::mlock(ptr, len) }

@@ -210,14 +210,14 @@ fn smaps_entry(addr: usize) -> (u64, String) {
 }
 
 #[test]
-fn the_arena_is_locked_undumpable_and_not_inherited() {
+fn the_arena_is_locked_undumpable_not_inherited_and_on_huge_pages() {
     let c = ChunkCache::new(8 << 20, SLOT, 2, 1 << 20).unwrap();
     let (locked_kib, flags) = smaps_entry(c.region.addr());
     assert!(
         locked_kib * 1024 >= c.locked_bytes() as u64,
         "only {locked_kib} KiB locked"
     );
-    for flag in [" lo", " dd", " dc"] {
+    for flag in [" lo", " dd", " dc", " hg"] {
         assert!(flags.contains(flag), "VmFlags lacks{flag}: {flags}");
     }
 }
