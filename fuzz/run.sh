@@ -17,7 +17,7 @@ here=$(cd "$(dirname "$0")" && pwd)
 cd "$here"
 seconds=${1:-60}
 shift || true
-all=(header object audit_line audit_log keys options dicom_deid dicom_volume manifest)
+all=(header object audit_line audit_log keys options dicom_deid dicom_volume manifest siv_open)
 targets=("$@")
 [ ${#targets[@]} -gt 0 ] || targets=("${all[@]}")
 
