@@ -26,7 +26,8 @@ fuzz_target!(|data: &[u8]| {
                 snapshot: segment.snapshot,
                 ..Manifest::default()
             };
-            base.apply(&segment).expect("a delta on its own base applies");
+            base.apply(&segment)
+                .expect("a delta on its own base applies");
         }
     }
 });

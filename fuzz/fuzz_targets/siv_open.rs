@@ -27,7 +27,11 @@ fuzz_target!(|data: &[u8]| {
     let (mut ciphertext, mut tag) = if mode % 2 == 0 {
         let mut sealed = rest.to_vec();
         let tag = aws_lc
-            .seal_in_place_separate_tag(Nonce::assume_unique_for_key(*nonce), Aad::from(aad), &mut sealed)
+            .seal_in_place_separate_tag(
+                Nonce::assume_unique_for_key(*nonce),
+                Aad::from(aad),
+                &mut sealed,
+            )
             .unwrap();
         (sealed, <[u8; 16]>::try_from(tag.as_ref()).unwrap())
     } else {
