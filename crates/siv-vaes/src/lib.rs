@@ -30,7 +30,7 @@ pub fn available() -> bool {
 }
 
 /// The fifteen round keys of an AES-256 key, zeroized on drop.
-pub struct RoundKeys([__m128i; 15]);
+struct RoundKeys([__m128i; 15]);
 
 impl Drop for RoundKeys {
     fn drop(&mut self) {
