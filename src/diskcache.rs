@@ -7,13 +7,17 @@
 //! - `DIR/pieces/ab/<64 hex>`: one *piece*, a contiguous run of bytes inside one aligned
 //!   [`PIECE`]-sized window of one version of one object. Its name is the BLAKE3 hash of
 //!   (object key, version, window index), so the directory shows no object names. Its
-//!   content: magic `SMPFSDC2` ‖ start within the window (u32 LE) ‖ length (u32 LE) ‖
-//!   CRC-64/NVME of the bytes (u64 LE) ‖ the bytes. Written to a temporary file and
-//!   renamed, so a crash leaves a whole piece or none; a piece whose checksum does not
-//!   match (truncated, flipped, partly written by a failing disk) is deleted and reported
-//!   as a miss. The checksum only has to catch accidental damage: a forged piece cannot
-//!   pass the reader's AES-GCM-SIV authentication, so a cryptographic hash here would only
-//!   cost time (it took a sixth of the CPU of a cached epoch).
+//!   content: magic `SMPFSDC3` ‖ start within the window (u32 LE) ‖ length (u32 LE) ‖
+//!   CRC-64/NVME of the start, length and table (u64 LE) ‖ a table of one CRC-64/NVME per
+//!   [`BLOCK`] of the bytes (u64 LE each) ‖ the bytes. A read checks only the blocks it
+//!   serves, so the first requests of a file do not read whole pieces. Written to a
+//!   temporary file and renamed, so a crash leaves a whole piece or none; a piece whose
+//!   length or checksums do not match (truncated, flipped, partly written by a failing
+//!   disk) is deleted and reported as a miss. The checksums only have to catch accidental
+//!   damage: a forged piece cannot pass the reader's AES-GCM-SIV authentication, so a
+//!   cryptographic hash here would only cost time (it took a sixth of the CPU of a cached
+//!   epoch). Pieces of the earlier format (`SMPFSDC2`, one checksum per piece) are
+//!   deleted when met and fetched again.
 //!
 //! Entries are evicted least recently used first, so the pieces stay within the size bound
 //! (headers included). The index lives in memory and is rebuilt from the directory at open,
@@ -24,8 +28,10 @@
 //! it waits, so everything fetched is cached. [`DiskCache::flush`] waits for the queue to
 //! drain.
 
+use std::cell::Cell;
 use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Write};
+use std::ops::Range;
 use std::os::unix::fs::{DirBuilderExt, FileExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -36,13 +42,21 @@ use std::thread::JoinHandle;
 use lru::LruCache;
 use nix::fcntl::{Flock, FlockArg};
 use parking_lot::Mutex;
+use rayon::prelude::*;
 
 /// Bytes of one cache window: pieces never cross a multiple of it.
 pub const PIECE: u64 = 256 << 10;
 /// Pieces waiting for the writer thread at most.
 pub const QUEUE: usize = 64;
-const MAGIC: &[u8; 8] = b"SMPFSDC2";
+/// Bytes covered by one checksum of a piece's table.
+pub const BLOCK: usize = 4 << 10;
+const MAGIC: &[u8; 8] = b"SMPFSDC3";
+/// The magic of the format before per-block checksums: such pieces are dropped quietly.
+const OLD_MAGIC: &[u8; 8] = b"SMPFSDC2";
+/// Magic, start, length and the table's checksum; the table follows.
 const HEADER_LEN: usize = 8 + 4 + 4 + 8;
+/// The longest header and table: a piece of a whole window.
+const MAX_HEADER_LEN: usize = HEADER_LEN + 8 * (PIECE as usize).div_ceil(BLOCK);
 /// The piece checksum.
 const CHECKSUM: crc_fast::CrcAlgorithm = crc_fast::CrcAlgorithm::Crc64Nvme;
 
@@ -220,34 +234,74 @@ impl DiskCache {
     /// if every byte is there and intact; `false` (a miss) otherwise, with `bufs` in an
     /// unspecified state.
     pub fn read(&self, key: &str, version: &str, offset: u64, bufs: &mut [&mut [u8]]) -> bool {
-        thread_local! {
-            /// A piece file as read, reused: no allocation per hit.
-            static CONTENT: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
-        }
-        let store = &self.store;
         let total: usize = bufs.iter().map(|b| b.len()).sum();
-        let mut filled = 0usize;
-        let hit = CONTENT.with_borrow_mut(|content| {
+        let hit = with_scratch(|scratch| {
+            let mut filled = 0usize;
             for span in spans(key, version, offset, total as u64) {
-                match store.read_piece_in_place(&span, bufs, filled) {
-                    Some(true) => {}
-                    Some(false) => return false,
-                    None => {
-                        let Some(bytes) = store.read_piece(&span, content) else {
-                            return false;
-                        };
-                        scatter(bufs, filled, bytes);
-                    }
-                }
+                let Some(range) = self.store.read_span(&span, scratch, 0) else {
+                    return false;
+                };
+                scatter(bufs, filled, &scratch[range]);
                 filled += span.len as usize;
             }
             true
         });
-        let counter = if hit { &store.hits } else { &store.misses };
-        counter.fetch_add(1, Ordering::Relaxed);
+        self.store.count(hit);
         hit
     }
 
+    /// Serves the range `bufs` cover (in order, from `offset` of object `key` at
+    /// `version`) by calling `visit(index, bytes, buf)` for each buffer with its bytes as
+    /// stored and checked; `visit` must leave in `buf` what the caller wants there. Groups
+    /// of buffers of about a piece are read on rayon's threads, each into a buffer of its
+    /// thread that is still in that core's cache when `visit` runs, so the bytes are not
+    /// copied into `bufs` first. `false` (a miss) if any byte is missing or damaged: then
+    /// `visit` may have run for some buffers and not for others.
+    pub fn read_each(
+        &self,
+        key: &str,
+        version: &str,
+        offset: u64,
+        bufs: &mut [&mut [u8]],
+        visit: impl Fn(usize, &[u8], &mut [u8]) + Sync,
+    ) -> bool {
+        let per_group = bufs
+            .first()
+            .map_or(1, |buf| (PIECE as usize).div_ceil(buf.len().max(1)));
+        let mut starts = Vec::with_capacity(bufs.len().div_ceil(per_group));
+        let mut at = offset;
+        for group in bufs.chunks(per_group) {
+            starts.push(at);
+            at += group.iter().map(|b| b.len() as u64).sum::<u64>();
+        }
+        let serve = |(number, (group, start)): (usize, (&mut [&mut [u8]], u64))| {
+            let len: usize = group.iter().map(|b| b.len()).sum();
+            with_scratch(|scratch| {
+                let Some(bytes) = self.store.read_run(key, version, start, len, scratch) else {
+                    return false;
+                };
+                let mut at = 0;
+                for (i, buf) in group.iter_mut().enumerate() {
+                    visit(number * per_group + i, &bytes[at..at + buf.len()], buf);
+                    at += buf.len();
+                }
+                true
+            })
+        };
+        let hit = if starts.len() > 1 {
+            bufs.par_chunks_mut(per_group)
+                .zip(starts)
+                .enumerate()
+                .all(serve)
+        } else {
+            bufs.chunks_mut(per_group)
+                .zip(starts)
+                .enumerate()
+                .all(serve)
+        };
+        self.store.count(hit);
+        hit
+    }
     /// Hands the bytes `bufs` hold (from `offset` of object `key` at `version`, as the
     /// store returned them) to the writer thread, waiting while its queue is full.
     /// Failures to write (a full disk) are logged and skipped.
@@ -280,107 +334,115 @@ impl Drop for DiskCache {
 }
 
 impl Store {
-    /// Reads a piece that holds exactly `span` straight into the concatenation of `bufs`
-    /// from byte `at`, hashing it there: one pass over the bytes instead of a read, a hash
-    /// and a copy. `Some(true)`: served and intact. `Some(false)`: not stored, or damaged
-    /// (deleted). `None`: the piece holds more than `span`; use [`Store::read_piece`].
-    fn read_piece_in_place(&self, span: &Span, bufs: &mut [&mut [u8]], at: usize) -> Option<bool> {
-        if self.index.lock().pieces.get(&span.name).is_none() {
-            return Some(false);
-        }
-        let path = self.piece_path(&span.name);
-        let Ok(file) = File::open(&path) else {
-            return Some(false);
-        };
-        let mut header = [0u8; HEADER_LEN];
-        let stored = file.read_exact_at(&mut header, 0).ok().and_then(|()| {
-            let start = u32::from_le_bytes(header[8..12].try_into().ok()?);
-            let len = u32::from_le_bytes(header[12..16].try_into().ok()?);
-            Some((start, len))
-        });
-        if let Some((start, len)) = stored {
-            if &header[..8] == MAGIC && (start, len) != (span.start, span.len) {
+    /// Counts a read served (`hit`) or sent to the store.
+    fn count(&self, hit: bool) {
+        let counter = if hit { &self.hits } else { &self.misses };
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Reads the checked bytes `offset..offset + len` of object `key` at `version`,
+    /// contiguous in `scratch`.
+    fn read_run<'a>(
+        &self,
+        key: &str,
+        version: &str,
+        offset: u64,
+        len: usize,
+        scratch: &'a mut Vec<u8>,
+    ) -> Option<&'a [u8]> {
+        let (mut first, mut at) = (None, 0);
+        for span in spans(key, version, offset, len as u64) {
+            let range = self.read_span(&span, scratch, at)?;
+            // Only the first span starts inside a block, and only the last ends inside one.
+            if first.is_some() && range.start != at {
                 return None;
             }
+            first.get_or_insert(range.start);
+            at = range.end;
         }
-        let intact = stored.is_some()
-            && &header[..8] == MAGIC
-            && file
-                .metadata()
-                .is_ok_and(|m| m.len() == HEADER_LEN as u64 + span.len as u64)
-            && {
-                let mut digest = crc_fast::Digest::new(CHECKSUM);
-                let mut offset = HEADER_LEN as u64;
-                sub_slices(bufs, at, span.len as usize).all(|part| {
-                    let read = file.read_exact_at(part, offset).is_ok();
-                    offset += part.len() as u64;
-                    digest.update(part);
-                    read
-                }) && digest.finalize().to_le_bytes() == header[16..24]
-            };
-        if !intact {
-            self.discard_damaged(span, &path);
-        }
-        Some(intact)
+        Some(&scratch[first?..at])
     }
 
-    /// Logs, counts and deletes a damaged piece, so that it is fetched again.
-    fn discard_damaged(&self, span: &Span, path: &Path) {
-        tracing::warn!(piece = %span.name, "disk cache: damaged piece deleted; fetching again");
-        self.damaged.fetch_add(1, Ordering::Relaxed);
-        self.forget(&span.name);
-        let _ = fs::remove_file(path);
-    }
-
-    /// The wanted bytes of a piece, if stored and intact, read through `content`.
-    fn read_piece<'a>(&self, span: &Span, content: &'a mut Vec<u8>) -> Option<&'a [u8]> {
+    /// Reads the blocks of `span`'s piece that hold its bytes into `scratch` from byte
+    /// `at` on (growing it), checking each; the part of `scratch` holding the span's bytes.
+    /// `None` if the piece is absent, holds another part of the window, or is damaged
+    /// (then deleted).
+    fn read_span(&self, span: &Span, scratch: &mut Vec<u8>, at: usize) -> Option<Range<usize>> {
         // Known to the index (and marked used), or not stored at all.
         self.index.lock().pieces.get(&span.name)?;
         let path = self.piece_path(&span.name);
-        match read_verified(&path, content) {
-            Some(start) => {
-                let data = &content[HEADER_LEN..];
-                let end = start as u64 + data.len() as u64;
-                let (want_start, want_end) =
-                    (span.start as u64, span.start as u64 + span.len as u64);
-                if start as u64 <= want_start && want_end <= end {
-                    let from = (want_start - start as u64) as usize;
-                    Some(&data[from..from + span.len as usize])
-                } else {
-                    None
-                }
+        let file = File::open(&path).ok()?;
+        let mut head = [0u8; MAX_HEADER_LEN];
+        let header = match read_up_to(&file, &mut head).map(|got| parse_header(&head[..got])) {
+            Ok(Ok(header)) => header,
+            Ok(Err(Unusable::Stale)) => {
+                self.drop_piece(span, &path, false);
+                return None;
             }
-            None => {
-                self.discard_damaged(span, &path);
-                None
+            Ok(Err(Unusable::Damaged)) | Err(_) => {
+                self.drop_piece(span, &path, true);
+                return None;
             }
+        };
+        let (start, len) = (header.start as usize, header.len as usize);
+        let (want_start, want_end) = (span.start as usize, (span.start + span.len) as usize);
+        if want_start < start || want_end > start + len {
+            return None;
         }
+        let first_block = (want_start - start) / BLOCK;
+        let (from, to) = (
+            first_block * BLOCK,
+            ((want_end - start).div_ceil(BLOCK) * BLOCK).min(len),
+        );
+        if scratch.len() < at + (to - from) {
+            scratch.resize(at + (to - from), 0);
+        }
+        let blocks = &mut scratch[at..at + (to - from)];
+        let intact = file
+            .metadata()
+            .is_ok_and(|m| m.len() == piece_file_len(header.len))
+            && file
+                .read_exact_at(blocks, (header.data_offset() + from) as u64)
+                .is_ok()
+            && blocks
+                .chunks(BLOCK)
+                .zip(&header.table[first_block..])
+                .all(|(block, sum)| crc_fast::checksum(CHECKSUM, block) == *sum);
+        if !intact {
+            self.drop_piece(span, &path, true);
+            return None;
+        }
+        let served = at + want_start - start - from;
+        Some(served..served + span.len as usize)
     }
 
+    /// Forgets and deletes a piece, so that it is fetched again; a damaged one is also
+    /// logged and counted (one of the earlier format is not damaged, only outdated).
+    fn drop_piece(&self, span: &Span, path: &Path, damaged: bool) {
+        if damaged {
+            tracing::warn!(piece = %span.name, "disk cache: damaged piece deleted; fetching again");
+            self.damaged.fetch_add(1, Ordering::Relaxed);
+        }
+        self.forget(&span.name);
+        let _ = fs::remove_file(path);
+    }
     /// Stores `bytes` at `span`, merged with an intact stored run they touch or overlap.
     fn write_piece(&self, span: &Span, bytes: &[u8]) -> std::io::Result<()> {
         let path = self.piece_path(&span.name);
         let (mut start, mut data) = (span.start, bytes.to_vec());
-        let mut content = Vec::new();
-        if let Some(old_start) = read_verified(&path, &mut content) {
-            let old = &content[HEADER_LEN..];
+        if let Some((old_start, old)) = read_whole(&path) {
             let (old_end, new_end) = (old_start + old.len() as u32, span.start + span.len);
             if old_start <= new_end && span.start <= old_end {
                 let merged_start = old_start.min(span.start);
                 let merged_end = old_end.max(new_end);
                 let mut merged = vec![0u8; (merged_end - merged_start) as usize];
-                merged[(old_start - merged_start) as usize..][..old.len()].copy_from_slice(old);
+                merged[(old_start - merged_start) as usize..][..old.len()].copy_from_slice(&old);
                 merged[(span.start - merged_start) as usize..][..bytes.len()]
                     .copy_from_slice(bytes);
                 (start, data) = (merged_start, merged);
             }
         }
-        let mut content = Vec::with_capacity(HEADER_LEN + data.len());
-        content.extend_from_slice(MAGIC);
-        content.extend_from_slice(&start.to_le_bytes());
-        content.extend_from_slice(&(data.len() as u32).to_le_bytes());
-        content.extend_from_slice(&crc_fast::checksum(CHECKSUM, &data).to_le_bytes());
-        content.extend_from_slice(&data);
+        let content = encode(start, &data);
         let parent = path.parent().expect("pieces have a parent");
         fs::DirBuilder::new()
             .recursive(true)
@@ -551,43 +613,119 @@ fn spans(key: &str, version: &str, offset: u64, len: u64) -> Vec<Span> {
     spans
 }
 
-/// Reads a piece file into `content` (header, then bytes); its start within the window, if
-/// the magic, length and hash hold.
-fn read_verified(path: &Path, content: &mut Vec<u8>) -> Option<u32> {
-    content.clear();
-    File::open(path).ok()?.read_to_end(content).ok()?;
-    let (header, data) = content.split_at_checked(HEADER_LEN)?;
-    if &header[..8] != MAGIC {
-        return None;
+/// Runs `f` with this thread's scratch buffer (taken out while `f` runs, so a nested call
+/// gets a fresh one instead of a borrow conflict). It keeps its largest size, so a hit
+/// allocates nothing.
+fn with_scratch<R>(f: impl FnOnce(&mut Vec<u8>) -> R) -> R {
+    thread_local! {
+        static SCRATCH: Cell<Vec<u8>> = const { Cell::new(Vec::new()) };
     }
-    let start = u32::from_le_bytes(header[8..12].try_into().ok()?);
-    let len = u32::from_le_bytes(header[12..16].try_into().ok()?) as usize;
-    if data.len() != len
-        || start as u64 + len as u64 > PIECE
-        || crc_fast::checksum(CHECKSUM, data).to_le_bytes() != header[16..24]
-    {
-        return None;
-    }
-    Some(start)
+    let mut scratch = SCRATCH.take();
+    let result = f(&mut scratch);
+    SCRATCH.set(scratch);
+    result
 }
 
-/// The parts of the concatenation of `bufs` that make up its bytes `at..at + len`.
-fn sub_slices<'a, 'b: 'a>(
-    bufs: &'a mut [&'b mut [u8]],
-    mut at: usize,
-    mut len: usize,
-) -> impl Iterator<Item = &'a mut [u8]> + use<'a, 'b> {
-    bufs.iter_mut().filter_map(move |buf| {
-        if len == 0 || at >= buf.len() {
-            at = at.saturating_sub(buf.len());
-            return None;
+/// A piece's header as read: where its bytes lie in the window and their checksums.
+struct PieceHeader {
+    start: u32,
+    len: u32,
+    table: [u64; MAX_BLOCKS],
+}
+
+const MAX_BLOCKS: usize = (PIECE as usize).div_ceil(BLOCK);
+
+impl PieceHeader {
+    /// Where the bytes start in the piece file.
+    fn data_offset(&self) -> usize {
+        HEADER_LEN + 8 * (self.len as usize).div_ceil(BLOCK)
+    }
+}
+
+/// Why a piece file cannot be used.
+enum Unusable {
+    /// A piece of the earlier format.
+    Stale,
+    Damaged,
+}
+
+/// Parses the header and table at the start of a piece file (`bytes` may go on past them).
+fn parse_header(bytes: &[u8]) -> Result<PieceHeader, Unusable> {
+    if bytes.starts_with(OLD_MAGIC) {
+        return Err(Unusable::Stale);
+    }
+    if bytes.len() < HEADER_LEN || !bytes.starts_with(MAGIC) {
+        return Err(Unusable::Damaged);
+    }
+    let word = |at: usize| u32::from_le_bytes(bytes[at..at + 4].try_into().expect("4 bytes"));
+    let (start, len) = (word(8), word(12));
+    let blocks = (len as usize).div_ceil(BLOCK);
+    let table_end = HEADER_LEN + 8 * blocks;
+    if start as u64 + len as u64 > PIECE || bytes.len() < table_end {
+        return Err(Unusable::Damaged);
+    }
+    let mut digest = crc_fast::Digest::new(CHECKSUM);
+    digest.update(&bytes[8..16]);
+    digest.update(&bytes[HEADER_LEN..table_end]);
+    if digest.finalize().to_le_bytes() != bytes[16..24] {
+        return Err(Unusable::Damaged);
+    }
+    let mut table = [0u64; MAX_BLOCKS];
+    for (sum, stored) in table.iter_mut().zip(bytes[HEADER_LEN..table_end].chunks(8)) {
+        *sum = u64::from_le_bytes(stored.try_into().expect("8 bytes"));
+    }
+    Ok(PieceHeader { start, len, table })
+}
+
+/// The bytes of a piece file holding `data` from `start` in its window.
+fn encode(start: u32, data: &[u8]) -> Vec<u8> {
+    let mut content = Vec::with_capacity(piece_file_len(data.len() as u32) as usize);
+    content.extend_from_slice(MAGIC);
+    content.extend_from_slice(&start.to_le_bytes());
+    content.extend_from_slice(&(data.len() as u32).to_le_bytes());
+    content.extend_from_slice(&[0; 8]);
+    for block in data.chunks(BLOCK) {
+        content.extend_from_slice(&crc_fast::checksum(CHECKSUM, block).to_le_bytes());
+    }
+    let mut digest = crc_fast::Digest::new(CHECKSUM);
+    digest.update(&content[8..16]);
+    digest.update(&content[HEADER_LEN..]);
+    content[16..24].copy_from_slice(&digest.finalize().to_le_bytes());
+    content.extend_from_slice(data);
+    content
+}
+
+/// Bytes of a piece file holding `len` bytes.
+fn piece_file_len(len: u32) -> u64 {
+    (HEADER_LEN + 8 * (len as usize).div_ceil(BLOCK)) as u64 + len as u64
+}
+
+/// Fills `buf` from the start of `file` as far as the file goes; the bytes read.
+fn read_up_to(file: &File, buf: &mut [u8]) -> std::io::Result<usize> {
+    let mut got = 0;
+    while got < buf.len() {
+        match file.read_at(&mut buf[got..], got as u64) {
+            Ok(0) => break,
+            Ok(n) => got += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
         }
-        let n = (buf.len() - at).min(len);
-        let part = &mut buf[at..at + n];
-        at = 0;
-        len -= n;
-        Some(part)
-    })
+    }
+    Ok(got)
+}
+
+/// A whole piece file's start within the window and bytes, if every check holds.
+fn read_whole(path: &Path) -> Option<(u32, Vec<u8>)> {
+    let mut content = Vec::new();
+    File::open(path).ok()?.read_to_end(&mut content).ok()?;
+    let header = parse_header(&content).ok()?;
+    let data = content.split_off(header.data_offset());
+    let intact = content.len() + data.len() == piece_file_len(header.len) as usize
+        && data
+            .chunks(BLOCK)
+            .zip(&header.table)
+            .all(|(block, sum)| crc_fast::checksum(CHECKSUM, block) == *sum);
+    intact.then_some((header.start, data))
 }
 
 /// Copies `bytes` into the concatenation of `bufs` starting at byte `at`.

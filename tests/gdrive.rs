@@ -83,7 +83,7 @@ fn get(backend: &dyn Backend, key: &str, len: usize) -> Result<Vec<u8>, BackendE
     let mut plain = vec![0u8; len];
     backend.read_range(key, 0, &mut [&mut plain])?;
     let mut arriving = vec![0u8; len];
-    backend.read_range_arriving(key, 0, &mut [&mut arriving], &mut CopyIn)?;
+    backend.read_range_arriving(key, 0, &mut [&mut arriving], &CopyIn)?;
     assert!(plain == arriving, "{key}: the two reads differ");
     Ok(plain)
 }

@@ -9,6 +9,8 @@
 
 use std::sync::Arc;
 
+use rayon::prelude::*;
+
 use super::{Arrival, Backend, BackendError, ObjectInfo, ObjectWriter, ReadProfile};
 use crate::diskcache::DiskCache;
 
@@ -71,19 +73,32 @@ impl Backend for CachedBackend {
         })
     }
 
-    /// Served from the cache, or read in place from the store (the cache needs the bytes
-    /// in `bufs`), so `arrival` is never told: every buffer is filled in place.
+    /// Served from the cache, each buffer handed to `arrival` from the bytes as read (see
+    /// [`DiskCache::read_each`]); or, on a miss, read in place from the store (the cache
+    /// needs the ciphertext in `bufs`), stored, and every buffer then completed in place,
+    /// in parallel, so that no buffer keeps an outcome of the failed attempt.
     fn read_range_arriving(
         &self,
         key: &str,
         offset: u64,
         bufs: &mut [&mut [u8]],
-        arrival: &mut dyn Arrival,
+        arrival: &dyn Arrival,
     ) -> Result<(), BackendError> {
-        if self.cache_version(key).is_none() {
+        let Some(version) = self.cache_version(key) else {
             return self.inner.read_range_arriving(key, offset, bufs, arrival);
+        };
+        let complete =
+            |index: usize, bytes: &[u8], buf: &mut [u8]| arrival.complete(index, Some(bytes), buf);
+        if self.cache.read_each(key, &version, offset, bufs, complete) {
+            return Ok(());
         }
-        self.read_range(key, offset, bufs)
+        tracing::debug!(key, offset, "disk cache miss");
+        self.inner.read_range(key, offset, bufs)?;
+        self.cache.write(key, &version, offset, bufs);
+        bufs.par_iter_mut()
+            .enumerate()
+            .for_each(|(index, buf)| arrival.complete(index, None, buf));
+        Ok(())
     }
 
     fn stat(&self, key: &str) -> Result<Option<u64>, BackendError> {

@@ -184,7 +184,7 @@ impl Backend for LocalBackend {
         key: &str,
         offset: u64,
         bufs: &mut [&mut [u8]],
-        arrival: &mut dyn Arrival,
+        arrival: &dyn Arrival,
     ) -> Result<(), BackendError> {
         let file = self.open_beneath(key, OFlag::O_RDONLY, Mode::empty())?;
         let len: usize = bufs.iter().map(|buf| buf.len()).sum();

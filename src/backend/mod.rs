@@ -98,7 +98,7 @@ pub trait Backend: Send + Sync {
         key: &str,
         offset: u64,
         bufs: &mut [&mut [u8]],
-        _arrival: &mut dyn Arrival,
+        _arrival: &dyn Arrival,
     ) -> Result<(), BackendError> {
         self.read_range(key, offset, bufs)
     }
@@ -149,12 +149,13 @@ pub trait Backend: Send + Sync {
 }
 
 /// Told, during [`Backend::read_range_arriving`], that a buffer of the read is complete.
-pub trait Arrival {
+/// A backend may tell it about different buffers from several threads at once.
+pub trait Arrival: Sync {
     /// Buffer number `index` is complete. `bytes` holds its content when that arrived in
     /// one piece and `buf` has not been written; with `None` the content is already in
     /// `buf`. Either way `buf` must afterwards hold what the caller wants there. A backend
     /// that retries a read calls this again for every buffer of the new attempt.
-    fn complete(&mut self, index: usize, bytes: Option<&[u8]>, buf: &mut [u8]);
+    fn complete(&self, index: usize, bytes: Option<&[u8]>, buf: &mut [u8]);
 }
 
 /// How the shared read-ahead drives a backend: a window that starts at 1 MiB and doubles

@@ -301,7 +301,7 @@ impl ClientsHere {
 /// is handed over straight from the piece, without a copy into the buffer.
 pub struct BufFiller<'a, 'b> {
     bufs: &'a mut [&'b mut [u8]],
-    arrival: &'a mut dyn Arrival,
+    arrival: &'a dyn Arrival,
     key: &'a str,
     offset: u64,
     buf_index: usize,
@@ -314,7 +314,7 @@ impl<'a, 'b> BufFiller<'a, 'b> {
     /// A filler for the range of object `key` that starts at `offset`.
     pub fn new(
         bufs: &'a mut [&'b mut [u8]],
-        arrival: &'a mut dyn Arrival,
+        arrival: &'a dyn Arrival,
         key: &'a str,
         offset: u64,
     ) -> Self {
@@ -385,7 +385,7 @@ impl<'a, 'b> BufFiller<'a, 'b> {
 pub struct CopyIn;
 
 impl Arrival for CopyIn {
-    fn complete(&mut self, _index: usize, bytes: Option<&[u8]>, buf: &mut [u8]) {
+    fn complete(&self, _index: usize, bytes: Option<&[u8]>, buf: &mut [u8]) {
         if let Some(bytes) = bytes {
             buf.copy_from_slice(bytes);
         }
@@ -410,11 +410,11 @@ mod tests {
 
     /// Records what a filler reported, copying like [`CopyIn`].
     #[derive(Default)]
-    struct Recorder(Vec<(usize, bool)>);
+    struct Recorder(parking_lot::Mutex<Vec<(usize, bool)>>);
 
     impl Arrival for Recorder {
-        fn complete(&mut self, index: usize, bytes: Option<&[u8]>, buf: &mut [u8]) {
-            self.0.push((index, bytes.is_some()));
+        fn complete(&self, index: usize, bytes: Option<&[u8]>, buf: &mut [u8]) {
+            self.0.lock().push((index, bytes.is_some()));
             CopyIn.complete(index, bytes, buf);
         }
     }
@@ -423,8 +423,8 @@ mod tests {
     fn filler_spreads_pieces_over_buffers_and_checks_the_length() {
         let (mut a, mut b) = ([0u8; 3], [0u8; 4]);
         let mut bufs: [&mut [u8]; 2] = [&mut a, &mut b];
-        let mut recorder = Recorder::default();
-        let mut filler = BufFiller::new(&mut bufs, &mut recorder, "k", 10);
+        let recorder = Recorder::default();
+        let mut filler = BufFiller::new(&mut bufs, &recorder, "k", 10);
         assert_eq!(filler.total(), 7);
         filler.push(b"ab").unwrap();
         filler.push(b"cdef").unwrap();
@@ -435,12 +435,11 @@ mod tests {
         filler.push(b"g").unwrap();
         filler.finish().unwrap();
         assert_eq!((&a, &b), (b"abc", b"defg"));
-        assert_eq!(recorder.0, [(0, false), (1, false)]);
+        assert_eq!(*recorder.0.lock(), [(0, false), (1, false)]);
 
         let mut c = [0u8; 4];
         let mut bufs: [&mut [u8]; 1] = [&mut c];
-        let mut copy = CopyIn;
-        let mut short = BufFiller::new(&mut bufs, &mut copy, "k", 10);
+        let mut short = BufFiller::new(&mut bufs, &CopyIn, "k", 10);
         short.push(b"xy").unwrap();
         assert!(matches!(
             short.finish(),
@@ -452,14 +451,14 @@ mod tests {
     fn buffers_that_arrive_in_one_piece_are_handed_over_from_it() {
         let (mut a, mut b, mut c) = ([0u8; 2], [0u8; 3], [0u8; 2]);
         let mut bufs: [&mut [u8]; 3] = [&mut a, &mut b, &mut c];
-        let mut recorder = Recorder::default();
-        let mut filler = BufFiller::new(&mut bufs, &mut recorder, "k", 0);
+        let recorder = Recorder::default();
+        let mut filler = BufFiller::new(&mut bufs, &recorder, "k", 0);
         filler.push(b"abcd").unwrap();
         filler.push(b"efg").unwrap();
         filler.finish().unwrap();
         assert_eq!((&a, &b, &c), (b"ab", b"cde", b"fg"));
         // a whole in the first piece; b split over both; c whole in the second.
-        assert_eq!(recorder.0, [(0, true), (1, false), (2, true)]);
+        assert_eq!(*recorder.0.lock(), [(0, true), (1, false), (2, true)]);
     }
 
     #[test]

@@ -342,7 +342,7 @@ pub(crate) fn no_credentials(error: &(dyn std::error::Error + 'static)) -> bool 
 async fn fill_from(
     mut body: ByteStream,
     bufs: &mut [&mut [u8]],
-    arrival: &mut dyn Arrival,
+    arrival: &dyn Arrival,
     key: &str,
     offset: u64,
 ) -> Result<(), BackendError> {
@@ -438,7 +438,7 @@ impl Backend for S3Backend {
         offset: u64,
         bufs: &mut [&mut [u8]],
     ) -> Result<(), BackendError> {
-        self.read_range_arriving(key, offset, bufs, &mut CopyIn)
+        self.read_range_arriving(key, offset, bufs, &CopyIn)
     }
 
     fn read_range_arriving(
@@ -446,7 +446,7 @@ impl Backend for S3Backend {
         key: &str,
         offset: u64,
         bufs: &mut [&mut [u8]],
-        arrival: &mut dyn Arrival,
+        arrival: &dyn Arrival,
     ) -> Result<(), BackendError> {
         validate_key(key)?;
         let total: u64 = bufs.iter().map(|b| b.len() as u64).sum();
@@ -488,7 +488,7 @@ impl Backend for S3Backend {
                         })
                     }
                 };
-                match fill_from(output.body, &mut *bufs, &mut *arrival, key, offset).await {
+                match fill_from(output.body, &mut *bufs, arrival, key, offset).await {
                     Err(BackendError::Unavailable { message, .. })
                         if attempt + 1 < MAX_ATTEMPTS =>
                     {

@@ -3,6 +3,7 @@
 use std::ops::Range;
 use std::sync::Arc;
 
+use parking_lot::Mutex;
 use rayon::prelude::*;
 
 use super::VaultError;
@@ -258,16 +259,16 @@ impl ChunkSource for SealedObject {
     /// read, in parallel.
     fn load(&self, first: u64, bufs: &mut [&mut [u8]]) -> Result<(), VaultError> {
         let offset = self.opened.layout.chunk_offset(first);
-        let mut arrival = OpenOnArrival {
+        let arrival = OpenOnArrival {
             object: self,
             first,
-            outcomes: (0..bufs.len()).map(|_| None).collect(),
+            outcomes: (0..bufs.len()).map(|_| Mutex::new(None)).collect(),
         };
         self.backend
-            .read_range_arriving(&self.key, offset, bufs, &mut arrival)?;
+            .read_range_arriving(&self.key, offset, bufs, &arrival)?;
         let mut pending = Vec::new();
         for ((i, buf), outcome) in bufs.iter_mut().enumerate().zip(arrival.outcomes) {
-            match outcome {
+            match outcome.into_inner() {
                 Some(result) => result?,
                 None => pending.push((first + i as u64, &mut **buf)),
             }
@@ -281,13 +282,14 @@ struct OpenOnArrival<'a> {
     object: &'a SealedObject,
     first: u64,
     /// Per buffer, the outcome of opening it; `None` while the backend has not said.
-    outcomes: Vec<Option<Result<(), VaultError>>>,
+    outcomes: Vec<Mutex<Option<Result<(), VaultError>>>>,
 }
 
 impl Arrival for OpenOnArrival<'_> {
-    fn complete(&mut self, index: usize, bytes: Option<&[u8]>, buf: &mut [u8]) {
+    fn complete(&self, index: usize, bytes: Option<&[u8]>, buf: &mut [u8]) {
         let chunk = self.first + index as u64;
-        self.outcomes[index] = Some(self.object.open_chunk(chunk, bytes, buf));
+        let outcome = self.object.open_chunk(chunk, bytes, buf);
+        *self.outcomes[index].lock() = Some(outcome);
     }
 }
 

@@ -342,7 +342,7 @@ impl Backend for RemoteLike {
         offset: u64,
         bufs: &mut [&mut [u8]],
     ) -> Result<(), BackendError> {
-        self.read_range_arriving(key, offset, bufs, &mut crate::backend::remote::CopyIn)
+        self.read_range_arriving(key, offset, bufs, &crate::backend::remote::CopyIn)
     }
     /// Delivers the range like a streamed body, in pieces of [`RemoteLike::PIECE`] bytes,
     /// so that some chunks arrive in one piece and others split over two.
@@ -351,7 +351,7 @@ impl Backend for RemoteLike {
         key: &str,
         offset: u64,
         bufs: &mut [&mut [u8]],
-        arrival: &mut dyn crate::backend::Arrival,
+        arrival: &dyn crate::backend::Arrival,
     ) -> Result<(), BackendError> {
         let total = bufs.iter().map(|b| b.len()).sum::<usize>();
         self.requests.lock().push(total as u64);

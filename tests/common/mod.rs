@@ -500,7 +500,7 @@ pub fn assert_ranged_reads(
     let mut split = [vec![0u8; 3], vec![0u8; 4]];
     let [x, y] = &mut split;
     reader
-        .read_range_arriving("a/b", 0, &mut [x, y], &mut smpfs::backend::remote::CopyIn)
+        .read_range_arriving("a/b", 0, &mut [x, y], &smpfs::backend::remote::CopyIn)
         .unwrap();
     assert_eq!((&split[0][..], &split[1][..]), (&b"sec"[..], &b"ond!"[..]));
 }

@@ -712,7 +712,7 @@ impl Client {
         etag: Option<&str>,
         offset: u64,
         bufs: &mut [&mut [u8]],
-        arrival: &mut dyn Arrival,
+        arrival: &dyn Arrival,
     ) -> Result<String, Failure> {
         let context = || format!("reading {} at {offset}", self.describe_blob(name));
         let mut filler = BufFiller::new(bufs, arrival, key, offset);

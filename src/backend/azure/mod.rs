@@ -268,7 +268,7 @@ impl Backend for AzureBackend {
         offset: u64,
         bufs: &mut [&mut [u8]],
     ) -> Result<(), BackendError> {
-        self.read_range_arriving(key, offset, bufs, &mut CopyIn)
+        self.read_range_arriving(key, offset, bufs, &CopyIn)
     }
 
     fn read_range_arriving(
@@ -276,7 +276,7 @@ impl Backend for AzureBackend {
         key: &str,
         offset: u64,
         bufs: &mut [&mut [u8]],
-        arrival: &mut dyn Arrival,
+        arrival: &dyn Arrival,
     ) -> Result<(), BackendError> {
         validate_key(key)?;
         if bufs.iter().all(|b| b.is_empty()) {
@@ -301,7 +301,7 @@ impl Backend for AzureBackend {
                             pinned.as_deref(),
                             offset,
                             &mut *bufs,
-                            &mut *arrival,
+                            arrival,
                         )
                         .await
                 })

@@ -406,7 +406,7 @@ impl Client {
         key: &str,
         offset: u64,
         bufs: &mut [&mut [u8]],
-        arrival: &mut dyn Arrival,
+        arrival: &dyn Arrival,
     ) -> Result<(), Failure> {
         let context = || format!("reading {key:?} at {offset}");
         let mut filler = BufFiller::new(bufs, arrival, key, offset);

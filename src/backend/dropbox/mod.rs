@@ -320,7 +320,7 @@ impl DropboxBackend {
         key: &str,
         offset: u64,
         bufs: &mut [&mut [u8]],
-        arrival: &mut dyn Arrival,
+        arrival: &dyn Arrival,
         here: bool,
     ) -> Result<(), BackendError> {
         if bufs.iter().all(|b| b.is_empty()) {
@@ -388,7 +388,7 @@ impl Backend for DropboxBackend {
         offset: u64,
         bufs: &mut [&mut [u8]],
     ) -> Result<(), BackendError> {
-        self.read_pinned(key, offset, bufs, &mut CopyIn, false)
+        self.read_pinned(key, offset, bufs, &CopyIn, false)
     }
 
     /// Chunk loads (read-ahead and misses, from long-lived threads) are received on the
@@ -398,7 +398,7 @@ impl Backend for DropboxBackend {
         key: &str,
         offset: u64,
         bufs: &mut [&mut [u8]],
-        arrival: &mut dyn Arrival,
+        arrival: &dyn Arrival,
     ) -> Result<(), BackendError> {
         self.read_pinned(key, offset, bufs, arrival, true)
     }

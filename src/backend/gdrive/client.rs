@@ -463,7 +463,7 @@ impl Drive {
         key: &str,
         offset: u64,
         bufs: &mut [&mut [u8]],
-        arrival: &mut dyn Arrival,
+        arrival: &dyn Arrival,
     ) -> Result<(), Failure> {
         let context = || format!("reading {key:?} at {offset}");
         let mut filler = BufFiller::new(bufs, arrival, key, offset);

@@ -460,7 +460,7 @@ impl GDriveBackend {
         key: &str,
         offset: u64,
         bufs: &mut [&mut [u8]],
-        arrival: &mut dyn Arrival,
+        arrival: &dyn Arrival,
         here: bool,
     ) -> Result<(), BackendError> {
         if bufs.iter().all(|b| b.is_empty()) {
@@ -657,7 +657,7 @@ impl Backend for GDriveBackend {
         offset: u64,
         bufs: &mut [&mut [u8]],
     ) -> Result<(), BackendError> {
-        self.read_listed(key, offset, bufs, &mut CopyIn, false)
+        self.read_listed(key, offset, bufs, &CopyIn, false)
     }
 
     /// Chunk loads (read-ahead and misses, from long-lived threads) are received on the
@@ -668,7 +668,7 @@ impl Backend for GDriveBackend {
         key: &str,
         offset: u64,
         bufs: &mut [&mut [u8]],
-        arrival: &mut dyn Arrival,
+        arrival: &dyn Arrival,
     ) -> Result<(), BackendError> {
         self.read_listed(key, offset, bufs, arrival, true)
     }
