@@ -55,8 +55,10 @@ const MAGIC: &[u8; 8] = b"SMPFSDC3";
 const OLD_MAGIC: &[u8; 8] = b"SMPFSDC2";
 /// Magic, start, length and the table's checksum; the table follows.
 const HEADER_LEN: usize = 8 + 4 + 4 + 8;
+/// Checksums in the table of a piece of a whole window.
+const MAX_BLOCKS: usize = (PIECE as usize).div_ceil(BLOCK);
 /// The longest header and table: a piece of a whole window.
-const MAX_HEADER_LEN: usize = HEADER_LEN + 8 * (PIECE as usize).div_ceil(BLOCK);
+const MAX_HEADER_LEN: usize = HEADER_LEN + 8 * MAX_BLOCKS;
 /// The piece checksum.
 const CHECKSUM: crc_fast::CrcAlgorithm = crc_fast::CrcAlgorithm::Crc64Nvme;
 
@@ -302,6 +304,7 @@ impl DiskCache {
         self.store.count(hit);
         hit
     }
+
     /// Hands the bytes `bufs` hold (from `offset` of object `key` at `version`, as the
     /// store returned them) to the writer thread, waiting while its queue is full.
     /// Failures to write (a full disk) are logged and skipped.
@@ -402,7 +405,7 @@ impl Store {
             .metadata()
             .is_ok_and(|m| m.len() == piece_file_len(header.len))
             && file
-                .read_exact_at(blocks, (header.data_offset() + from) as u64)
+                .read_exact_at(blocks, (data_offset(header.len) + from) as u64)
                 .is_ok()
             && blocks
                 .chunks(BLOCK)
@@ -426,6 +429,7 @@ impl Store {
         self.forget(&span.name);
         let _ = fs::remove_file(path);
     }
+
     /// Stores `bytes` at `span`, merged with an intact stored run they touch or overlap.
     fn write_piece(&self, span: &Span, bytes: &[u8]) -> std::io::Result<()> {
         let path = self.piece_path(&span.name);
@@ -633,15 +637,6 @@ struct PieceHeader {
     table: [u64; MAX_BLOCKS],
 }
 
-const MAX_BLOCKS: usize = (PIECE as usize).div_ceil(BLOCK);
-
-impl PieceHeader {
-    /// Where the bytes start in the piece file.
-    fn data_offset(&self) -> usize {
-        HEADER_LEN + 8 * (self.len as usize).div_ceil(BLOCK)
-    }
-}
-
 /// Why a piece file cannot be used.
 enum Unusable {
     /// A piece of the earlier format.
@@ -659,8 +654,7 @@ fn parse_header(bytes: &[u8]) -> Result<PieceHeader, Unusable> {
     }
     let word = |at: usize| u32::from_le_bytes(bytes[at..at + 4].try_into().expect("4 bytes"));
     let (start, len) = (word(8), word(12));
-    let blocks = (len as usize).div_ceil(BLOCK);
-    let table_end = HEADER_LEN + 8 * blocks;
+    let table_end = data_offset(len);
     if start as u64 + len as u64 > PIECE || bytes.len() < table_end {
         return Err(Unusable::Damaged);
     }
@@ -697,7 +691,12 @@ fn encode(start: u32, data: &[u8]) -> Vec<u8> {
 
 /// Bytes of a piece file holding `len` bytes.
 fn piece_file_len(len: u32) -> u64 {
-    (HEADER_LEN + 8 * (len as usize).div_ceil(BLOCK)) as u64 + len as u64
+    data_offset(len) as u64 + len as u64
+}
+
+/// Where the bytes start in a piece file holding `len` bytes: after the header and table.
+fn data_offset(len: u32) -> usize {
+    HEADER_LEN + 8 * (len as usize).div_ceil(BLOCK)
 }
 
 /// Fills `buf` from the start of `file` as far as the file goes; the bytes read.
@@ -719,7 +718,7 @@ fn read_whole(path: &Path) -> Option<(u32, Vec<u8>)> {
     let mut content = Vec::new();
     File::open(path).ok()?.read_to_end(&mut content).ok()?;
     let header = parse_header(&content).ok()?;
-    let data = content.split_off(header.data_offset());
+    let data = content.split_off(data_offset(header.len));
     let intact = content.len() + data.len() == piece_file_len(header.len) as usize
         && data
             .chunks(BLOCK)
