@@ -608,3 +608,53 @@ fn mapped_ciphertext_is_not_locked() {
     }
     mount.unmount();
 }
+
+/// The kernel's requests that reached the daemon, by opcode, from its `fuser::request`
+/// debug log.
+fn requests_by_opcode(log: &str) -> std::collections::BTreeMap<String, usize> {
+    let mut counts = std::collections::BTreeMap::new();
+    for line in log.lines().filter(|l| l.contains("fuser::request")) {
+        let Some((_, rest)) = line.split_once(" ino 0x") else {
+            continue;
+        };
+        if let Some(opcode) = rest.split_whitespace().nth(1) {
+            *counts.entry(opcode.to_owned()).or_insert(0) += 1;
+        }
+    }
+    counts
+}
+
+#[test]
+fn files_listed_then_read_cost_no_lookup_or_flush_round_trips() {
+    let ws = Workspace::new();
+    for i in 0..20 {
+        ws.write_plain(&format!("series/{i:02}.dcm"), &pattern(3000, i as u8));
+    }
+    ws.seal_all();
+    let log = ws.dir.path().join("requests.log");
+    let mut cmd = ws.mount_command();
+    cmd.env("SMPFS_LOG", "fuser::request=debug")
+        .arg("-f")
+        .stderr(std::fs::File::create(&log).unwrap());
+    let mount = common::spawn_mount(cmd, ws.mnt(), log.clone());
+    let series = ws.mnt().join("series");
+    let mut names: Vec<_> = std::fs::read_dir(&series)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    names.sort();
+    assert_eq!(names.len(), 20);
+    for name in &names {
+        assert_eq!(
+            std::fs::read(series.join(name)).unwrap(),
+            std::fs::read(ws.plain().join("series").join(name)).unwrap()
+        );
+    }
+    assert!(mount.unmount().success());
+    let requests = requests_by_opcode(&std::fs::read_to_string(&log).unwrap());
+    let count = |opcode: &str| requests.get(opcode).copied().unwrap_or(0);
+    assert_eq!(count("OPEN"), 20, "{requests:?}");
+    assert!(count("READDIRPLUS") >= 1, "{requests:?}");
+    assert_eq!(count("LOOKUP"), 1, "only `series` itself: {requests:?}");
+    assert!(count("FLUSH") <= 1, "{requests:?}");
+}

@@ -177,13 +177,17 @@ pub struct ReadProfile {
     /// Bytes of an object the first request fetches: the header and the chunks that fit
     /// after it, so a remote backend serves a small file in one round trip. At least 4 KiB.
     pub first_read: u64,
+    /// Files opened ahead of a reader that opens a directory's files in name order: their
+    /// headers are checked on the read-ahead workers while it reads the current one.
+    pub files_ahead: usize,
 }
 
 impl Default for ReadProfile {
     /// A local disk: two read-ahead requests (one per core decrypting) of 1 MiB, a 64 MiB
     /// window (slack that keeps read-ahead busy while request threads hold the cores), one
-    /// request thread per core (at least two), and a first read of the header only (a local
-    /// read costs no round trip).
+    /// request thread per core (at least two), a first read of the header only (a local
+    /// read costs no round trip), and two files opened ahead (one keeps ahead of a reader
+    /// of small files; the second absorbs a delay of the worker).
     fn default() -> Self {
         let cores = std::thread::available_parallelism().map_or(2, usize::from);
         ReadProfile {
@@ -192,14 +196,16 @@ impl Default for ReadProfile {
             part_size: 1 << 20,
             request_threads: cores.clamp(2, 16),
             first_read: 4 << 10,
+            files_ahead: 2,
         }
     }
 }
 
 impl ReadProfile {
     /// A remote store where every request costs a round trip: eight requests of 8 MiB in
-    /// flight, a 64 MiB window, eight request threads waiting on misses, and a first read
-    /// of 256 KiB, which holds most DICOM slices whole (header, data and last chunk).
+    /// flight, a 64 MiB window, eight request threads waiting on misses, a first read of
+    /// 256 KiB, which holds most DICOM slices whole (header, data and last chunk), and
+    /// eight files opened ahead (one per worker: a round trip each).
     pub fn remote() -> Self {
         ReadProfile {
             parallel_requests: 8,
@@ -207,6 +213,7 @@ impl ReadProfile {
             part_size: 8 << 20,
             request_threads: 8,
             first_read: 256 << 10,
+            files_ahead: 8,
         }
     }
 }

@@ -10,8 +10,8 @@ use std::time::{Duration, SystemTime};
 use fuser::{
     Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo, InitFlags,
     IoctlFlags, KernelConfig, LockOwner, OpenAccMode, OpenFlags, ReplyAttr, ReplyData,
-    ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyIoctl, ReplyOpen, ReplyStatfs, ReplyXattr,
-    Request,
+    ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyIoctl, ReplyOpen, ReplyStatfs,
+    ReplyXattr, Request,
 };
 
 use crate::gpu::abi::{self, Command, Detail};
@@ -82,6 +82,43 @@ impl SmpFs {
             vault,
             options,
             mounted_at: SystemTime::now(),
+        }
+    }
+
+    /// Hands the entries of directory `ino` after `offset` to `add`, each with its
+    /// offset, until `add` reports the reply full. Offsets: 1 is `.`, 2 is `..`, and an
+    /// entry's is its inode + 2, so the next call continues after it in O(log n) however
+    /// large the directory.
+    fn list(
+        &self,
+        ino: u64,
+        offset: u64,
+        caller: Caller,
+        mut add: impl FnMut(Attr, u64, &str) -> bool,
+    ) -> Result<(), VaultError> {
+        let parent = self.vault.parent(ino).unwrap_or(ino);
+        for (dot_offset, dot_ino, name) in [(1, ino, "."), (2, parent, "..")] {
+            let dir = Attr {
+                ino: dot_ino,
+                is_dir: true,
+                size: 0,
+            };
+            if offset < dot_offset && add(dir, dot_offset, name) {
+                return Ok(());
+            }
+        }
+        let mut after = offset.checked_sub(2).filter(|&ino| ino > 0);
+        loop {
+            let page = self.vault.readdir(ino, after, READDIR_PAGE, caller)?;
+            let Some(last) = page.last() else {
+                return Ok(());
+            };
+            after = Some(last.attr.ino);
+            for entry in &page {
+                if add(entry.attr, entry.attr.ino + 2, &entry.name) {
+                    return Ok(());
+                }
+            }
         }
     }
 
@@ -232,6 +269,12 @@ impl Filesystem for SmpFs {
         if let Err(nearest) = config.set_max_write(self.options.max_read) {
             let _ = config.set_max_write(nearest);
         }
+        if config
+            .add_capabilities(InitFlags::FUSE_DO_READDIRPLUS)
+            .is_err()
+        {
+            tracing::debug!("this kernel lists without attributes: each open looks its file up");
+        }
         // Shared mappings of direct-I/O files (numpy.memmap, safetensors, Arrow): the
         // mapped pages go through the page cache, which lock and purge invalidate.
         if config
@@ -339,39 +382,40 @@ impl Filesystem for SmpFs {
         mut reply: ReplyDirectory,
     ) {
         self.vault.touch();
-        // Offsets: 1 is `.`, 2 is `..`, and an entry's is its inode + 2, so the next call
-        // continues after it in O(log n) however large the directory.
-        let parent = self.vault.parent(ino.0).unwrap_or(ino.0);
-        for (dot_offset, dot_ino, name) in [(1, ino.0, "."), (2, parent, "..")] {
-            if offset < dot_offset
-                && reply.add(INodeNo(dot_ino), dot_offset, FileType::Directory, name)
-            {
-                return reply.ok();
-            }
-        }
-        let mut after = offset.checked_sub(2).filter(|&ino| ino > 0);
-        loop {
-            let page = match self.vault.readdir(ino.0, after, READDIR_PAGE, caller(req)) {
-                Ok(page) => page,
-                Err(e) => return reply.error(fail("readdir", req, &e)),
-            };
-            let Some(last) = page.last() else {
-                return reply.ok();
-            };
-            after = Some(last.ino);
-            for entry in &page {
-                let kind = if entry.is_dir {
-                    FileType::Directory
-                } else {
-                    FileType::RegularFile
-                };
-                if reply.add(INodeNo(entry.ino), entry.ino + 2, kind, &entry.name) {
-                    return reply.ok();
-                }
-            }
+        let listed = self.list(ino.0, offset, caller(req), |attr, next, name| {
+            let kind = self.file_attr(attr).kind;
+            reply.add(INodeNo(attr.ino), next, kind, name)
+        });
+        match listed {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(fail("readdir", req, &e)),
         }
     }
 
+    /// Listings with attributes (`FUSE_DO_READDIRPLUS`): the kernel caches each entry's
+    /// name and attributes as a lookup would, so opening a file just listed costs no
+    /// LOOKUP round trip (`find | xargs cat`, `ls` then open, a series loader).
+    fn readdirplus(
+        &self,
+        req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        offset: u64,
+        mut reply: ReplyDirectoryPlus,
+    ) {
+        self.vault.touch();
+        let listed = self.list(ino.0, offset, caller(req), |attr, next, name| {
+            let attr = self.file_attr(attr);
+            reply.add(attr.ino, next, name, &TTL, &attr, Generation(0))
+        });
+        match listed {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(fail("readdirplus", req, &e)),
+        }
+    }
+
+    /// Nothing to flush on a read-only mount. ENOSYS makes the kernel stop sending FLUSH
+    /// (close then succeeds at once), which saves a round trip on every close.
     fn flush(
         &self,
         _req: &Request,
@@ -380,7 +424,7 @@ impl Filesystem for SmpFs {
         _lock_owner: LockOwner,
         reply: ReplyEmpty,
     ) {
-        reply.ok();
+        reply.error(Errno::ENOSYS);
     }
 
     fn getxattr(&self, req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {

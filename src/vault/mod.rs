@@ -8,6 +8,7 @@
 //! identity, malformed, truncated, extended or moved are hidden, counted in one warning
 //! per directory.
 
+mod ahead;
 mod fold;
 mod interrupt;
 mod object;
@@ -161,12 +162,10 @@ pub struct Attr {
 /// One entry of a directory listing.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DirEntry {
-    /// The entry's inode.
-    pub ino: Ino,
     /// The entry's name.
     pub name: String,
-    /// Whether it is a directory.
-    pub is_dir: bool,
+    /// What `stat` shows for it (its inode among them).
+    pub attr: Attr,
 }
 
 /// What the GPU info ioctl reports about an open file.
@@ -338,6 +337,8 @@ pub struct Vault {
     served: Mutex<HashSet<Ino>>,
     next_handle: AtomicU64,
     readahead_workers: Workers,
+    /// Files opened ahead of readers that open a directory's files in order.
+    ahead: ahead::FilesAhead,
     /// Handles reading sequentially now: their read-ahead windows share the cache.
     streams: Arc<AtomicUsize>,
     /// How the backend wants read-ahead scheduled.
@@ -428,6 +429,7 @@ impl Vault {
             // Read-ahead yields to request threads: a reader waiting on its reply is on the
             // critical path, work for its later requests is not (a single reader gained 12%).
             readahead_workers: Workers::new(profile.parallel_requests, "smpfs-readahead", 5),
+            ahead: ahead::FilesAhead::new(profile.files_ahead),
             streams: Arc::new(AtomicUsize::new(0)),
             profile,
             gpu: Loader::new(config.gpu_sink),
@@ -678,7 +680,7 @@ impl Vault {
 
     /// Opens file `ino` for reading; returns a handle for [`Vault::read`]. The open is
     /// audited (or the refusal, as `denied`) before it is answered.
-    pub fn open(&self, ino: Ino, caller: Caller) -> Result<u64, VaultError> {
+    pub fn open(self: &Arc<Self>, ino: Ino, caller: Caller) -> Result<u64, VaultError> {
         let _gate = self.enter();
         let actor = Actor::from_request(caller.uid, caller.gid, caller.pid);
         if self.identity.read().is_none() {
@@ -694,9 +696,32 @@ impl Vault {
         let path = self.tree.read().audit_path(ino).unwrap_or_default();
         self.require_purpose(caller, &path)?;
         let handle = self.open_handle(ino, caller, actor, serde_json::Value::Null)?;
+        if matches!(handle.source, Source::Sealed(_)) {
+            self.open_files_ahead(ino);
+        }
         let fh = self.next_handle.fetch_add(1, Ordering::Relaxed);
         self.handles.lock().insert(fh, handle);
         Ok(fh)
+    }
+
+    /// Queues the files to open ahead of a reader that just opened `ino` (see `ahead`).
+    /// A job queued before a purge is dropped, as read-ahead is.
+    fn open_files_ahead(self: &Arc<Self>, ino: Ino) {
+        let files = self.ahead.opened(&self.tree.read(), ino);
+        let purges = self.purges.load(Ordering::Acquire);
+        for file in files {
+            let vault = Arc::clone(self);
+            self.readahead_workers.spawn(move || {
+                {
+                    let _gate = vault.enter();
+                    if vault.purges.load(Ordering::Acquire) == purges {
+                        // A failure is the file's own open's to report.
+                        let _ = vault.object_of(file);
+                    }
+                }
+                vault.ahead.finished(file);
+            });
+        }
     }
 
     /// Opens file `ino` for `actor` (resolving its directory first if needed) and audits

@@ -507,6 +507,7 @@ fn read_ahead_keeps_the_window_full_with_requests_of_the_part_size() {
             part_size: 2 << 20,
             request_threads: 8,
             first_read: 4 << 10,
+            files_ahead: 0,
         },
         requests: Mutex::new(Vec::new()),
     });
@@ -1130,4 +1131,215 @@ fn a_purge_waits_for_read_ahead_in_flight_and_drops_the_queued_jobs() {
         after_purge,
         "a queued part was loaded after the purge"
     );
+}
+
+/// A v2 bucket holding `series/00.dcm`, `series/01.dcm`, … (10 000 bytes each, 4 KiB
+/// chunks) and an audited vault on it (local profile: two read-ahead workers).
+struct Series {
+    dir: tempfile::TempDir,
+    vault: Arc<Vault>,
+    log: std::path::PathBuf,
+    files: Vec<Ino>,
+    data: Vec<Vec<u8>>,
+}
+
+impl Series {
+    fn new(count: usize) -> Series {
+        let dir = tempfile::tempdir().unwrap();
+        let plain = dir.path().join("plain");
+        std::fs::create_dir_all(plain.join("series")).unwrap();
+        let data: Vec<Vec<u8>> = (0..count).map(|i| pattern(10_000, i as u8)).collect();
+        for (i, bytes) in data.iter().enumerate() {
+            std::fs::write(plain.join(format!("series/{i:02}.dcm")), bytes).unwrap();
+        }
+        let root = dir.path().join("bucket");
+        std::fs::create_dir(&root).unwrap();
+        let backend: Arc<dyn Backend> = Arc::new(LocalBackend::open(&root).unwrap());
+        let store = ManifestStore::new(Arc::clone(&backend), None);
+        let identity = || Identity::from([7; 32]);
+        let options = SealOptions {
+            recipients: vec![identity().recipient()],
+            chunk_log2: 12,
+            overwrite: false,
+        };
+        let jobs = crate::seal::plan(&[plain]).unwrap();
+        let report = crate::bucket::write::seal_files(
+            &store,
+            Some(&identity()),
+            Default::default(),
+            &jobs,
+            &options,
+            false,
+            &|_| {},
+        )
+        .unwrap();
+        assert!(report.failed.is_empty(), "{:?}", report.failed);
+        let manifest = store.load(&identity()).unwrap().unwrap();
+        let log = dir.path().join("audit.log");
+        let audit = crate::audit::AuditLog::open_segment(
+            &log,
+            &identity().recipient(),
+            crate::audit::SyncPolicy::default(),
+            None,
+            serde_json::Value::Null,
+        )
+        .unwrap();
+        let config = VaultConfig {
+            cache_size: 16 << 20,
+            ..VaultConfig::default()
+        };
+        let vault = Vault::new(
+            backend,
+            identity(),
+            config,
+            Some(Arc::new(audit)),
+            Some((store, manifest)),
+        );
+        let vault = Arc::new(vault.unwrap());
+        assert_eq!(
+            vault.profile.parallel_requests, 2,
+            "`settle` assumes two workers"
+        );
+        let series = resolve(&vault, "series").unwrap().ino;
+        let files = (0..count)
+            .map(|i| {
+                vault
+                    .lookup(series, &format!("{i:02}.dcm"), ME)
+                    .unwrap()
+                    .ino
+            })
+            .collect();
+        Series {
+            dir,
+            vault,
+            log,
+            files,
+            data,
+        }
+    }
+
+    /// Opens, reads whole and releases file `i`, checking its bytes.
+    fn read(&self, i: usize) {
+        assert_eq!(
+            read_all(&self.vault, &format!("series/{i:02}.dcm")).unwrap(),
+            self.data[i],
+            "file {i}"
+        );
+    }
+
+    fn opened(&self, i: usize) -> bool {
+        self.vault.tree.read().object(self.files[i]).is_ok()
+    }
+
+    /// Returns once every job queued on the read-ahead workers before it has finished.
+    fn settle(&self) {
+        let barrier = Arc::new(std::sync::Barrier::new(3));
+        for _ in 0..2 {
+            let barrier = Arc::clone(&barrier);
+            self.vault.readahead_workers.spawn(move || {
+                barrier.wait();
+            });
+        }
+        barrier.wait();
+    }
+
+    /// The audit records of `event` (such as `"open"`), as text.
+    fn records(&self, event: &str) -> Vec<String> {
+        std::fs::read_to_string(&self.log)
+            .unwrap()
+            .lines()
+            .filter(|l| l.contains(&format!("\"event\":\"{event}\"")))
+            .map(str::to_owned)
+            .collect()
+    }
+}
+
+#[test]
+fn a_reader_opening_files_in_order_has_the_next_ones_opened_ahead_unaudited() {
+    let s = Series::new(6);
+    s.read(0);
+    s.settle();
+    assert!(!s.opened(1), "one open is not yet an order");
+    s.read(1);
+    s.settle();
+    assert!(s.opened(2) && s.opened(3), "the next two are opened ahead");
+    assert!(!s.opened(4), "and no more");
+    assert_eq!(s.records("open").len(), 2, "opening ahead is not audited");
+    s.read(2);
+    s.settle();
+    assert!(s.opened(4));
+    s.read(3);
+    s.read(4);
+    let opens = s.records("open");
+    assert_eq!(opens.len(), 5);
+    assert!(opens[2].contains("series/02.dcm"), "{}", opens[2]);
+    assert!(s.vault.ahead.pending.lock().is_empty());
+}
+
+#[test]
+fn files_opened_out_of_order_open_nothing_ahead() {
+    let s = Series::new(6);
+    for i in [3, 0, 5, 2] {
+        s.read(i);
+    }
+    s.settle();
+    for i in [1, 4] {
+        assert!(!s.opened(i), "file {i}");
+    }
+}
+
+#[test]
+fn files_queued_to_open_ahead_before_a_purge_are_not_opened_after_it() {
+    let s = Series::new(4);
+    s.read(0);
+    // Both workers wait here, so the files the next open queues wait behind them.
+    let (inside, release) = (
+        Arc::new(std::sync::Barrier::new(3)),
+        Arc::new(std::sync::Barrier::new(3)),
+    );
+    for _ in 0..2 {
+        let (inside, release) = (Arc::clone(&inside), Arc::clone(&release));
+        s.vault.readahead_workers.spawn(move || {
+            inside.wait();
+            release.wait();
+        });
+    }
+    inside.wait();
+    s.read(1);
+    s.vault.purge();
+    s.vault.unlock(Identity::from([7; 32])).unwrap();
+    release.wait();
+    s.settle();
+    assert!(
+        s.vault.tree.read().opened_files().is_empty(),
+        "a file queued before the purge was opened after it"
+    );
+    assert!(s.vault.ahead.pending.lock().is_empty());
+    s.read(2);
+}
+
+#[test]
+fn a_file_that_fails_to_open_ahead_fails_its_own_open_and_is_audited() {
+    let s = Series::new(4);
+    let key = s.vault.manifest.as_ref().unwrap().1.lock().entries["series/02.dcm"].object_key();
+    let object = s.dir.path().join("bucket").join(key);
+    let mut sealed = std::fs::read(&object).unwrap();
+    sealed[40] ^= 1;
+    std::fs::write(&object, sealed).unwrap();
+    s.read(0);
+    s.read(1);
+    s.settle();
+    assert!(!s.opened(2) && s.opened(3));
+    assert!(
+        s.records("integrity_failure").is_empty(),
+        "not before its open"
+    );
+    assert!(matches!(
+        s.vault.open(s.files[2], ME),
+        Err(VaultError::ManifestMismatch { .. })
+    ));
+    let failures = s.records("integrity_failure");
+    assert_eq!(failures.len(), 1);
+    assert!(failures[0].contains("series/02.dcm"), "{}", failures[0]);
+    s.read(3);
 }

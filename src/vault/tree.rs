@@ -292,6 +292,42 @@ impl Tree {
         self.node(ino).map(|n| n.parent)
     }
 
+    /// The entry just before `ino` in its directory, by name.
+    pub fn sibling_before(&self, ino: Ino) -> Option<Ino> {
+        let node = self.node(ino)?;
+        let children = self.children(node.parent).ok()?;
+        children
+            .range::<str, _>((Bound::Unbounded, Bound::Excluded(node.name.as_str())))
+            .next_back()
+            .map(|(_, &sibling)| sibling)
+    }
+
+    /// Those of the `count` entries after `ino` in its directory (by name) that are v2
+    /// files whose headers were not opened yet.
+    pub fn unopened_after(&self, ino: Ino, count: usize) -> Vec<Ino> {
+        let Some(node) = self.node(ino) else {
+            return Vec::new();
+        };
+        let Ok(children) = self.children(node.parent) else {
+            return Vec::new();
+        };
+        children
+            .range::<str, _>((Bound::Excluded(node.name.as_str()), Bound::Unbounded))
+            .take(count)
+            .map(|(_, &sibling)| sibling)
+            .filter(|&sibling| {
+                matches!(
+                    self.node(sibling).map(|n| &n.kind),
+                    Some(NodeKind::File {
+                        object: None,
+                        bound: Some(_),
+                        ..
+                    })
+                )
+            })
+            .collect()
+    }
+
     /// Attributes of a directory or of a resolved file.
     pub fn attr(&self, ino: Ino) -> Option<Attr> {
         match &self.node(ino)?.kind {
@@ -342,9 +378,8 @@ impl Tree {
             .range::<str, _>((start, Bound::Unbounded))
             .filter_map(|(name, &child)| {
                 self.attr(child).map(|attr| DirEntry {
-                    ino: child,
                     name: name.clone(),
-                    is_dir: attr.is_dir,
+                    attr,
                 })
             })
             .take(limit)
