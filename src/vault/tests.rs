@@ -71,31 +71,36 @@ impl Fixture {
     /// A vault that audits to a fresh log; returns the log's path (in the plain dir).
     fn audited_vault(&self) -> (Arc<Vault>, std::path::PathBuf) {
         let path = self.plain.path().join("audit.log");
-        let log = crate::audit::AuditLog::open_segment(
-            &path,
-            &self.identity().recipient(),
-            crate::audit::SyncPolicy::default(),
-            None,
-            serde_json::Value::Null,
-        )
-        .unwrap();
-        let config = VaultConfig {
-            cache_size: 16 << 20,
-            ..VaultConfig::default()
-        };
-        let vault = Vault::new(
-            self.backend(),
-            self.identity(),
-            config,
-            Some(Arc::new(log)),
-            None,
-        );
-        (Arc::new(vault.unwrap()), path)
+        let vault = audited(self.backend(), self.identity(), &path, None);
+        (vault, path)
     }
 
     fn object_path(&self, key: &str) -> std::path::PathBuf {
         self.bucket.path().join(key)
     }
+}
+
+/// A vault on `backend` (16 MiB cache) that audits to a fresh log at `log`.
+fn audited(
+    backend: Arc<dyn Backend>,
+    identity: Identity,
+    log: &std::path::Path,
+    manifest: Option<(ManifestStore, Manifest)>,
+) -> Arc<Vault> {
+    let audit = crate::audit::AuditLog::open_segment(
+        log,
+        &identity.recipient(),
+        crate::audit::SyncPolicy::default(),
+        None,
+        serde_json::Value::Null,
+    )
+    .unwrap();
+    let config = VaultConfig {
+        cache_size: 16 << 20,
+        ..VaultConfig::default()
+    };
+    let vault = Vault::new(backend, identity, config, Some(Arc::new(audit)), manifest);
+    Arc::new(vault.unwrap())
 }
 
 fn resolve(vault: &Vault, path: &str) -> Result<Attr, VaultError> {
@@ -1176,26 +1181,7 @@ impl Series {
         assert!(report.failed.is_empty(), "{:?}", report.failed);
         let manifest = store.load(&identity()).unwrap().unwrap();
         let log = dir.path().join("audit.log");
-        let audit = crate::audit::AuditLog::open_segment(
-            &log,
-            &identity().recipient(),
-            crate::audit::SyncPolicy::default(),
-            None,
-            serde_json::Value::Null,
-        )
-        .unwrap();
-        let config = VaultConfig {
-            cache_size: 16 << 20,
-            ..VaultConfig::default()
-        };
-        let vault = Vault::new(
-            backend,
-            identity(),
-            config,
-            Some(Arc::new(audit)),
-            Some((store, manifest)),
-        );
-        let vault = Arc::new(vault.unwrap());
+        let vault = audited(backend, identity(), &log, Some((store, manifest)));
         assert_eq!(
             vault.profile.parallel_requests, 2,
             "`settle` assumes two workers"
